@@ -1,0 +1,66 @@
+//! Every limit in one place. Each queue, buffer, batch and frame has a bound
+//! from here; the asserts at the bottom check how the limits relate.
+
+/// Largest frame accepted on the wire (length prefix excluded). A declared
+/// length above this closes the connection.
+pub const FRAME_SIZE_MAX: usize = 4 * 1024 * 1024;
+
+/// Largest key and value a client may write.
+pub const KEY_SIZE_MAX: usize = 1024;
+pub const VALUE_SIZE_MAX: usize = 64 * 1024;
+
+/// Longest command line a client may send (verb, key, value, separators).
+pub const COMMAND_SIZE_MAX: usize = KEY_SIZE_MAX + VALUE_SIZE_MAX + 64;
+
+/// Largest AppendEntries batch, by entry count and by payload bytes.
+pub const APPEND_BATCH_ENTRIES_MAX: usize = 4096;
+pub const APPEND_BATCH_SIZE_MAX: usize = 1024 * 1024;
+
+/// AppendEntries a leader keeps in flight to one follower before it waits
+/// for acknowledgements (pipelining window).
+pub const INFLIGHT_APPENDS_MAX: usize = 32;
+
+/// Committed entries handed to the state machine in one pass.
+pub const APPLY_BATCH_ENTRIES_MAX: usize = 8192;
+
+/// Client proposals waiting for commit on one leader; beyond this a
+/// proposal is refused (certainly not appended).
+pub const PENDING_PROPOSALS_MAX: usize = 65536;
+
+/// Bytes queued for sending on one connection. A peer or client that stops
+/// reading is disconnected rather than allowed to grow memory.
+pub const CONNECTION_OUTPUT_SIZE_MAX: usize = 64 * 1024 * 1024;
+
+/// Bytes read from one socket per loop turn before the loop moves on, so one
+/// busy connection cannot starve the others.
+pub const CONNECTION_READ_SIZE_PER_TURN_MAX: usize = 4 * 1024 * 1024;
+
+/// Open client connections; further accepts are closed at once.
+pub const CLIENT_CONNECTIONS_MAX: usize = 4096;
+
+/// Requests read from one client connection that may wait for replies.
+pub const CLIENT_REQUESTS_IN_FLIGHT_MAX: usize = 1024;
+
+/// Cluster size limit (ids fit a byte on the wire and quorums stay sane).
+pub const CLUSTER_SIZE_MAX: usize = 15;
+
+/// Length limit of a node id string.
+pub const NODE_ID_SIZE_MAX: usize = 64;
+
+/// Reconnect backoff for outgoing peer connections.
+pub const RECONNECT_DELAY_MS_MIN: u64 = 10;
+pub const RECONNECT_DELAY_MS_MAX: u64 = 500;
+
+/// How long the server waits for a proposal to commit before answering
+/// `ERR TIMEOUT`.
+pub const CLIENT_REQUEST_TIMEOUT_MS: u64 = 5000;
+
+/// Events handled per poll call.
+pub const POLL_EVENTS_MAX: usize = 1024;
+
+const _: () = assert!(APPEND_BATCH_SIZE_MAX + 1024 * 64 <= FRAME_SIZE_MAX);
+const _: () = assert!(COMMAND_SIZE_MAX + 64 <= FRAME_SIZE_MAX);
+const _: () =
+    assert!(CLIENT_CONNECTIONS_MAX * CLIENT_REQUESTS_IN_FLIGHT_MAX >= PENDING_PROPOSALS_MAX);
+const _: () = assert!(RECONNECT_DELAY_MS_MIN <= RECONNECT_DELAY_MS_MAX);
+const _: () = assert!(APPEND_BATCH_ENTRIES_MAX <= APPLY_BATCH_ENTRIES_MAX);

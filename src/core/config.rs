@@ -1,0 +1,89 @@
+//! The core's configuration, validated up front.
+
+use super::types::NodeId;
+use std::fmt;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub id: NodeId,
+    /// Every member, this node included.
+    pub members: Vec<NodeId>,
+    pub election_timeout_ms_min: u64,
+    pub election_timeout_ms_max: u64,
+    pub heartbeat_interval_ms: u64,
+    /// Seeds the election-timeout randomness.
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    SelfNotMember,
+    DuplicateMember(NodeId),
+    TooManyMembers(usize),
+    ElectionTimeoutRange { min: u64, max: u64 },
+    HeartbeatNotBelowElectionTimeout { heartbeat: u64, election_min: u64 },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::SelfNotMember => write!(f, "this node is not in the member list"),
+            ConfigError::DuplicateMember(id) => write!(f, "member {id} appears twice"),
+            ConfigError::TooManyMembers(count) => write!(
+                f,
+                "{count} members; at most {} are supported",
+                crate::constants::CLUSTER_SIZE_MAX
+            ),
+            ConfigError::ElectionTimeoutRange { min, max } => write!(
+                f,
+                "election timeout range {min}-{max} ms: need 0 < min <= max"
+            ),
+            ConfigError::HeartbeatNotBelowElectionTimeout {
+                heartbeat,
+                election_min,
+            } => write!(
+                f,
+                "heartbeat {heartbeat} ms must be positive and below the minimum election timeout {election_min} ms"
+            ),
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.members.contains(&self.id) {
+            return Err(ConfigError::SelfNotMember);
+        }
+        if self.members.len() > crate::constants::CLUSTER_SIZE_MAX {
+            return Err(ConfigError::TooManyMembers(self.members.len()));
+        }
+        let mut sorted = self.members.clone();
+        sorted.sort();
+        if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(ConfigError::DuplicateMember(pair[0]));
+        }
+        let (min, max) = (self.election_timeout_ms_min, self.election_timeout_ms_max);
+        if min == 0 || min > max {
+            return Err(ConfigError::ElectionTimeoutRange { min, max });
+        }
+        let heartbeat = self.heartbeat_interval_ms;
+        if heartbeat == 0 || heartbeat >= min {
+            return Err(ConfigError::HeartbeatNotBelowElectionTimeout {
+                heartbeat,
+                election_min: min,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn quorum(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.members
+            .iter()
+            .copied()
+            .filter(move |&id| id != self.id)
+    }
+}

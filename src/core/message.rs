@@ -1,0 +1,54 @@
+//! The RPCs of Figure 2, as the core sends and receives them.
+
+use super::types::{Entry, LogIndex, NodeId, Term};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub term: Term,
+    pub body: MessageBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageBody {
+    RequestVote(RequestVote),
+    RequestVoteResponse(RequestVoteResponse),
+    AppendEntries(AppendEntries),
+    AppendEntriesResponse(AppendEntriesResponse),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestVote {
+    pub last_log_index: LogIndex,
+    pub last_log_term: Term,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestVoteResponse {
+    pub vote_granted: bool,
+}
+
+/// Doubles as the heartbeat when `entries` is empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendEntries {
+    pub prev_log_index: LogIndex,
+    pub prev_log_term: Term,
+    pub leader_commit: LogIndex,
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendEntriesResponse {
+    pub success: bool,
+    /// On success: the last index this request made the follower match
+    /// (prev_log_index + entries.len()), not the follower's last index.
+    /// On failure: the prev_log_index that was rejected, so the leader can tell a
+    /// stale rejection from a current one.
+    pub index: LogIndex,
+    /// Fast backtracking hint on failure (Raft dissertation §5.3 / etcd): the
+    /// follower's term at prev_log_index if it has one, and the first index the
+    /// leader should try next.
+    pub conflict_term: Option<Term>,
+    pub conflict_index: LogIndex,
+}

@@ -1,0 +1,145 @@
+//! What a leader knows about each follower (Figure 2, "Volatile state on
+//! leaders"), plus the flow control that makes pipelining safe.
+
+use super::types::LogIndex;
+use crate::constants::INFLIGHT_APPENDS_MAX;
+use std::collections::VecDeque;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressState {
+    /// Where the follower's log matches is unknown: one AppendEntries at a
+    /// time, retried on each heartbeat, until one succeeds.
+    Probe,
+    /// The follower matched: stream batches without waiting for replies, up
+    /// to the in-flight window.
+    Replicate,
+}
+
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// Highest index known to be replicated on the follower.
+    /// Invariant: match_index < next_index.
+    pub match_index: LogIndex,
+    /// Next index to send.
+    pub next_index: LogIndex,
+    pub state: ProgressState,
+    /// Probe only: an AppendEntries is outstanding; wait for its answer or the
+    /// next heartbeat before sending another.
+    pub probe_sent: bool,
+    /// Replicate only: last index of each AppendEntries in flight, oldest
+    /// first. Bounded by INFLIGHT_APPENDS_MAX.
+    inflights: VecDeque<LogIndex>,
+    /// Heard from this follower since the last check (used by CheckQuorum).
+    pub recent_active: bool,
+}
+
+impl Progress {
+    pub fn new(next_index: LogIndex) -> Progress {
+        assert!(next_index.0 >= 1);
+        Progress {
+            match_index: LogIndex(0),
+            next_index,
+            state: ProgressState::Probe,
+            probe_sent: false,
+            inflights: VecDeque::with_capacity(INFLIGHT_APPENDS_MAX),
+            recent_active: false,
+        }
+    }
+
+    pub fn become_probe(&mut self) {
+        self.state = ProgressState::Probe;
+        self.next_index = self.match_index.next();
+        self.probe_sent = false;
+        self.inflights.clear();
+    }
+
+    pub fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.next_index = self.match_index.next();
+        self.probe_sent = false;
+        self.inflights.clear();
+    }
+
+    /// A success for `index` arrived. Returns false if it told nothing new.
+    pub fn acknowledge(&mut self, index: LogIndex) -> bool {
+        self.probe_sent = false;
+        if index <= self.match_index {
+            return false;
+        }
+        self.match_index = index;
+        if self.next_index <= index {
+            self.next_index = index.next();
+        }
+        while self.inflights.front().is_some_and(|&last| last <= index) {
+            self.inflights.pop_front();
+        }
+        true
+    }
+
+    pub fn inflights_full(&self) -> bool {
+        self.inflights.len() >= INFLIGHT_APPENDS_MAX
+    }
+
+    /// Records a batch ending at `last_index` as sent.
+    pub fn sent(&mut self, last_index: LogIndex) {
+        match self.state {
+            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Replicate => {
+                assert!(!self.inflights_full(), "in-flight window overflow");
+                self.inflights.push_back(last_index);
+                self.next_index = last_index.next();
+            }
+        }
+    }
+
+    /// May a batch of entries go out now?
+    pub fn can_send_entries(&self) -> bool {
+        match self.state {
+            ProgressState::Probe => !self.probe_sent,
+            ProgressState::Replicate => !self.inflights_full(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledge_frees_inflights_up_to_index() {
+        let mut progress = Progress::new(LogIndex(1));
+        progress.become_replicate();
+        progress.sent(LogIndex(3));
+        progress.sent(LogIndex(6));
+        progress.sent(LogIndex(9));
+        assert_eq!(progress.next_index, LogIndex(10));
+        assert!(progress.acknowledge(LogIndex(6)));
+        assert_eq!(progress.inflights.len(), 1);
+        assert!(!progress.acknowledge(LogIndex(4)), "stale ack is no news");
+        assert_eq!(progress.match_index, LogIndex(6));
+    }
+
+    #[test]
+    fn window_fills_at_its_bound() {
+        let mut progress = Progress::new(LogIndex(1));
+        progress.become_replicate();
+        for index in 1..=INFLIGHT_APPENDS_MAX as u64 {
+            assert!(progress.can_send_entries());
+            progress.sent(LogIndex(index));
+        }
+        assert!(!progress.can_send_entries());
+    }
+
+    #[test]
+    fn probe_sends_one_at_a_time() {
+        let mut progress = Progress::new(LogIndex(5));
+        assert!(progress.can_send_entries());
+        progress.sent(LogIndex(7));
+        assert!(!progress.can_send_entries());
+        assert_eq!(
+            progress.next_index,
+            LogIndex(5),
+            "probe does not advance next"
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! What one pass through the core asks of the runtime.
+
+use super::message::Message;
+use super::types::{Entry, HardState, LogIndex, NodeId, Term};
+
+/// The runtime must, in this order: make `hard_state` and `entries` durable
+/// (entries whose first index is at or below the stored last index replace
+/// that suffix), then send `messages_after_persist` and call
+/// `Raft::persisted`. `messages` may leave at once, before the write (§10.2.1
+/// of the dissertation: a leader may send AppendEntries in parallel with its
+/// own write). `committed_entries` are durable already and are applied in order.
+#[derive(Debug, Default)]
+pub struct Ready {
+    pub hard_state: Option<HardState>,
+    pub entries: Vec<Entry>,
+    pub messages: Vec<Message>,
+    /// Answers that promise durable state (vote grants, append acks): sending
+    /// one before the write could vote twice in a term after a crash.
+    pub messages_after_persist: Vec<Message>,
+    pub committed_entries: Vec<Entry>,
+    pub events: Vec<Event>,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        self.hard_state.is_none()
+            && self.entries.is_empty()
+            && self.messages.is_empty()
+            && self.messages_after_persist.is_empty()
+            && self.committed_entries.is_empty()
+            && self.events.is_empty()
+    }
+
+    pub fn needs_persist(&self) -> bool {
+        self.hard_state.is_some() || !self.entries.is_empty()
+    }
+}
+
+/// State changes worth a log line or a trace event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The election timer fired: this node is now a candidate.
+    ElectionTimeout {
+        term: Term,
+    },
+    BecameLeader {
+        term: Term,
+        votes: usize,
+    },
+    BecameFollower {
+        term: Term,
+        reason: StepDownReason,
+    },
+    /// A leader became known (or changed) at this term.
+    LeaderChanged {
+        term: Term,
+        leader: NodeId,
+    },
+    /// Entries were appended to this node's log.
+    EntriesAppended {
+        count: usize,
+        term: Term,
+        last_index: LogIndex,
+    },
+    /// A follower cut a conflicting suffix.
+    LogTruncated {
+        from: LogIndex,
+    },
+    CommitAdvanced {
+        commit_index: LogIndex,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepDownReason {
+    /// A message carried a higher term.
+    HigherTerm { from: NodeId },
+    /// A candidate learned of the current term's leader.
+    LeaderExists { leader: NodeId },
+}

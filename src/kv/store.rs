@@ -1,0 +1,372 @@
+//! The key-value state machine. Every node applies the same committed
+//! commands in the same order (Raft §5.3, State Machine Safety §5.4.3), so
+//! `apply` must be deterministic: no clock, no randomness, no IO, and no
+//! iteration over unordered containers.
+
+use std::collections::BTreeMap;
+
+use crate::constants::{KEY_SIZE_MAX, VALUE_SIZE_MAX};
+
+use super::command::Command;
+
+/// What applying a command produced, for the client that proposed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Value(Vec<u8>),
+    NotFound,
+    /// A CAS found a value other than the one expected (`None`: absent).
+    Mismatch {
+        current: Option<Vec<u8>>,
+    },
+}
+
+/// Up to this many keys, debug builds recompute the digest after every
+/// apply. Beyond it the O(n) check would make long debug runs quadratic, so
+/// tests call `recompute_digest` themselves.
+const DIGEST_CHECK_KEYS_MAX: usize = 256;
+
+#[derive(Clone, Debug, Default)]
+pub struct Store {
+    /// Ordered, so that iteration (and anything built from it, such as a
+    /// snapshot) is identical on every node.
+    map: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Invariant: digest == recompute_digest(), the XOR of `pair_hash` over
+    /// all pairs. XOR lets one change update it in O(1) in any order.
+    digest: u64,
+}
+
+impl Store {
+    pub fn new() -> Store {
+        Store::default()
+    }
+
+    /// Applies one committed command. DEL of a missing key is `Ok`: the
+    /// key is absent afterwards either way, and a client retrying a DEL whose
+    /// reply it lost should not see a failure.
+    pub fn apply(&mut self, command: &Command) -> Outcome {
+        let key = command.key();
+        // Parse and decode enforce these; a breach is a programmer error.
+        assert!(!key.is_empty() && key.len() <= KEY_SIZE_MAX);
+        let outcome = match command {
+            Command::Set { key, value } => {
+                self.put(key, value);
+                Outcome::Ok
+            }
+            Command::Get { key } => match self.get(key) {
+                Some(value) => Outcome::Value(value.to_vec()),
+                None => Outcome::NotFound,
+            },
+            Command::Del { key } => {
+                self.remove(key);
+                Outcome::Ok
+            }
+            Command::Cas { key, expected, new } => {
+                self.compare_and_set(key, expected.as_deref(), new)
+            }
+        };
+        if self.map.len() <= DIGEST_CHECK_KEYS_MAX {
+            debug_assert_eq!(self.digest, self.recompute_digest());
+        }
+        outcome
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.map.get(key).map(Vec::as_slice)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// A hash of the applied state: equal on nodes that applied the same
+    /// prefix of the log, so comparing digests finds a diverged replica.
+    /// Not a cryptographic hash; it only detects accidents.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    /// The digest computed from scratch in O(n), to check the incremental one.
+    pub fn recompute_digest(&self) -> u64 {
+        self.map
+            .iter()
+            .fold(0, |digest, (key, value)| digest ^ pair_hash(key, value))
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) {
+        assert!(value.len() <= VALUE_SIZE_MAX);
+        if let Some(value_old) = self.map.insert(key.to_vec(), value.to_vec()) {
+            self.digest ^= pair_hash(key, &value_old);
+        }
+        self.digest ^= pair_hash(key, value);
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(value_old) = self.map.remove(key) {
+            self.digest ^= pair_hash(key, &value_old);
+        }
+    }
+
+    fn compare_and_set(&mut self, key: &[u8], expected: Option<&[u8]>, new: &[u8]) -> Outcome {
+        let current = self.get(key);
+        if current != expected {
+            let current = current.map(<[u8]>::to_vec);
+            return Outcome::Mismatch { current };
+        }
+        self.put(key, new);
+        Outcome::Ok
+    }
+}
+
+/// The hash of one pair: FNV-1a over the key length (u64, big-endian), the
+/// key and the value. The length keeps ("ab", "c") apart from ("a", "bc").
+fn pair_hash(key: &[u8], value: &[u8]) -> u64 {
+    let key_size = u64::try_from(key.len()).expect("key size bounded by KEY_SIZE_MAX");
+    let mut hash = Fnv1a::new();
+    hash.write(&key_size.to_be_bytes());
+    hash.write(key);
+    hash.write(value);
+    hash.finish()
+}
+
+/// 64-bit FNV-1a (Fowler–Noll–Vo), written here because the digest must be
+/// the same on every node and every build, which `std`'s hashers do not
+/// promise.
+struct Fnv1a {
+    state: u64,
+}
+
+impl Fnv1a {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    fn new() -> Fnv1a {
+        Fnv1a {
+            state: Fnv1a::OFFSET_BASIS,
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.state ^= u64::from(byte);
+            self.state = self.state.wrapping_mul(Fnv1a::PRIME);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.state
+    }
+}
+
+/// A key or value as text for a reply line: invalid UTF-8 becomes U+FFFD,
+/// and so do line breaks, which parsing refuses but a decoded entry could
+/// in principle carry, so that one value is always one reply line.
+pub fn format_value(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).replace(['\r', '\n'], "\u{fffd}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(key: &str, value: &str) -> Command {
+        Command::Set {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+        }
+    }
+
+    fn get(key: &str) -> Command {
+        Command::Get {
+            key: key.as_bytes().to_vec(),
+        }
+    }
+
+    fn del(key: &str) -> Command {
+        Command::Del {
+            key: key.as_bytes().to_vec(),
+        }
+    }
+
+    fn cas(key: &str, expected: Option<&str>, new: &str) -> Command {
+        Command::Cas {
+            key: key.as_bytes().to_vec(),
+            expected: expected.map(|expected| expected.as_bytes().to_vec()),
+            new: new.as_bytes().to_vec(),
+        }
+    }
+
+    fn mismatch(current: Option<&str>) -> Outcome {
+        Outcome::Mismatch {
+            current: current.map(|current| current.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn set_get_del() {
+        let mut store = Store::new();
+        assert!(store.is_empty());
+        assert_eq!(store.apply(&get("a")), Outcome::NotFound);
+        assert_eq!(store.apply(&set("a", "1")), Outcome::Ok);
+        assert_eq!(store.apply(&get("a")), Outcome::Value(b"1".to_vec()));
+        assert_eq!(store.apply(&set("a", "2")), Outcome::Ok);
+        assert_eq!(store.get(b"a"), Some(&b"2"[..]));
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.apply(&del("a")), Outcome::Ok);
+        assert_eq!(store.apply(&get("a")), Outcome::NotFound);
+        // Idempotent: deleting a missing key succeeds.
+        assert_eq!(store.apply(&del("a")), Outcome::Ok);
+        assert_eq!(store.apply(&set("empty", "")), Outcome::Ok);
+        assert_eq!(store.apply(&get("empty")), Outcome::Value(Vec::new()));
+    }
+
+    #[test]
+    fn compare_and_set() {
+        let mut store = Store::new();
+        assert_eq!(store.apply(&cas("a", Some("1"), "2")), mismatch(None));
+        assert_eq!(store.apply(&cas("a", None, "1")), Outcome::Ok);
+        assert_eq!(store.apply(&cas("a", None, "9")), mismatch(Some("1")));
+        assert_eq!(store.apply(&cas("a", Some("0"), "9")), mismatch(Some("1")));
+        assert_eq!(store.apply(&cas("a", Some("1"), "2")), Outcome::Ok);
+        assert_eq!(store.get(b"a"), Some(&b"2"[..]));
+        // An empty value is present, not absent.
+        assert_eq!(store.apply(&set("e", "")), Outcome::Ok);
+        assert_eq!(store.apply(&cas("e", None, "x")), mismatch(Some("")));
+        assert_eq!(store.apply(&cas("e", Some(""), "x")), Outcome::Ok);
+        assert_eq!(store.recompute_digest(), store.digest());
+    }
+
+    #[test]
+    fn fnv1a_matches_reference_vectors() {
+        let hash = |bytes: &[u8]| {
+            let mut hash = Fnv1a::new();
+            hash.write(bytes);
+            hash.finish()
+        };
+        assert_eq!(hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(hash(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    fn store_after(commands: &[Command]) -> Store {
+        let mut store = Store::new();
+        for command in commands {
+            store.apply(command);
+        }
+        store
+    }
+
+    #[test]
+    fn digest_depends_on_state_not_history() {
+        let first = store_after(&[set("a", "1"), set("b", "2"), set("c", "3")]);
+        let second = store_after(&[
+            set("c", "x"),
+            set("b", "2"),
+            set("z", "gone"),
+            cas("a", None, "1"),
+            del("z"),
+            set("c", "3"),
+            get("a"),
+        ]);
+        assert_eq!(first.map, second.map);
+        assert_eq!(first.digest(), second.digest());
+        assert_eq!(store_after(&[set("a", "1"), del("a")]).digest(), 0);
+        assert_eq!(Store::new().digest(), 0);
+    }
+
+    #[test]
+    fn digest_tells_different_states_apart() {
+        let digests = [
+            store_after(&[]).digest(),
+            store_after(&[set("a", "1")]).digest(),
+            store_after(&[set("a", "2")]).digest(),
+            store_after(&[set("b", "1")]).digest(),
+            store_after(&[set("a", "")]).digest(),
+            store_after(&[set("ab", "c")]).digest(),
+            store_after(&[set("a", "bc")]).digest(),
+            store_after(&[set("a", "1"), set("b", "2")]).digest(),
+            store_after(&[set("a", "2"), set("b", "1")]).digest(),
+        ];
+        for (index, digest) in digests.iter().enumerate() {
+            for other in &digests[index + 1..] {
+                assert_ne!(digest, other);
+            }
+        }
+    }
+
+    /// Two replicas apply one random command stream; the digest stays equal
+    /// to the recomputed one past the size where debug builds stop checking.
+    #[test]
+    fn digest_stays_consistent_under_random_commands() {
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut random = move |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound
+        };
+        let mut replica = Store::new();
+        let mut commands = Vec::new();
+        for step in 0..20_000 {
+            let key = format!("k{}", random(DIGEST_CHECK_KEYS_MAX as u64 * 2));
+            let value = format!("v{}", random(4));
+            let command = match random(4) {
+                0 => set(&key, &value),
+                1 => del(&key),
+                2 => cas(&key, Some(&value), "c"),
+                _ => cas(&key, None, &value),
+            };
+            replica.apply(&command);
+            commands.push(command);
+            if step % 97 == 0 {
+                assert_eq!(replica.digest(), replica.recompute_digest());
+            }
+        }
+        assert!(replica.len() > DIGEST_CHECK_KEYS_MAX);
+        let other = store_after(&commands);
+        assert_eq!(other.digest(), replica.digest());
+        assert_eq!(other.digest(), other.recompute_digest());
+    }
+
+    #[test]
+    fn format_value_is_lossy_and_one_line() {
+        assert_eq!(format_value(b"hello world"), "hello world");
+        assert_eq!(format_value(b"a\xffb"), "a\u{fffd}b");
+        assert_eq!(format_value(b"a\r\nb"), "a\u{fffd}\u{fffd}b");
+        assert_eq!(format_value(b""), "");
+    }
+
+    /// The state machine must stay pure: the simulator replays it, and every
+    /// replica must compute the same thing. The needles are split so this
+    /// test does not find itself.
+    #[test]
+    fn state_machine_sources_stay_pure() {
+        let sources = [
+            ("mod.rs", include_str!("mod.rs")),
+            ("command.rs", include_str!("command.rs")),
+            ("store.rs", include_str!("store.rs")),
+        ];
+        let needles = [
+            ["std::", "net"].concat(),
+            ["std::", "fs"].concat(),
+            ["std::", "time"].concat(),
+            ["std::", "env"].concat(),
+            ["std::", "process"].concat(),
+            ["std::", "thread"].concat(),
+            ["std::collections::", "HashMap"].concat(),
+            ["std::collections::", "HashSet"].concat(),
+            ["mi", "o::"].concat(),
+            ["ra", "nd::"].concat(),
+        ];
+        for (name, source) in sources {
+            for needle in &needles {
+                assert!(!source.contains(needle.as_str()), "{name} uses {needle}");
+            }
+        }
+    }
+}
