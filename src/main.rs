@@ -1,1 +1,153 @@
-fn main() {}
+//! raftlite: one node of a Raft cluster serving a replicated key-value store.
+
+use raftlite::core::{Config, NodeId, Raft};
+use raftlite::log;
+use raftlite::replica::{Member, Replica};
+use raftlite::runtime::clock::Clock;
+use raftlite::runtime::logging;
+use raftlite::runtime::options::{self, Options, Parsed};
+use raftlite::runtime::server::{Server, ServerParts};
+use raftlite::storage::{MemoryStorage, Recovered};
+use std::process::ExitCode;
+
+/// Usage errors exit 2; failures to start or run exit 1.
+const EXIT_USAGE: u8 = 2;
+const EXIT_FAILURE: u8 = 1;
+
+fn main() -> ExitCode {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let options = match options::parse(&arguments) {
+        Ok(Parsed::Run(options)) => options,
+        Ok(Parsed::Help(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("raftlite: {error}");
+            eprintln!("Try 'raftlite --help' for the flags and their defaults.");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    logging::init(&options.id, options.log_level);
+    match run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            log!(Error, "{message}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Members sorted by id: every node derives the same NodeId for each name.
+fn members(options: &Options) -> Vec<(String, String)> {
+    let mut members: Vec<(String, String)> = options
+        .peers
+        .iter()
+        .map(|peer| (peer.id.clone(), format!("{}:{}", peer.host, peer.port)))
+        .collect();
+    members.push((
+        options.id.clone(),
+        format!("{}:{}", options.host, options.port),
+    ));
+    members.sort();
+    members
+}
+
+/// FNV-1a over the sorted ids: peers with different member lists refuse
+/// each other instead of misnumbering nodes.
+fn cluster_hash(members: &[(String, String)]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, _) in members {
+        for byte in name.bytes().chain([0u8]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |duration| duration.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+fn run(options: &Options) -> Result<(), String> {
+    let members = members(options);
+    let self_index = members
+        .iter()
+        .position(|(name, _)| *name == options.id)
+        .ok_or("this node is missing from its own member list")?;
+    std::fs::create_dir_all(&options.data_dir).map_err(|error| {
+        format!(
+            "cannot create data dir {}: {error}",
+            options.data_dir.display()
+        )
+    })?;
+    let pid_path = options.data_dir.join("raftlite.pid");
+    std::fs::write(&pid_path, format!("{}\n", std::process::id()))
+        .map_err(|error| format!("cannot write {}: {error}", pid_path.display()))?;
+
+    let mut addresses = Vec::new();
+    for (name, address) in &members {
+        let (host, port) = address.rsplit_once(':').ok_or("address without port")?;
+        let port: u16 = port.parse().map_err(|_| format!("bad port in {address}"))?;
+        let resolved =
+            options::resolve(host, port).map_err(|error| format!("member {name}: {error}"))?;
+        addresses.push((name.clone(), resolved));
+    }
+    let bind_address = addresses[self_index].1;
+    let listener = mio::net::TcpListener::bind(bind_address)
+        .map_err(|error| format!("cannot listen on {bind_address}: {error}"))?;
+
+    let clock = Clock::new();
+    let config = Config {
+        id: NodeId(self_index as u32),
+        members: (0..members.len() as u32).map(NodeId).collect(),
+        election_timeout_ms_min: options.election_timeout_ms_min,
+        election_timeout_ms_max: options.election_timeout_ms_max,
+        heartbeat_interval_ms: options.heartbeat_interval_ms,
+        seed: seed(),
+    };
+    let recovered = Recovered::default();
+    let raft = Raft::new(
+        config,
+        recovered.hard_state,
+        recovered.entries,
+        clock.now_ms(),
+    )
+    .map_err(|error| format!("invalid configuration: {error}"))?;
+    let replica_members = members
+        .iter()
+        .map(|(name, address)| Member {
+            name: name.clone(),
+            address: address.clone(),
+        })
+        .collect();
+    let replica = Replica::new(raft, replica_members);
+    let peers: Vec<String> = members
+        .iter()
+        .filter(|(name, _)| *name != options.id)
+        .map(|(name, address)| format!("{name}={address}"))
+        .collect();
+    log!(
+        Info,
+        "Starting on {bind_address} (peers {}; election timeout {}-{} ms, heartbeat {} ms, data {})",
+        if peers.is_empty() { "none".to_string() } else { peers.join(", ") },
+        options.election_timeout_ms_min,
+        options.election_timeout_ms_max,
+        options.heartbeat_interval_ms,
+        options.data_dir.display()
+    );
+    let parts = ServerParts {
+        listener,
+        replica,
+        storage: MemoryStorage,
+        clock,
+        cluster_hash: cluster_hash(&members),
+        members: addresses,
+    };
+    let mut server = Server::new(parts).map_err(|error| error.to_string())?;
+    server.run().map_err(|error| error.to_string())
+}

@@ -92,6 +92,13 @@ impl Raft {
 
     // ---- inputs ----------------------------------------------------------
 
+    /// Time moved to `now_ms`, without firing anything yet: the runtime
+    /// calls this before stepping the messages of a loop turn, so deadlines
+    /// they reset count from the time they arrived.
+    pub fn observe_time(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
     /// Time moved to `now_ms`; fires the election timer or the heartbeat.
     pub fn advance_time(&mut self, now_ms: u64) {
         if now_ms < self.now_ms {
@@ -125,6 +132,9 @@ impl Raft {
         assert_eq!(message.to, self.config.id, "message for another node");
         if !self.config.members.contains(&message.from) || message.from == self.config.id {
             return;
+        }
+        if !well_formed(&message) {
+            return; // a faulty peer must not break the log's invariants
         }
         if message.term > self.hard_state.current_term {
             let leader =
@@ -280,7 +290,7 @@ impl Raft {
         self.votes_granted.clear();
         self.set_leader(leader);
         self.reset_election_deadline();
-        if was != Role::Follower || matches!(reason, StepDownReason::HigherTerm { .. }) {
+        if was != Role::Follower {
             self.ready
                 .events
                 .push(Event::BecameFollower { term, reason });
@@ -660,4 +670,24 @@ impl Raft {
         let message = self.message(to, body);
         self.ready.messages_after_persist.push(message);
     }
+}
+
+/// Checks what the log's invariants rely on and a decoder cannot know:
+/// entries follow prev_log_index, their terms never decrease, start at or
+/// above prev_log_term, and never exceed the sender's term.
+fn well_formed(message: &Message) -> bool {
+    let MessageBody::AppendEntries(request) = &message.body else {
+        return true;
+    };
+    let mut expected_index = request.prev_log_index.next();
+    let mut previous_term = request.prev_log_term;
+    for entry in &request.entries {
+        if entry.index != expected_index || entry.term < previous_term || entry.term > message.term
+        {
+            return false;
+        }
+        expected_index = expected_index.next();
+        previous_term = entry.term;
+    }
+    request.prev_log_term <= message.term
 }

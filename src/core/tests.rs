@@ -539,3 +539,53 @@ fn invalid_configs_are_refused() {
     bad.heartbeat_interval_ms = 200;
     assert!(bad.validate().is_err());
 }
+
+#[test]
+fn malformed_append_entries_are_dropped() {
+    let mut cluster = Cluster::new(3);
+    let bad_entries = vec![
+        Entry {
+            term: Term(2),
+            index: LogIndex(1),
+            kind: EntryKind::Command,
+            data: vec![],
+        },
+        Entry {
+            term: Term(1),
+            index: LogIndex(2),
+            kind: EntryKind::Command,
+            data: vec![],
+        },
+    ];
+    let future_term = vec![Entry {
+        term: Term(9),
+        index: LogIndex(1),
+        kind: EntryKind::Command,
+        data: vec![],
+    }];
+    let gap = vec![Entry {
+        term: Term(2),
+        index: LogIndex(3),
+        kind: EntryKind::Command,
+        data: vec![],
+    }];
+    for entries in [bad_entries, future_term, gap] {
+        cluster.nodes[0].step(Message {
+            from: NodeId(1),
+            to: NodeId(0),
+            term: Term(2),
+            body: MessageBody::AppendEntries(AppendEntries {
+                prev_log_index: LogIndex(0),
+                prev_log_term: Term(0),
+                leader_commit: LogIndex(0),
+                entries,
+            }),
+        });
+        assert_eq!(cluster.nodes[0].log().last_index(), LogIndex(0));
+        assert_eq!(
+            cluster.nodes[0].current_term(),
+            Term(0),
+            "a dropped message changes nothing"
+        );
+    }
+}

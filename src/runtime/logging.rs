@@ -1,0 +1,135 @@
+//! One line per event on stderr: `12:00:01.234 [B] Timeout → Candidate (term 3)`.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error = 0,
+    Warn = 1,
+    Info = 2,
+    Debug = 3,
+}
+
+impl Level {
+    pub fn parse(text: &str) -> Option<Level> {
+        match text.to_ascii_lowercase().as_str() {
+            "error" => Some(Level::Error),
+            "warn" => Some(Level::Warn),
+            "info" => Some(Level::Info),
+            "debug" => Some(Level::Debug),
+            _ => None,
+        }
+    }
+}
+
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+static NODE_NAME: OnceLock<String> = OnceLock::new();
+
+pub fn init(node_name: &str, level: Level) {
+    LEVEL.store(level as u8, Ordering::Relaxed);
+    let _ = NODE_NAME.set(node_name.to_string());
+}
+
+pub fn enabled(level: Level) -> bool {
+    level as u8 <= LEVEL.load(Ordering::Relaxed)
+}
+
+/// Writes one line. Use the `log!` macro, which skips formatting when the
+/// level is off.
+pub fn write_line(level: Level, message: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let name = NODE_NAME.get().map_or("-", String::as_str);
+    let marker = match level {
+        Level::Error => "ERROR ",
+        Level::Warn => "WARN ",
+        Level::Info | Level::Debug => "",
+    };
+    let line = format!("{} [{name}] {marker}{message}\n", wall_clock_time());
+    // stderr may be closed; a log line is never worth stopping the node for.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// HH:MM:SS.mmm in UTC.
+fn wall_clock_time() -> String {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let milliseconds = since_epoch.as_millis() % 1000;
+    let seconds = since_epoch.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{milliseconds:03}",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+#[macro_export]
+macro_rules! log {
+    ($level:ident, $($argument:tt)*) => {
+        if $crate::runtime::logging::enabled($crate::runtime::logging::Level::$level) {
+            $crate::runtime::logging::write_line(
+                $crate::runtime::logging::Level::$level,
+                format_args!($($argument)*),
+            );
+        }
+    };
+}
+
+/// Folds a stream of frequent events into at most one line per interval,
+/// so a busy node logs progress at info without a line per batch.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    count_pending: u64,
+    emitted_at_ms: Option<u64>,
+}
+
+impl Throttle {
+    pub const INTERVAL_MS: u64 = 250;
+
+    pub fn add(&mut self, count: u64) {
+        self.count_pending += count;
+    }
+
+    /// The total to report if a line is due now.
+    pub fn due(&mut self, now_ms: u64) -> Option<u64> {
+        if self.count_pending == 0 {
+            return None;
+        }
+        let quiet = self
+            .emitted_at_ms
+            .is_none_or(|at| now_ms >= at + Self::INTERVAL_MS);
+        if !quiet {
+            return None;
+        }
+        self.emitted_at_ms = Some(now_ms);
+        Some(std::mem::take(&mut self.count_pending))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_reports_first_event_then_folds_the_rest() {
+        let mut throttle = Throttle::default();
+        assert_eq!(throttle.due(0), None, "nothing to report");
+        throttle.add(1);
+        assert_eq!(throttle.due(0), Some(1));
+        throttle.add(5);
+        assert_eq!(throttle.due(10), None);
+        throttle.add(5);
+        assert_eq!(throttle.due(20), None);
+        assert_eq!(throttle.due(Throttle::INTERVAL_MS), Some(10));
+        assert_eq!(throttle.due(Throttle::INTERVAL_MS * 3), None);
+    }
+
+    #[test]
+    fn levels_parse() {
+        assert_eq!(Level::parse("DEBUG"), Some(Level::Debug));
+        assert_eq!(Level::parse("verbose"), None);
+    }
+}

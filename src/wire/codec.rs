@@ -1,0 +1,1020 @@
+//! Payloads ↔ types: the bytes that follow the version and type bytes of a
+//! frame. The layouts are documented at the top of `frame.rs`.
+//!
+//! Decoding is strict: every byte of a payload must be accounted for, every
+//! enum byte must be known and every length must be within its bound, because
+//! a payload that parses loosely is how a corrupted or hostile stream gets past
+//! the checks. Encoding asserts the same bounds, so a frame this side writes is
+//! always one the other side accepts.
+
+use std::fmt;
+
+use byteorder::{BigEndian, ByteOrder};
+
+use crate::constants::{
+    APPEND_BATCH_ENTRIES_MAX, COMMAND_SIZE_MAX, FRAME_SIZE_MAX, NODE_ID_SIZE_MAX,
+};
+use crate::core::{
+    AppendEntries, AppendEntriesResponse, Entry, EntryKind, LogIndex, Message, MessageBody, NodeId,
+    RequestVote, RequestVoteResponse, Term, ENTRY_HEADER_SIZE,
+};
+
+/// Everything that travels on a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// First frame on a peer connection (frame type 1).
+    PeerHello(PeerHello),
+    /// A Raft RPC between peers (frame types 2 to 5).
+    Peer(Message),
+    /// A client's command (frame type 6).
+    ClientRequest(ClientRequest),
+    /// The server's answer to one client command (frame type 7).
+    ClientResponse(ClientResponse),
+}
+
+/// Introduces a peer connection, so the receiver can drop connections from
+/// another cluster (`cluster_hash` differs) or from a node it does not know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerHello {
+    pub cluster_hash: u64,
+    /// UTF-8, at most `NODE_ID_SIZE_MAX` bytes.
+    pub node_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRequest {
+    /// Chosen by the client and echoed in the response, so a client can
+    /// pipeline requests and match the answers.
+    pub request_id: u64,
+    /// UTF-8, at most `COMMAND_SIZE_MAX` bytes.
+    pub command: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientResponse {
+    pub request_id: u64,
+    /// UTF-8; bounded only by the frame size.
+    pub reply: String,
+}
+
+/// Why a payload was refused. Fields are named as in the frame layouts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PayloadError {
+    Truncated {
+        field: &'static str,
+        size_needed: usize,
+        size_remaining: usize,
+    },
+    TrailingBytes {
+        count: usize,
+    },
+    FieldTooLarge {
+        field: &'static str,
+        size: u32,
+        size_max: usize,
+    },
+    CountTooLarge {
+        field: &'static str,
+        count: u32,
+        count_max: usize,
+    },
+    InvalidBool {
+        field: &'static str,
+        byte: u8,
+    },
+    InvalidPresence {
+        field: &'static str,
+        byte: u8,
+    },
+    InvalidUtf8 {
+        field: &'static str,
+    },
+    InvalidEntryKind {
+        position: usize,
+        byte: u8,
+    },
+    NonConsecutiveEntry {
+        position: usize,
+        index_expected: u64,
+        index_found: u64,
+    },
+    EntryIndexOverflow {
+        prev_log_index: u64,
+    },
+}
+
+impl fmt::Display for PayloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Truncated {
+                field,
+                size_needed,
+                size_remaining,
+            } => write!(
+                f,
+                "truncated at {field}: needs {size_needed} bytes, {size_remaining} remain"
+            ),
+            Self::TrailingBytes { count } => {
+                write!(f, "{count} trailing bytes after the payload")
+            }
+            Self::FieldTooLarge {
+                field,
+                size,
+                size_max,
+            } => {
+                write!(f, "{field} declares {size} bytes, maximum {size_max}")
+            }
+            Self::CountTooLarge {
+                field,
+                count,
+                count_max,
+            } => {
+                write!(f, "declares {count} {field}, maximum {count_max}")
+            }
+            Self::InvalidBool { field, byte } => {
+                write!(f, "{field} is byte {byte}, a bool must be 0 or 1")
+            }
+            Self::InvalidPresence { field, byte } => {
+                write!(f, "{field} has presence byte {byte}, must be 0 or 1")
+            }
+            Self::InvalidUtf8 { field } => write!(f, "{field} is not valid UTF-8"),
+            Self::InvalidEntryKind { position, byte } => {
+                write!(f, "entry {position} has unknown kind byte {byte}")
+            }
+            Self::NonConsecutiveEntry {
+                position,
+                index_expected,
+                index_found,
+            } => write!(
+                f,
+                "entry {position} has index {index_found}, expected {index_expected} \
+                 (entries must follow prev_log_index consecutively)"
+            ),
+            Self::EntryIndexOverflow { prev_log_index } => {
+                write!(
+                    f,
+                    "entry indexes overflow after prev_log_index {prev_log_index}"
+                )
+            }
+        }
+    }
+}
+
+/// The frame type byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum FrameType {
+    PeerHello = 1,
+    RequestVote = 2,
+    RequestVoteResponse = 3,
+    AppendEntries = 4,
+    AppendEntriesResponse = 5,
+    ClientRequest = 6,
+    ClientResponse = 7,
+}
+
+impl FrameType {
+    pub(super) fn from_byte(byte: u8) -> Option<FrameType> {
+        match byte {
+            1 => Some(FrameType::PeerHello),
+            2 => Some(FrameType::RequestVote),
+            3 => Some(FrameType::RequestVoteResponse),
+            4 => Some(FrameType::AppendEntries),
+            5 => Some(FrameType::AppendEntriesResponse),
+            6 => Some(FrameType::ClientRequest),
+            7 => Some(FrameType::ClientResponse),
+            _ => None,
+        }
+    }
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            FrameType::PeerHello => "PeerHello",
+            FrameType::RequestVote => "RequestVote",
+            FrameType::RequestVoteResponse => "RequestVoteResponse",
+            FrameType::AppendEntries => "AppendEntries",
+            FrameType::AppendEntriesResponse => "AppendEntriesResponse",
+            FrameType::ClientRequest => "ClientRequest",
+            FrameType::ClientResponse => "ClientResponse",
+        }
+    }
+}
+
+pub(super) fn frame_type(frame: &Frame) -> FrameType {
+    match frame {
+        Frame::PeerHello(_) => FrameType::PeerHello,
+        Frame::Peer(message) => message_frame_type(&message.body),
+        Frame::ClientRequest(_) => FrameType::ClientRequest,
+        Frame::ClientResponse(_) => FrameType::ClientResponse,
+    }
+}
+
+pub(super) fn message_frame_type(body: &MessageBody) -> FrameType {
+    match body {
+        MessageBody::RequestVote(_) => FrameType::RequestVote,
+        MessageBody::RequestVoteResponse(_) => FrameType::RequestVoteResponse,
+        MessageBody::AppendEntries(_) => FrameType::AppendEntries,
+        MessageBody::AppendEntriesResponse(_) => FrameType::AppendEntriesResponse,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Encoding. Writing to a Vec cannot fail, so these return nothing; the bounds
+// they assert are the ones the decoder enforces on the other side.
+
+pub(super) fn encode_payload(frame: &Frame, out: &mut Vec<u8>) {
+    match frame {
+        Frame::PeerHello(hello) => {
+            put_u64(out, hello.cluster_hash);
+            put_string(out, &hello.node_id, NODE_ID_SIZE_MAX);
+        }
+        Frame::Peer(message) => encode_message_payload(message, out),
+        Frame::ClientRequest(request) => {
+            put_u64(out, request.request_id);
+            put_string(out, &request.command, COMMAND_SIZE_MAX);
+        }
+        Frame::ClientResponse(response) => {
+            put_u64(out, response.request_id);
+            put_string(out, &response.reply, FRAME_SIZE_MAX);
+        }
+    }
+}
+
+pub(super) fn encode_message_payload(message: &Message, out: &mut Vec<u8>) {
+    put_u32(out, message.from.0);
+    put_u32(out, message.to.0);
+    put_u64(out, message.term.0);
+    match &message.body {
+        MessageBody::RequestVote(request) => {
+            put_u64(out, request.last_log_index.0);
+            put_u64(out, request.last_log_term.0);
+        }
+        MessageBody::RequestVoteResponse(response) => put_bool(out, response.vote_granted),
+        MessageBody::AppendEntries(append) => encode_append_entries(append, out),
+        MessageBody::AppendEntriesResponse(response) => {
+            put_bool(out, response.success);
+            put_u64(out, response.index.0);
+            put_option_term(out, response.conflict_term);
+            put_u64(out, response.conflict_index.0);
+        }
+    }
+}
+
+fn encode_append_entries(append: &AppendEntries, out: &mut Vec<u8>) {
+    assert!(
+        append.entries.len() <= APPEND_BATCH_ENTRIES_MAX,
+        "AppendEntries carries {} entries, maximum {APPEND_BATCH_ENTRIES_MAX}",
+        append.entries.len()
+    );
+    put_u64(out, append.prev_log_index.0);
+    put_u64(out, append.prev_log_term.0);
+    put_u64(out, append.leader_commit.0);
+    put_u32(out, append.entries.len() as u32);
+    let mut index_expected = append.prev_log_index;
+    for entry in &append.entries {
+        // The receiver rejects a gap or a reorder, so the sender must never
+        // build one (Figure 2: entries follow prev_log_index).
+        index_expected = index_expected.next();
+        assert_eq!(
+            entry.index, index_expected,
+            "AppendEntries entries are not consecutive"
+        );
+        put_u64(out, entry.term.0);
+        put_u64(out, entry.index.0);
+        out.push(entry.kind as u8);
+        put_bytes(out, &entry.data, FRAME_SIZE_MAX);
+    }
+}
+
+fn put_u32(out: &mut Vec<u8>, value: u32) {
+    out.extend_from_slice(&value.to_be_bytes());
+}
+
+fn put_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(&value.to_be_bytes());
+}
+
+fn put_bool(out: &mut Vec<u8>, value: bool) {
+    out.push(u8::from(value));
+}
+
+/// A presence byte, then the term only when present.
+fn put_option_term(out: &mut Vec<u8>, value: Option<Term>) {
+    match value {
+        None => out.push(0),
+        Some(term) => {
+            out.push(1);
+            put_u64(out, term.0);
+        }
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8], size_max: usize) {
+    assert!(
+        bytes.len() <= size_max,
+        "field of {} bytes exceeds maximum {size_max}",
+        bytes.len()
+    );
+    put_u32(out, bytes.len() as u32);
+    out.extend_from_slice(bytes);
+}
+
+fn put_string(out: &mut Vec<u8>, string: &str, size_max: usize) {
+    put_bytes(out, string.as_bytes(), size_max);
+}
+
+// ---------------------------------------------------------------------------
+// Decoding. Every read goes through `Reader::take`, which is the one place
+// that checks a field fits in what is left of the payload.
+
+/// Decodes one payload, which must be consumed exactly.
+pub(super) fn decode_payload(frame_type: FrameType, payload: &[u8]) -> Result<Frame, PayloadError> {
+    let mut reader = Reader { bytes: payload };
+    let frame = match frame_type {
+        FrameType::PeerHello => Frame::PeerHello(read_peer_hello(&mut reader)?),
+        FrameType::RequestVote => Frame::Peer(read_message(&mut reader, read_request_vote)?),
+        FrameType::RequestVoteResponse => {
+            Frame::Peer(read_message(&mut reader, read_request_vote_response)?)
+        }
+        FrameType::AppendEntries => Frame::Peer(read_message(&mut reader, read_append_entries)?),
+        FrameType::AppendEntriesResponse => {
+            Frame::Peer(read_message(&mut reader, read_append_entries_response)?)
+        }
+        FrameType::ClientRequest => Frame::ClientRequest(read_client_request(&mut reader)?),
+        FrameType::ClientResponse => Frame::ClientResponse(read_client_response(&mut reader)?),
+    };
+    reader.finish()?;
+    Ok(frame)
+}
+
+fn read_peer_hello(reader: &mut Reader<'_>) -> Result<PeerHello, PayloadError> {
+    let cluster_hash = reader.read_u64("cluster_hash")?;
+    let node_id = reader.read_string("node_id", NODE_ID_SIZE_MAX)?;
+    Ok(PeerHello {
+        cluster_hash,
+        node_id,
+    })
+}
+
+fn read_client_request(reader: &mut Reader<'_>) -> Result<ClientRequest, PayloadError> {
+    let request_id = reader.read_u64("request_id")?;
+    let command = reader.read_string("command", COMMAND_SIZE_MAX)?;
+    Ok(ClientRequest {
+        request_id,
+        command,
+    })
+}
+
+fn read_client_response(reader: &mut Reader<'_>) -> Result<ClientResponse, PayloadError> {
+    let request_id = reader.read_u64("request_id")?;
+    let reply = reader.read_string("reply", FRAME_SIZE_MAX)?;
+    Ok(ClientResponse { request_id, reply })
+}
+
+type ReadBody = fn(&mut Reader<'_>) -> Result<MessageBody, PayloadError>;
+
+/// The common header of every Raft RPC, then the body `read_body` reads.
+fn read_message(reader: &mut Reader<'_>, read_body: ReadBody) -> Result<Message, PayloadError> {
+    let from = NodeId(reader.read_u32("from")?);
+    let to = NodeId(reader.read_u32("to")?);
+    let term = Term(reader.read_u64("term")?);
+    let body = read_body(reader)?;
+    Ok(Message {
+        from,
+        to,
+        term,
+        body,
+    })
+}
+
+fn read_request_vote(reader: &mut Reader<'_>) -> Result<MessageBody, PayloadError> {
+    let last_log_index = LogIndex(reader.read_u64("last_log_index")?);
+    let last_log_term = Term(reader.read_u64("last_log_term")?);
+    Ok(MessageBody::RequestVote(RequestVote {
+        last_log_index,
+        last_log_term,
+    }))
+}
+
+fn read_request_vote_response(reader: &mut Reader<'_>) -> Result<MessageBody, PayloadError> {
+    let vote_granted = reader.read_bool("vote_granted")?;
+    Ok(MessageBody::RequestVoteResponse(RequestVoteResponse {
+        vote_granted,
+    }))
+}
+
+fn read_append_entries(reader: &mut Reader<'_>) -> Result<MessageBody, PayloadError> {
+    let prev_log_index = LogIndex(reader.read_u64("prev_log_index")?);
+    let prev_log_term = Term(reader.read_u64("prev_log_term")?);
+    let leader_commit = LogIndex(reader.read_u64("leader_commit")?);
+    let entries = read_entries(reader, prev_log_index)?;
+    Ok(MessageBody::AppendEntries(AppendEntries {
+        prev_log_index,
+        prev_log_term,
+        leader_commit,
+        entries,
+    }))
+}
+
+fn read_append_entries_response(reader: &mut Reader<'_>) -> Result<MessageBody, PayloadError> {
+    let success = reader.read_bool("success")?;
+    let index = LogIndex(reader.read_u64("index")?);
+    let conflict_term = reader.read_option_term("conflict_term")?;
+    let conflict_index = LogIndex(reader.read_u64("conflict_index")?);
+    Ok(MessageBody::AppendEntriesResponse(AppendEntriesResponse {
+        success,
+        index,
+        conflict_term,
+        conflict_index,
+    }))
+}
+
+/// Entries must continue the log right after `prev_log_index` with no gap:
+/// the follower's consistency check (Raft §5.3) is only meaningful then, so a
+/// batch that is not consecutive is rejected here, before the core sees it.
+fn read_entries(
+    reader: &mut Reader<'_>,
+    prev_log_index: LogIndex,
+) -> Result<Vec<Entry>, PayloadError> {
+    let count = reader.read_count("entries", APPEND_BATCH_ENTRIES_MAX)?;
+    // Reserve for the entries the remaining bytes can hold, not for the
+    // declared count, so a lying count cannot make us allocate.
+    let mut entries = Vec::with_capacity(count.min(reader.remaining() / ENTRY_HEADER_SIZE));
+    for position in 0..count {
+        let index_expected = prev_log_index.0.checked_add(position as u64 + 1).ok_or(
+            PayloadError::EntryIndexOverflow {
+                prev_log_index: prev_log_index.0,
+            },
+        )?;
+        let entry = read_entry(reader, position)?;
+        if entry.index.0 != index_expected {
+            return Err(PayloadError::NonConsecutiveEntry {
+                position,
+                index_expected,
+                index_found: entry.index.0,
+            });
+        }
+        entries.push(entry);
+    }
+    assert_eq!(entries.len(), count);
+    Ok(entries)
+}
+
+fn read_entry(reader: &mut Reader<'_>, position: usize) -> Result<Entry, PayloadError> {
+    let term = Term(reader.read_u64("entry term")?);
+    let index = LogIndex(reader.read_u64("entry index")?);
+    let kind_byte = reader.read_u8("entry kind")?;
+    let kind = EntryKind::from_byte(kind_byte).ok_or(PayloadError::InvalidEntryKind {
+        position,
+        byte: kind_byte,
+    })?;
+    let data_size = reader.read_size("entry data", FRAME_SIZE_MAX)?;
+    let data = reader.take(data_size, "entry data")?.to_vec();
+    Ok(Entry {
+        term,
+        index,
+        kind,
+        data,
+    })
+}
+
+/// A cursor over one payload.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn remaining(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn take(&mut self, size: usize, field: &'static str) -> Result<&'a [u8], PayloadError> {
+        if size > self.bytes.len() {
+            return Err(PayloadError::Truncated {
+                field,
+                size_needed: size,
+                size_remaining: self.bytes.len(),
+            });
+        }
+        let (field_bytes, rest) = self.bytes.split_at(size);
+        self.bytes = rest;
+        Ok(field_bytes)
+    }
+
+    fn read_u8(&mut self, field: &'static str) -> Result<u8, PayloadError> {
+        Ok(self.take(1, field)?[0])
+    }
+
+    fn read_u32(&mut self, field: &'static str) -> Result<u32, PayloadError> {
+        Ok(BigEndian::read_u32(self.take(4, field)?))
+    }
+
+    fn read_u64(&mut self, field: &'static str) -> Result<u64, PayloadError> {
+        Ok(BigEndian::read_u64(self.take(8, field)?))
+    }
+
+    fn read_bool(&mut self, field: &'static str) -> Result<bool, PayloadError> {
+        match self.read_u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            byte => Err(PayloadError::InvalidBool { field, byte }),
+        }
+    }
+
+    fn read_option_term(&mut self, field: &'static str) -> Result<Option<Term>, PayloadError> {
+        match self.read_u8(field)? {
+            0 => Ok(None),
+            1 => Ok(Some(Term(self.read_u64(field)?))),
+            byte => Err(PayloadError::InvalidPresence { field, byte }),
+        }
+    }
+
+    /// A u32 byte length, checked against its bound before anything is taken.
+    fn read_size(&mut self, field: &'static str, size_max: usize) -> Result<usize, PayloadError> {
+        let size = self.read_u32(field)?;
+        if size as usize > size_max {
+            return Err(PayloadError::FieldTooLarge {
+                field,
+                size,
+                size_max,
+            });
+        }
+        Ok(size as usize)
+    }
+
+    /// A u32 item count, checked against its bound before anything is read.
+    fn read_count(&mut self, field: &'static str, count_max: usize) -> Result<usize, PayloadError> {
+        let count = self.read_u32(field)?;
+        if count as usize > count_max {
+            return Err(PayloadError::CountTooLarge {
+                field,
+                count,
+                count_max,
+            });
+        }
+        Ok(count as usize)
+    }
+
+    fn read_string(
+        &mut self,
+        field: &'static str,
+        size_max: usize,
+    ) -> Result<String, PayloadError> {
+        let size = self.read_size(field, size_max)?;
+        let bytes = self.take(size, field)?;
+        match std::str::from_utf8(bytes) {
+            Ok(string) => Ok(string.to_owned()),
+            Err(_) => Err(PayloadError::InvalidUtf8 { field }),
+        }
+    }
+
+    /// A payload must end exactly where its last field does.
+    fn finish(self) -> Result<(), PayloadError> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(PayloadError::TrailingBytes {
+                count: self.bytes.len(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::wire::{encode_frame, encode_message, FrameDecoder, WireError};
+
+    fn message(term: u64, body: MessageBody) -> Frame {
+        Frame::Peer(Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(term),
+            body,
+        })
+    }
+
+    fn entry(term: u64, index: u64, kind: EntryKind, data: Vec<u8>) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            kind,
+            data,
+        }
+    }
+
+    fn append_entries(prev_log_index: u64, entries: Vec<Entry>) -> Frame {
+        message(
+            7,
+            MessageBody::AppendEntries(AppendEntries {
+                prev_log_index: LogIndex(prev_log_index),
+                prev_log_term: Term(6),
+                leader_commit: LogIndex(prev_log_index),
+                entries,
+            }),
+        )
+    }
+
+    /// One small frame of every type and shape, for round trips and fuzzing.
+    pub(in crate::wire) fn sample_frames() -> Vec<Frame> {
+        vec![
+            Frame::PeerHello(PeerHello {
+                cluster_hash: 0xdead_beef_0123_4567,
+                node_id: "n1".into(),
+            }),
+            Frame::PeerHello(PeerHello {
+                cluster_hash: 0,
+                node_id: String::new(),
+            }),
+            message(
+                3,
+                MessageBody::RequestVote(RequestVote {
+                    last_log_index: LogIndex(41),
+                    last_log_term: Term(2),
+                }),
+            ),
+            message(
+                3,
+                MessageBody::RequestVoteResponse(RequestVoteResponse { vote_granted: true }),
+            ),
+            message(
+                4,
+                MessageBody::RequestVoteResponse(RequestVoteResponse {
+                    vote_granted: false,
+                }),
+            ),
+            append_entries(0, Vec::new()),
+            append_entries(
+                9,
+                vec![
+                    entry(6, 10, EntryKind::Noop, Vec::new()),
+                    entry(7, 11, EntryKind::Command, b"SET a 1".to_vec()),
+                    entry(7, 12, EntryKind::Command, vec![0, 255, 1]),
+                ],
+            ),
+            message(
+                7,
+                MessageBody::AppendEntriesResponse(AppendEntriesResponse {
+                    success: true,
+                    index: LogIndex(12),
+                    conflict_term: None,
+                    conflict_index: LogIndex(0),
+                }),
+            ),
+            message(
+                7,
+                MessageBody::AppendEntriesResponse(AppendEntriesResponse {
+                    success: false,
+                    index: LogIndex(9),
+                    conflict_term: Some(Term(5)),
+                    conflict_index: LogIndex(4),
+                }),
+            ),
+            Frame::ClientRequest(ClientRequest {
+                request_id: 77,
+                command: "GET clé".into(),
+            }),
+            Frame::ClientResponse(ClientResponse {
+                request_id: 77,
+                reply: "OK".into(),
+            }),
+            Frame::ClientResponse(ClientResponse {
+                request_id: u64::MAX,
+                reply: String::new(),
+            }),
+        ]
+    }
+
+    fn encode(frame: &Frame) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame(frame, &mut out);
+        out
+    }
+
+    fn decode_one(bytes: &[u8]) -> Result<Frame, WireError> {
+        let mut decoder = FrameDecoder::new();
+        let spare = decoder.spare(bytes.len());
+        spare[..bytes.len()].copy_from_slice(bytes);
+        decoder.commit(bytes.len());
+        let frame = decoder.next_frame()?.expect("test frame is complete");
+        assert_eq!(decoder.buffered_len(), 0);
+        Ok(frame)
+    }
+
+    /// Decodes a frame of `frame_type` around `payload`, which must be refused.
+    fn payload_error(frame_type: u8, payload: &[u8]) -> PayloadError {
+        let frame_type_name = FrameType::from_byte(frame_type).unwrap().name();
+        match decode_one(&raw_frame(1, frame_type, payload)) {
+            Err(WireError::Payload { frame, error }) if frame == frame_type_name => error,
+            other => panic!("expected a {frame_type_name} payload error, got {other:?}"),
+        }
+    }
+
+    fn assert_round_trip(frame: &Frame) {
+        let bytes = encode(frame);
+        assert_eq!(decode_one(&bytes).as_ref(), Ok(frame));
+    }
+
+    /// A frame with a correct length prefix around `payload`.
+    pub(in crate::wire) fn raw_frame(version: u8, frame_type: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = ((payload.len() + 2) as u32).to_be_bytes().to_vec();
+        out.push(version);
+        out.push(frame_type);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// The payload of an encoded frame (after length, version and type).
+    fn payload_of(frame: &Frame) -> Vec<u8> {
+        encode(frame)[6..].to_vec()
+    }
+
+    #[test]
+    fn every_sample_frame_round_trips() {
+        for frame in sample_frames() {
+            assert_round_trip(&frame);
+        }
+    }
+
+    #[test]
+    fn large_entries_and_strings_at_their_bounds_round_trip() {
+        let large = vec![0xab; crate::constants::APPEND_BATCH_SIZE_MAX];
+        assert_round_trip(&append_entries(
+            100,
+            vec![
+                entry(7, 101, EntryKind::Command, large),
+                entry(7, 102, EntryKind::Noop, Vec::new()),
+            ],
+        ));
+        let node_id = "x".repeat(NODE_ID_SIZE_MAX);
+        assert_round_trip(&Frame::PeerHello(PeerHello {
+            cluster_hash: 1,
+            node_id,
+        }));
+        let command = "c".repeat(COMMAND_SIZE_MAX);
+        assert_round_trip(&Frame::ClientRequest(ClientRequest {
+            request_id: 1,
+            command,
+        }));
+    }
+
+    #[test]
+    fn full_batch_of_entries_round_trips() {
+        let entries = (1..=APPEND_BATCH_ENTRIES_MAX as u64)
+            .map(|index| entry(1, index, EntryKind::Command, index.to_be_bytes().to_vec()))
+            .collect();
+        assert_round_trip(&append_entries(0, entries));
+    }
+
+    #[test]
+    fn encode_message_writes_the_same_bytes_as_encode_frame() {
+        for frame in sample_frames() {
+            if let Frame::Peer(message) = &frame {
+                let mut out = vec![9, 9];
+                encode_message(message, &mut out);
+                assert_eq!(&out[..2], &[9, 9], "encoding appends, never overwrites");
+                assert_eq!(out[2..], encode(&frame)[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn request_vote_layout_is_as_documented() {
+        let frame = message(
+            3,
+            MessageBody::RequestVote(RequestVote {
+                last_log_index: LogIndex(5),
+                last_log_term: Term(2),
+            }),
+        );
+        let mut expected = vec![0, 0, 0, 34, 1, 2];
+        expected.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2]);
+        expected.extend_from_slice(&3u64.to_be_bytes());
+        expected.extend_from_slice(&5u64.to_be_bytes());
+        expected.extend_from_slice(&2u64.to_be_bytes());
+        assert_eq!(encode(&frame), expected);
+    }
+
+    #[test]
+    fn non_consecutive_entry_indexes_are_refused() {
+        // Encode a valid batch, then rewrite the second entry's index from 11 to 12.
+        let frame = append_entries(
+            9,
+            vec![
+                entry(7, 10, EntryKind::Noop, Vec::new()),
+                entry(7, 11, EntryKind::Noop, Vec::new()),
+            ],
+        );
+        let mut payload = payload_of(&frame);
+        let second_index_offset = 16 + 24 + 4 + ENTRY_HEADER_SIZE + 8;
+        assert_eq!(
+            payload[second_index_offset..second_index_offset + 8],
+            11u64.to_be_bytes()
+        );
+        payload[second_index_offset + 7] = 12;
+        let error = payload_error(4, &payload);
+        assert_eq!(
+            error,
+            PayloadError::NonConsecutiveEntry {
+                position: 1,
+                index_expected: 11,
+                index_found: 12
+            }
+        );
+    }
+
+    #[test]
+    fn first_entry_must_follow_prev_log_index() {
+        let frame = append_entries(9, vec![entry(7, 10, EntryKind::Noop, Vec::new())]);
+        let mut payload = payload_of(&frame);
+        // prev_log_index (right after the 16-byte common header) from 9 to 3.
+        payload[16 + 7] = 3;
+        let error = payload_error(4, &payload);
+        assert_eq!(
+            error,
+            PayloadError::NonConsecutiveEntry {
+                position: 0,
+                index_expected: 4,
+                index_found: 10
+            }
+        );
+    }
+
+    #[test]
+    fn entry_index_overflow_is_refused() {
+        let mut payload = payload_of(&append_entries(
+            9,
+            vec![entry(7, 10, EntryKind::Noop, Vec::new())],
+        ));
+        payload[16..24].copy_from_slice(&u64::MAX.to_be_bytes());
+        let error = payload_error(4, &payload);
+        assert_eq!(
+            error,
+            PayloadError::EntryIndexOverflow {
+                prev_log_index: u64::MAX
+            }
+        );
+    }
+
+    #[test]
+    fn bool_byte_other_than_zero_or_one_is_refused() {
+        let frame = message(
+            3,
+            MessageBody::RequestVoteResponse(RequestVoteResponse { vote_granted: true }),
+        );
+        let mut payload = payload_of(&frame);
+        payload[16] = 2;
+        let error = payload_error(3, &payload);
+        assert_eq!(
+            error,
+            PayloadError::InvalidBool {
+                field: "vote_granted",
+                byte: 2
+            }
+        );
+        assert_eq!(
+            decode_one(&raw_frame(1, 3, &payload))
+                .unwrap_err()
+                .to_string(),
+            "RequestVoteResponse frame: vote_granted is byte 2, a bool must be 0 or 1"
+        );
+    }
+
+    #[test]
+    fn presence_byte_other_than_zero_or_one_is_refused() {
+        let frame = &sample_frames()[7];
+        let mut payload = payload_of(frame);
+        // Common header, success, index: then the presence byte.
+        payload[16 + 1 + 8] = 7;
+        let error = payload_error(5, &payload);
+        assert_eq!(
+            error,
+            PayloadError::InvalidPresence {
+                field: "conflict_term",
+                byte: 7
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_entry_kind_is_refused() {
+        let mut payload = payload_of(&append_entries(
+            9,
+            vec![entry(7, 10, EntryKind::Noop, Vec::new())],
+        ));
+        payload[16 + 24 + 4 + 16] = 2;
+        let error = payload_error(4, &payload);
+        assert_eq!(
+            error,
+            PayloadError::InvalidEntryKind {
+                position: 0,
+                byte: 2
+            }
+        );
+    }
+
+    #[test]
+    fn entry_count_over_its_bound_is_refused_before_reading_entries() {
+        let mut payload = payload_of(&append_entries(0, Vec::new()));
+        let count = APPEND_BATCH_ENTRIES_MAX as u32 + 1;
+        payload[16 + 24..].copy_from_slice(&count.to_be_bytes());
+        let error = payload_error(4, &payload);
+        assert_eq!(
+            error,
+            PayloadError::CountTooLarge {
+                field: "entries",
+                count,
+                count_max: APPEND_BATCH_ENTRIES_MAX
+            }
+        );
+    }
+
+    #[test]
+    fn lying_entry_count_is_truncation_not_allocation() {
+        let mut payload = payload_of(&append_entries(0, Vec::new()));
+        payload[16 + 24..].copy_from_slice(&(APPEND_BATCH_ENTRIES_MAX as u32).to_be_bytes());
+        let error = payload_error(4, &payload);
+        assert!(
+            matches!(
+                error,
+                PayloadError::Truncated {
+                    field: "entry term",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn node_id_over_its_bound_is_refused() {
+        let mut payload = 5u64.to_be_bytes().to_vec();
+        payload.extend_from_slice(&(NODE_ID_SIZE_MAX as u32 + 1).to_be_bytes());
+        payload.extend_from_slice(&[b'a'; NODE_ID_SIZE_MAX + 1]);
+        let error = payload_error(1, &payload);
+        assert_eq!(
+            error,
+            PayloadError::FieldTooLarge {
+                field: "node_id",
+                size: NODE_ID_SIZE_MAX as u32 + 1,
+                size_max: NODE_ID_SIZE_MAX
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_command_is_refused() {
+        let mut payload = 5u64.to_be_bytes().to_vec();
+        payload.extend_from_slice(&2u32.to_be_bytes());
+        payload.extend_from_slice(&[0xc3, 0x28]);
+        let error = payload_error(6, &payload);
+        assert_eq!(error, PayloadError::InvalidUtf8 { field: "command" });
+    }
+
+    #[test]
+    fn string_size_beyond_the_payload_is_truncation() {
+        let mut payload = 5u64.to_be_bytes().to_vec();
+        payload.extend_from_slice(&10u32.to_be_bytes());
+        payload.extend_from_slice(b"short");
+        let error = payload_error(7, &payload);
+        assert_eq!(
+            error,
+            PayloadError::Truncated {
+                field: "reply",
+                size_needed: 10,
+                size_remaining: 5
+            }
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "exceeds maximum")]
+    fn encoding_an_oversized_node_id_is_a_bug() {
+        let node_id = "x".repeat(NODE_ID_SIZE_MAX + 1);
+        encode(&Frame::PeerHello(PeerHello {
+            cluster_hash: 1,
+            node_id,
+        }));
+    }
+
+    #[test]
+    #[should_panic(expected = "not consecutive")]
+    fn encoding_non_consecutive_entries_is_a_bug() {
+        encode(&append_entries(
+            9,
+            vec![
+                entry(7, 10, EntryKind::Noop, Vec::new()),
+                entry(7, 12, EntryKind::Noop, Vec::new()),
+            ],
+        ));
+    }
+
+    #[test]
+    #[should_panic(expected = "exceeds maximum")]
+    fn encoding_an_oversized_frame_is_a_bug() {
+        let reply = "r".repeat(FRAME_SIZE_MAX);
+        encode(&Frame::ClientResponse(ClientResponse {
+            request_id: 1,
+            reply,
+        }));
+    }
+}
