@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod message;
+pub mod planted;
 pub mod progress;
 pub mod raft;
 pub mod raft_log;
@@ -15,6 +16,7 @@ mod tests;
 
 pub use config::{Config, ConfigError};
 pub use message::*;
+pub use planted::PlantedBug;
 pub use raft::{ProposeError, Raft, Role, Status};
 pub use ready::{Event, Ready, StepDownReason};
 pub use types::*;

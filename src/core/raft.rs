@@ -3,6 +3,7 @@
 
 use super::config::{Config, ConfigError};
 use super::message::*;
+use super::planted::PlantedBug;
 use super::progress::{Progress, ProgressState};
 use super::raft_log::RaftLog;
 use super::ready::{Event, Ready, StepDownReason};
@@ -52,6 +53,8 @@ pub struct Raft {
     heartbeat_deadline_ms: u64,
     rng: Rng,
     ready: Ready,
+    #[cfg(feature = "planted-bugs")]
+    planted_bug: Option<super::planted::PlantedBug>,
 }
 
 impl Raft {
@@ -85,6 +88,8 @@ impl Raft {
             heartbeat_deadline_ms: 0,
             rng,
             ready: Ready::default(),
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         };
         raft.reset_election_deadline();
         Ok(raft)
@@ -219,6 +224,22 @@ impl Raft {
             || self.progress.values().any(|progress| {
                 progress.can_send_entries() && progress.next_index <= log.last_index()
             })
+    }
+
+    /// Test builds only: behave wrongly in one known way.
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant_bug(&mut self, bug: Option<super::planted::PlantedBug>) {
+        self.planted_bug = bug;
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    fn planted(&self, bug: super::planted::PlantedBug) -> bool {
+        self.planted_bug == Some(bug)
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    fn planted(&self, _bug: super::planted::PlantedBug) -> bool {
+        false
     }
 
     // ---- queries ---------------------------------------------------------
@@ -449,7 +470,7 @@ impl Raft {
         let can_vote = match self.hard_state.voted_for {
             None => self.leader_id.is_none(),
             Some(voted_for) => voted_for == candidate,
-        };
+        } || self.planted(PlantedBug::SecondVoteInTerm);
         let granted = can_vote
             && self
                 .log
@@ -462,6 +483,9 @@ impl Raft {
         let response = MessageBody::RequestVoteResponse(RequestVoteResponse {
             vote_granted: granted,
         });
+        if self.planted(PlantedBug::VoteBeforePersist) {
+            return self.send(candidate, response);
+        }
         self.send_after_persist(candidate, response);
     }
 
@@ -477,6 +501,9 @@ impl Raft {
             return;
         }
         let last_before = self.log.last_index();
+        if self.planted(PlantedBug::TruncateOnMatchingAppend) {
+            self.log.planted_cut_after(prev_index);
+        }
         let last_new = self.log.append_from_leader(prev_index, request.entries);
         if self.log.last_index() < last_before {
             self.ready.events.push(Event::LogTruncated {
@@ -569,7 +596,8 @@ impl Raft {
         if candidate <= self.log.commit_index() {
             return;
         }
-        if self.log.term_at(candidate) != Some(self.hard_state.current_term) {
+        let old_term = self.log.term_at(candidate) != Some(self.hard_state.current_term);
+        if old_term && !self.planted(PlantedBug::CommitOldTermByCount) {
             return;
         }
         self.log.commit_to(candidate);

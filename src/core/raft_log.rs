@@ -107,6 +107,20 @@ impl RaftLog {
         last_new
     }
 
+    /// The planted bug `TruncateOnMatchingAppend`: cut after `prev_index`
+    /// without the safety check, hiding the damage from the local asserts
+    /// so that only the simulator's checkers can find it.
+    pub fn planted_cut_after(&mut self, prev_index: LogIndex) {
+        if prev_index >= self.last_index() {
+            return;
+        }
+        self.entries.truncate(prev_index.0 as usize);
+        self.unstable_from = self.unstable_from.min(prev_index.next());
+        self.persisted_index = self.persisted_index.min(prev_index);
+        self.commit_index = self.commit_index.min(prev_index);
+        self.last_applied = self.last_applied.min(prev_index);
+    }
+
     fn truncate_from(&mut self, index: LogIndex) {
         assert!(
             index > self.commit_index,

@@ -1,0 +1,184 @@
+//! The daemon's and submit's command lines: usage errors exit 2 with one
+//! line naming the problem; --help lists every flag with its default.
+
+mod common;
+
+use common::{free_ports, poll_until, TempDir, RAFTLITE, SUBMIT};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn run_daemon(arguments: &[&str]) -> (i32, String, String) {
+    let output = Command::new(RAFTLITE)
+        .args(arguments)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run raftlite");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[test]
+fn daemon_usage_errors_exit_2_naming_the_problem() {
+    let cases: [(&[&str], &str); 8] = [
+        (&["--port", "8000", "--peers", "B:8001"], "missing --id"),
+        (
+            &["--id", "A", "--port", "8000", "--peers", "A:8001"],
+            "own id",
+        ),
+        (
+            &["--id", "A", "--port", "8000", "--peers", "B:8001,B:8002"],
+            "twice",
+        ),
+        (
+            &["--id", "A", "--port", "8000", "--peers", "B:nope"],
+            "port",
+        ),
+        (
+            &[
+                "--id",
+                "A",
+                "--port",
+                "8000",
+                "--peers",
+                "B:no.such.host.invalid:8001",
+            ],
+            "cannot resolve",
+        ),
+        (
+            &["--id", "A", "--port", "99999", "--peers", "B:8001"],
+            "--port",
+        ),
+        (
+            &[
+                "--id",
+                "A",
+                "--port",
+                "8000",
+                "--peers",
+                "B:8001",
+                "--heartbeat",
+                "0",
+            ],
+            "--heartbeat",
+        ),
+        (
+            &[
+                "--id",
+                "A",
+                "--port",
+                "8000",
+                "--peers",
+                "B:8001",
+                "--frobnicate",
+            ],
+            "frobnicate",
+        ),
+    ];
+    for (arguments, expected) in cases {
+        let (code, _, stderr) = run_daemon(arguments);
+        assert_eq!(code, 2, "{arguments:?}: {stderr}");
+        let first = stderr.lines().next().unwrap_or("");
+        assert!(
+            first.contains(expected),
+            "{arguments:?}: first line {first:?} should mention {expected:?}"
+        );
+    }
+}
+
+#[test]
+fn daemon_help_lists_every_flag_and_default() {
+    let (code, stdout, _) = run_daemon(&["--help"]);
+    assert_eq!(code, 0);
+    for text in [
+        "--id",
+        "--port",
+        "--peers",
+        "--host",
+        "--data-dir",
+        "data/<ID>",
+        "--election-timeout",
+        "150-300",
+        "--heartbeat",
+        "default 50",
+        "--log-level",
+    ] {
+        assert!(stdout.contains(text), "help lacks {text:?}:\n{stdout}");
+    }
+}
+
+#[test]
+fn submit_help_and_usage_errors() {
+    let output = Command::new(SUBMIT)
+        .arg("--help")
+        .output()
+        .expect("run submit");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0));
+    for text in [
+        "--leader",
+        "--cluster",
+        "--cmd",
+        "--timeout",
+        "default 5000",
+        "--no-redirect",
+    ] {
+        assert!(help.contains(text), "help lacks {text:?}");
+    }
+    let output = Command::new(SUBMIT)
+        .args(["--leader", "nonsense"])
+        .output()
+        .expect("run submit");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("HOST:PORT"));
+}
+
+#[test]
+fn daemon_writes_its_pid_file_and_a_single_node_serves() {
+    let dir = TempDir::new("single");
+    let port = free_ports(1)[0];
+    let data_dir = dir.0.join("node");
+    let mut child = Command::new(RAFTLITE)
+        .args(["--id", "solo", "--port", &port.to_string(), "--peers", ""])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid_file = data_dir.join("raftlite.pid");
+    let pid = poll_until(Duration::from_secs(2), || {
+        std::fs::read_to_string(&pid_file).ok()
+    });
+    assert_eq!(
+        pid.map(|text| text.trim().to_string()),
+        Some(child.id().to_string())
+    );
+    let address = format!("127.0.0.1:{port}");
+    let mut client = raftlite::client::Client::new(vec![address], Duration::from_secs(2), true);
+    let reply = client.execute("SET solo=1");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(reply.starts_with("OK index="), "{reply}");
+}
+
+#[test]
+fn daemon_refuses_a_port_in_use_with_exit_1() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = holder.local_addr().expect("addr").port().to_string();
+    let dir = TempDir::new("busy");
+    let data_dir = dir.0.join("A").display().to_string();
+    let (code, _, stderr) = run_daemon(&[
+        "--id",
+        "A",
+        "--port",
+        &port,
+        "--peers",
+        "B:1",
+        "--data-dir",
+        &data_dir,
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+}
