@@ -61,6 +61,55 @@ pub struct Client {
     request_id_next: u64,
     timeout: Duration,
     redirect: bool,
+    /// Opened on the first write; writes are numbered in it so that a
+    /// retried write is applied at most once.
+    session_id: Option<u64>,
+    sequence: u64,
+}
+
+/// How a command may be retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Answered by the node contacted: never redirected or retried.
+    Status,
+    /// Changes nothing: safe to retry anywhere.
+    Read,
+    /// Numbered in the session: a retry is applied at most once.
+    Write,
+    /// Opening a session: a retry at worst leaves an unused session.
+    Register,
+    /// Anything else (the server will refuse it): sent once.
+    Other,
+}
+
+impl Kind {
+    fn of(command: &str) -> Kind {
+        let verb = command
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        match verb.as_str() {
+            "STATUS" => Kind::Status,
+            "GET" | "SGET" => Kind::Read,
+            "SET" | "DEL" | "CAS" => Kind::Write,
+            "REGISTER" => Kind::Register,
+            _ => Kind::Other,
+        }
+    }
+
+    fn retry_safe(self) -> bool {
+        matches!(self, Kind::Read | Kind::Write | Kind::Register)
+    }
+}
+
+/// Where one command stands while it is retried.
+struct Progress {
+    deadline: Instant,
+    redirects: usize,
+    /// An earlier try may have been applied (unknown outcome).
+    maybe_applied: bool,
+    last_failure: Option<String>,
 }
 
 impl Client {
@@ -75,67 +124,155 @@ impl Client {
             request_id_next: 1,
             timeout,
             redirect,
+            session_id: None,
+            sequence: 0,
         }
     }
 
-    /// Runs one command and returns its reply line.
+    /// Runs one command and returns its reply line. Unknown outcomes are
+    /// retried (writes under their session number) until the timeout.
     pub fn execute(&mut self, command: &str) -> String {
         if command.len() > COMMAND_SIZE_MAX {
             return format!("ERR BAD_REQUEST command longer than {COMMAND_SIZE_MAX} bytes");
         }
-        let verb = command
-            .split_whitespace()
-            .next()
-            .unwrap_or("")
-            .to_ascii_uppercase();
-        // STATUS is answered by the node contacted; reads change nothing, so
-        // they may be retried anywhere.
-        let is_status = verb == "STATUS" || verb == "SGET";
-        let retry_safe = is_status || verb == "GET";
-        let deadline = Instant::now() + self.timeout;
-        let mut redirects = 0;
-        let mut last_failure: Option<String> = None;
+        let kind = Kind::of(command);
+        let mut progress = Progress {
+            deadline: Instant::now() + self.timeout,
+            redirects: 0,
+            maybe_applied: false,
+            last_failure: None,
+        };
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return last_failure.unwrap_or_else(|| "ERR TIMEOUT".to_string());
+            let tag = match kind {
+                Kind::Write => match self.session(&mut progress) {
+                    Ok(session_id) => (session_id, self.sequence + 1),
+                    Err(reply) => return reply,
+                },
+                _ => (0, 0),
+            };
+            match self.run(command, kind, tag, &mut progress) {
+                Ok(reply) => {
+                    if kind == Kind::Write {
+                        self.sequence += 1;
+                    }
+                    return reply;
+                }
+                // The session was forgotten by the cluster: if no earlier try
+                // can have applied, open a new one and go on.
+                Err(Expired) if !progress.maybe_applied => self.session_id = None,
+                Err(Expired) => {
+                    self.session_id = None;
+                    return "ERR TIMEOUT".to_string();
+                }
             }
-            let reply = match self.attempt(command, remaining) {
+        }
+    }
+
+    /// The session id, opening one first if needed.
+    fn session(&mut self, progress: &mut Progress) -> Result<u64, String> {
+        if let Some(session_id) = self.session_id {
+            return Ok(session_id);
+        }
+        let reply = self
+            .run("REGISTER", Kind::Register, (0, 0), progress)
+            .unwrap_or_else(|_| "ERR TIMEOUT".to_string());
+        let session_id = reply
+            .strip_prefix("SESSION id=")
+            .and_then(|text| text.trim().parse::<u64>().ok());
+        match session_id {
+            Some(session_id) => {
+                self.session_id = Some(session_id);
+                self.sequence = 0;
+                progress.redirects = 0;
+                Ok(session_id)
+            }
+            None => Err(reply),
+        }
+    }
+
+    /// Sends until a final reply or the deadline.
+    fn run(
+        &mut self,
+        command: &str,
+        kind: Kind,
+        tag: (u64, u64),
+        progress: &mut Progress,
+    ) -> Result<String, Expired> {
+        loop {
+            let remaining = progress.deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Ok(progress
+                    .last_failure
+                    .take()
+                    .unwrap_or_else(|| "ERR TIMEOUT".to_string()));
+            }
+            let reply = match self.attempt(command, tag, remaining) {
                 Attempt::Reply(reply) => reply,
                 Attempt::NotSent(error) => {
-                    last_failure = Some(format!(
+                    let line = format!(
                         "ERR UNAVAILABLE no node reachable (last tried {}: {error})",
                         self.target
-                    ));
-                    if is_status {
-                        return last_failure.unwrap_or_default();
+                    );
+                    if kind == Kind::Status {
+                        return Ok(line);
                     }
-                    self.next_seed();
-                    std::thread::sleep(RETRY_PAUSE.min(remaining));
+                    progress.last_failure = Some(line);
+                    self.pause_and_move_on(remaining);
                     continue;
                 }
-                Attempt::Unknown if retry_safe && !is_status => {
-                    last_failure = Some("ERR TIMEOUT".to_string());
+                Attempt::Unknown if kind.retry_safe() => {
+                    progress.maybe_applied = true;
+                    progress.last_failure = Some("ERR TIMEOUT".to_string());
                     self.next_seed();
                     continue;
                 }
-                Attempt::Unknown => return "ERR TIMEOUT".to_string(),
+                Attempt::Unknown => return Ok("ERR TIMEOUT".to_string()),
             };
-            if is_status || !self.redirect || classify(&reply) != ReplyKind::NotLeader {
-                return reply;
+            match self.judge(&reply, kind, progress, remaining) {
+                Verdict::Final => return Ok(reply),
+                Verdict::Retry => progress.last_failure = Some(reply),
+                Verdict::Expired => return Err(Expired),
             }
-            match leader_hint(&reply) {
-                Some(address) if redirects < REDIRECTS_MAX => {
-                    redirects += 1;
-                    self.retarget(address.to_string());
-                }
-                _ => {
-                    self.next_seed();
-                    std::thread::sleep(RETRY_PAUSE.min(remaining));
-                }
-            }
-            last_failure = Some(reply);
         }
+    }
+
+    /// Decides what a reply means for the command in flight.
+    fn judge(
+        &mut self,
+        reply: &str,
+        kind: Kind,
+        progress: &mut Progress,
+        remaining: Duration,
+    ) -> Verdict {
+        if kind == Kind::Status {
+            return Verdict::Final;
+        }
+        if reply.starts_with("ERR SESSION_EXPIRED") {
+            return Verdict::Expired;
+        }
+        match classify(reply) {
+            ReplyKind::NotLeader if self.redirect => {
+                match leader_hint(reply) {
+                    Some(address) if progress.redirects < REDIRECTS_MAX => {
+                        progress.redirects += 1;
+                        self.retarget(address.to_string());
+                    }
+                    _ => self.pause_and_move_on(remaining),
+                }
+                Verdict::Retry
+            }
+            ReplyKind::Timeout if kind.retry_safe() => {
+                progress.maybe_applied = true;
+                self.next_seed();
+                Verdict::Retry
+            }
+            _ => Verdict::Final,
+        }
+    }
+
+    fn pause_and_move_on(&mut self, remaining: Duration) {
+        self.next_seed();
+        std::thread::sleep(RETRY_PAUSE.min(remaining));
     }
 
     fn retarget(&mut self, address: String) {
@@ -152,12 +289,14 @@ impl Client {
         self.connection = None;
     }
 
-    fn attempt(&mut self, command: &str, remaining: Duration) -> Attempt {
+    fn attempt(&mut self, command: &str, tag: (u64, u64), remaining: Duration) -> Attempt {
         let request_id = self.request_id_next;
         self.request_id_next += 1;
         let mut frame = Vec::new();
         let request = Frame::ClientRequest(ClientRequest {
             request_id,
+            session_id: tag.0,
+            sequence: tag.1,
             command: command.to_string(),
         });
         encode_frame(&request, &mut frame);
@@ -201,6 +340,15 @@ impl Client {
             .as_mut()
             .ok_or_else(|| io::Error::other("no connection"))
     }
+}
+
+/// The cluster no longer knows our session.
+struct Expired;
+
+enum Verdict {
+    Final,
+    Retry,
+    Expired,
 }
 
 enum Attempt {

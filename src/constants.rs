@@ -35,6 +35,13 @@ pub const CONNECTION_OUTPUT_SIZE_MAX: usize = 64 * 1024 * 1024;
 /// busy connection cannot starve the others.
 pub const CONNECTION_READ_SIZE_PER_TURN_MAX: usize = 4 * 1024 * 1024;
 
+/// ReadIndex reads waiting for leadership confirmation on one leader.
+pub const READS_PENDING_MAX: usize = 65536;
+
+/// Client sessions remembered by the state machine (each keeps its last
+/// reply); beyond this the idlest is evicted.
+pub const SESSIONS_MAX: usize = 4096;
+
 /// Open client connections; further accepts are closed at once.
 pub const CLIENT_CONNECTIONS_MAX: usize = 4096;
 

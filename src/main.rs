@@ -109,6 +109,8 @@ fn run(options: &Options) -> Result<(), String> {
         election_timeout_ms_max: options.election_timeout_ms_max,
         heartbeat_interval_ms: options.heartbeat_interval_ms,
         seed: seed(),
+        pre_vote: true,
+        check_quorum: true,
     };
     let recovered = Recovered::default();
     let raft = Raft::new(

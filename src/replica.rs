@@ -1,12 +1,14 @@
-//! A replica is the Raft core, the key-value store and the table of client
-//! proposals waiting for commit: everything a node does that is not IO. The
-//! daemon and the simulator both drive this type.
+//! A replica is the Raft core, the state machine and the tables of client
+//! requests waiting for commit or for a read confirmation: everything a node
+//! does that is not IO. The daemon and the simulator both drive this type.
 
 use crate::constants::PENDING_PROPOSALS_MAX;
 use crate::core::{
-    Entry, EntryKind, LogIndex, Message, NodeId, ProposeError, Raft, Ready, Role, Term,
+    Entry, EntryKind, LogIndex, Message, NodeId, ProposeError, Raft, ReadState, Ready, Role, Term,
 };
-use crate::kv::{format_value, parse_request, Command, Outcome, Request, Store};
+use crate::kv::{
+    format_value, parse_request, Applied, CachedReply, LogRecord, Outcome, Request, StateMachine,
+};
 use std::collections::BTreeMap;
 
 /// Identifies a client request to the runtime: which connection, which
@@ -15,6 +17,13 @@ use std::collections::BTreeMap;
 pub struct ClientToken {
     pub connection: u64,
     pub request_id: u64,
+}
+
+/// A client's session id and the command's number in it (0, 0: none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionTag {
+    pub session_id: u64,
+    pub sequence: u64,
 }
 
 /// How clients reach a member: its user-facing id and its address.
@@ -30,33 +39,39 @@ struct Pending {
     term: Term,
 }
 
-/// Counters shown in STATUS.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Counters {
-    pub entries_applied: u64,
+#[derive(Clone, Debug)]
+struct PendingRead {
+    token: ClientToken,
+    key: Vec<u8>,
 }
 
 pub struct Replica {
     raft: Raft,
-    store: Store,
+    machine: StateMachine,
     /// Members by NodeId (`members[id.0]`).
     members: Vec<Member>,
     /// Proposals of this leader waiting to apply, by log index.
     /// Invariant: empty unless this node is leader.
     pending: BTreeMap<LogIndex, Pending>,
+    /// Reads waiting for the core's leadership check, by read context.
+    reads_unconfirmed: BTreeMap<u64, PendingRead>,
+    /// Confirmed reads waiting for the state machine to reach their index.
+    reads_confirmed: Vec<(LogIndex, PendingRead)>,
+    read_context_next: u64,
     replies: Vec<(ClientToken, String)>,
-    counters: Counters,
 }
 
 impl Replica {
     pub fn new(raft: Raft, members: Vec<Member>) -> Replica {
         Replica {
             raft,
-            store: Store::new(),
+            machine: StateMachine::default(),
             members,
             pending: BTreeMap::new(),
+            reads_unconfirmed: BTreeMap::new(),
+            reads_confirmed: Vec::new(),
+            read_context_next: 1,
             replies: Vec::new(),
-            counters: Counters::default(),
         }
     }
 
@@ -64,8 +79,13 @@ impl Replica {
         &self.raft
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// For the simulator's planted bugs and white-box checks.
+    pub fn raft_mut(&mut self) -> &mut Raft {
+        &mut self.raft
+    }
+
+    pub fn machine(&self) -> &StateMachine {
+        &self.machine
     }
 
     pub fn observe_time(&mut self, now_ms: u64) {
@@ -93,9 +113,14 @@ impl Replica {
     }
 
     /// One command line from a client. The reply comes now (parse errors,
-    /// STATUS, redirects) or when the proposal applies; in that case the
-    /// index it waits for is returned.
-    pub fn handle_request(&mut self, token: ClientToken, line: &str) -> Option<LogIndex> {
+    /// STATUS, redirects) or later; if it waits for a log entry, the index
+    /// is returned so the runtime can time it out.
+    pub fn handle_request(
+        &mut self,
+        token: ClientToken,
+        session: SessionTag,
+        line: &str,
+    ) -> Option<LogIndex> {
         let request = match parse_request(line) {
             Ok(request) => request,
             Err(error) => {
@@ -110,22 +135,55 @@ impl Replica {
                 None
             }
             Request::StaleGet { key } => {
-                let applied = self.raft.log().last_applied();
-                let line = match self.store.get(&key) {
-                    Some(value) => format!("VALUE {} stale applied={applied}", format_value(value)),
-                    None => format!("NOT_FOUND stale applied={applied}"),
-                };
-                self.reply(token, line);
+                self.stale_get(token, &key);
                 None
             }
-            other => match other.into_command() {
-                Some(command) => self.propose(token, &command),
-                None => unreachable!("every other request is a log command"),
-            },
+            Request::Get { key } => {
+                self.linearizable_get(token, key);
+                None
+            }
+            Request::Register => self.propose(token, &LogRecord::Register),
+            other => {
+                let Some(command) = other.into_command() else {
+                    unreachable!("every other request is a log command");
+                };
+                let session =
+                    (session.session_id != 0).then_some((session.session_id, session.sequence));
+                self.propose(token, &LogRecord::Command { session, command })
+            }
         }
     }
 
-    fn propose(&mut self, token: ClientToken, command: &Command) -> Option<LogIndex> {
+    fn stale_get(&mut self, token: ClientToken, key: &[u8]) {
+        let applied = self.raft.log().last_applied();
+        let line = match self.machine.store().get(key) {
+            Some(value) => format!("VALUE {} stale applied={applied}", format_value(value)),
+            None => format!("NOT_FOUND stale applied={applied}"),
+        };
+        self.reply(token, line);
+    }
+
+    /// ReadIndex (§6.4): no log write; answered once leadership is confirmed
+    /// and the state machine has caught up with the read's index.
+    fn linearizable_get(&mut self, token: ClientToken, key: Vec<u8>) {
+        let context = self.read_context_next;
+        match self.raft.read_index(context) {
+            Ok(()) => {
+                self.read_context_next += 1;
+                self.reads_unconfirmed
+                    .insert(context, PendingRead { token, key });
+            }
+            Err(ProposeError::NotLeader { leader }) => {
+                let line = self.not_leader_line(leader);
+                self.reply(token, line);
+            }
+            Err(ProposeError::Busy) => {
+                self.reply(token, "ERR UNAVAILABLE too many pending reads".to_string());
+            }
+        }
+    }
+
+    fn propose(&mut self, token: ClientToken, record: &LogRecord) -> Option<LogIndex> {
         if self.raft.role() == Role::Leader && self.pending.len() >= PENDING_PROPOSALS_MAX {
             self.reply(
                 token,
@@ -133,8 +191,8 @@ impl Replica {
             );
             return None;
         }
-        let mut data = Vec::with_capacity(command.encoded_size());
-        command.encode(&mut data);
+        let mut data = Vec::new();
+        record.encode(&mut data);
         match self.raft.propose(data) {
             Ok((index, term)) => {
                 self.pending.insert(index, Pending { token, term });
@@ -143,6 +201,10 @@ impl Replica {
             Err(ProposeError::NotLeader { leader }) => {
                 let line = self.not_leader_line(leader);
                 self.reply(token, line);
+                None
+            }
+            Err(ProposeError::Busy) => {
+                self.reply(token, "ERR UNAVAILABLE busy".to_string());
                 None
             }
         }
@@ -168,7 +230,9 @@ impl Replica {
         for entry in &ready.committed_entries {
             self.apply(entry);
         }
-        if self.raft.role() != Role::Leader && !self.pending.is_empty() {
+        self.confirm_reads(&ready.read_states);
+        self.serve_confirmed_reads();
+        if self.raft.role() != Role::Leader {
             self.fail_pending();
         }
         ready
@@ -178,52 +242,63 @@ impl Replica {
         std::mem::take(&mut self.replies)
     }
 
-    /// Leadership was lost: whatever is pending may or may not commit under
-    /// the next leader, so the honest answer is "unknown".
+    /// Leadership was lost: a pending write may or may not commit under the
+    /// next leader, so its honest answer is "unknown"; an unconfirmed read
+    /// certainly did nothing and may go to the new leader.
     fn fail_pending(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
-        for (_, pending) in pending {
+        for (_, pending) in std::mem::take(&mut self.pending) {
             self.reply(pending.token, "ERR TIMEOUT".to_string());
+        }
+        let leader = self.raft.leader_id();
+        for (_, read) in std::mem::take(&mut self.reads_unconfirmed) {
+            let line = self.not_leader_line(leader);
+            self.reply(read.token, line);
+        }
+    }
+
+    fn confirm_reads(&mut self, read_states: &[ReadState]) {
+        for state in read_states {
+            if let Some(read) = self.reads_unconfirmed.remove(&state.context) {
+                self.reads_confirmed.push((state.index, read));
+            }
+        }
+    }
+
+    /// Confirmed reads are linearizable at their index even if leadership
+    /// is lost afterwards: the entries up to it are committed.
+    fn serve_confirmed_reads(&mut self) {
+        let applied = self.raft.log().last_applied();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_confirmed)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.reads_confirmed = waiting;
+        for (_, read) in ready {
+            let line = match self.machine.store().get(&read.key) {
+                Some(value) => format!("VALUE {}", format_value(value)),
+                None => "NOT_FOUND".to_string(),
+            };
+            self.reply(read.token, line);
         }
     }
 
     fn apply(&mut self, entry: &Entry) {
-        self.counters.entries_applied += 1;
-        let outcome = match entry.kind {
+        let applied = match entry.kind {
             EntryKind::Noop => None,
-            // Decoding is deterministic, so every node skips the same bad entry.
-            EntryKind::Command => Command::decode(&entry.data)
-                .ok()
-                .map(|command| self.store.apply(&command)),
+            EntryKind::Command => {
+                Some(self.machine.apply(entry.index.0, entry.term.0, &entry.data))
+            }
         };
         let Some(pending) = self.pending.remove(&entry.index) else {
             return;
         };
-        let line = if pending.term != entry.term {
+        let line = match applied {
             // Our entry was replaced; it will never apply. Leadership was
             // lost in between, which the contract reports as unknown.
-            "ERR TIMEOUT".to_string()
-        } else {
-            match outcome {
-                Some(outcome) => Self::outcome_line(outcome, entry),
-                None => "ERR BAD_REQUEST undecodable command".to_string(),
-            }
+            _ if pending.term != entry.term => "ERR TIMEOUT".to_string(),
+            Some(applied) => applied_line(applied),
+            None => "ERR TIMEOUT".to_string(),
         };
         self.reply(pending.token, line);
-    }
-
-    fn outcome_line(outcome: Outcome, entry: &Entry) -> String {
-        match outcome {
-            Outcome::Ok => format!("OK index={} term={}", entry.index, entry.term),
-            Outcome::Value(value) => format!("VALUE {}", format_value(&value)),
-            Outcome::NotFound => "NOT_FOUND".to_string(),
-            Outcome::Mismatch {
-                current: Some(value),
-            } => {
-                format!("MISMATCH current={}", format_value(&value))
-            }
-            Outcome::Mismatch { current: None } => "MISMATCH current=NOT_FOUND".to_string(),
-        }
     }
 
     fn reply(&mut self, token: ClientToken, line: String) {
@@ -252,6 +327,7 @@ impl Replica {
         };
         let role = match status.role {
             Role::Follower => "follower",
+            Role::PreCandidate => "precandidate",
             Role::Candidate => "candidate",
             Role::Leader => "leader",
         };
@@ -263,12 +339,29 @@ impl Replica {
             status.last_index,
             status.commit_index,
             status.last_applied,
-            self.store.digest()
+            self.machine.digest()
         )
     }
+}
 
-    /// Observations for the runtime's log lines.
-    pub fn counters(&self) -> Counters {
-        self.counters
+fn applied_line(applied: Applied) -> String {
+    match applied {
+        Applied::Reply(reply) => reply_line(&reply),
+        Applied::Registered { client_id } => format!("SESSION id={client_id}"),
+        Applied::SessionExpired => "ERR SESSION_EXPIRED".to_string(),
+        Applied::StaleSequence => "ERR BAD_REQUEST stale sequence number".to_string(),
+        Applied::Undecodable(error) => format!("ERR BAD_REQUEST undecodable command: {error}"),
+    }
+}
+
+fn reply_line(reply: &CachedReply) -> String {
+    match &reply.outcome {
+        Outcome::Ok => format!("OK index={} term={}", reply.index, reply.term),
+        Outcome::Value(value) => format!("VALUE {}", format_value(value)),
+        Outcome::NotFound => "NOT_FOUND".to_string(),
+        Outcome::Mismatch {
+            current: Some(value),
+        } => format!("MISMATCH current={}", format_value(value)),
+        Outcome::Mismatch { current: None } => "MISMATCH current=NOT_FOUND".to_string(),
     }
 }

@@ -13,6 +13,13 @@ pub struct Config {
     pub heartbeat_interval_ms: u64,
     /// Seeds the election-timeout randomness.
     pub seed: u64,
+    /// Ask for pre-votes before starting an election, so a node that was
+    /// cut off cannot force a new term on a healthy cluster (§9.6).
+    pub pre_vote: bool,
+    /// A leader that hears from no majority for an election timeout steps
+    /// down; followers that hear from a leader ignore vote requests (§6.2,
+    /// §9.6 "leader stickiness").
+    pub check_quorum: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

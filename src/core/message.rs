@@ -22,11 +22,16 @@ pub enum MessageBody {
 pub struct RequestVote {
     pub last_log_index: LogIndex,
     pub last_log_term: Term,
+    /// A pre-vote (§9.6): the message's term is the term the sender would
+    /// campaign in; nobody changes term or vote because of it.
+    pub pre_vote: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestVoteResponse {
     pub vote_granted: bool,
+    /// Answers a pre-vote. A granted pre-vote carries the requested term.
+    pub pre_vote: bool,
 }
 
 /// Doubles as the heartbeat when `entries` is empty.
@@ -35,6 +40,10 @@ pub struct AppendEntries {
     pub prev_log_index: LogIndex,
     pub prev_log_term: Term,
     pub leader_commit: LogIndex,
+    /// The leader's heartbeat round when it sent this; echoed in the
+    /// response. A majority echoing round r confirms the leadership that
+    /// ReadIndex reads registered before round r depend on (§6.4).
+    pub round: u64,
     pub entries: Vec<Entry>,
 }
 
@@ -51,4 +60,6 @@ pub struct AppendEntriesResponse {
     /// leader should try next.
     pub conflict_term: Option<Term>,
     pub conflict_index: LogIndex,
+    /// The `round` of the AppendEntries this answers.
+    pub round: u64,
 }

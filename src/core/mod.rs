@@ -2,12 +2,15 @@
 //! sockets. Inputs are messages, time and proposals; outputs are a `Ready`.
 
 pub mod config;
+mod election;
 pub mod message;
 pub mod planted;
 pub mod progress;
 pub mod raft;
 pub mod raft_log;
+mod read_index;
 pub mod ready;
+mod replication;
 pub mod rng;
 pub mod types;
 
@@ -18,5 +21,5 @@ pub use config::{Config, ConfigError};
 pub use message::*;
 pub use planted::PlantedBug;
 pub use raft::{ProposeError, Raft, Role, Status};
-pub use ready::{Event, Ready, StepDownReason};
+pub use ready::{Event, ReadState, Ready, StepDownReason};
 pub use types::*;

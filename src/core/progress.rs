@@ -29,12 +29,16 @@ pub struct Progress {
     /// Replicate only: last index of each AppendEntries in flight, oldest
     /// first. Bounded by INFLIGHT_APPENDS_MAX.
     inflights: VecDeque<LogIndex>,
-    /// Heard from this follower since the last check (used by CheckQuorum).
-    pub recent_active: bool,
+    /// When the leader last heard from this follower (CheckQuorum).
+    pub last_contact_ms: u64,
+    /// Highest heartbeat round the follower has answered (ReadIndex).
+    pub round_acknowledged: u64,
 }
 
 impl Progress {
-    pub fn new(next_index: LogIndex) -> Progress {
+    /// `now_ms` counts as a contact: a new leader gives every follower one
+    /// election timeout before CheckQuorum judges it.
+    pub fn new(next_index: LogIndex, now_ms: u64) -> Progress {
         assert!(next_index.0 >= 1);
         Progress {
             match_index: LogIndex(0),
@@ -42,7 +46,8 @@ impl Progress {
             state: ProgressState::Probe,
             probe_sent: false,
             inflights: VecDeque::with_capacity(INFLIGHT_APPENDS_MAX),
-            recent_active: false,
+            last_contact_ms: now_ms,
+            round_acknowledged: 0,
         }
     }
 
@@ -107,7 +112,7 @@ mod tests {
 
     #[test]
     fn acknowledge_frees_inflights_up_to_index() {
-        let mut progress = Progress::new(LogIndex(1));
+        let mut progress = Progress::new(LogIndex(1), 0);
         progress.become_replicate();
         progress.sent(LogIndex(3));
         progress.sent(LogIndex(6));
@@ -121,7 +126,7 @@ mod tests {
 
     #[test]
     fn window_fills_at_its_bound() {
-        let mut progress = Progress::new(LogIndex(1));
+        let mut progress = Progress::new(LogIndex(1), 0);
         progress.become_replicate();
         for index in 1..=INFLIGHT_APPENDS_MAX as u64 {
             assert!(progress.can_send_entries());
@@ -132,7 +137,7 @@ mod tests {
 
     #[test]
     fn probe_sends_one_at_a_time() {
-        let mut progress = Progress::new(LogIndex(5));
+        let mut progress = Progress::new(LogIndex(5), 0);
         assert!(progress.can_send_entries());
         progress.sent(LogIndex(7));
         assert!(!progress.can_send_entries());

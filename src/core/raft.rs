@@ -1,28 +1,37 @@
-//! The Raft state machine (Figure 2 of the paper). Roles have one
-//! `step_*` function each; term handling happens once in `step` first.
+//! The Raft state machine (Figure 2 of the paper). This file holds the
+//! node's state and its inputs and outputs; `election.rs`, `replication.rs`
+//! and `read_index.rs` hold the rules. Term handling happens once, in
+//! `step`, before a role's handler sees the message.
 
 use super::config::{Config, ConfigError};
 use super::message::*;
 use super::planted::PlantedBug;
 use super::progress::{Progress, ProgressState};
 use super::raft_log::RaftLog;
+use super::read_index::ReadQueue;
 use super::ready::{Event, Ready, StepDownReason};
 use super::rng::Rng;
 use super::types::*;
-use crate::constants::{APPEND_BATCH_ENTRIES_MAX, APPEND_BATCH_SIZE_MAX, APPLY_BATCH_ENTRIES_MAX};
+use crate::constants::APPLY_BATCH_ENTRIES_MAX;
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Follower,
+    /// Asking for pre-votes; the term has not been incremented (§9.6).
+    PreCandidate,
     Candidate,
     Leader,
 }
 
-/// Why a proposal was refused. Either way it was certainly not appended.
+/// Why a proposal or read was refused. Either way nothing was appended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProposeError {
-    NotLeader { leader: Option<NodeId> },
+    NotLeader {
+        leader: Option<NodeId>,
+    },
+    /// Too many reads wait for confirmation already.
+    Busy,
 }
 
 /// A snapshot of the node's state for STATUS lines and checkers.
@@ -38,23 +47,27 @@ pub struct Status {
 }
 
 pub struct Raft {
-    config: Config,
-    hard_state: HardState,
-    hard_state_dirty: bool,
-    log: RaftLog,
-    role: Role,
-    leader_id: Option<NodeId>,
-    /// Candidate only: who granted us their vote this term.
-    votes_granted: BTreeSet<NodeId>,
+    pub(super) config: Config,
+    pub(super) hard_state: HardState,
+    pub(super) hard_state_dirty: bool,
+    pub(super) log: RaftLog,
+    pub(super) role: Role,
+    pub(super) leader_id: Option<NodeId>,
+    /// Follower: when the current leader was last heard from (stickiness).
+    pub(super) leader_contact_ms: u64,
+    /// (Pre-)candidate only: who granted us their (pre-)vote.
+    pub(super) votes_granted: BTreeSet<NodeId>,
     /// Leader only: one entry per peer.
-    progress: BTreeMap<NodeId, Progress>,
-    now_ms: u64,
-    election_deadline_ms: u64,
-    heartbeat_deadline_ms: u64,
-    rng: Rng,
-    ready: Ready,
+    pub(super) progress: BTreeMap<NodeId, Progress>,
+    /// Leader only: reads waiting for a leadership check (§6.4).
+    pub(super) reads: ReadQueue,
+    pub(super) now_ms: u64,
+    pub(super) election_deadline_ms: u64,
+    pub(super) heartbeat_deadline_ms: u64,
+    pub(super) rng: Rng,
+    pub(super) ready: Ready,
     #[cfg(feature = "planted-bugs")]
-    planted_bug: Option<super::planted::PlantedBug>,
+    planted_bug: Option<PlantedBug>,
 }
 
 impl Raft {
@@ -81,8 +94,10 @@ impl Raft {
             log,
             role: Role::Follower,
             leader_id: None,
+            leader_contact_ms: 0,
             votes_granted: BTreeSet::new(),
             progress: BTreeMap::new(),
+            reads: ReadQueue::default(),
             now_ms,
             election_deadline_ms: 0,
             heartbeat_deadline_ms: 0,
@@ -106,19 +121,19 @@ impl Raft {
 
     /// Time moved to `now_ms`; fires the election timer or the heartbeat.
     pub fn advance_time(&mut self, now_ms: u64) {
-        if now_ms < self.now_ms {
-            return;
-        }
-        self.now_ms = now_ms;
+        self.observe_time(now_ms);
         match self.role {
-            Role::Follower | Role::Candidate => {
-                if now_ms >= self.election_deadline_ms {
-                    self.campaign();
+            Role::Follower | Role::PreCandidate | Role::Candidate => {
+                if self.now_ms >= self.election_deadline_ms {
+                    self.election_timeout();
                 }
             }
             Role::Leader => {
-                if now_ms >= self.heartbeat_deadline_ms {
-                    self.heartbeat_deadline_ms = now_ms + self.config.heartbeat_interval_ms;
+                if self.now_ms >= self.heartbeat_deadline_ms {
+                    self.heartbeat_deadline_ms = self.now_ms + self.config.heartbeat_interval_ms;
+                    if self.config.check_quorum && !self.quorum_active() {
+                        return self.step_down_quorum_lost();
+                    }
                     self.broadcast_heartbeat();
                 }
             }
@@ -129,7 +144,7 @@ impl Raft {
     pub fn next_deadline_ms(&self) -> u64 {
         match self.role {
             Role::Leader => self.heartbeat_deadline_ms,
-            Role::Follower | Role::Candidate => self.election_deadline_ms,
+            Role::Follower | Role::PreCandidate | Role::Candidate => self.election_deadline_ms,
         }
     }
 
@@ -142,19 +157,15 @@ impl Raft {
             return; // a faulty peer must not break the log's invariants
         }
         if message.term > self.hard_state.current_term {
-            let leader =
-                matches!(message.body, MessageBody::AppendEntries(_)).then_some(message.from);
-            self.become_follower(
-                message.term,
-                leader,
-                StepDownReason::HigherTerm { from: message.from },
-            );
+            if !self.accept_higher_term(&message) {
+                return;
+            }
         } else if message.term < self.hard_state.current_term {
-            self.answer_stale(&message);
-            return;
+            return self.answer_stale(&message);
         }
         match self.role {
             Role::Follower => self.step_follower(message),
+            Role::PreCandidate => self.step_pre_candidate(message),
             Role::Candidate => self.step_candidate(message),
             Role::Leader => self.step_leader(message),
         }
@@ -194,6 +205,7 @@ impl Raft {
     /// Collects everything the runtime must do now.
     pub fn ready(&mut self) -> Ready {
         if self.role == Role::Leader {
+            self.start_read_round();
             self.send_pending_appends();
         }
         let appended = self.log.take_unstable();
@@ -221,6 +233,7 @@ impl Raft {
             || self.hard_state_dirty
             || log.has_unstable()
             || log.commit_index().min(log.persisted_index()) > log.last_applied()
+            || self.reads.round_wanted()
             || self.progress.values().any(|progress| {
                 progress.can_send_entries() && progress.next_index <= log.last_index()
             })
@@ -228,17 +241,17 @@ impl Raft {
 
     /// Test builds only: behave wrongly in one known way.
     #[cfg(feature = "planted-bugs")]
-    pub fn plant_bug(&mut self, bug: Option<super::planted::PlantedBug>) {
+    pub fn plant_bug(&mut self, bug: Option<PlantedBug>) {
         self.planted_bug = bug;
     }
 
     #[cfg(feature = "planted-bugs")]
-    fn planted(&self, bug: super::planted::PlantedBug) -> bool {
+    pub(super) fn planted(&self, bug: PlantedBug) -> bool {
         self.planted_bug == Some(bug)
     }
 
     #[cfg(not(feature = "planted-bugs"))]
-    fn planted(&self, _bug: super::planted::PlantedBug) -> bool {
+    pub(super) fn planted(&self, _bug: PlantedBug) -> bool {
         false
     }
 
@@ -258,6 +271,10 @@ impl Raft {
 
     pub fn id(&self) -> NodeId {
         self.config.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn role(&self) -> Role {
@@ -291,12 +308,20 @@ impl Raft {
                 assert!(progress.match_index < progress.next_index);
                 assert!(progress.next_index <= self.log.last_index().next());
             }
+        } else {
+            assert!(self.progress.is_empty(), "only a leader tracks progress");
+            assert!(self.reads.is_empty(), "only a leader serves reads");
         }
     }
 
-    // ---- role changes ----------------------------------------------------
+    // ---- shared by the role files ----------------------------------------
 
-    fn become_follower(&mut self, term: Term, leader: Option<NodeId>, reason: StepDownReason) {
+    pub(super) fn become_follower(
+        &mut self,
+        term: Term,
+        leader: Option<NodeId>,
+        reason: StepDownReason,
+    ) {
         assert!(term >= self.hard_state.current_term, "term going backwards");
         let was = self.role;
         if term > self.hard_state.current_term {
@@ -308,7 +333,9 @@ impl Raft {
         }
         self.role = Role::Follower;
         self.progress.clear();
+        self.reads.clear();
         self.votes_granted.clear();
+        self.leader_id = None;
         self.set_leader(leader);
         self.reset_election_deadline();
         if was != Role::Follower {
@@ -318,70 +345,20 @@ impl Raft {
         }
     }
 
-    fn set_leader(&mut self, leader: Option<NodeId>) {
-        if leader.is_some() && leader != self.leader_id {
-            if let Some(leader) = leader {
+    pub(super) fn set_leader(&mut self, leader: Option<NodeId>) {
+        if let Some(id) = leader {
+            self.leader_contact_ms = self.now_ms;
+            if self.leader_id != leader {
                 self.ready.events.push(Event::LeaderChanged {
                     term: self.hard_state.current_term,
-                    leader,
+                    leader: id,
                 });
             }
         }
         self.leader_id = leader;
     }
 
-    /// §5.2: increment the term, vote for ourselves, ask everyone else.
-    fn campaign(&mut self) {
-        let term = Term(self.hard_state.current_term.0 + 1);
-        self.hard_state = HardState {
-            current_term: term,
-            voted_for: Some(self.config.id),
-        };
-        self.hard_state_dirty = true;
-        self.role = Role::Candidate;
-        self.leader_id = None;
-        self.votes_granted = BTreeSet::from([self.config.id]);
-        self.reset_election_deadline();
-        self.ready.events.push(Event::ElectionTimeout { term });
-        let request = RequestVote {
-            last_log_index: self.log.last_index(),
-            last_log_term: self.log.last_term(),
-        };
-        let peers: Vec<NodeId> = self.config.peers().collect();
-        for peer in peers {
-            self.send(peer, MessageBody::RequestVote(request.clone()));
-        }
-        self.maybe_win_election();
-    }
-
-    fn maybe_win_election(&mut self) {
-        if self.votes_granted.len() >= self.config.quorum() {
-            self.become_leader();
-        }
-    }
-
-    fn become_leader(&mut self) {
-        assert_eq!(self.role, Role::Candidate);
-        let term = self.hard_state.current_term;
-        self.role = Role::Leader;
-        self.set_leader(Some(self.config.id));
-        self.ready.events.push(Event::BecameLeader {
-            term,
-            votes: self.votes_granted.len(),
-        });
-        self.votes_granted.clear();
-        let next_index = self.log.last_index().next();
-        let peers: Vec<NodeId> = self.config.peers().collect();
-        self.progress = peers
-            .into_iter()
-            .map(|peer| (peer, Progress::new(next_index)))
-            .collect();
-        // §8: a no-op of the new term lets earlier entries commit (Figure 8).
-        self.log.append_new(term, EntryKind::Noop, Vec::new());
-        self.heartbeat_deadline_ms = self.now_ms + self.config.heartbeat_interval_ms;
-    }
-
-    fn reset_election_deadline(&mut self) {
+    pub(super) fn reset_election_deadline(&mut self) {
         let timeout = self.rng.range_inclusive(
             self.config.election_timeout_ms_min,
             self.config.election_timeout_ms_max,
@@ -389,298 +366,7 @@ impl Raft {
         self.election_deadline_ms = self.now_ms + timeout;
     }
 
-    // ---- per-role message handling ----------------------------------------
-
-    fn step_follower(&mut self, message: Message) {
-        match message.body {
-            MessageBody::RequestVote(request) => self.handle_request_vote(message.from, &request),
-            MessageBody::AppendEntries(request) => {
-                self.handle_append_entries(message.from, request)
-            }
-            // Answers to requests of an earlier role at this term: nothing to do.
-            MessageBody::RequestVoteResponse(_) | MessageBody::AppendEntriesResponse(_) => {}
-        }
-    }
-
-    fn step_candidate(&mut self, message: Message) {
-        match message.body {
-            MessageBody::RequestVote(request) => self.handle_request_vote(message.from, &request),
-            MessageBody::RequestVoteResponse(response) => {
-                if response.vote_granted {
-                    self.votes_granted.insert(message.from);
-                    self.maybe_win_election();
-                }
-            }
-            MessageBody::AppendEntries(request) => {
-                // §5.2: a leader of our term exists; its AppendEntries is legitimate.
-                let leader = message.from;
-                self.become_follower(
-                    self.hard_state.current_term,
-                    Some(leader),
-                    StepDownReason::LeaderExists { leader },
-                );
-                self.handle_append_entries(leader, request);
-            }
-            MessageBody::AppendEntriesResponse(_) => {}
-        }
-    }
-
-    fn step_leader(&mut self, message: Message) {
-        match message.body {
-            MessageBody::RequestVote(request) => self.handle_request_vote(message.from, &request),
-            MessageBody::AppendEntriesResponse(response) => {
-                self.handle_append_response(message.from, &response)
-            }
-            MessageBody::AppendEntries(_) => {
-                panic!(
-                    "two leaders in term {}: {} and {}",
-                    self.hard_state.current_term, self.config.id, message.from
-                )
-            }
-            MessageBody::RequestVoteResponse(_) => {}
-        }
-    }
-
-    /// A message from an earlier term. Tell its sender our term so a stale
-    /// leader or candidate steps down (Figure 2, "Rules for all servers").
-    fn answer_stale(&mut self, message: &Message) {
-        match &message.body {
-            MessageBody::RequestVote(_) => self.send(
-                message.from,
-                MessageBody::RequestVoteResponse(RequestVoteResponse {
-                    vote_granted: false,
-                }),
-            ),
-            MessageBody::AppendEntries(request) => self.send(
-                message.from,
-                MessageBody::AppendEntriesResponse(AppendEntriesResponse {
-                    success: false,
-                    index: request.prev_log_index,
-                    conflict_term: None,
-                    conflict_index: LogIndex(0),
-                }),
-            ),
-            MessageBody::RequestVoteResponse(_) | MessageBody::AppendEntriesResponse(_) => {}
-        }
-    }
-
-    /// Figure 2, RequestVote receiver: at most one vote per term, and only for
-    /// a candidate whose log is at least as up-to-date as ours (§5.4.1).
-    fn handle_request_vote(&mut self, candidate: NodeId, request: &RequestVote) {
-        let can_vote = match self.hard_state.voted_for {
-            None => self.leader_id.is_none(),
-            Some(voted_for) => voted_for == candidate,
-        } || self.planted(PlantedBug::SecondVoteInTerm);
-        let granted = can_vote
-            && self
-                .log
-                .is_up_to_date(request.last_log_index, request.last_log_term);
-        if granted {
-            self.hard_state.voted_for = Some(candidate);
-            self.hard_state_dirty = true;
-            self.reset_election_deadline();
-        }
-        let response = MessageBody::RequestVoteResponse(RequestVoteResponse {
-            vote_granted: granted,
-        });
-        if self.planted(PlantedBug::VoteBeforePersist) {
-            return self.send(candidate, response);
-        }
-        self.send_after_persist(candidate, response);
-    }
-
-    /// Figure 2, AppendEntries receiver.
-    fn handle_append_entries(&mut self, leader: NodeId, request: AppendEntries) {
-        debug_assert_eq!(self.role, Role::Follower);
-        self.set_leader(Some(leader));
-        self.reset_election_deadline();
-        let prev_index = request.prev_log_index;
-        if !self.log.matches(prev_index, request.prev_log_term) {
-            let response = self.rejection(prev_index);
-            self.send_after_persist(leader, MessageBody::AppendEntriesResponse(response));
-            return;
-        }
-        let last_before = self.log.last_index();
-        if self.planted(PlantedBug::TruncateOnMatchingAppend) {
-            self.log.planted_cut_after(prev_index);
-        }
-        let last_new = self.log.append_from_leader(prev_index, request.entries);
-        if self.log.last_index() < last_before {
-            self.ready.events.push(Event::LogTruncated {
-                from: self.log.last_index().next(),
-            });
-        }
-        let commit = request.leader_commit.min(last_new);
-        if self.log.commit_to(commit) {
-            self.ready.events.push(Event::CommitAdvanced {
-                commit_index: commit,
-            });
-        }
-        let response = AppendEntriesResponse {
-            success: true,
-            index: last_new,
-            conflict_term: None,
-            conflict_index: LogIndex(0),
-        };
-        self.send_after_persist(leader, MessageBody::AppendEntriesResponse(response));
-    }
-
-    /// Fast backtracking: name our term at `prev_index` and where it starts,
-    /// so the leader can skip a whole term per round trip.
-    fn rejection(&self, prev_index: LogIndex) -> AppendEntriesResponse {
-        let (conflict_term, conflict_index) = match self.log.term_at(prev_index) {
-            None => (None, self.log.last_index().next()),
-            Some(term) => {
-                let first = self.log.first_index_of_term(term, prev_index);
-                (Some(term), first.max(self.log.commit_index().next()))
-            }
-        };
-        AppendEntriesResponse {
-            success: false,
-            index: prev_index,
-            conflict_term,
-            conflict_index,
-        }
-    }
-
-    fn handle_append_response(&mut self, follower: NodeId, response: &AppendEntriesResponse) {
-        let Some(progress) = self.progress.get_mut(&follower) else {
-            return;
-        };
-        progress.recent_active = true;
-        if response.success {
-            let news = progress.acknowledge(response.index);
-            if news && progress.state == ProgressState::Probe {
-                progress.become_replicate();
-            }
-            if news {
-                self.maybe_commit();
-            }
-            return;
-        }
-        if response.index <= progress.match_index {
-            return; // stale: we already know it matches further
-        }
-        if progress.state == ProgressState::Probe && response.index.next() != progress.next_index {
-            return; // answer to an older probe
-        }
-        let next = Self::next_after_rejection(&self.log, progress, response);
-        progress.become_probe();
-        progress.next_index = next;
-    }
-
-    fn next_after_rejection(
-        log: &RaftLog,
-        progress: &Progress,
-        response: &AppendEntriesResponse,
-    ) -> LogIndex {
-        let hinted = match response.conflict_term {
-            Some(term) => log
-                .last_index_of_term(term)
-                .map_or(response.conflict_index, |last| last.next()),
-            None => response.conflict_index,
-        };
-        // Move strictly below the rejected prev index, never below the match.
-        hinted.min(response.index).max(progress.match_index.next())
-    }
-
-    // ---- leader duties ---------------------------------------------------
-
-    /// §5.3/§5.4.2: commit the highest index a majority stores, but only if
-    /// its entry is of the current term (Figure 8).
-    fn maybe_commit(&mut self) {
-        let mut matched: Vec<LogIndex> = self.progress.values().map(|p| p.match_index).collect();
-        matched.push(self.log.persisted_index());
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matched[self.config.quorum() - 1];
-        if candidate <= self.log.commit_index() {
-            return;
-        }
-        let old_term = self.log.term_at(candidate) != Some(self.hard_state.current_term);
-        if old_term && !self.planted(PlantedBug::CommitOldTermByCount) {
-            return;
-        }
-        self.log.commit_to(candidate);
-        self.ready.events.push(Event::CommitAdvanced {
-            commit_index: candidate,
-        });
-    }
-
-    fn broadcast_heartbeat(&mut self) {
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for peer in peers {
-            self.send_heartbeat(peer);
-        }
-    }
-
-    /// An empty AppendEntries at next_index - 1. In Probe it re-sends the
-    /// probe (the last one may be lost); in Replicate a rejection reveals
-    /// lost batches.
-    fn send_heartbeat(&mut self, peer: NodeId) {
-        let Some(progress) = self.progress.get_mut(&peer) else {
-            return;
-        };
-        if progress.state == ProgressState::Probe {
-            progress.probe_sent = false;
-            self.send_append(peer);
-            if self.progress.get(&peer).is_some_and(|p| p.probe_sent) {
-                return;
-            }
-        }
-        let Some(progress) = self.progress.get(&peer) else {
-            return;
-        };
-        let prev_index = progress.next_index.prev();
-        self.send_append_request(peer, prev_index, Vec::new());
-    }
-
-    /// Sends every batch the window allows to every peer.
-    fn send_pending_appends(&mut self) {
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for peer in peers {
-            while self.send_append(peer) {}
-        }
-    }
-
-    /// Sends one batch to `peer` if flow control allows and it has entries to
-    /// receive. Returns whether it sent.
-    fn send_append(&mut self, peer: NodeId) -> bool {
-        let Some(progress) = self.progress.get(&peer) else {
-            return false;
-        };
-        if !progress.can_send_entries() || progress.next_index > self.log.last_index() {
-            return false;
-        }
-        let next_index = progress.next_index;
-        let entries =
-            self.log
-                .entries_from(next_index, APPEND_BATCH_ENTRIES_MAX, APPEND_BATCH_SIZE_MAX);
-        let Some(last) = entries.last().map(|entry| entry.index) else {
-            return false;
-        };
-        self.send_append_request(peer, next_index.prev(), entries);
-        if let Some(progress) = self.progress.get_mut(&peer) {
-            progress.sent(last);
-        }
-        true
-    }
-
-    fn send_append_request(&mut self, peer: NodeId, prev_log_index: LogIndex, entries: Vec<Entry>) {
-        let Some(prev_log_term) = self.log.term_at(prev_log_index) else {
-            panic!("prev index {prev_log_index} beyond the leader's log");
-        };
-        let request = AppendEntries {
-            prev_log_index,
-            prev_log_term,
-            leader_commit: self.log.commit_index(),
-            entries,
-        };
-        self.send(peer, MessageBody::AppendEntries(request));
-    }
-
-    // ---- output ----------------------------------------------------------
-
-    fn message(&self, to: NodeId, body: MessageBody) -> Message {
+    pub(super) fn message(&self, to: NodeId, body: MessageBody) -> Message {
         Message {
             from: self.config.id,
             to,
@@ -689,12 +375,12 @@ impl Raft {
         }
     }
 
-    fn send(&mut self, to: NodeId, body: MessageBody) {
+    pub(super) fn send(&mut self, to: NodeId, body: MessageBody) {
         let message = self.message(to, body);
         self.ready.messages.push(message);
     }
 
-    fn send_after_persist(&mut self, to: NodeId, body: MessageBody) {
+    pub(super) fn send_after_persist(&mut self, to: NodeId, body: MessageBody) {
         let message = self.message(to, body);
         self.ready.messages_after_persist.push(message);
     }

@@ -18,7 +18,17 @@ pub struct Ready {
     /// one before the write could vote twice in a term after a crash.
     pub messages_after_persist: Vec<Message>,
     pub committed_entries: Vec<Entry>,
+    /// ReadIndex reads whose leadership check passed: each may be answered
+    /// once the state machine has applied `index`.
+    pub read_states: Vec<ReadState>,
     pub events: Vec<Event>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    /// The caller's identifier for the read.
+    pub context: u64,
+    pub index: LogIndex,
 }
 
 impl Ready {
@@ -28,6 +38,7 @@ impl Ready {
             && self.messages.is_empty()
             && self.messages_after_persist.is_empty()
             && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
             && self.events.is_empty()
     }
 
@@ -39,9 +50,11 @@ impl Ready {
 /// State changes worth a log line or a trace event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// The election timer fired: this node is now a candidate.
+    /// The election timer fired: this node now asks for pre-votes for `term`
+    /// (`pre_vote`) or is a candidate in it.
     ElectionTimeout {
         term: Term,
+        pre_vote: bool,
     },
     BecameLeader {
         term: Term,
@@ -77,4 +90,6 @@ pub enum StepDownReason {
     HigherTerm { from: NodeId },
     /// A candidate learned of the current term's leader.
     LeaderExists { leader: NodeId },
+    /// CheckQuorum: no majority answered for an election timeout.
+    QuorumLost,
 }

@@ -16,6 +16,7 @@ struct Cluster {
     /// Messages for which this returns false are dropped.
     filter: Box<dyn Fn(&Message) -> bool>,
     applied: Vec<Vec<Entry>>,
+    reads: Vec<Vec<ReadState>>,
 }
 
 fn config(id: u32, size: u32) -> Config {
@@ -26,6 +27,8 @@ fn config(id: u32, size: u32) -> Config {
         election_timeout_ms_max: ELECTION_MAX,
         heartbeat_interval_ms: HEARTBEAT,
         seed: 42,
+        pre_vote: false,
+        check_quorum: false,
     }
 }
 
@@ -43,6 +46,20 @@ fn entries_with_terms(terms: &[u64]) -> Vec<Entry> {
 }
 
 impl Cluster {
+    /// PreVote and CheckQuorum on, as the daemon runs.
+    fn with_extensions(size: u32) -> Cluster {
+        let mut cluster = Cluster::new(size);
+        cluster.nodes = (0..size)
+            .map(|id| {
+                let mut config = config(id, size);
+                config.pre_vote = true;
+                config.check_quorum = true;
+                Raft::new(config, HardState::default(), Vec::new(), 0).expect("valid config")
+            })
+            .collect();
+        cluster
+    }
+
     fn new(size: u32) -> Cluster {
         let logs = vec![Vec::new(); size as usize];
         Cluster::with_logs(&logs, Term(0))
@@ -73,6 +90,7 @@ impl Cluster {
             queue: VecDeque::new(),
             filter: Box::new(|_| true),
             applied: vec![Vec::new(); logs.len()],
+            reads: vec![Vec::new(); logs.len()],
         }
     }
 
@@ -91,6 +109,7 @@ impl Cluster {
             self.nodes[id].persisted(index, term);
         }
         self.applied[id].extend(ready.committed_entries);
+        self.reads[id].extend(ready.read_states);
         self.nodes[id].check_invariants();
     }
 
@@ -128,6 +147,14 @@ impl Cluster {
     fn heartbeat(&mut self, leader: usize) {
         let deadline = self.nodes[leader].next_deadline_ms();
         self.nodes[leader].advance_time(deadline);
+        self.deliver_all();
+    }
+
+    /// Moves every node's clock to `now_ms`, firing what is due.
+    fn advance_all(&mut self, now_ms: u64) {
+        for node in &mut self.nodes {
+            node.advance_time(now_ms);
+        }
         self.deliver_all();
     }
 
@@ -243,6 +270,7 @@ fn at_most_one_vote_per_term() {
         body: MessageBody::RequestVote(RequestVote {
             last_log_index: LogIndex(0),
             last_log_term: Term(0),
+            pre_vote: false,
         }),
     };
     cluster.nodes[0].step(request(1));
@@ -277,7 +305,10 @@ fn at_most_one_vote_per_term() {
 fn granted(message: &Message) -> bool {
     matches!(
         message.body,
-        MessageBody::RequestVoteResponse(RequestVoteResponse { vote_granted: true })
+        MessageBody::RequestVoteResponse(RequestVoteResponse {
+            vote_granted: true,
+            ..
+        })
     )
 }
 
@@ -374,7 +405,10 @@ fn figure_8_an_old_term_entry_is_not_committed_by_counting_replicas() {
         from: NodeId(from),
         to: NodeId(0),
         term: Term(4),
-        body: MessageBody::RequestVoteResponse(RequestVoteResponse { vote_granted: true }),
+        body: MessageBody::RequestVoteResponse(RequestVoteResponse {
+            vote_granted: true,
+            pre_vote: false,
+        }),
     });
     cluster.queue.clear();
     for grant in grants {
@@ -392,6 +426,7 @@ fn figure_8_an_old_term_entry_is_not_committed_by_counting_replicas() {
             index: LogIndex(index),
             conflict_term: None,
             conflict_index: LogIndex(0),
+            round: 0,
         }),
     };
     cluster.nodes[0].step(ack(1, 2));
@@ -504,6 +539,7 @@ fn leader_counts_itself_only_once_its_write_is_durable() {
             index,
             conflict_term: None,
             conflict_index: LogIndex(0),
+            round: 0,
         }),
     });
     assert!(
@@ -578,6 +614,7 @@ fn malformed_append_entries_are_dropped() {
                 prev_log_index: LogIndex(0),
                 prev_log_term: Term(0),
                 leader_commit: LogIndex(0),
+                round: 0,
                 entries,
             }),
         });
@@ -588,4 +625,212 @@ fn malformed_append_entries_are_dropped() {
             "a dropped message changes nothing"
         );
     }
+}
+
+// ---- PreVote, CheckQuorum, leader stickiness (dissertation §9.6) ----------
+
+fn isolate(node: u32) -> Box<dyn Fn(&Message) -> bool> {
+    Box::new(move |message| message.from != NodeId(node) && message.to != NodeId(node))
+}
+
+#[test]
+fn pre_vote_keeps_a_cut_off_node_from_raising_the_term() {
+    let mut cluster = Cluster::with_extensions(3);
+    cluster.campaign(0);
+    assert_eq!(cluster.leaders(), vec![0]);
+    let term = cluster.nodes[0].current_term();
+    cluster.filter = isolate(2);
+    for round in 1..=5 {
+        cluster.campaign(2);
+        assert_eq!(cluster.nodes[2].role(), Role::PreCandidate, "round {round}");
+        assert_eq!(
+            cluster.nodes[2].current_term(),
+            term,
+            "pre-votes never bump the term"
+        );
+    }
+    cluster.filter = Box::new(|_| true);
+    cluster.heartbeat(0);
+    assert_eq!(
+        cluster.leaders(),
+        vec![0],
+        "the healthy leader keeps leading"
+    );
+    assert_eq!(cluster.nodes[2].role(), Role::Follower);
+    assert_eq!(cluster.nodes[2].current_term(), term);
+}
+
+#[test]
+fn pre_vote_then_real_election_once_the_leader_is_gone() {
+    let mut cluster = Cluster::with_extensions(3);
+    cluster.campaign(0);
+    cluster.filter = isolate(0);
+    // Everyone's lease on leader 0 runs out.
+    let later = ELECTION_MAX + 1;
+    for id in [1, 2] {
+        cluster.nodes[id].observe_time(later);
+    }
+    cluster.campaign(1);
+    assert_eq!(cluster.nodes[1].role(), Role::Leader);
+    assert_eq!(cluster.nodes[1].current_term(), Term(2));
+}
+
+#[test]
+fn followers_hearing_a_leader_ignore_vote_requests() {
+    let mut cluster = Cluster::with_extensions(3);
+    cluster.campaign(0);
+    cluster.heartbeat(0);
+    let request = Message {
+        from: NodeId(2),
+        to: NodeId(1),
+        term: Term(9),
+        body: MessageBody::RequestVote(RequestVote {
+            last_log_index: LogIndex(99),
+            last_log_term: Term(8),
+            pre_vote: false,
+        }),
+    };
+    cluster.nodes[1].step(request);
+    let ready = cluster.nodes[1].ready();
+    assert!(
+        ready.messages_after_persist.is_empty(),
+        "no answer while in lease"
+    );
+    assert_eq!(
+        cluster.nodes[1].current_term(),
+        Term(1),
+        "the term is not raised"
+    );
+    assert_eq!(ready.hard_state, None);
+}
+
+#[test]
+fn check_quorum_leader_cut_off_steps_down_within_an_election_timeout() {
+    let mut cluster = Cluster::with_extensions(3);
+    cluster.campaign(0);
+    let start = cluster.nodes[0].next_deadline_ms();
+    cluster.filter = isolate(0);
+    let mut now = start;
+    while cluster.nodes[0].role() == Role::Leader {
+        now += HEARTBEAT;
+        cluster.nodes[0].advance_time(now);
+        cluster.process(0);
+        assert!(
+            now <= start + ELECTION_MIN + HEARTBEAT,
+            "still leader at {now}"
+        );
+    }
+    assert_eq!(cluster.nodes[0].role(), Role::Follower);
+}
+
+#[test]
+fn check_quorum_leader_with_a_majority_keeps_leading() {
+    let mut cluster = Cluster::with_extensions(3);
+    cluster.campaign(0);
+    cluster.filter = isolate(2);
+    for step in 1..=20 {
+        cluster.advance_all(step * HEARTBEAT);
+    }
+    assert_eq!(cluster.nodes[0].role(), Role::Leader);
+}
+
+// ---- ReadIndex (dissertation §6.4) --------------------------------------
+
+#[test]
+fn read_index_is_released_after_a_majority_answers_a_heartbeat_round() {
+    let mut cluster = Cluster::with_extensions(3);
+    cluster.campaign(0);
+    cluster.heartbeat(0);
+    let commit = cluster.nodes[0].status().commit_index;
+    cluster.nodes[0].read_index(7).expect("leader");
+    let ready = cluster.nodes[0].ready();
+    assert!(
+        ready.read_states.is_empty(),
+        "not before a round is answered"
+    );
+    let heartbeats = ready
+        .messages
+        .iter()
+        .filter(|message| matches!(message.body, MessageBody::AppendEntries(_)))
+        .count();
+    assert_eq!(heartbeats, 2, "the read starts a round to both followers");
+    cluster.queue.extend(ready.messages);
+    cluster.deliver_all();
+    assert_eq!(
+        cluster.reads[0],
+        vec![ReadState {
+            context: 7,
+            index: commit
+        }]
+    );
+}
+
+#[test]
+fn reads_arriving_together_share_one_round() {
+    let mut cluster = Cluster::with_extensions(3);
+    cluster.campaign(0);
+    cluster.heartbeat(0);
+    for context in 1..=10 {
+        cluster.nodes[0].read_index(context).expect("leader");
+    }
+    let ready = cluster.nodes[0].ready();
+    let heartbeats = ready.messages.len();
+    assert_eq!(heartbeats, 2, "one heartbeat per follower for ten reads");
+    cluster.queue.extend(ready.messages);
+    cluster.deliver_all();
+    assert_eq!(cluster.reads[0].len(), 10);
+}
+
+#[test]
+fn a_new_leader_serves_reads_only_after_committing_in_its_term() {
+    let mut cluster = Cluster::with_extensions(3);
+    cluster.filter = Box::new(|message| !matches!(message.body, MessageBody::AppendEntries(_)));
+    cluster.campaign(0);
+    assert_eq!(cluster.nodes[0].role(), Role::Leader);
+    cluster.nodes[0].read_index(1).expect("leader");
+    cluster.process(0);
+    cluster.deliver_all();
+    assert!(
+        cluster.reads[0].is_empty(),
+        "the no-op is not committed yet"
+    );
+    cluster.filter = Box::new(|_| true);
+    cluster.heartbeat(0);
+    cluster.heartbeat(0);
+    assert_eq!(cluster.reads[0].len(), 1);
+    assert_eq!(
+        cluster.reads[0][0].index,
+        LogIndex(1),
+        "at the no-op's index"
+    );
+}
+
+#[test]
+fn an_isolated_leader_never_confirms_a_read() {
+    let mut cluster = Cluster::with_extensions(3);
+    cluster.campaign(0);
+    cluster.heartbeat(0);
+    cluster.filter = isolate(0);
+    cluster.nodes[0].read_index(1).expect("still leader");
+    for step in 1..=10 {
+        cluster.advance_all(1000 + step * HEARTBEAT);
+    }
+    assert!(
+        cluster.reads[0].is_empty(),
+        "a stale value must never be served"
+    );
+    assert_ne!(cluster.nodes[0].role(), Role::Leader, "it stepped down");
+    assert_eq!(
+        cluster.nodes[0].read_index(2),
+        Err(ProposeError::NotLeader { leader: None })
+    );
+}
+
+#[test]
+fn single_node_reads_are_confirmed_at_once() {
+    let mut cluster = Cluster::with_extensions(1);
+    cluster.campaign(0);
+    cluster.nodes[0].read_index(3).expect("leader");
+    cluster.process(0);
+    assert_eq!(cluster.reads[0].len(), 1);
 }

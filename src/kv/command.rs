@@ -30,6 +30,9 @@ pub enum Request {
         new: Vec<u8>,
     },
     Status,
+    /// Opens a client session (sent by clients, not typed by users): the
+    /// reply names the session id that numbers later commands.
+    Register,
     /// A read of the local copy without going through the log: it may be
     /// stale, so it never becomes a `Command`.
     StaleGet {
@@ -145,6 +148,7 @@ const USAGE_DEL: &str = "DEL needs exactly one key";
 const USAGE_SGET: &str = "SGET needs exactly one key";
 const USAGE_CAS: &str = "CAS needs key expected new (expected - means absent)";
 const USAGE_STATUS: &str = "STATUS takes no arguments";
+const USAGE_REGISTER: &str = "REGISTER takes no arguments";
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -238,6 +242,13 @@ fn parse_verb(verb: &str, arguments: &str) -> Result<Request, ParseError> {
             });
         }
         Ok(Request::Status)
+    } else if is("REGISTER") {
+        if !arguments.is_empty() {
+            return Err(ParseError::Usage {
+                usage: USAGE_REGISTER,
+            });
+        }
+        Ok(Request::Register)
     } else {
         let verb = verb.chars().take(VERB_SHOWN_CHARS_MAX).collect();
         Err(ParseError::UnknownVerb { verb })
@@ -330,7 +341,7 @@ impl Request {
             Request::Get { key } => Some(Command::Get { key }),
             Request::Del { key } => Some(Command::Del { key }),
             Request::Cas { key, expected, new } => Some(Command::Cas { key, expected, new }),
-            Request::Status | Request::StaleGet { .. } => None,
+            Request::Status | Request::Register | Request::StaleGet { .. } => None,
         }
     }
 }

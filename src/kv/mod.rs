@@ -1,12 +1,16 @@
 //! The replicated key-value state machine: client command grammar, the
-//! binary form of log commands, and the store that applies them. Pure: no
-//! IO, no clock, no randomness, so every replica and the simulator compute
-//! the same results from the same log.
+//! binary form of log records, the store and the client-session table.
+//! Pure: no IO, no clock, no randomness, so every replica and the simulator
+//! compute the same results from the same log.
 
 mod command;
+mod machine;
+mod session;
 mod store;
 
 pub use command::{
     parse_request, Command, DecodeError, ParseError, Request, COMMAND_ENCODED_SIZE_MAX,
 };
+pub use machine::{Applied, LogRecord, StateMachine};
+pub use session::{CachedReply, SessionCheck, Sessions};
 pub use store::{format_value, Outcome, Store};

@@ -137,7 +137,7 @@ fn pair_hash(key: &[u8], value: &[u8]) -> u64 {
 /// 64-bit FNV-1a (Fowler–Noll–Vo), written here because the digest must be
 /// the same on every node and every build, which `std`'s hashers do not
 /// promise.
-struct Fnv1a {
+pub(super) struct Fnv1a {
     state: u64,
 }
 
@@ -145,20 +145,20 @@ impl Fnv1a {
     const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
 
-    fn new() -> Fnv1a {
+    pub(super) fn new() -> Fnv1a {
         Fnv1a {
             state: Fnv1a::OFFSET_BASIS,
         }
     }
 
-    fn write(&mut self, bytes: &[u8]) {
+    pub(super) fn write(&mut self, bytes: &[u8]) {
         for &byte in bytes {
             self.state ^= u64::from(byte);
             self.state = self.state.wrapping_mul(Fnv1a::PRIME);
         }
     }
 
-    fn finish(&self) -> u64 {
+    pub(super) fn finish(&self) -> u64 {
         self.state
     }
 }

@@ -1,15 +1,21 @@
 //! Human-readable renderings of entries for debug log lines.
 
 use crate::core::{Entry, EntryKind};
-use crate::kv::{format_value, Command};
+use crate::kv::{format_value, Command, LogRecord};
 
 pub fn entry(entry: &Entry) -> String {
-    match entry.kind {
-        EntryKind::Noop => "no-op".to_string(),
-        EntryKind::Command => match Command::decode(&entry.data) {
-            Ok(command) => command_text(&command),
-            Err(error) => format!("<undecodable: {error}>"),
+    if entry.kind == EntryKind::Noop {
+        return "no-op".to_string();
+    }
+    match LogRecord::decode(&entry.data) {
+        Ok(LogRecord::Register) => "REGISTER".to_string(),
+        Ok(LogRecord::Command { session, command }) => match session {
+            Some((client, sequence)) => {
+                format!("{} (session {client} #{sequence})", command_text(&command))
+            }
+            None => command_text(&command),
         },
+        Err(error) => format!("<undecodable: {error}>"),
     }
 }
 

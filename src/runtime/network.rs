@@ -10,7 +10,7 @@ use crate::constants::{
 };
 use crate::core::{Message, NodeId};
 use crate::log;
-use crate::replica::ClientToken;
+use crate::replica::{ClientToken, SessionTag};
 use crate::storage::Storage;
 use crate::wire::{encode_frame, encode_message, ClientRequest, ClientResponse, Frame, PeerHello};
 use mio::event::Event;
@@ -247,7 +247,14 @@ impl<S: Storage> Server<S> {
             connection: token.0 as u64,
             request_id: request.request_id,
         };
-        if let Some(index) = self.replica.handle_request(client, &request.command) {
+        let session = SessionTag {
+            session_id: request.session_id,
+            sequence: request.sequence,
+        };
+        if let Some(index) = self
+            .replica
+            .handle_request(client, session, &request.command)
+        {
             let deadline = self.clock.now_ms() + crate::constants::CLIENT_REQUEST_TIMEOUT_MS;
             let timer = self.timers.insert(
                 deadline,

@@ -310,7 +310,17 @@ impl<S: Storage> Server<S> {
 
     fn log_event(&mut self, event: &Event) {
         match event {
-            Event::ElectionTimeout { term } => log!(Info, "Timeout → Candidate (term {term})"),
+            Event::ElectionTimeout {
+                term,
+                pre_vote: true,
+            } => log!(
+                Info,
+                "Timeout → PreCandidate (asking pre-votes for term {term})"
+            ),
+            Event::ElectionTimeout {
+                term,
+                pre_vote: false,
+            } => log!(Info, "Timeout → Candidate (term {term})"),
             Event::BecameLeader { term, votes } => log!(
                 Info,
                 "Received votes → Leader (term {term}, {votes} of {} votes)",
@@ -323,6 +333,9 @@ impl<S: Storage> Server<S> {
                     }
                     StepDownReason::LeaderExists { leader } => {
                         format!("{} is leader", self.name(*leader))
+                    }
+                    StepDownReason::QuorumLost => {
+                        "no majority heard from within an election timeout".to_string()
                     }
                 };
                 log!(Info, "Step down → Follower (term {term}): {why}");

@@ -46,6 +46,10 @@ pub struct ClientRequest {
     /// Chosen by the client and echoed in the response, so a client can
     /// pipeline requests and match the answers.
     pub request_id: u64,
+    /// The client's session (0: none) and the command's number in it, so
+    /// a retried command is applied at most once (dissertation §6.3).
+    pub session_id: u64,
+    pub sequence: u64,
     /// UTF-8, at most `COMMAND_SIZE_MAX` bytes.
     pub command: String,
 }
@@ -230,6 +234,8 @@ pub(super) fn encode_payload(frame: &Frame, out: &mut Vec<u8>) {
         Frame::Peer(message) => encode_message_payload(message, out),
         Frame::ClientRequest(request) => {
             put_u64(out, request.request_id);
+            put_u64(out, request.session_id);
+            put_u64(out, request.sequence);
             put_string(out, &request.command, COMMAND_SIZE_MAX);
         }
         Frame::ClientResponse(response) => {
@@ -247,14 +253,19 @@ pub(super) fn encode_message_payload(message: &Message, out: &mut Vec<u8>) {
         MessageBody::RequestVote(request) => {
             put_u64(out, request.last_log_index.0);
             put_u64(out, request.last_log_term.0);
+            put_bool(out, request.pre_vote);
         }
-        MessageBody::RequestVoteResponse(response) => put_bool(out, response.vote_granted),
+        MessageBody::RequestVoteResponse(response) => {
+            put_bool(out, response.vote_granted);
+            put_bool(out, response.pre_vote);
+        }
         MessageBody::AppendEntries(append) => encode_append_entries(append, out),
         MessageBody::AppendEntriesResponse(response) => {
             put_bool(out, response.success);
             put_u64(out, response.index.0);
             put_option_term(out, response.conflict_term);
             put_u64(out, response.conflict_index.0);
+            put_u64(out, response.round);
         }
     }
 }
@@ -268,6 +279,7 @@ fn encode_append_entries(append: &AppendEntries, out: &mut Vec<u8>) {
     put_u64(out, append.prev_log_index.0);
     put_u64(out, append.prev_log_term.0);
     put_u64(out, append.leader_commit.0);
+    put_u64(out, append.round);
     put_u32(out, append.entries.len() as u32);
     let mut index_expected = append.prev_log_index;
     for entry in &append.entries {
@@ -357,9 +369,13 @@ fn read_peer_hello(reader: &mut Reader<'_>) -> Result<PeerHello, PayloadError> {
 
 fn read_client_request(reader: &mut Reader<'_>) -> Result<ClientRequest, PayloadError> {
     let request_id = reader.read_u64("request_id")?;
+    let session_id = reader.read_u64("session_id")?;
+    let sequence = reader.read_u64("sequence")?;
     let command = reader.read_string("command", COMMAND_SIZE_MAX)?;
     Ok(ClientRequest {
         request_id,
+        session_id,
+        sequence,
         command,
     })
 }
@@ -389,16 +405,20 @@ fn read_message(reader: &mut Reader<'_>, read_body: ReadBody) -> Result<Message,
 fn read_request_vote(reader: &mut Reader<'_>) -> Result<MessageBody, PayloadError> {
     let last_log_index = LogIndex(reader.read_u64("last_log_index")?);
     let last_log_term = Term(reader.read_u64("last_log_term")?);
+    let pre_vote = reader.read_bool("pre_vote")?;
     Ok(MessageBody::RequestVote(RequestVote {
         last_log_index,
         last_log_term,
+        pre_vote,
     }))
 }
 
 fn read_request_vote_response(reader: &mut Reader<'_>) -> Result<MessageBody, PayloadError> {
     let vote_granted = reader.read_bool("vote_granted")?;
+    let pre_vote = reader.read_bool("pre_vote")?;
     Ok(MessageBody::RequestVoteResponse(RequestVoteResponse {
         vote_granted,
+        pre_vote,
     }))
 }
 
@@ -406,11 +426,13 @@ fn read_append_entries(reader: &mut Reader<'_>) -> Result<MessageBody, PayloadEr
     let prev_log_index = LogIndex(reader.read_u64("prev_log_index")?);
     let prev_log_term = Term(reader.read_u64("prev_log_term")?);
     let leader_commit = LogIndex(reader.read_u64("leader_commit")?);
+    let round = reader.read_u64("round")?;
     let entries = read_entries(reader, prev_log_index)?;
     Ok(MessageBody::AppendEntries(AppendEntries {
         prev_log_index,
         prev_log_term,
         leader_commit,
+        round,
         entries,
     }))
 }
@@ -420,11 +442,13 @@ fn read_append_entries_response(reader: &mut Reader<'_>) -> Result<MessageBody, 
     let index = LogIndex(reader.read_u64("index")?);
     let conflict_term = reader.read_option_term("conflict_term")?;
     let conflict_index = LogIndex(reader.read_u64("conflict_index")?);
+    let round = reader.read_u64("round")?;
     Ok(MessageBody::AppendEntriesResponse(AppendEntriesResponse {
         success,
         index,
         conflict_term,
         conflict_index,
+        round,
     }))
 }
 
@@ -609,6 +633,7 @@ pub(super) mod tests {
                 prev_log_index: LogIndex(prev_log_index),
                 prev_log_term: Term(6),
                 leader_commit: LogIndex(prev_log_index),
+                round: 3,
                 entries,
             }),
         )
@@ -630,16 +655,21 @@ pub(super) mod tests {
                 MessageBody::RequestVote(RequestVote {
                     last_log_index: LogIndex(41),
                     last_log_term: Term(2),
+                    pre_vote: true,
                 }),
             ),
             message(
                 3,
-                MessageBody::RequestVoteResponse(RequestVoteResponse { vote_granted: true }),
+                MessageBody::RequestVoteResponse(RequestVoteResponse {
+                    vote_granted: true,
+                    pre_vote: false,
+                }),
             ),
             message(
                 4,
                 MessageBody::RequestVoteResponse(RequestVoteResponse {
                     vote_granted: false,
+                    pre_vote: true,
                 }),
             ),
             append_entries(0, Vec::new()),
@@ -658,6 +688,7 @@ pub(super) mod tests {
                     index: LogIndex(12),
                     conflict_term: None,
                     conflict_index: LogIndex(0),
+                    round: 0,
                 }),
             ),
             message(
@@ -667,10 +698,13 @@ pub(super) mod tests {
                     index: LogIndex(9),
                     conflict_term: Some(Term(5)),
                     conflict_index: LogIndex(4),
+                    round: u64::MAX,
                 }),
             ),
             Frame::ClientRequest(ClientRequest {
                 request_id: 77,
+                session_id: 12,
+                sequence: 3,
                 command: "GET clé".into(),
             }),
             Frame::ClientResponse(ClientResponse {
@@ -753,6 +787,8 @@ pub(super) mod tests {
         let command = "c".repeat(COMMAND_SIZE_MAX);
         assert_round_trip(&Frame::ClientRequest(ClientRequest {
             request_id: 1,
+            session_id: 0,
+            sequence: 0,
             command,
         }));
     }
@@ -784,13 +820,15 @@ pub(super) mod tests {
             MessageBody::RequestVote(RequestVote {
                 last_log_index: LogIndex(5),
                 last_log_term: Term(2),
+                pre_vote: true,
             }),
         );
-        let mut expected = vec![0, 0, 0, 34, 1, 2];
+        let mut expected = vec![0, 0, 0, 35, 1, 2];
         expected.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2]);
         expected.extend_from_slice(&3u64.to_be_bytes());
         expected.extend_from_slice(&5u64.to_be_bytes());
         expected.extend_from_slice(&2u64.to_be_bytes());
+        expected.push(1);
         assert_eq!(encode(&frame), expected);
     }
 
@@ -805,7 +843,7 @@ pub(super) mod tests {
             ],
         );
         let mut payload = payload_of(&frame);
-        let second_index_offset = 16 + 24 + 4 + ENTRY_HEADER_SIZE + 8;
+        let second_index_offset = 16 + 32 + 4 + ENTRY_HEADER_SIZE + 8;
         assert_eq!(
             payload[second_index_offset..second_index_offset + 8],
             11u64.to_be_bytes()
@@ -859,7 +897,10 @@ pub(super) mod tests {
     fn bool_byte_other_than_zero_or_one_is_refused() {
         let frame = message(
             3,
-            MessageBody::RequestVoteResponse(RequestVoteResponse { vote_granted: true }),
+            MessageBody::RequestVoteResponse(RequestVoteResponse {
+                vote_granted: true,
+                pre_vote: false,
+            }),
         );
         let mut payload = payload_of(&frame);
         payload[16] = 2;
@@ -901,7 +942,7 @@ pub(super) mod tests {
             9,
             vec![entry(7, 10, EntryKind::Noop, Vec::new())],
         ));
-        payload[16 + 24 + 4 + 16] = 2;
+        payload[16 + 32 + 4 + 16] = 2;
         let error = payload_error(4, &payload);
         assert_eq!(
             error,
@@ -916,7 +957,7 @@ pub(super) mod tests {
     fn entry_count_over_its_bound_is_refused_before_reading_entries() {
         let mut payload = payload_of(&append_entries(0, Vec::new()));
         let count = APPEND_BATCH_ENTRIES_MAX as u32 + 1;
-        payload[16 + 24..].copy_from_slice(&count.to_be_bytes());
+        payload[16 + 32..].copy_from_slice(&count.to_be_bytes());
         let error = payload_error(4, &payload);
         assert_eq!(
             error,
@@ -931,7 +972,7 @@ pub(super) mod tests {
     #[test]
     fn lying_entry_count_is_truncation_not_allocation() {
         let mut payload = payload_of(&append_entries(0, Vec::new()));
-        payload[16 + 24..].copy_from_slice(&(APPEND_BATCH_ENTRIES_MAX as u32).to_be_bytes());
+        payload[16 + 32..].copy_from_slice(&(APPEND_BATCH_ENTRIES_MAX as u32).to_be_bytes());
         let error = payload_error(4, &payload);
         assert!(
             matches!(
@@ -964,6 +1005,7 @@ pub(super) mod tests {
     #[test]
     fn invalid_utf8_command_is_refused() {
         let mut payload = 5u64.to_be_bytes().to_vec();
+        payload.extend_from_slice(&[0; 16]); // session id and sequence
         payload.extend_from_slice(&2u32.to_be_bytes());
         payload.extend_from_slice(&[0xc3, 0x28]);
         let error = payload_error(6, &payload);

@@ -505,8 +505,9 @@ mod tests {
     fn declared_length_shorter_than_the_payload_needs_is_truncation() {
         let frame = &sample_frames()[2];
         let bytes = encode_all(std::slice::from_ref(frame));
-        // Drop the last three bytes of last_log_term and shrink the length to match.
-        let mut truncated = raw_frame(1, 2, &bytes[6..bytes.len() - 3]);
+        // Drop pre_vote and the last three bytes of last_log_term, and shrink
+        // the length to match.
+        let mut truncated = raw_frame(1, 2, &bytes[6..bytes.len() - 4]);
         let error = first_error(&truncated);
         assert_eq!(
             error,
@@ -520,7 +521,7 @@ mod tests {
             }
         );
         // The bytes that follow belong to the next frame, never to this one.
-        truncated.extend_from_slice(&bytes[bytes.len() - 3..]);
+        truncated.extend_from_slice(&bytes[bytes.len() - 4..]);
         assert_eq!(decode_chunked(&truncated, 1).1, Some(error));
     }
 

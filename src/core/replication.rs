@@ -1,0 +1,232 @@
+//! Log replication (§5.3) and commitment (§5.4.2): the follower's
+//! AppendEntries receiver and the leader's side, with pipelining per
+//! follower and fast backtracking.
+
+use super::message::*;
+use super::planted::PlantedBug;
+use super::progress::{Progress, ProgressState};
+use super::raft::Raft;
+use super::raft_log::RaftLog;
+use super::ready::Event;
+use super::types::*;
+use crate::constants::{APPEND_BATCH_ENTRIES_MAX, APPEND_BATCH_SIZE_MAX};
+
+impl Raft {
+    pub(super) fn step_leader(&mut self, message: Message) {
+        match message.body {
+            MessageBody::RequestVote(request) => {
+                self.handle_request_vote(message.from, message.term, &request)
+            }
+            MessageBody::AppendEntriesResponse(response) => {
+                self.handle_append_response(message.from, &response)
+            }
+            MessageBody::AppendEntries(_) => {
+                panic!(
+                    "two leaders in term {}: {} and {}",
+                    self.hard_state.current_term, self.config.id, message.from
+                )
+            }
+            MessageBody::RequestVoteResponse(_) => {}
+        }
+    }
+
+    /// Figure 2, AppendEntries receiver.
+    pub(super) fn handle_append_entries(&mut self, leader: NodeId, request: AppendEntries) {
+        self.set_leader(Some(leader));
+        self.reset_election_deadline();
+        let prev_index = request.prev_log_index;
+        if !self.log.matches(prev_index, request.prev_log_term) {
+            let response = self.rejection(prev_index, request.round);
+            self.send_after_persist(leader, MessageBody::AppendEntriesResponse(response));
+            return;
+        }
+        if self.planted(PlantedBug::TruncateOnMatchingAppend) {
+            self.log.planted_cut_after(prev_index);
+        }
+        let last_before = self.log.last_index();
+        let last_new = self.log.append_from_leader(prev_index, request.entries);
+        if self.log.last_index() < last_before {
+            let from = self.log.last_index().next();
+            self.ready.events.push(Event::LogTruncated { from });
+        }
+        let commit = request.leader_commit.min(last_new);
+        if self.log.commit_to(commit) {
+            self.ready.events.push(Event::CommitAdvanced {
+                commit_index: commit,
+            });
+        }
+        let response = AppendEntriesResponse {
+            success: true,
+            index: last_new,
+            conflict_term: None,
+            conflict_index: LogIndex(0),
+            round: request.round,
+        };
+        self.send_after_persist(leader, MessageBody::AppendEntriesResponse(response));
+    }
+
+    /// Fast backtracking: name our term at `prev_index` and where it starts,
+    /// so the leader can skip a whole term per round trip.
+    fn rejection(&self, prev_index: LogIndex, round: u64) -> AppendEntriesResponse {
+        let (conflict_term, conflict_index) = match self.log.term_at(prev_index) {
+            None => (None, self.log.last_index().next()),
+            Some(term) => {
+                let first = self.log.first_index_of_term(term, prev_index);
+                (Some(term), first.max(self.log.commit_index().next()))
+            }
+        };
+        AppendEntriesResponse {
+            success: false,
+            index: prev_index,
+            conflict_term,
+            conflict_index,
+            round,
+        }
+    }
+
+    fn handle_append_response(&mut self, follower: NodeId, response: &AppendEntriesResponse) {
+        let now_ms = self.now_ms;
+        let Some(progress) = self.progress.get_mut(&follower) else {
+            return;
+        };
+        // Any answer at our term shows the follower still takes us as leader.
+        progress.last_contact_ms = now_ms;
+        progress.round_acknowledged = progress.round_acknowledged.max(response.round);
+        self.confirm_reads();
+        let Some(progress) = self.progress.get_mut(&follower) else {
+            return;
+        };
+        if response.success {
+            let news = progress.acknowledge(response.index);
+            if news && progress.state == ProgressState::Probe {
+                progress.become_replicate();
+            }
+            if news {
+                self.maybe_commit();
+            }
+            return;
+        }
+        if response.index <= progress.match_index {
+            return; // stale: we already know it matches further
+        }
+        if progress.state == ProgressState::Probe && response.index.next() != progress.next_index {
+            return; // answer to an older probe
+        }
+        let next = next_after_rejection(&self.log, progress, response);
+        progress.become_probe();
+        progress.next_index = next;
+    }
+
+    /// §5.3/§5.4.2: commit the highest index a majority stores, but only if
+    /// its entry is of the current term (Figure 8).
+    pub(super) fn maybe_commit(&mut self) {
+        let mut matched: Vec<LogIndex> = self.progress.values().map(|p| p.match_index).collect();
+        matched.push(self.log.persisted_index());
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matched[self.config.quorum() - 1];
+        if candidate <= self.log.commit_index() {
+            return;
+        }
+        let old_term = self.log.term_at(candidate) != Some(self.hard_state.current_term);
+        if old_term && !self.planted(PlantedBug::CommitOldTermByCount) {
+            return;
+        }
+        self.log.commit_to(candidate);
+        self.ready.events.push(Event::CommitAdvanced {
+            commit_index: candidate,
+        });
+        self.release_reads_waiting_for_commit();
+    }
+
+    pub(super) fn broadcast_heartbeat(&mut self) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            self.send_heartbeat(peer);
+        }
+    }
+
+    /// An empty AppendEntries at next_index - 1. In Probe it re-sends the
+    /// probe (the last one may be lost); in Replicate a rejection reveals
+    /// lost batches.
+    fn send_heartbeat(&mut self, peer: NodeId) {
+        let Some(progress) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        if progress.state == ProgressState::Probe {
+            progress.probe_sent = false;
+            if self.send_append(peer) {
+                return;
+            }
+        }
+        let Some(progress) = self.progress.get(&peer) else {
+            return;
+        };
+        let prev_index = progress.next_index.prev();
+        self.send_append_request(peer, prev_index, Vec::new());
+    }
+
+    /// Sends every batch the window allows to every peer.
+    pub(super) fn send_pending_appends(&mut self) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            while self.send_append(peer) {}
+        }
+    }
+
+    /// Sends one batch to `peer` if flow control allows and it has entries to
+    /// receive. Returns whether it sent.
+    fn send_append(&mut self, peer: NodeId) -> bool {
+        let Some(progress) = self.progress.get(&peer) else {
+            return false;
+        };
+        if !progress.can_send_entries() || progress.next_index > self.log.last_index() {
+            return false;
+        }
+        let next_index = progress.next_index;
+        let entries =
+            self.log
+                .entries_from(next_index, APPEND_BATCH_ENTRIES_MAX, APPEND_BATCH_SIZE_MAX);
+        let Some(last) = entries.last().map(|entry| entry.index) else {
+            return false;
+        };
+        self.send_append_request(peer, next_index.prev(), entries);
+        if let Some(progress) = self.progress.get_mut(&peer) {
+            progress.sent(last);
+        }
+        true
+    }
+
+    pub(super) fn send_append_request(
+        &mut self,
+        peer: NodeId,
+        prev_log_index: LogIndex,
+        entries: Vec<Entry>,
+    ) {
+        let Some(prev_log_term) = self.log.term_at(prev_log_index) else {
+            panic!("prev index {prev_log_index} beyond the leader's log");
+        };
+        let request = AppendEntries {
+            prev_log_index,
+            prev_log_term,
+            leader_commit: self.log.commit_index(),
+            round: self.reads.round(),
+            entries,
+        };
+        self.send(peer, MessageBody::AppendEntries(request));
+    }
+}
+
+fn next_after_rejection(
+    log: &RaftLog,
+    progress: &Progress,
+    response: &AppendEntriesResponse,
+) -> LogIndex {
+    let hinted = match response.conflict_term {
+        Some(term) => log
+            .last_index_of_term(term)
+            .map_or(response.conflict_index, |last| last.next()),
+        None => response.conflict_index,
+    };
+    // Move strictly below the rejected prev index, never below the match.
+    hinted.min(response.index).max(progress.match_index.next())
+}
