@@ -79,6 +79,13 @@ pub enum Event {
     LogTruncated {
         from: LogIndex,
     },
+    /// A follower's log ends below what it had acknowledged: it lost
+    /// durable state (a wiped data dir). Worth a loud log line.
+    FollowerLostEntries {
+        follower: NodeId,
+        acknowledged: LogIndex,
+        last_index: LogIndex,
+    },
     CommitAdvanced {
         commit_index: LogIndex,
     },

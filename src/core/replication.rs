@@ -107,7 +107,7 @@ impl Raft {
             return;
         }
         if response.index <= progress.match_index {
-            return; // stale: we already know it matches further
+            return self.check_lost_entries(follower, response);
         }
         if progress.state == ProgressState::Probe && response.index.next() != progress.next_index {
             return; // answer to an older probe
@@ -115,6 +115,28 @@ impl Raft {
         let next = next_after_rejection(&self.log, progress, response);
         progress.become_probe();
         progress.next_index = next;
+    }
+
+    /// A rejection below what the follower acknowledged is usually stale
+    /// (reordered). But if it says the follower's log now ends below its
+    /// match index, the follower lost acknowledged entries (its data dir was
+    /// wiped): start over from where its log ends, or it would never catch
+    /// up. Lowering match_index is always safe; it only delays commits.
+    fn check_lost_entries(&mut self, follower: NodeId, response: &AppendEntriesResponse) {
+        let Some(progress) = self.progress.get_mut(&follower) else {
+            return;
+        };
+        if response.conflict_term.is_some() || response.conflict_index > progress.match_index {
+            return;
+        }
+        let acknowledged = progress.match_index;
+        progress.match_index = response.conflict_index.prev();
+        progress.become_probe();
+        self.ready.events.push(Event::FollowerLostEntries {
+            follower,
+            acknowledged,
+            last_index: response.conflict_index.prev(),
+        });
     }
 
     /// §5.3/§5.4.2: commit the highest index a majority stores, but only if

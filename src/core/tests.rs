@@ -834,3 +834,28 @@ fn single_node_reads_are_confirmed_at_once() {
     cluster.process(0);
     assert_eq!(cluster.reads[0].len(), 1);
 }
+
+#[test]
+fn a_follower_that_lost_its_log_is_caught_up_again() {
+    let mut cluster = Cluster::new(3);
+    cluster.campaign(0);
+    for value in 0..5u8 {
+        cluster.nodes[0].propose(vec![value]).expect("leader");
+    }
+    cluster.deliver_all();
+    // Node 2 comes back with an empty disk (a wiped data dir).
+    let term = cluster.nodes[2].current_term();
+    let hard_state = HardState {
+        current_term: term,
+        voted_for: None,
+    };
+    cluster.nodes[2] = Raft::new(config(2, 3), hard_state, Vec::new(), 0).expect("valid");
+    cluster.stored[2].clear();
+    cluster.heartbeat(0);
+    cluster.heartbeat(0);
+    assert_eq!(
+        cluster.log_terms(2),
+        cluster.log_terms(0),
+        "it is sent everything again"
+    );
+}

@@ -365,6 +365,15 @@ impl<S: Storage> Server<S> {
                 Info,
                 "Log truncated from index {from} (conflict with leader)"
             ),
+            Event::FollowerLostEntries {
+                follower,
+                acknowledged,
+                last_index,
+            } => log!(
+                Warn,
+                "Follower {} lost entries it had acknowledged (log ends at {last_index}, acknowledged {acknowledged}): was its data dir wiped?",
+                self.name(*follower)
+            ),
             Event::CommitAdvanced { .. } => {
                 self.throttles.committed.add(1);
             }
