@@ -1,0 +1,144 @@
+//! Process-level tests of the client semantics: linearizable reads,
+//! exactly-once writes across leader changes, PreVote and CheckQuorum.
+
+mod common;
+
+use common::{poll_until, Cluster};
+use raftlite::client::{classify, Client, ReplyKind};
+use std::time::{Duration, Instant};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[test]
+fn a_leader_cut_off_from_both_followers_stops_serving_reads() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(2 * SECOND);
+    let mut writer = cluster.client(2 * SECOND);
+    assert!(writer.execute("SET k=v1").starts_with("OK"));
+    let followers: Vec<usize> = (0..3).filter(|&index| index != leader).collect();
+    for &index in &followers {
+        cluster.signal(index, "STOP");
+    }
+    let stopped_at = Instant::now();
+    let mut reader = Client::new(vec![cluster.nodes[leader].address()], Duration::from_millis(400), false);
+    let mut stepped_down_after = None;
+    while stopped_at.elapsed() < 3 * SECOND {
+        let reply = reader.execute("GET k");
+        assert!(!reply.starts_with("VALUE"), "a read confirmed without a majority: {reply}");
+        let role = cluster.status(leader).map(|status| status["role"].clone());
+        if role.as_deref() == Some("follower") {
+            stepped_down_after = Some(stopped_at.elapsed());
+            break;
+        }
+    }
+    for &index in &followers {
+        cluster.signal(index, "CONT");
+    }
+    let elapsed = stepped_down_after.expect("the cut-off leader never stepped down");
+    // CheckQuorum: one minimum election timeout (150 ms) plus a heartbeat;
+    // the bound here leaves room for a loaded machine.
+    assert!(elapsed < SECOND, "stepped down only after {elapsed:?}");
+    let mut client = cluster.client(3 * SECOND);
+    assert_eq!(client.execute("GET k"), "VALUE v1", "service resumes");
+}
+
+#[test]
+fn a_paused_follower_that_wakes_does_not_disturb_the_leader() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(2 * SECOND);
+    let term_before = cluster.status(leader).expect("leader answers")["term"].clone();
+    let follower = (leader + 1) % 3;
+    cluster.signal(follower, "STOP");
+    let mut client = cluster.client(2 * SECOND);
+    for index in 0..20 {
+        assert!(client.execute(&format!("SET p{index}=1")).starts_with("OK"));
+    }
+    std::thread::sleep(Duration::from_millis(1500)); // far beyond its election timeout
+    cluster.signal(follower, "CONT");
+    cluster.wait_converged(3 * SECOND);
+    let statuses: Vec<_> = (0..3).filter_map(|index| cluster.status(index)).collect();
+    assert_eq!(statuses.len(), 3);
+    for status in &statuses {
+        assert_eq!(status["term"], term_before, "no new term: {statuses:?}");
+        assert_eq!(status["leader"], cluster.nodes[leader].id);
+    }
+}
+
+/// Increments a counter with CAS until `count` increments were acknowledged;
+/// returns (acknowledged, unknown outcomes).
+fn increment(client: &mut Client, count: usize) -> (usize, usize) {
+    let (mut acknowledged, mut unknown) = (0, 0);
+    while acknowledged < count {
+        let current = client.execute("GET counter");
+        let Some(value) = current.strip_prefix("VALUE ") else {
+            assert_eq!(classify(&current), ReplyKind::Timeout, "GET counter: {current}");
+            continue;
+        };
+        let value: u64 = value.parse().expect("a number");
+        let reply = client.execute(&format!("CAS counter {value} {}", value + 1));
+        match classify(&reply) {
+            ReplyKind::Success => acknowledged += 1,
+            ReplyKind::Mismatch => {}
+            ReplyKind::Timeout => unknown += 1,
+            _ => panic!("CAS: {reply}"),
+        }
+    }
+    (acknowledged, unknown)
+}
+
+#[test]
+fn writes_retried_across_leader_kills_apply_exactly_once() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.wait_for_leader(2 * SECOND);
+    let mut client = cluster.client(10 * SECOND);
+    assert!(client.execute("SET counter=0").starts_with("OK"));
+    let (mut acknowledged, mut unknown) = increment(&mut client, 30);
+    for _ in 0..2 {
+        let leader = cluster.wait_for_leader(3 * SECOND);
+        cluster.kill(leader);
+        let (more, more_unknown) = increment(&mut client, 30);
+        acknowledged += more;
+        unknown += more_unknown;
+        cluster.start_node(leader);
+    }
+    let reply = client.execute("GET counter");
+    let final_value: usize = reply
+        .strip_prefix("VALUE ")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("GET counter: {reply}"));
+    assert!(
+        final_value >= acknowledged && final_value <= acknowledged + unknown,
+        "counter {final_value}, {acknowledged} acknowledged, {unknown} unknown"
+    );
+    assert_eq!(unknown, 0, "submit retries until its deadline: no unknown outcome expected");
+}
+
+#[test]
+fn stale_reads_are_labelled_and_served_by_any_node() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(2 * SECOND);
+    let mut client = cluster.client(2 * SECOND);
+    assert!(client.execute("SET s=1").starts_with("OK"));
+    let follower = (leader + 1) % 3;
+    let mut local = Client::new(vec![cluster.nodes[follower].address()], SECOND, false);
+    let reply = poll_until(2 * SECOND, || {
+        let reply = local.execute("SGET s");
+        reply.starts_with("VALUE 1 stale applied=").then_some(reply)
+    });
+    assert!(reply.is_some(), "the follower answers SGET locally once it applied");
+    assert!(local.execute("SGET nothing").starts_with("NOT_FOUND stale applied="));
+    let reply = local.execute("GET s");
+    assert!(reply.starts_with("ERR NOT_LEADER leader="), "GET is linearizable only on the leader: {reply}");
+}
+
+#[test]
+fn cas_creates_only_if_absent_and_reports_mismatches() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_for_leader(2 * SECOND);
+    let mut client = cluster.client(2 * SECOND);
+    assert!(client.execute("CAS c - first").starts_with("OK index="));
+    assert_eq!(client.execute("CAS c - second"), "MISMATCH current=first");
+    assert!(client.execute("CAS c first third").starts_with("OK"));
+    assert_eq!(client.execute("CAS d x y"), "MISMATCH current=NOT_FOUND");
+    assert_eq!(client.execute("GET c"), "VALUE third");
+}
