@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 /// Redirects followed for one command before giving up on hints.
 const REDIRECTS_MAX: usize = 16;
+/// Longest wait for one reply before trying another node.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Pause before retrying when no node knows a leader (an election is running).
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
 
@@ -206,7 +208,9 @@ impl Client {
                     .take()
                     .unwrap_or_else(|| "ERR TIMEOUT".to_string()));
             }
-            let reply = match self.attempt(command, tag, remaining) {
+            // One unresponsive node (paused, or cut off) must not use up the
+            // whole deadline: give each try a slice and move on.
+            let reply = match self.attempt(command, tag, remaining.min(ATTEMPT_TIMEOUT)) {
                 Attempt::Reply(reply) => reply,
                 Attempt::NotSent(error) => {
                     let line = format!(

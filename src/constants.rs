@@ -12,6 +12,10 @@ pub const VALUE_SIZE_MAX: usize = 64 * 1024;
 /// Longest command line a client may send (verb, key, value, separators).
 pub const COMMAND_SIZE_MAX: usize = KEY_SIZE_MAX + VALUE_SIZE_MAX + 64;
 
+/// Largest payload of one log entry. A client command's record (tag,
+/// session, command) stays far below it; the decoder and storage refuse more.
+pub const ENTRY_DATA_SIZE_MAX: usize = 256 * 1024;
+
 /// Largest AppendEntries batch, by entry count and by payload bytes.
 pub const APPEND_BATCH_ENTRIES_MAX: usize = 4096;
 pub const APPEND_BATCH_SIZE_MAX: usize = 1024 * 1024;
@@ -66,6 +70,8 @@ pub const CLIENT_REQUEST_TIMEOUT_MS: u64 = 5000;
 pub const POLL_EVENTS_MAX: usize = 1024;
 
 const _: () = assert!(APPEND_BATCH_SIZE_MAX + 1024 * 64 <= FRAME_SIZE_MAX);
+const _: () = assert!(ENTRY_DATA_SIZE_MAX <= APPEND_BATCH_SIZE_MAX);
+const _: () = assert!(crate::kv::COMMAND_ENCODED_SIZE_MAX + 17 <= ENTRY_DATA_SIZE_MAX);
 const _: () = assert!(COMMAND_SIZE_MAX + 64 <= FRAME_SIZE_MAX);
 const _: () =
     assert!(CLIENT_CONNECTIONS_MAX * CLIENT_REQUESTS_IN_FLIGHT_MAX >= PENDING_PROPOSALS_MAX);

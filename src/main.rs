@@ -7,7 +7,7 @@ use raftlite::runtime::clock::Clock;
 use raftlite::runtime::logging;
 use raftlite::runtime::options::{self, Options, Parsed};
 use raftlite::runtime::server::{Server, ServerParts};
-use raftlite::storage::{MemoryStorage, Recovered};
+use raftlite::storage::{DiskOptions, DiskStorage, Recovered};
 use std::process::ExitCode;
 
 /// Usage errors exit 2; failures to start or run exit 1.
@@ -73,6 +73,36 @@ fn seed() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 32)
 }
 
+fn open_storage(options: &Options) -> Result<(DiskStorage, Recovered), String> {
+    let started = std::time::Instant::now();
+    let disk_options = DiskOptions {
+        fsync: options.fsync,
+        ..DiskOptions::default()
+    };
+    let (storage, recovered, report) =
+        DiskStorage::open(&options.data_dir, disk_options).map_err(|error| error.to_string())?;
+    let elapsed_ms = started.elapsed().as_millis();
+    let last = recovered
+        .entries
+        .last()
+        .map_or((0, 0), |entry| (entry.index.0, entry.term.0));
+    if report.torn_tail.is_some() || report.hard_state_slot_torn.is_some() {
+        log!(Warn, "Repaired a crash's traces: {report}");
+    }
+    log!(
+        Info,
+        "Recovered {} entries (last index {}, term {}; current term {}) in {elapsed_ms} ms",
+        recovered.entries.len(),
+        last.0,
+        last.1,
+        recovered.hard_state.current_term
+    );
+    if !options.fsync {
+        log!(Warn, "--fsync never: acknowledged writes can be lost if this machine crashes; for experiments only");
+    }
+    Ok((storage, recovered))
+}
+
 fn run(options: &Options) -> Result<(), String> {
     let members = members(options);
     let self_index = members
@@ -85,6 +115,9 @@ fn run(options: &Options) -> Result<(), String> {
             options.data_dir.display()
         )
     })?;
+    // Storage takes the data dir's lock first, so a second daemon on the
+    // same dir fails before it touches anything, the pid file included.
+    let (storage, recovered) = open_storage(options)?;
     let pid_path = options.data_dir.join("raftlite.pid");
     std::fs::write(&pid_path, format!("{}\n", std::process::id()))
         .map_err(|error| format!("cannot write {}: {error}", pid_path.display()))?;
@@ -112,7 +145,6 @@ fn run(options: &Options) -> Result<(), String> {
         pre_vote: true,
         check_quorum: true,
     };
-    let recovered = Recovered::default();
     let raft = Raft::new(
         config,
         recovered.hard_state,
@@ -145,7 +177,7 @@ fn run(options: &Options) -> Result<(), String> {
     let parts = ServerParts {
         listener,
         replica,
-        storage: MemoryStorage,
+        storage,
         clock,
         cluster_hash: cluster_hash(&members),
         members: addresses,

@@ -45,8 +45,17 @@ struct PendingRead {
     key: Vec<u8>,
 }
 
+/// Counters the runtime keeps and STATUS shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeCounters {
+    /// Syncs that made something durable, and the entries they covered.
+    pub fsyncs: u64,
+    pub synced_entries: u64,
+}
+
 pub struct Replica {
     raft: Raft,
+    counters: NodeCounters,
     machine: StateMachine,
     /// Members by NodeId (`members[id.0]`).
     members: Vec<Member>,
@@ -65,6 +74,7 @@ impl Replica {
     pub fn new(raft: Raft, members: Vec<Member>) -> Replica {
         Replica {
             raft,
+            counters: NodeCounters::default(),
             machine: StateMachine::default(),
             members,
             pending: BTreeMap::new(),
@@ -86,6 +96,10 @@ impl Replica {
 
     pub fn machine(&self) -> &StateMachine {
         &self.machine
+    }
+
+    pub fn set_counters(&mut self, counters: NodeCounters) {
+        self.counters = counters;
     }
 
     pub fn observe_time(&mut self, now_ms: u64) {
@@ -332,14 +346,16 @@ impl Replica {
             Role::Leader => "leader",
         };
         format!(
-            "STATUS id={} role={role} term={} leader={} last_index={} commit={} applied={} digest={:016x}",
+            "STATUS id={} role={role} term={} leader={} last_index={} commit={} applied={} digest={:016x} fsyncs={} synced_entries={}",
             name(Some(status.id)),
             status.term,
             name(status.leader),
             status.last_index,
             status.commit_index,
             status.last_applied,
-            self.machine.digest()
+            self.machine.digest(),
+            self.counters.fsyncs,
+            self.counters.synced_entries
         )
     }
 }

@@ -20,11 +20,18 @@ fn a_leader_cut_off_from_both_followers_stops_serving_reads() {
         cluster.signal(index, "STOP");
     }
     let stopped_at = Instant::now();
-    let mut reader = Client::new(vec![cluster.nodes[leader].address()], Duration::from_millis(400), false);
+    let mut reader = Client::new(
+        vec![cluster.nodes[leader].address()],
+        Duration::from_millis(400),
+        false,
+    );
     let mut stepped_down_after = None;
     while stopped_at.elapsed() < 3 * SECOND {
         let reply = reader.execute("GET k");
-        assert!(!reply.starts_with("VALUE"), "a read confirmed without a majority: {reply}");
+        assert!(
+            !reply.starts_with("VALUE"),
+            "a read confirmed without a majority: {reply}"
+        );
         let role = cluster.status(leader).map(|status| status["role"].clone());
         if role.as_deref() == Some("follower") {
             stepped_down_after = Some(stopped_at.elapsed());
@@ -71,7 +78,11 @@ fn increment(client: &mut Client, count: usize) -> (usize, usize) {
     while acknowledged < count {
         let current = client.execute("GET counter");
         let Some(value) = current.strip_prefix("VALUE ") else {
-            assert_eq!(classify(&current), ReplyKind::Timeout, "GET counter: {current}");
+            assert_eq!(
+                classify(&current),
+                ReplyKind::Timeout,
+                "GET counter: {current}"
+            );
             continue;
         };
         let value: u64 = value.parse().expect("a number");
@@ -110,7 +121,10 @@ fn writes_retried_across_leader_kills_apply_exactly_once() {
         final_value >= acknowledged && final_value <= acknowledged + unknown,
         "counter {final_value}, {acknowledged} acknowledged, {unknown} unknown"
     );
-    assert_eq!(unknown, 0, "submit retries until its deadline: no unknown outcome expected");
+    assert_eq!(
+        unknown, 0,
+        "submit retries until its deadline: no unknown outcome expected"
+    );
 }
 
 #[test]
@@ -125,10 +139,18 @@ fn stale_reads_are_labelled_and_served_by_any_node() {
         let reply = local.execute("SGET s");
         reply.starts_with("VALUE 1 stale applied=").then_some(reply)
     });
-    assert!(reply.is_some(), "the follower answers SGET locally once it applied");
-    assert!(local.execute("SGET nothing").starts_with("NOT_FOUND stale applied="));
+    assert!(
+        reply.is_some(),
+        "the follower answers SGET locally once it applied"
+    );
+    assert!(local
+        .execute("SGET nothing")
+        .starts_with("NOT_FOUND stale applied="));
     let reply = local.execute("GET s");
-    assert!(reply.starts_with("ERR NOT_LEADER leader="), "GET is linearizable only on the leader: {reply}");
+    assert!(
+        reply.starts_with("ERR NOT_LEADER leader="),
+        "GET is linearizable only on the leader: {reply}"
+    );
 }
 
 #[test]

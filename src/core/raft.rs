@@ -179,6 +179,11 @@ impl Raft {
                 leader: self.leader_id,
             });
         }
+        assert!(
+            data.len() <= crate::constants::ENTRY_DATA_SIZE_MAX,
+            "proposal of {} bytes",
+            data.len()
+        );
         let term = self.hard_state.current_term;
         let index = self.log.append_new(term, EntryKind::Command, data);
         Ok((index, term))

@@ -28,6 +28,8 @@ pub struct Options {
     pub election_timeout_ms_min: u64,
     pub election_timeout_ms_max: u64,
     pub heartbeat_interval_ms: u64,
+    /// fdatasync before acknowledging (`--fsync always`, the default).
+    pub fsync: bool,
     pub log_level: Level,
 }
 
@@ -91,6 +93,12 @@ fn option_table() -> getopts::Options {
     );
     table.optopt(
         "",
+        "fsync",
+        "always: sync the log before acknowledging; never: experiments only, a machine crash can lose acknowledged writes (default always)",
+        "always|never",
+    );
+    table.optopt(
+        "",
         "log-level",
         "error, warn, info or debug (default info)",
         "LEVEL",
@@ -101,7 +109,8 @@ fn option_table() -> getopts::Options {
 
 pub fn usage() -> String {
     let brief = "Usage: raftlite --id ID --port PORT --peers LIST [--host ADDR] [--data-dir DIR]\n\
-                 \x20               [--election-timeout MIN-MAX] [--heartbeat MS] [--log-level LEVEL]";
+                 \x20               [--election-timeout MIN-MAX] [--heartbeat MS] [--fsync always|never]\n\
+                 \x20               [--log-level LEVEL]";
     option_table().usage(brief)
 }
 
@@ -145,6 +154,11 @@ pub fn parse(arguments: &[String]) -> Result<Parsed, UsageError> {
             "--heartbeat {heartbeat_interval_ms} must be below the minimum election timeout {election_timeout_ms_min}"
         ));
     }
+    let fsync = match matches.opt_str("fsync").as_deref() {
+        None | Some("always") => true,
+        Some("never") => false,
+        Some(other) => return usage_error(format!("--fsync {other:?}: expected always or never")),
+    };
     let log_level = match matches.opt_str("log-level") {
         None => Level::Info,
         Some(text) => match Level::parse(&text) {
@@ -168,6 +182,7 @@ pub fn parse(arguments: &[String]) -> Result<Parsed, UsageError> {
         election_timeout_ms_min,
         election_timeout_ms_max,
         heartbeat_interval_ms,
+        fsync,
         log_level,
     }))
 }
@@ -338,6 +353,10 @@ mod tests {
                 "log-level",
             ),
             ("--id A,B --port 8000 --peers C:8001", "may only contain"),
+            (
+                "--id A --port 8000 --peers B:8001 --fsync sometimes",
+                "--fsync",
+            ),
         ];
         for (line, expected) in cases {
             let error = run(line).expect_err(line);
@@ -356,6 +375,7 @@ mod tests {
             "--data-dir",
             "--election-timeout",
             "--heartbeat",
+            "--fsync",
             "--log-level",
         ] {
             assert!(text.contains(flag), "{flag} missing from help");

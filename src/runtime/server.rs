@@ -9,7 +9,7 @@ use super::timer_wheel::{TimerId, TimerWheel};
 use crate::constants::{CLIENT_CONNECTIONS_MAX, CLIENT_REQUESTS_IN_FLIGHT_MAX, POLL_EVENTS_MAX};
 use crate::core::{Event, LogIndex, Message, NodeId, Ready, Role, StepDownReason};
 use crate::log;
-use crate::replica::{ClientToken, Replica};
+use crate::replica::{ClientToken, NodeCounters, Replica};
 use crate::storage::{Storage, StorageError};
 use mio::net::TcpListener;
 use mio::{Events, Poll, Token};
@@ -157,6 +157,7 @@ impl<S: Storage> Server<S> {
         for peer in self.peer_ids() {
             self.connect(peer);
         }
+        self.schedule_core_timer();
         loop {
             let timeout = self.poll_timeout();
             if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
@@ -271,7 +272,13 @@ impl<S: Storage> Server<S> {
                 .set_hard_state(hard_state)
                 .map_err(RuntimeError::Storage)?;
         }
-        self.storage.sync().map_err(RuntimeError::Storage)
+        self.storage.sync().map_err(RuntimeError::Storage)?;
+        let stats = self.storage.stats();
+        self.replica.set_counters(NodeCounters {
+            fsyncs: stats.fsyncs,
+            synced_entries: stats.synced_entries,
+        });
+        Ok(())
     }
 
     fn deliver_replies(&mut self) {

@@ -1,12 +1,29 @@
 //! Where the log and the hard state live between runs. The runtime writes
 //! each Ready's entries and hard state here and syncs once per loop turn.
+//!
+//! `disk` is the durable engine (layout and rules in docs/STORAGE.md):
+//! `segment` holds the log record format, `hard_state` the two-slot hard-state
+//! file. `memory` keeps nothing and serves tests and experiments.
 
+pub mod disk;
+pub mod hard_state;
 pub mod memory;
+pub mod segment;
 
-use crate::core::{Entry, HardState};
+#[cfg(test)]
+mod disk_tests;
+#[cfg(test)]
+mod test_support;
+
+use crate::core::{Entry, HardState, LogIndex};
+use std::ffi::OsStr;
 use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
 
+pub use disk::{DiskOptions, DiskStorage, RecoveryReport, TornTail};
 pub use memory::MemoryStorage;
+pub use segment::TornReason;
 
 /// What a node starts from.
 #[derive(Debug, Default)]
@@ -15,14 +32,123 @@ pub struct Recovered {
     pub entries: Vec<Entry>,
 }
 
+/// Counters for STATUS. `fsyncs / synced_entries` is the group-commit ratio.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    /// `sync()` calls that made something durable with fdatasync.
+    pub fsyncs: u64,
+    /// Entries made durable by those calls.
+    pub synced_entries: u64,
+}
+
+/// Errors a caller can act on: `Locked` and `Corrupt` stop a start (exit 1
+/// with the message), everything at run time stops the node.
 #[derive(Debug)]
-pub struct StorageError(pub String);
+pub enum StorageError {
+    /// Another process holds the data dir's lock file.
+    Locked {
+        path: PathBuf,
+    },
+    /// Damage recovery will not repair, or an impossible record. Nothing on
+    /// disk was changed. `problem` is one line.
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        problem: String,
+    },
+    Io {
+        path: PathBuf,
+        operation: &'static str,
+        error: io::Error,
+    },
+    /// An entry whose payload does not fit a log record (it can only come
+    /// from a peer: the leader bounds commands long before this).
+    EntryTooLarge {
+        index: LogIndex,
+        size: usize,
+        size_max: usize,
+    },
+    /// An earlier write or sync failed. After a failed fdatasync the kernel
+    /// may have dropped the dirty pages, so retrying could report success
+    /// for data that never reached the disk: the node must restart.
+    Halted,
+    InvalidOptions {
+        problem: String,
+    },
+}
+
+impl StorageError {
+    pub fn corrupt(path: &Path, offset: u64, problem: String) -> StorageError {
+        assert!(!problem.contains('\n'), "a corruption message is one line");
+        StorageError::Corrupt {
+            path: path.to_path_buf(),
+            offset,
+            problem,
+        }
+    }
+
+    /// For `map_err`: wraps an io::Error with the file and what was tried.
+    pub fn io(path: &Path, operation: &'static str) -> impl FnOnce(io::Error) -> StorageError {
+        let path = path.to_path_buf();
+        move |error| StorageError::Io {
+            path,
+            operation,
+            error,
+        }
+    }
+}
 
 impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        match self {
+            StorageError::Locked { path } => write!(
+                f,
+                "data dir is locked by another process: {} is held \
+                 (check raftlite.pid; two processes on one data dir would corrupt it)",
+                path.display()
+            ),
+            StorageError::Corrupt {
+                path,
+                offset,
+                problem,
+            } => {
+                let what = if path.file_name() == Some(OsStr::new(hard_state::HARD_STATE_FILE_NAME))
+                {
+                    "hard state"
+                } else {
+                    "log"
+                };
+                write!(
+                    f,
+                    "corrupt {what}: {} at byte {offset}: {problem}; see docs/OPERATIONS.md",
+                    path.display()
+                )
+            }
+            StorageError::Io {
+                path,
+                operation,
+                error,
+            } => write!(f, "cannot {operation} {}: {error}", path.display()),
+            StorageError::EntryTooLarge {
+                index,
+                size,
+                size_max,
+            } => write!(
+                f,
+                "entry {index} carries {size} bytes, more than a log record holds ({size_max})"
+            ),
+            StorageError::Halted => write!(
+                f,
+                "storage stopped after an earlier write or sync error; restart the node"
+            ),
+            StorageError::InvalidOptions { problem } => {
+                write!(f, "invalid storage options: {problem}")
+            }
+        }
     }
 }
+
+impl std::error::Error for StorageError {}
 
 pub trait Storage {
     /// Appends `entries` (consecutive). If the first index is at or below the
@@ -31,4 +157,8 @@ pub trait Storage {
     fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError>;
     /// Makes everything written so far durable.
     fn sync(&mut self) -> Result<(), StorageError>;
+    /// Counters for STATUS; storage that never syncs reports zeros.
+    fn stats(&self) -> StorageStats {
+        StorageStats::default()
+    }
 }

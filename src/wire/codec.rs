@@ -12,7 +12,8 @@ use std::fmt;
 use byteorder::{BigEndian, ByteOrder};
 
 use crate::constants::{
-    APPEND_BATCH_ENTRIES_MAX, COMMAND_SIZE_MAX, FRAME_SIZE_MAX, NODE_ID_SIZE_MAX,
+    APPEND_BATCH_ENTRIES_MAX, COMMAND_SIZE_MAX, ENTRY_DATA_SIZE_MAX, FRAME_SIZE_MAX,
+    NODE_ID_SIZE_MAX,
 };
 use crate::core::{
     AppendEntries, AppendEntriesResponse, Entry, EntryKind, LogIndex, Message, MessageBody, NodeId,
@@ -293,7 +294,7 @@ fn encode_append_entries(append: &AppendEntries, out: &mut Vec<u8>) {
         put_u64(out, entry.term.0);
         put_u64(out, entry.index.0);
         out.push(entry.kind as u8);
-        put_bytes(out, &entry.data, FRAME_SIZE_MAX);
+        put_bytes(out, &entry.data, ENTRY_DATA_SIZE_MAX);
     }
 }
 
@@ -491,7 +492,7 @@ fn read_entry(reader: &mut Reader<'_>, position: usize) -> Result<Entry, Payload
         position,
         byte: kind_byte,
     })?;
-    let data_size = reader.read_size("entry data", FRAME_SIZE_MAX)?;
+    let data_size = reader.read_size("entry data", ENTRY_DATA_SIZE_MAX)?;
     let data = reader.take(data_size, "entry data")?.to_vec();
     Ok(Entry {
         term,
@@ -771,7 +772,7 @@ pub(super) mod tests {
 
     #[test]
     fn large_entries_and_strings_at_their_bounds_round_trip() {
-        let large = vec![0xab; crate::constants::APPEND_BATCH_SIZE_MAX];
+        let large = vec![0xab; ENTRY_DATA_SIZE_MAX];
         assert_round_trip(&append_entries(
             100,
             vec![

@@ -1,0 +1,58 @@
+//! Helpers shared by the storage tests.
+
+use crate::core::{Entry, EntryKind, LogIndex, Term};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A directory under the system temp dir, removed on drop (also when the
+/// test fails). Names carry the process id and a counter, so parallel tests
+/// and parallel runs never share one.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+static TEMP_DIR_COUNT: AtomicU64 = AtomicU64::new(0);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        let count = TEMP_DIR_COUNT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("raftlite-{label}-{}-{count}", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        // A leftover from a killed earlier run with the same pid.
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+pub fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
+    Entry {
+        term: Term(term),
+        index: LogIndex(index),
+        kind: if data.is_empty() {
+            EntryKind::Noop
+        } else {
+            EntryKind::Command
+        },
+        data: data.to_vec(),
+    }
+}
+
+/// `count` entries from `first`, all of `term`, with payloads that differ.
+pub fn entries(first: u64, count: u64, term: u64) -> Vec<Entry> {
+    (first..first + count)
+        .map(|index| {
+            entry(
+                index,
+                term,
+                format!("set key{index} value-{term}").as_bytes(),
+            )
+        })
+        .collect()
+}
