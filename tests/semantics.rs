@@ -164,3 +164,40 @@ fn cas_creates_only_if_absent_and_reports_mismatches() {
     assert_eq!(client.execute("CAS d x y"), "MISMATCH current=NOT_FOUND");
     assert_eq!(client.execute("GET c"), "VALUE third");
 }
+
+#[test]
+fn a_node_back_from_a_long_isolation_does_not_raise_the_term() {
+    let mut cluster = Cluster::start_proxied(3, &[]);
+    let leader = cluster.wait_for_leader(2 * SECOND);
+    let term_before = cluster.status(leader).expect("leader answers")["term"].clone();
+    let outsider = (leader + 1) % 3;
+    cluster.isolate(outsider, true);
+    let mut client = cluster.client(3 * SECOND);
+    for index in 0..20 {
+        assert!(client.execute(&format!("SET i{index}=1")).starts_with("OK"));
+    }
+    // Many election timeouts pass; with PreVote the outsider never gets a
+    // majority of pre-votes, so it never increments its term.
+    std::thread::sleep(Duration::from_millis(2000));
+    let outsider_status = cluster
+        .status(outsider)
+        .expect("the outsider answers clients");
+    assert_eq!(
+        outsider_status["term"], term_before,
+        "pre-votes only: {outsider_status:?}"
+    );
+    // It is also restarted while cut off, then the links come back.
+    cluster.kill(outsider);
+    cluster.start_node(outsider);
+    std::thread::sleep(Duration::from_millis(700));
+    cluster.isolate(outsider, false);
+    cluster.wait_converged(5 * SECOND);
+    for index in 0..3 {
+        let status = cluster.status(index).expect("answers");
+        assert_eq!(
+            status["term"], term_before,
+            "the cluster's term is unchanged: {status:?}"
+        );
+        assert_eq!(status["leader"], cluster.nodes[leader].id);
+    }
+}

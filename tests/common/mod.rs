@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses part of the harness
 
+pub mod proxy;
+
 use raftlite::client::Client;
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -65,6 +67,8 @@ impl Node {
 pub struct Cluster {
     pub dir: TempDir,
     pub nodes: Vec<Node>,
+    /// With `start_proxied`: `links[from][to]` carries from's traffic to `to`.
+    pub links: Vec<Vec<Option<proxy::LinkProxy>>>,
 }
 
 pub const IDS: [&str; 7] = ["A", "B", "C", "D", "E", "F", "G"];
@@ -72,13 +76,35 @@ pub const IDS: [&str; 7] = ["A", "B", "C", "D", "E", "F", "G"];
 impl Cluster {
     /// Starts `size` nodes with the default timeouts plus `extra` flags.
     pub fn start(size: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with_links(size, extra, false)
+    }
+
+    /// Like `start`, but every peer link goes through its own proxy, so
+    /// `partition` can cut real traffic.
+    pub fn start_proxied(size: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with_links(size, extra, true)
+    }
+
+    fn start_with_links(size: usize, extra: &[&str], proxied: bool) -> Cluster {
         let dir = TempDir::new("cluster");
         let ports = free_ports(size);
+        let links: Vec<Vec<Option<proxy::LinkProxy>>> = (0..size)
+            .map(|from| {
+                (0..size)
+                    .map(|to| (proxied && from != to).then(|| proxy::LinkProxy::start(ports[to])))
+                    .collect()
+            })
+            .collect();
         let nodes = (0..size)
             .map(|index| {
                 let peers: Vec<String> = (0..size)
                     .filter(|&other| other != index)
-                    .map(|other| format!("{}:{}", IDS[other], ports[other]))
+                    .map(|other| {
+                        let port = links[index][other]
+                            .as_ref()
+                            .map_or(ports[other], |link| link.port);
+                        format!("{}:{}", IDS[other], port)
+                    })
                     .collect();
                 let data_dir = dir.0.join("data").join(IDS[index]);
                 let mut arguments = vec![
@@ -100,7 +126,7 @@ impl Cluster {
                 }
             })
             .collect();
-        let mut cluster = Cluster { dir, nodes };
+        let mut cluster = Cluster { dir, nodes, links };
         for index in 0..size {
             cluster.start_node(index);
         }
@@ -128,6 +154,17 @@ impl Cluster {
             .spawn()
             .expect("spawn raftlite");
         node.child = Some(child);
+    }
+
+    /// Cuts (or restores) every link into and out of `index`.
+    pub fn isolate(&self, index: usize, blocked: bool) {
+        for other in 0..self.nodes.len() {
+            for (from, to) in [(index, other), (other, index)] {
+                if let Some(link) = &self.links[from][to] {
+                    link.set_blocked(blocked);
+                }
+            }
+        }
     }
 
     /// SIGKILL, and reap it.
