@@ -8,6 +8,7 @@
 pub mod client;
 pub mod constants;
 pub mod core;
+pub mod fault;
 pub mod kv;
 pub mod replica;
 pub mod runtime;

@@ -152,6 +152,15 @@ fn run(options: &Options) -> Result<(), String> {
         clock.now_ms(),
     )
     .map_err(|error| format!("invalid configuration: {error}"))?;
+    #[cfg(feature = "planted-bugs")]
+    let raft = {
+        let mut raft = raft;
+        if let Some(bug) = options.planted_bug {
+            log!(Warn, "TEST BUILD: running with planted bug {}", bug.name());
+        }
+        raft.plant_bug(options.planted_bug);
+        raft
+    };
     let replica_members = members
         .iter()
         .map(|(name, address)| Member {

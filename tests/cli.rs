@@ -138,7 +138,7 @@ fn submit_help_and_usage_errors() {
 #[test]
 fn daemon_writes_its_pid_file_and_a_single_node_serves() {
     let dir = TempDir::new("single");
-    let port = free_ports(1)[0];
+    let port = free_ports(1).expect("port")[0];
     let data_dir = dir.0.join("node");
     let mut child = Command::new(RAFTLITE)
         .args(["--id", "solo", "--port", &port.to_string(), "--peers", ""])

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{poll_until, run_submit, Cluster};
+use common::{poll_until, run_submit};
 use raftlite::client::{classify, ReplyKind};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -13,8 +13,8 @@ const SECOND: Duration = Duration::from_secs(1);
 #[test]
 fn one_leader_within_two_seconds() {
     let started = Instant::now();
-    let cluster = Cluster::start(3, &[]);
-    let leader = cluster.wait_for_leader(2 * SECOND);
+    let cluster = common::cluster(3, &[]);
+    let leader = cluster.require_leader(2 * SECOND);
     assert!(
         started.elapsed() < 2 * SECOND,
         "took {:?}",
@@ -38,8 +38,8 @@ fn one_leader_within_two_seconds() {
 
 #[test]
 fn set_and_get_through_any_node() {
-    let cluster = Cluster::start(3, &[]);
-    cluster.wait_for_leader(2 * SECOND);
+    let cluster = common::cluster(3, &[]);
+    cluster.require_leader(2 * SECOND);
     for (index, node) in cluster.nodes.iter().enumerate() {
         let (reply, code) = run_submit(&[
             "--leader",
@@ -78,13 +78,13 @@ fn set_and_get_through_any_node() {
         "GET missing",
     ]);
     assert_eq!(reply.trim(), "NOT_FOUND");
-    cluster.wait_converged(2 * SECOND);
+    cluster.require_converged(2 * SECOND);
 }
 
 #[test]
 fn leader_killed_new_leader_and_a_write_within_two_seconds() {
-    let mut cluster = Cluster::start(3, &[]);
-    let leader = cluster.wait_for_leader(2 * SECOND);
+    let mut cluster = common::cluster(3, &[]);
+    let leader = cluster.require_leader(2 * SECOND);
     let mut client = cluster.client(2 * SECOND);
     assert!(client.execute("SET before=1").starts_with("OK"));
     let killed_at = Instant::now();
@@ -93,15 +93,15 @@ fn leader_killed_new_leader_and_a_write_within_two_seconds() {
     let elapsed = killed_at.elapsed();
     assert!(reply.starts_with("OK"), "write after leader kill: {reply}");
     assert!(elapsed < 2 * SECOND, "took {elapsed:?}");
-    let new_leader = cluster.wait_for_leader(SECOND);
+    let new_leader = cluster.require_leader(SECOND);
     assert_ne!(new_leader, leader);
     assert_eq!(client.execute("GET before"), "VALUE 1");
 }
 
 #[test]
 fn follower_restarted_catches_up_to_the_leader() {
-    let mut cluster = Cluster::start(3, &[]);
-    let leader = cluster.wait_for_leader(2 * SECOND);
+    let mut cluster = common::cluster(3, &[]);
+    let leader = cluster.require_leader(2 * SECOND);
     let follower = (leader + 1) % 3;
     cluster.kill(follower);
     let mut client = cluster.client(5 * SECOND);
@@ -109,8 +109,8 @@ fn follower_restarted_catches_up_to_the_leader() {
         let reply = client.execute(&format!("SET k{index}={index}"));
         assert!(reply.starts_with("OK"), "SET {index}: {reply}");
     }
-    cluster.start_node(follower);
-    let (applied, _) = cluster.wait_converged(5 * SECOND);
+    cluster.start_node(follower).expect("restart");
+    let (applied, _) = cluster.require_converged(5 * SECOND);
     assert!(applied >= 201, "applied {applied}");
     let status = cluster.status(follower).expect("follower answers");
     let leader_status = cluster.status(leader).expect("leader answers");
@@ -120,8 +120,8 @@ fn follower_restarted_catches_up_to_the_leader() {
 
 #[test]
 fn without_a_majority_no_write_succeeds_and_service_returns_with_one_node() {
-    let mut cluster = Cluster::start(3, &[]);
-    let leader = cluster.wait_for_leader(2 * SECOND);
+    let mut cluster = common::cluster(3, &[]);
+    let leader = cluster.require_leader(2 * SECOND);
     let mut client = cluster.client(2 * SECOND);
     assert!(client.execute("SET a=1").starts_with("OK"));
     let survivor = leader;
@@ -137,7 +137,7 @@ fn without_a_majority_no_write_succeeds_and_service_returns_with_one_node() {
             "a write succeeded without a majority: {reply}"
         );
     }
-    cluster.start_node(down[0]);
+    cluster.start_node(down[0]).expect("restart");
     let mut client = cluster.client(10 * SECOND);
     let reply = client.execute("SET b=2");
     assert!(reply.starts_with("OK"), "after one node returned: {reply}");
@@ -146,8 +146,8 @@ fn without_a_majority_no_write_succeeds_and_service_returns_with_one_node() {
 
 #[test]
 fn five_node_cluster_survives_two_failures() {
-    let mut cluster = Cluster::start(5, &[]);
-    let leader = cluster.wait_for_leader(3 * SECOND);
+    let mut cluster = common::cluster(5, &[]);
+    let leader = cluster.require_leader(3 * SECOND);
     let mut client = cluster.client(3 * SECOND);
     assert!(client.execute("SET five=1").starts_with("OK"));
     cluster.kill(leader);
@@ -155,7 +155,7 @@ fn five_node_cluster_survives_two_failures() {
     let reply = client.execute("SET five=2");
     assert!(reply.starts_with("OK"), "3 of 5 must serve: {reply}");
     assert_eq!(client.execute("GET five"), "VALUE 2");
-    cluster.wait_converged(3 * SECOND);
+    cluster.require_converged(3 * SECOND);
 }
 
 /// Writes `bytes` to the node, then waits for it to close the connection.
@@ -169,8 +169,8 @@ fn closed_after(address: &str, bytes: &[u8]) -> bool {
 
 #[test]
 fn garbage_and_oversized_frames_close_only_that_connection() {
-    let cluster = Cluster::start(3, &[]);
-    cluster.wait_for_leader(2 * SECOND);
+    let cluster = common::cluster(3, &[]);
+    cluster.require_leader(2 * SECOND);
     let address = cluster.nodes[0].address();
     // A healthy client connection stays open throughout.
     let mut steady = cluster.client(2 * SECOND);
@@ -211,8 +211,8 @@ fn garbage_and_oversized_frames_close_only_that_connection() {
 
 #[test]
 fn submit_exit_codes_follow_the_contract() {
-    let cluster = Cluster::start(3, &[]);
-    let leader = cluster.wait_for_leader(2 * SECOND);
+    let cluster = common::cluster(3, &[]);
+    let leader = cluster.require_leader(2 * SECOND);
     let follower = (leader + 1) % 3;
     let follower_address = cluster.nodes[follower].address();
     let (reply, code) = run_submit(&["--leader", &follower_address, "--cmd", "SET x=1"]);
@@ -267,8 +267,8 @@ fn submit_exit_codes_follow_the_contract() {
 
 #[test]
 fn submit_reads_one_command_per_line_and_answers_each_in_order() {
-    let cluster = Cluster::start(3, &[]);
-    cluster.wait_for_leader(2 * SECOND);
+    let cluster = common::cluster(3, &[]);
+    cluster.require_leader(2 * SECOND);
     let mut child = std::process::Command::new(common::SUBMIT)
         .args(["--cluster", &cluster.addresses().join(",")])
         .stdin(std::process::Stdio::piped())
@@ -300,8 +300,8 @@ fn a_node_that_lost_leadership_never_reports_success_for_its_pending_write() {
     // A paused leader keeps its pending proposal; when it wakes, a new leader
     // exists and the proposal's fate must not be reported as OK unless it
     // committed. Pausing with SIGSTOP exercises stale timers too.
-    let cluster = Cluster::start(3, &[]);
-    let leader = cluster.wait_for_leader(2 * SECOND);
+    let cluster = common::cluster(3, &[]);
+    let leader = cluster.require_leader(2 * SECOND);
     cluster.signal(leader, "STOP");
     let others: Vec<usize> = (0..3).filter(|&index| index != leader).collect();
     let new_leader = poll_until(3 * SECOND, || {
@@ -329,5 +329,5 @@ fn a_node_that_lost_leadership_never_reports_success_for_its_pending_write() {
     let mut client = cluster.client(3 * SECOND);
     let reply = client.execute("SET after_pause=1");
     assert_eq!(classify(&reply), ReplyKind::Success, "{reply}");
-    cluster.wait_converged(3 * SECOND);
+    cluster.require_converged(3 * SECOND);
 }

@@ -58,8 +58,8 @@ fn check_all_readable(cluster: &Cluster, acknowledged: &[(String, String)]) {
 #[test]
 fn killing_every_node_at_once_loses_no_acknowledged_write() {
     for seed in [1u64, 2, 3] {
-        let mut cluster = Cluster::start(3, &[]);
-        cluster.wait_for_leader(2 * SECOND);
+        let mut cluster = common::cluster(3, &[]);
+        cluster.require_leader(2 * SECOND);
         let stop = Arc::new(AtomicBool::new(false));
         let writers = write_until_stopped(&cluster, 4, &stop);
         // A different moment for each seed, while writes are in flight.
@@ -78,53 +78,53 @@ fn killing_every_node_at_once_loses_no_acknowledged_write() {
             acknowledged.len()
         );
         for index in 0..3 {
-            cluster.start_node(index);
+            cluster.start_node(index).expect("restart");
         }
-        cluster.wait_for_leader(3 * SECOND);
+        cluster.require_leader(3 * SECOND);
         check_all_readable(&cluster, &acknowledged);
-        cluster.wait_converged(5 * SECOND);
+        cluster.require_converged(5 * SECOND);
     }
 }
 
 #[test]
 fn leader_killed_while_writes_flow_comes_back_consistent() {
-    let mut cluster = Cluster::start(3, &[]);
-    let leader = cluster.wait_for_leader(2 * SECOND);
+    let mut cluster = common::cluster(3, &[]);
+    let leader = cluster.require_leader(2 * SECOND);
     let stop = Arc::new(AtomicBool::new(false));
     let writers = write_until_stopped(&cluster, 4, &stop);
     std::thread::sleep(Duration::from_millis(400));
     cluster.kill(leader);
     std::thread::sleep(Duration::from_millis(400));
-    cluster.start_node(leader);
+    cluster.start_node(leader).expect("restart");
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let acknowledged: Vec<(String, String)> = writers
         .into_iter()
         .flat_map(|writer| writer.join().expect("writer thread"))
         .collect();
-    let (applied, _) = cluster.wait_converged(5 * SECOND);
+    let (applied, _) = cluster.require_converged(5 * SECOND);
     assert!(applied > 0);
     check_all_readable(&cluster, &acknowledged);
 }
 
 #[test]
 fn a_restarted_node_recovers_its_log_from_disk_before_hearing_the_leader() {
-    let mut cluster = Cluster::start(3, &[]);
-    let leader = cluster.wait_for_leader(2 * SECOND);
+    let mut cluster = common::cluster(3, &[]);
+    let leader = cluster.require_leader(2 * SECOND);
     let mut client = cluster.client(2 * SECOND);
     for index in 0..100 {
         assert!(client
             .execute(&format!("SET r{index}={index}"))
             .starts_with("OK"));
     }
-    let (applied, _) = cluster.wait_converged(3 * SECOND);
+    let (applied, _) = cluster.require_converged(3 * SECOND);
     let follower = (leader + 1) % 3;
     cluster.kill(follower);
     let others: Vec<usize> = (0..3).filter(|&index| index != follower).collect();
     for &index in &others {
         cluster.signal(index, "STOP");
     }
-    cluster.start_node(follower);
+    cluster.start_node(follower).expect("restart");
     let status = poll_until(2 * SECOND, || cluster.status(follower));
     for &index in &others {
         cluster.signal(index, "CONT");
@@ -140,19 +140,19 @@ fn a_restarted_node_recovers_its_log_from_disk_before_hearing_the_leader() {
         log.contains(&format!("Recovered {applied} entries")),
         "recovery is logged:\n{log}"
     );
-    cluster.wait_converged(3 * SECOND);
+    cluster.require_converged(3 * SECOND);
 }
 
 #[test]
 fn a_second_daemon_on_the_same_data_dir_exits_1() {
-    let cluster = Cluster::start(1, &[]);
-    cluster.wait_for_leader(2 * SECOND);
+    let cluster = common::cluster(1, &[]);
+    cluster.require_leader(2 * SECOND);
     let mut arguments = cluster.nodes[0].arguments.clone();
     let port_position = arguments
         .iter()
         .position(|argument| argument == "--port")
         .expect("--port");
-    arguments[port_position + 1] = common::free_ports(1)[0].to_string();
+    arguments[port_position + 1] = common::free_ports(1).expect("port")[0].to_string();
     let output = std::process::Command::new(RAFTLITE)
         .args(&arguments)
         .output()
@@ -168,8 +168,8 @@ fn a_second_daemon_on_the_same_data_dir_exits_1() {
 
 #[test]
 fn a_corrupt_log_refuses_to_start_naming_the_file_and_offset() {
-    let mut cluster = Cluster::start(1, &[]);
-    cluster.wait_for_leader(2 * SECOND);
+    let mut cluster = common::cluster(1, &[]);
+    cluster.require_leader(2 * SECOND);
     let mut client = cluster.client(2 * SECOND);
     for index in 0..20 {
         assert!(client
@@ -177,7 +177,7 @@ fn a_corrupt_log_refuses_to_start_naming_the_file_and_offset() {
             .starts_with("OK"));
     }
     cluster.kill(0);
-    let log_dir = cluster.dir.0.join("data").join("A").join("log");
+    let log_dir = cluster.data_dir(0).join("log");
     let segment = std::fs::read_dir(&log_dir)
         .expect("log dir")
         .filter_map(Result::ok)
@@ -215,8 +215,8 @@ fn a_corrupt_log_refuses_to_start_naming_the_file_and_offset() {
 
 #[test]
 fn storage_counters_show_group_commit() {
-    let cluster = Cluster::start(3, &[]);
-    let leader = cluster.wait_for_leader(2 * SECOND);
+    let cluster = common::cluster(3, &[]);
+    let leader = cluster.require_leader(2 * SECOND);
     let written = Arc::new(Mutex::new(0usize));
     let threads: Vec<_> = (0..8)
         .map(|thread| {

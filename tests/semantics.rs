@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{poll_until, Cluster};
+use common::poll_until;
 use raftlite::client::{classify, Client, ReplyKind};
 use std::time::{Duration, Instant};
 
@@ -11,8 +11,8 @@ const SECOND: Duration = Duration::from_secs(1);
 
 #[test]
 fn a_leader_cut_off_from_both_followers_stops_serving_reads() {
-    let cluster = Cluster::start(3, &[]);
-    let leader = cluster.wait_for_leader(2 * SECOND);
+    let cluster = common::cluster(3, &[]);
+    let leader = cluster.require_leader(2 * SECOND);
     let mut writer = cluster.client(2 * SECOND);
     assert!(writer.execute("SET k=v1").starts_with("OK"));
     let followers: Vec<usize> = (0..3).filter(|&index| index != leader).collect();
@@ -51,8 +51,8 @@ fn a_leader_cut_off_from_both_followers_stops_serving_reads() {
 
 #[test]
 fn a_paused_follower_that_wakes_does_not_disturb_the_leader() {
-    let cluster = Cluster::start(3, &[]);
-    let leader = cluster.wait_for_leader(2 * SECOND);
+    let cluster = common::cluster(3, &[]);
+    let leader = cluster.require_leader(2 * SECOND);
     let term_before = cluster.status(leader).expect("leader answers")["term"].clone();
     let follower = (leader + 1) % 3;
     cluster.signal(follower, "STOP");
@@ -62,7 +62,7 @@ fn a_paused_follower_that_wakes_does_not_disturb_the_leader() {
     }
     std::thread::sleep(Duration::from_millis(1500)); // far beyond its election timeout
     cluster.signal(follower, "CONT");
-    cluster.wait_converged(3 * SECOND);
+    cluster.require_converged(3 * SECOND);
     let statuses: Vec<_> = (0..3).filter_map(|index| cluster.status(index)).collect();
     assert_eq!(statuses.len(), 3);
     for status in &statuses {
@@ -99,18 +99,18 @@ fn increment(client: &mut Client, count: usize) -> (usize, usize) {
 
 #[test]
 fn writes_retried_across_leader_kills_apply_exactly_once() {
-    let mut cluster = Cluster::start(3, &[]);
-    cluster.wait_for_leader(2 * SECOND);
+    let mut cluster = common::cluster(3, &[]);
+    cluster.require_leader(2 * SECOND);
     let mut client = cluster.client(10 * SECOND);
     assert!(client.execute("SET counter=0").starts_with("OK"));
     let (mut acknowledged, mut unknown) = increment(&mut client, 30);
     for _ in 0..2 {
-        let leader = cluster.wait_for_leader(3 * SECOND);
+        let leader = cluster.require_leader(3 * SECOND);
         cluster.kill(leader);
         let (more, more_unknown) = increment(&mut client, 30);
         acknowledged += more;
         unknown += more_unknown;
-        cluster.start_node(leader);
+        cluster.start_node(leader).expect("restart");
     }
     let reply = client.execute("GET counter");
     let final_value: usize = reply
@@ -129,8 +129,8 @@ fn writes_retried_across_leader_kills_apply_exactly_once() {
 
 #[test]
 fn stale_reads_are_labelled_and_served_by_any_node() {
-    let cluster = Cluster::start(3, &[]);
-    let leader = cluster.wait_for_leader(2 * SECOND);
+    let cluster = common::cluster(3, &[]);
+    let leader = cluster.require_leader(2 * SECOND);
     let mut client = cluster.client(2 * SECOND);
     assert!(client.execute("SET s=1").starts_with("OK"));
     let follower = (leader + 1) % 3;
@@ -155,8 +155,8 @@ fn stale_reads_are_labelled_and_served_by_any_node() {
 
 #[test]
 fn cas_creates_only_if_absent_and_reports_mismatches() {
-    let cluster = Cluster::start(3, &[]);
-    cluster.wait_for_leader(2 * SECOND);
+    let cluster = common::cluster(3, &[]);
+    cluster.require_leader(2 * SECOND);
     let mut client = cluster.client(2 * SECOND);
     assert!(client.execute("CAS c - first").starts_with("OK index="));
     assert_eq!(client.execute("CAS c - second"), "MISMATCH current=first");
@@ -167,8 +167,8 @@ fn cas_creates_only_if_absent_and_reports_mismatches() {
 
 #[test]
 fn a_node_back_from_a_long_isolation_does_not_raise_the_term() {
-    let mut cluster = Cluster::start_proxied(3, &[]);
-    let leader = cluster.wait_for_leader(2 * SECOND);
+    let mut cluster = common::proxied_cluster(3, &[]);
+    let leader = cluster.require_leader(2 * SECOND);
     let term_before = cluster.status(leader).expect("leader answers")["term"].clone();
     let outsider = (leader + 1) % 3;
     cluster.isolate(outsider, true);
@@ -188,10 +188,10 @@ fn a_node_back_from_a_long_isolation_does_not_raise_the_term() {
     );
     // It is also restarted while cut off, then the links come back.
     cluster.kill(outsider);
-    cluster.start_node(outsider);
+    cluster.start_node(outsider).expect("restart");
     std::thread::sleep(Duration::from_millis(700));
     cluster.isolate(outsider, false);
-    cluster.wait_converged(5 * SECOND);
+    cluster.require_converged(5 * SECOND);
     for index in 0..3 {
         let status = cluster.status(index).expect("answers");
         assert_eq!(

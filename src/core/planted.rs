@@ -12,13 +12,34 @@ pub enum PlantedBug {
     /// On an AppendEntries whose prev entry matches, cut everything after it
     /// even when the entries sent are already there (e.g. a heartbeat).
     TruncateOnMatchingAppend,
+    /// A leader answers reads from its own state without confirming it is
+    /// still leader, and never steps down for lack of a quorum (reachable
+    /// on real processes: a partitioned old leader serves stale reads).
+    StaleLeaderReads,
 }
 
 impl PlantedBug {
+    /// The bugs the simulator must find (StaleLeaderReads is found by the
+    /// process-level bench, which checks reads against a linearizable model).
     pub const ALL: [PlantedBug; 4] = [
         PlantedBug::CommitOldTermByCount,
         PlantedBug::SecondVoteInTerm,
         PlantedBug::VoteBeforePersist,
         PlantedBug::TruncateOnMatchingAppend,
     ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::CommitOldTermByCount => "commit-old-term-by-count",
+            PlantedBug::SecondVoteInTerm => "second-vote-in-term",
+            PlantedBug::VoteBeforePersist => "vote-before-persist",
+            PlantedBug::TruncateOnMatchingAppend => "truncate-on-matching-append",
+            PlantedBug::StaleLeaderReads => "stale-leader-reads",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<PlantedBug> {
+        let all = Self::ALL.into_iter().chain([PlantedBug::StaleLeaderReads]);
+        all.into_iter().find(|bug| bug.name() == name)
+    }
 }

@@ -131,7 +131,9 @@ impl Raft {
             Role::Leader => {
                 if self.now_ms >= self.heartbeat_deadline_ms {
                     self.heartbeat_deadline_ms = self.now_ms + self.config.heartbeat_interval_ms;
-                    if self.config.check_quorum && !self.quorum_active() {
+                    let check_quorum =
+                        self.config.check_quorum && !self.planted(PlantedBug::StaleLeaderReads);
+                    if check_quorum && !self.quorum_active() {
                         return self.step_down_quorum_lost();
                     }
                     self.broadcast_heartbeat();

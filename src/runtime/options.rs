@@ -31,6 +31,8 @@ pub struct Options {
     /// fdatasync before acknowledging (`--fsync always`, the default).
     pub fsync: bool,
     pub log_level: Level,
+    /// Test builds only (feature `planted-bugs`): run with a known bug.
+    pub planted_bug: Option<crate::core::PlantedBug>,
 }
 
 /// What the command line asked for.
@@ -104,7 +106,34 @@ fn option_table() -> getopts::Options {
         "LEVEL",
     );
     table.optflag("h", "help", "print this help");
+    #[cfg(feature = "planted-bugs")]
+    table.optopt(
+        "",
+        "plant-bug",
+        "TEST BUILD ONLY: run with a known bug",
+        "NAME",
+    );
     table
+}
+
+#[cfg(feature = "planted-bugs")]
+fn parse_planted_bug(
+    matches: &getopts::Matches,
+) -> Result<Option<crate::core::PlantedBug>, UsageError> {
+    match matches.opt_str("plant-bug") {
+        None => Ok(None),
+        Some(name) => match crate::core::PlantedBug::from_name(&name) {
+            Some(bug) => Ok(Some(bug)),
+            None => usage_error(format!("--plant-bug {name:?}: unknown bug")),
+        },
+    }
+}
+
+#[cfg(not(feature = "planted-bugs"))]
+fn parse_planted_bug(
+    _matches: &getopts::Matches,
+) -> Result<Option<crate::core::PlantedBug>, UsageError> {
+    Ok(None)
 }
 
 pub fn usage() -> String {
@@ -184,6 +213,7 @@ pub fn parse(arguments: &[String]) -> Result<Parsed, UsageError> {
         heartbeat_interval_ms,
         fsync,
         log_level,
+        planted_bug: parse_planted_bug(&matches)?,
     }))
 }
 

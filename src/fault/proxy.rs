@@ -1,7 +1,8 @@
-//! A TCP proxy per directed peer link, so tests can cut real traffic
-//! between daemons without any special flag inside them: node X reaches
-//! node Y through proxy X→Y; blocking it drops every connection through it
-//! and refuses new ones (a one-way partition: Y still reaches X).
+//! A TCP proxy per directed peer link, so the fault bench and the tests can
+//! cut real traffic between daemons without any special flag inside them:
+//! node X reaches node Y through proxy X→Y; blocking it drops every
+//! connection through it and refuses new ones (a one-way partition: Y still
+//! reaches X). Test infrastructure: the daemon never uses it.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -18,9 +19,9 @@ pub struct LinkProxy {
 }
 
 impl LinkProxy {
-    pub fn start(target_port: u16) -> LinkProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        let port = listener.local_addr().expect("proxy addr").port();
+    pub fn start(target_port: u16) -> std::io::Result<LinkProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
         let blocked = Arc::new(AtomicBool::new(false));
         let stopping = Arc::new(AtomicBool::new(false));
         let streams = Arc::new(Mutex::new(Vec::new()));
@@ -30,13 +31,17 @@ impl LinkProxy {
                 accept_loop(listener, target_port, &blocked, &stopping, &streams)
             })
         };
-        LinkProxy {
+        Ok(LinkProxy {
             port,
             blocked,
             stopping,
             streams,
             acceptor: Some(acceptor),
-        }
+        })
+    }
+
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::SeqCst)
     }
 
     /// Cuts (true) or restores (false) the link.
@@ -48,7 +53,10 @@ impl LinkProxy {
     }
 
     fn drop_connections(&self) {
-        let streams = std::mem::take(&mut *self.streams.lock().expect("streams lock"));
+        let streams = match self.streams.lock() {
+            Ok(mut streams) => std::mem::take(&mut *streams),
+            Err(_) => return,
+        };
         for stream in streams {
             let _ = stream.shutdown(Shutdown::Both);
         }
