@@ -1,8 +1,13 @@
 # raftlite: `make cluster` to play, `make test` to check everything.
 N ?= 3
 NODE ?=
+TIME ?= 600
+SEED ?= $(shell date +%s)
+BENCH_ARGS ?= --clients 64 --duration 10
+# Test builds with planted bugs live apart, so they never replace the real binaries.
+PLANTED = CARGO_TARGET_DIR=target/planted
 
-.PHONY: build cluster restart status stop kill clean test lint
+.PHONY: build cluster restart status stop kill clean test test-planted lint jepsen bench
 
 build:
 	cargo build --release --bins
@@ -33,3 +38,15 @@ lint:
 
 test: lint
 	cargo test --release
+	$(MAKE) test-planted
+
+# The same checks against builds with known bugs planted: they must fail.
+test-planted:
+	$(PLANTED) cargo test --release --features planted-bugs --test jepsen
+
+# The fault-injection bench: TIME seconds of faults with seed SEED.
+jepsen: build
+	target/release/jepsen --time $(TIME) --seed $(SEED)
+
+bench: build
+	target/release/bench $(BENCH_ARGS)

@@ -103,6 +103,20 @@ impl Kind {
     fn retry_safe(self) -> bool {
         matches!(self, Kind::Read | Kind::Write | Kind::Register)
     }
+
+    fn changes_state(self) -> bool {
+        matches!(self, Kind::Write | Kind::Register)
+    }
+}
+
+/// A definite failure may only be reported if no earlier try of the same
+/// command can have been applied; otherwise the truth is "unknown".
+fn settle(reply: String, progress: &Progress) -> String {
+    let definite_failure = matches!(classify(&reply), ReplyKind::NotLeader | ReplyKind::Error);
+    if progress.maybe_applied && definite_failure {
+        return "ERR TIMEOUT".to_string();
+    }
+    reply
 }
 
 /// Where one command stands while it is retried.
@@ -203,10 +217,11 @@ impl Client {
         loop {
             let remaining = progress.deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Ok(progress
-                    .last_failure
-                    .take()
-                    .unwrap_or_else(|| "ERR TIMEOUT".to_string()));
+                let last = progress.last_failure.take();
+                return Ok(settle(
+                    last.unwrap_or_else(|| "ERR TIMEOUT".to_string()),
+                    progress,
+                ));
             }
             // One unresponsive node (paused, or cut off) must not use up the
             // whole deadline: give each try a slice and move on.
@@ -225,7 +240,7 @@ impl Client {
                     continue;
                 }
                 Attempt::Unknown if kind.retry_safe() => {
-                    progress.maybe_applied = true;
+                    progress.maybe_applied |= kind.changes_state();
                     progress.last_failure = Some("ERR TIMEOUT".to_string());
                     self.next_seed();
                     continue;
@@ -233,7 +248,7 @@ impl Client {
                 Attempt::Unknown => return Ok("ERR TIMEOUT".to_string()),
             };
             match self.judge(&reply, kind, progress, remaining) {
-                Verdict::Final => return Ok(reply),
+                Verdict::Final => return Ok(settle(reply, progress)),
                 Verdict::Retry => progress.last_failure = Some(reply),
                 Verdict::Expired => return Err(Expired),
             }
@@ -266,7 +281,7 @@ impl Client {
                 Verdict::Retry
             }
             ReplyKind::Timeout if kind.retry_safe() => {
-                progress.maybe_applied = true;
+                progress.maybe_applied |= kind.changes_state();
                 self.next_seed();
                 Verdict::Retry
             }
@@ -447,5 +462,34 @@ mod tests {
             Some("127.0.0.1:8001")
         );
         assert_eq!(leader_hint("ERR NOT_LEADER leader=unknown"), None);
+    }
+}
+
+#[cfg(test)]
+mod settle_tests {
+    use super::*;
+
+    fn progress(maybe_applied: bool) -> Progress {
+        Progress {
+            deadline: Instant::now(),
+            redirects: 0,
+            maybe_applied,
+            last_failure: None,
+        }
+    }
+
+    #[test]
+    fn a_definite_failure_after_an_unknown_try_is_reported_unknown() {
+        let unavailable = "ERR UNAVAILABLE no node reachable".to_string();
+        assert_eq!(settle(unavailable.clone(), &progress(false)), unavailable);
+        assert_eq!(settle(unavailable, &progress(true)), "ERR TIMEOUT");
+        let not_leader = "ERR NOT_LEADER leader=unknown".to_string();
+        assert_eq!(settle(not_leader, &progress(true)), "ERR TIMEOUT");
+        let ok = "OK index=4 term=2".to_string();
+        assert_eq!(
+            settle(ok.clone(), &progress(true)),
+            ok,
+            "success stays success"
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod constants;
 pub mod core;
 pub mod fault;
 pub mod kv;
+pub mod linearizability;
 pub mod replica;
 pub mod runtime;
 pub mod storage;

@@ -331,3 +331,49 @@ fn a_node_that_lost_leadership_never_reports_success_for_its_pending_write() {
     assert_eq!(classify(&reply), ReplyKind::Success, "{reply}");
     cluster.require_converged(3 * SECOND);
 }
+
+#[test]
+fn a_client_pipelining_megabytes_of_requests_gets_every_reply() {
+    use raftlite::wire::{encode_frame, ClientRequest, Frame, FrameDecoder};
+    let cluster = common::cluster(3, &[]);
+    let leader = cluster.require_leader(2 * SECOND);
+    let mut stream = TcpStream::connect(cluster.nodes[leader].address()).expect("connect");
+    let value = "v".repeat(60 * 1024);
+    let count = 120u64; // about 7 MiB, more than one read budget
+    let mut bytes = Vec::new();
+    for request_id in 1..=count {
+        let request = Frame::ClientRequest(ClientRequest {
+            request_id,
+            session_id: 0,
+            sequence: 0,
+            command: format!("SET big{request_id} {value}"),
+        });
+        encode_frame(&request, &mut bytes);
+    }
+    let writer = {
+        let mut stream = stream.try_clone().expect("clone");
+        std::thread::spawn(move || stream.write_all(&bytes).expect("write requests"))
+    };
+    stream.set_read_timeout(Some(10 * SECOND)).expect("timeout");
+    let mut decoder = FrameDecoder::new();
+    let mut replies = 0;
+    while replies < count {
+        let read = stream
+            .read(decoder.spare(64 * 1024))
+            .expect("the node keeps serving");
+        assert!(
+            read > 0,
+            "the node closed the connection after {replies} replies"
+        );
+        decoder.commit(read);
+        while let Some(frame) = decoder.next_frame().expect("valid reply") {
+            let Frame::ClientResponse(response) = frame else {
+                panic!("not a response")
+            };
+            assert!(response.reply.starts_with("OK"), "{}", response.reply);
+            replies += 1;
+        }
+    }
+    writer.join().expect("writer");
+    cluster.require_converged(5 * SECOND);
+}

@@ -278,9 +278,12 @@ impl Raft {
     }
 
     /// CheckQuorum: has a majority (counting ourselves) been heard from
-    /// within the last minimum election timeout?
+    /// within the last (maximum) election timeout? The longer end of the
+    /// range keeps a slow fsync on a follower from deposing a healthy
+    /// leader; safety never depends on this timing (reads confirm
+    /// leadership with a heartbeat round).
     pub(super) fn quorum_active(&self) -> bool {
-        let window_ms = self.config.election_timeout_ms_min;
+        let window_ms = self.config.election_timeout_ms_max;
         let active = self
             .progress
             .values()

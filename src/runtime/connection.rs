@@ -22,10 +22,9 @@ pub enum ConnectionKind {
 }
 
 pub enum ReadOutcome {
+    Data(usize),
     /// The socket is drained for now.
     WouldBlock,
-    /// The per-turn budget ran out with bytes possibly left in the socket.
-    BudgetSpent,
     Closed,
 }
 
@@ -62,16 +61,16 @@ impl Connection {
         }
     }
 
-    /// Edge-triggered: read until WouldBlock, `Ok(0)`, or the budget is spent.
-    pub fn read(&mut self, budget: usize) -> io::Result<ReadOutcome> {
-        let mut total = 0;
-        while total < budget {
+    /// One read into the decoder's free space. The caller drains complete
+    /// frames before calling again.
+    pub fn read_chunk(&mut self) -> io::Result<ReadOutcome> {
+        loop {
             let spare = self.decoder.spare(READ_CHUNK_SIZE);
             match self.stream.read(spare) {
                 Ok(0) => return Ok(ReadOutcome::Closed),
                 Ok(count) => {
                     self.decoder.commit(count);
-                    total += count;
+                    return Ok(ReadOutcome::Data(count));
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     return Ok(ReadOutcome::WouldBlock)
@@ -80,7 +79,6 @@ impl Connection {
                 Err(error) => return Err(error),
             }
         }
-        Ok(ReadOutcome::BudgetSpent)
     }
 
     /// Where to encode outgoing frames. Call `output_overflowed` after.

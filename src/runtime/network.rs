@@ -99,20 +99,28 @@ impl<S: Storage> Server<S> {
         }
     }
 
+    /// Edge-triggered: read until WouldBlock or the per-turn budget, and
+    /// hand out every complete frame after each read, so the receive buffer
+    /// never holds more than one partial frame when it takes more bytes.
     fn read_connection(&mut self, token: Token) {
-        let Some(connection) = self.connections.get_mut(&token) else {
-            return;
-        };
-        let outcome = match connection.read(CONNECTION_READ_SIZE_PER_TURN_MAX) {
-            Ok(outcome) => outcome,
-            Err(error) => return self.close(token, &format!("read failed: {error}")),
-        };
-        let drained = self.decode_frames(token);
-        match outcome {
-            ReadOutcome::Closed => self.close(token, "closed by the other side"),
-            ReadOutcome::BudgetSpent => self.read_backlog.push(token),
-            ReadOutcome::WouldBlock if !drained => self.read_backlog.push(token),
-            ReadOutcome::WouldBlock => {}
+        let mut total = 0;
+        loop {
+            if !self.decode_frames(token) {
+                return; // at its in-flight bound; a reply resumes it
+            }
+            if total >= CONNECTION_READ_SIZE_PER_TURN_MAX {
+                self.read_backlog.push(token);
+                return;
+            }
+            let Some(connection) = self.connections.get_mut(&token) else {
+                return;
+            };
+            match connection.read_chunk() {
+                Ok(ReadOutcome::Data(count)) => total += count,
+                Ok(ReadOutcome::WouldBlock) => return,
+                Ok(ReadOutcome::Closed) => return self.close(token, "closed by the other side"),
+                Err(error) => return self.close(token, &format!("read failed: {error}")),
+            }
         }
     }
 

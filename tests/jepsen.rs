@@ -1,0 +1,56 @@
+//! The fault-injection bench, short: about a minute of faults on a real
+//! cluster with a fixed seed; the checker must find the history
+//! linearizable and every post-heal check must pass.
+
+mod common;
+
+use std::process::Command;
+
+const JEPSEN: &str = env!("CARGO_BIN_EXE_jepsen");
+
+fn run_bench(seed: &str, seconds: &str, extra: &[&str]) -> (bool, String, String) {
+    let out = common::TempDir::new("jepsen");
+    let output = Command::new(JEPSEN)
+        .args(["--time", seconds, "--seed", seed, "--out"])
+        .arg(&out.0)
+        .args(extra)
+        .output()
+        .expect("run jepsen");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let summary = std::fs::read_to_string(out.0.join("summary.json")).unwrap_or_default();
+    assert!(
+        out.0.join("history.jsonl").exists(),
+        "the history is written"
+    );
+    (output.status.success(), stdout, summary)
+}
+
+#[cfg(not(feature = "planted-bugs"))]
+#[test]
+fn a_minute_of_faults_leaves_a_linearizable_history() {
+    let (passed, stdout, summary) = run_bench("7", "50", &[]);
+    assert!(passed, "{stdout}");
+    assert!(summary.contains("\"linearizable\":true"), "{summary}");
+    assert!(stdout.contains("verdict: linearizable"), "{stdout}");
+    assert!(
+        !summary.contains("\"faults\":{}"),
+        "faults were injected: {summary}"
+    );
+}
+
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn the_checker_catches_a_leader_serving_stale_reads() {
+    // Partitioned old leaders keep answering reads from their own state.
+    let arguments = [
+        "--plant-bug",
+        "stale-leader-reads",
+        "--keys",
+        "2",
+        "--faults",
+        "isolate-leader",
+    ];
+    let (passed, stdout, summary) = run_bench("11", "30", &arguments);
+    assert!(!passed, "the planted bug went unnoticed: {stdout}");
+    assert!(summary.contains("\"linearizable\":false"), "{summary}");
+}

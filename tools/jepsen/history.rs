@@ -1,0 +1,160 @@
+//! The recorded history: operations as the checker sees them, plus the
+//! event log written as JSON lines while the run goes on.
+
+use raftlite::linearizability::{Action, Operation, Outcome};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Shared by the client threads and the nemesis.
+pub struct Recorder {
+    start: Instant,
+    operations: Mutex<Vec<Operation>>,
+    events: Mutex<BufWriter<File>>,
+}
+
+impl Recorder {
+    pub fn new(events: File) -> Recorder {
+        Recorder {
+            start: Instant::now(),
+            operations: Mutex::new(Vec::new()),
+            events: Mutex::new(BufWriter::new(events)),
+        }
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// One JSON object per line; `fields` are already-encoded `"key":value`
+    /// pairs.
+    pub fn event(&self, kind: &str, fields: &[String]) {
+        let time_ms = self.now_ns() as f64 / 1e6;
+        let mut line = format!("{{\"type\":{},\"time_ms\":{time_ms:.3}", json_string(kind));
+        for field in fields {
+            line.push(',');
+            line.push_str(field);
+        }
+        line.push_str("}\n");
+        if let Ok(mut events) = self.events.lock() {
+            let _ = events.write_all(line.as_bytes());
+        }
+    }
+
+    pub fn record(&self, operation: Operation) {
+        if let Ok(mut operations) = self.operations.lock() {
+            operations.push(operation);
+        }
+    }
+
+    pub fn operations(&self) -> Vec<Operation> {
+        self.operations
+            .lock()
+            .map(|operations| operations.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn flush(&self) {
+        if let Ok(mut events) = self.events.lock() {
+            let _ = events.flush();
+        }
+    }
+}
+
+pub fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for character in text.chars() {
+        match character {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            character if (character as u32) < 0x20 => {
+                out.push_str(&format!("\\u{:04x}", character as u32))
+            }
+            character => out.push(character),
+        }
+    }
+    out.push('"');
+    out
+}
+
+pub fn field(name: &str, value: &str) -> String {
+    format!("{}:{}", json_string(name), json_string(value))
+}
+
+pub fn number(name: &str, value: u64) -> String {
+    format!("{}:{value}", json_string(name))
+}
+
+/// The command line for an action on `key`.
+pub fn command(key: &str, action: &Action) -> String {
+    match action {
+        Action::Get => format!("GET {key}"),
+        Action::Set(value) => format!("SET {key} {value}"),
+        Action::Del => format!("DEL {key}"),
+        Action::Cas { expected, new } => {
+            format!("CAS {key} {} {new}", expected.as_deref().unwrap_or("-"))
+        }
+    }
+}
+
+/// What a reply line says about the operation's effect.
+pub fn outcome(reply: &str) -> Outcome {
+    if reply.starts_with("OK") {
+        return Outcome::Ok;
+    }
+    if let Some(value) = reply.strip_prefix("VALUE ") {
+        return Outcome::Value(Some(value.to_string()));
+    }
+    if reply == "NOT_FOUND" {
+        return Outcome::Value(None);
+    }
+    if let Some(current) = reply.strip_prefix("MISMATCH current=") {
+        let current = (current != "NOT_FOUND").then(|| current.to_string());
+        return Outcome::Mismatch { current };
+    }
+    if reply.starts_with("ERR TIMEOUT") || reply.is_empty() {
+        return Outcome::Unknown;
+    }
+    Outcome::Failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_map_to_outcomes() {
+        assert_eq!(outcome("OK index=3 term=1"), Outcome::Ok);
+        assert_eq!(outcome("VALUE a b"), Outcome::Value(Some("a b".into())));
+        assert_eq!(outcome("NOT_FOUND"), Outcome::Value(None));
+        assert_eq!(
+            outcome("MISMATCH current=NOT_FOUND"),
+            Outcome::Mismatch { current: None }
+        );
+        assert_eq!(
+            outcome("MISMATCH current=x"),
+            Outcome::Mismatch {
+                current: Some("x".into())
+            }
+        );
+        assert_eq!(outcome("ERR TIMEOUT"), Outcome::Unknown);
+        assert_eq!(outcome("ERR NOT_LEADER leader=unknown"), Outcome::Failed);
+        assert_eq!(
+            outcome("ERR UNAVAILABLE no node reachable"),
+            Outcome::Failed
+        );
+    }
+
+    #[test]
+    fn commands_and_json() {
+        let cas = Action::Cas {
+            expected: None,
+            new: "v".into(),
+        };
+        assert_eq!(command("k", &cas), "CAS k - v");
+        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+    }
+}

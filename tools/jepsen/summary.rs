@@ -1,0 +1,255 @@
+//! The run's summary: operations by outcome, faults, the longest time
+//! without a successful write, the checks and the verdict — as text and as
+//! one JSON object.
+
+use crate::history::{json_string, number};
+use crate::nemesis::NemesisReport;
+use raftlite::linearizability::{Action, Operation, Outcome, Verdict};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub struct Summary {
+    outcomes: BTreeMap<String, u64>,
+    faults: BTreeMap<&'static str, u64>,
+    term_jumps: Vec<String>,
+    longest_unavailable_ms: u64,
+    verdict: String,
+    linearizable: bool,
+    recovered: bool,
+    converged: Option<(u64, String)>,
+    final_reads_answered: bool,
+}
+
+impl Summary {
+    pub fn new(
+        operations: &[Operation],
+        verdict: &Verdict,
+        nemesis: NemesisReport,
+        recovered: bool,
+        converged: Option<(u64, String)>,
+        faults_ms: u64,
+    ) -> Summary {
+        let final_reads_answered = operations
+            .iter()
+            .filter(|operation| operation.client == u64::MAX)
+            .all(|operation| matches!(operation.outcome, Outcome::Value(_)));
+        Summary {
+            outcomes: count_outcomes(operations),
+            faults: nemesis.faults,
+            term_jumps: nemesis.term_jumps,
+            longest_unavailable_ms: longest_gap_ms(operations, faults_ms),
+            verdict: verdict.to_string(),
+            linearizable: verdict.linearizable,
+            recovered,
+            converged,
+            final_reads_answered,
+        }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.linearizable
+            && self.term_jumps.is_empty()
+            && self.recovered
+            && self.converged.is_some()
+            && self.final_reads_answered
+    }
+
+    pub fn text(&self) -> String {
+        let mut text = format!("verdict: {}\n", self.verdict);
+        let operations: Vec<String> = self
+            .outcomes
+            .iter()
+            .map(|(kind, count)| format!("{kind}={count}"))
+            .collect();
+        text.push_str(&format!("operations: {}\n", operations.join(" ")));
+        let faults: Vec<String> = self
+            .faults
+            .iter()
+            .map(|(kind, count)| format!("{kind}={count}"))
+            .collect();
+        text.push_str(&format!("faults: {}\n", faults.join(" ")));
+        text.push_str(&format!(
+            "longest time without a successful write: {} ms\n",
+            self.longest_unavailable_ms
+        ));
+        let converged = self
+            .converged
+            .as_ref()
+            .map_or("NO".to_string(), |(applied, digest)| {
+                format!("applied={applied} digest={digest}")
+            });
+        text.push_str(&format!(
+            "after healing: leader={} converged: {converged} final reads answered: {}\n",
+            yes(self.recovered),
+            yes(self.final_reads_answered)
+        ));
+        let jumps = if self.term_jumps.is_empty() {
+            "none".to_string()
+        } else {
+            self.term_jumps.join("; ")
+        };
+        text.push_str(&format!(
+            "term jumps PreVote should have prevented: {jumps}\n"
+        ));
+        text.push_str(&format!(
+            "result: {}",
+            if self.passed() { "PASS" } else { "FAIL" }
+        ));
+        text
+    }
+
+    pub fn json(&self) -> String {
+        let map = |entries: Vec<String>| format!("{{{}}}", entries.join(","));
+        let outcomes = map(self
+            .outcomes
+            .iter()
+            .map(|(kind, count)| number(kind, *count))
+            .collect());
+        let faults = map(self
+            .faults
+            .iter()
+            .map(|(kind, count)| number(kind, *count))
+            .collect());
+        let jumps: Vec<String> = self
+            .term_jumps
+            .iter()
+            .map(|jump| json_string(jump))
+            .collect();
+        let converged = self
+            .converged
+            .as_ref()
+            .map_or("null".to_string(), |(applied, digest)| {
+                format!(
+                    "{{\"applied\":{applied},\"digest\":{}}}",
+                    json_string(digest)
+                )
+            });
+        format!(
+            "{{\"passed\":{},\"linearizable\":{},\"verdict\":{},\"operations\":{outcomes},\"faults\":{faults},\"longest_unavailable_ms\":{},\"recovered\":{},\"converged\":{converged},\"final_reads_answered\":{},\"term_jumps\":[{}]}}\n",
+            self.passed(),
+            self.linearizable,
+            json_string(&self.verdict),
+            self.longest_unavailable_ms,
+            self.recovered,
+            self.final_reads_answered,
+            jumps.join(",")
+        )
+    }
+
+    pub fn write(&self, out: &Path) -> std::io::Result<()> {
+        std::fs::write(out.join("summary.json"), self.json())?;
+        std::fs::write(out.join("summary.txt"), self.text() + "\n")
+    }
+}
+
+fn yes(value: bool) -> &'static str {
+    if value {
+        "yes"
+    } else {
+        "NO"
+    }
+}
+
+fn count_outcomes(operations: &[Operation]) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for operation in operations {
+        let kind = match operation.action {
+            Action::Get => "get",
+            Action::Set(_) => "set",
+            Action::Del => "del",
+            Action::Cas { .. } => "cas",
+        };
+        let outcome = match operation.outcome {
+            Outcome::Ok | Outcome::Value(_) => "ok",
+            Outcome::Mismatch { .. } => "mismatch",
+            Outcome::Failed => "failed",
+            Outcome::Unknown => "unknown",
+        };
+        *counts.entry(format!("{kind}_{outcome}")).or_default() += 1;
+    }
+    counts
+}
+
+/// Longest stretch of the fault period with no write completing OK.
+fn longest_gap_ms(operations: &[Operation], faults_ms: u64) -> u64 {
+    let mut completions: Vec<u64> = operations
+        .iter()
+        .filter(|operation| {
+            !matches!(operation.action, Action::Get) && operation.outcome == Outcome::Ok
+        })
+        .map(|operation| operation.complete_ns / 1_000_000)
+        .filter(|&ms| ms <= faults_ms)
+        .collect();
+    completions.sort_unstable();
+    let mut previous = 0;
+    let mut longest = 0;
+    for ms in completions.into_iter().chain([faults_ms]) {
+        longest = longest.max(ms.saturating_sub(previous));
+        previous = ms;
+    }
+    longest
+}
+
+/// YYYYMMDD-HHMMSS in UTC, for run directories.
+pub fn timestamp() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
+    let of_day = seconds % 86_400;
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day): Howard Hinnant's algorithm.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_419), (2025, 11, 27));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    fn write_ok(complete_ms: u64) -> Operation {
+        Operation {
+            client: 0,
+            key: "k".into(),
+            action: Action::Set("v".into()),
+            invoke_ns: 0,
+            complete_ns: complete_ms * 1_000_000,
+            outcome: Outcome::Ok,
+        }
+    }
+
+    #[test]
+    fn longest_gap_counts_from_start_to_end() {
+        let operations = [write_ok(100), write_ok(250), write_ok(900)];
+        assert_eq!(longest_gap_ms(&operations, 1000), 650);
+        assert_eq!(longest_gap_ms(&[], 1000), 1000);
+    }
+}
