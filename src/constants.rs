@@ -44,7 +44,7 @@ pub const READS_PENDING_MAX: usize = 65536;
 
 /// Client sessions remembered by the state machine (each keeps its last
 /// reply); beyond this the idlest is evicted.
-pub const SESSIONS_MAX: usize = 4096;
+pub const SESSIONS_MAX: usize = 16384;
 
 /// Open client connections; further accepts are closed at once.
 pub const CLIENT_CONNECTIONS_MAX: usize = 4096;
@@ -76,4 +76,6 @@ const _: () = assert!(COMMAND_SIZE_MAX + 64 <= FRAME_SIZE_MAX);
 const _: () =
     assert!(CLIENT_CONNECTIONS_MAX * CLIENT_REQUESTS_IN_FLIGHT_MAX >= PENDING_PROPOSALS_MAX);
 const _: () = assert!(RECONNECT_DELAY_MS_MIN <= RECONNECT_DELAY_MS_MAX);
+// Every client a node serves can hold a session, with room for abandoned ones.
+const _: () = assert!(SESSIONS_MAX >= 2 * CLIENT_CONNECTIONS_MAX);
 const _: () = assert!(APPEND_BATCH_ENTRIES_MAX <= APPLY_BATCH_ENTRIES_MAX);

@@ -6,7 +6,7 @@
 
 use super::store::{Fnv1a, Outcome};
 use crate::constants::SESSIONS_MAX;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The reply a command got when it was applied, kept for its retries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +44,10 @@ pub struct Sessions {
     /// By client id, which is the log index of the client's REGISTER entry
     /// (unique and the same on every node).
     table: BTreeMap<u64, Session>,
+    /// (last_active_index, client id) of every session: the first is the
+    /// one to evict, found without scanning the table.
+    /// Invariant: one element per session, matching the table.
+    by_activity: BTreeSet<(u64, u64)>,
     /// XOR of `session_hash` over all sessions, kept as the table changes.
     digest: u64,
 }
@@ -64,19 +68,27 @@ impl Sessions {
         self.digest ^= session_hash(index, 0);
         let previous = self.table.insert(index, session);
         assert!(previous.is_none(), "session {index} registered twice");
+        self.by_activity.insert((index, index));
         index
     }
 
     fn evict_idlest(&mut self) {
-        let idlest = self
-            .table
-            .iter()
-            .min_by_key(|(id, session)| (session.last_active_index, **id))
-            .map(|(id, session)| (*id, session.last_sequence));
-        if let Some((id, sequence)) = idlest {
-            self.table.remove(&id);
-            self.digest ^= session_hash(id, sequence);
+        let Some((_, id)) = self.by_activity.pop_first() else {
+            return;
+        };
+        if let Some(session) = self.table.remove(&id) {
+            self.digest ^= session_hash(id, session.last_sequence);
         }
+    }
+
+    fn set_active(&mut self, client_id: u64, index: u64) {
+        let Some(session) = self.table.get_mut(&client_id) else {
+            return;
+        };
+        self.by_activity
+            .remove(&(session.last_active_index, client_id));
+        session.last_active_index = index;
+        self.by_activity.insert((index, client_id));
     }
 
     pub fn check(&self, client_id: u64, sequence: u64) -> SessionCheck {
@@ -100,16 +112,15 @@ impl Sessions {
         assert!(sequence > session.last_sequence, "sequence going backwards");
         self.digest ^= session_hash(client_id, session.last_sequence);
         self.digest ^= session_hash(client_id, sequence);
-        session.last_active_index = reply.index;
         session.last_sequence = sequence;
+        let index = reply.index;
         session.reply = Some(reply);
+        self.set_active(client_id, index);
     }
 
     /// Marks the session used by the entry at `index` (a duplicate too).
     pub fn touch(&mut self, client_id: u64, index: u64) {
-        if let Some(session) = self.table.get_mut(&client_id) {
-            session.last_active_index = index;
-        }
+        self.set_active(client_id, index);
     }
 
     pub fn len(&self) -> usize {
@@ -169,6 +180,7 @@ mod tests {
         assert_eq!(sessions.len(), SESSIONS_MAX);
         assert_eq!(sessions.check(2, 1), SessionCheck::Expired, "2 was idlest");
         assert_eq!(sessions.check(1, 1), SessionCheck::Apply, "1 was touched");
+        assert_eq!(sessions.by_activity.len(), sessions.table.len());
     }
 
     #[test]

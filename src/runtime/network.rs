@@ -21,6 +21,9 @@ use std::io;
 /// A connect that has not completed by then is abandoned and retried.
 const CONNECT_TIMEOUT_MS: u64 = 1000;
 
+/// Pause before accepting again after accept failed (out of descriptors).
+const ACCEPT_RETRY_MS: u64 = 50;
+
 impl<S: Storage> Server<S> {
     pub(super) fn handle_event(&mut self, event: &Event) {
         let token = event.token();
@@ -43,15 +46,22 @@ impl<S: Storage> Server<S> {
         }
     }
 
-    fn accept_all(&mut self) {
+    pub(super) fn accept_all(&mut self) {
         loop {
             match self.listener.accept() {
                 Ok((stream, address)) => self.accepted(stream, address),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    // Typically EMFILE: leave the rest in the backlog for now.
-                    log!(Warn, "accept failed: {error}");
+                    // Typically EMFILE. Edge-triggered readiness will not
+                    // repeat for the connections still waiting: try again
+                    // shortly rather than leave them hanging.
+                    log!(
+                        Warn,
+                        "accept failed: {error}; retrying in {ACCEPT_RETRY_MS} ms"
+                    );
+                    let deadline = self.clock.now_ms() + ACCEPT_RETRY_MS;
+                    self.timers.insert(deadline, Timer::Accept);
                     return;
                 }
             }

@@ -34,6 +34,8 @@ pub(super) enum Timer {
     Peer(NodeId),
     /// A client proposal waited too long for commit.
     ClientRequest { index: LogIndex, token: ClientToken },
+    /// Accept failed (out of descriptors): try again.
+    Accept,
 }
 
 /// Our outgoing connection to one peer.
@@ -211,6 +213,7 @@ impl<S: Storage> Server<S> {
             match timer {
                 Timer::Core => self.core_timer = None,
                 Timer::Peer(peer) => self.peer_timer_fired(peer),
+                Timer::Accept => self.accept_all(),
                 Timer::ClientRequest { index, token } => {
                     if let Some(connection) =
                         self.connections.get_mut(&Token(token.connection as usize))
