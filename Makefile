@@ -3,7 +3,6 @@ N ?= 3
 NODE ?=
 TIME ?= 600
 SEED ?= $(shell date +%s)
-BENCH_ARGS ?= --clients 64 --duration 10
 # Test builds with planted bugs live apart, so they never replace the real binaries.
 PLANTED = CARGO_TARGET_DIR=target/planted
 
@@ -48,5 +47,6 @@ test-planted:
 jepsen: build
 	target/release/jepsen --time $(TIME) --seed $(SEED)
 
+# The benchmark suite: throughput rows, failover trials, catch-up.
 bench: build
-	target/release/bench $(BENCH_ARGS)
+	target/release/bench-suite

@@ -1,0 +1,323 @@
+//! bench-suite (`make bench`): the benchmark suite on a local 3-node
+//! cluster — SET with 1, 64 and 256 clients, linearizable GET with 64,
+//! leader failover over several trials, and a follower catching up a long
+//! log — printed as one table and saved under run/bench/<timestamp>/.
+
+use raftlite::fault::{poll_until, ClusterSpec, LocalCluster};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+struct Options {
+    duration_s: u64,
+    trials: usize,
+    catch_up_entries: u64,
+    fsync: bool,
+    out: PathBuf,
+}
+
+/// One workload's figures, read back from `bench --json`.
+struct Row {
+    name: String,
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: f64,
+}
+
+fn main() -> ExitCode {
+    let options = match parse_options() {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("bench-suite: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench-suite: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut table = getopts::Options::new();
+    table.optopt("", "duration", "seconds per workload (default 10)", "S");
+    table.optopt("", "trials", "leader failover trials (default 10)", "N");
+    table.optopt(
+        "",
+        "catch-up",
+        "entries a follower catches up (default 100000)",
+        "N",
+    );
+    table.optopt(
+        "",
+        "fsync",
+        "always or never (default always: the headline)",
+        "MODE",
+    );
+    table.optopt(
+        "",
+        "out",
+        "where results go (default run/bench/<timestamp>)",
+        "DIR",
+    );
+    table.optflag("h", "help", "print this help");
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let matches = table.parse(&arguments).map_err(|error| error.to_string())?;
+    if matches.opt_present("help") {
+        print!("{}", table.usage("Usage: bench-suite [--duration S] [--trials N] [--catch-up N] [--fsync MODE] [--out DIR]"));
+        std::process::exit(0);
+    }
+    let number = |name: &str, default: u64| -> Result<u64, String> {
+        matches.opt_str(name).map_or(Ok(default), |text| {
+            text.parse::<u64>()
+                .ok()
+                .filter(|&value| value > 0)
+                .ok_or(format!("--{name} {text:?}: expected a positive number"))
+        })
+    };
+    let fsync = match matches.opt_str("fsync").as_deref() {
+        None | Some("always") => true,
+        Some("never") => false,
+        Some(other) => return Err(format!("--fsync {other:?}: expected always or never")),
+    };
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    Ok(Options {
+        duration_s: number("duration", 10)?,
+        trials: number("trials", 10)? as usize,
+        catch_up_entries: number("catch-up", 100_000)?,
+        fsync,
+        out: matches.opt_str("out").map_or_else(
+            || PathBuf::from(format!("run/bench/{stamp}")),
+            PathBuf::from,
+        ),
+    })
+}
+
+fn sibling(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|error| error.to_string())?;
+    let path = exe
+        .parent()
+        .map(|dir| dir.join(name))
+        .ok_or("no parent dir")?;
+    path.exists().then_some(path.clone()).ok_or(format!(
+        "{} missing: cargo build --release --bins",
+        path.display()
+    ))
+}
+
+fn start_cluster(options: &Options, name: &str) -> Result<LocalCluster, String> {
+    let fsync = if options.fsync { "always" } else { "never" };
+    let spec = ClusterSpec {
+        size: 3,
+        dir: options.out.join(name),
+        binary: sibling("raftlite")?,
+        extra_arguments: vec!["--fsync".to_string(), fsync.to_string()],
+        proxied: false,
+        remove_dir_on_drop: true,
+    };
+    let cluster =
+        LocalCluster::start(spec).map_err(|error| format!("cannot start a cluster: {error}"))?;
+    cluster
+        .wait_for_leader(Duration::from_secs(5))
+        .ok_or("no leader")?;
+    Ok(cluster)
+}
+
+fn run(options: &Options) -> Result<(), String> {
+    std::fs::create_dir_all(&options.out).map_err(|error| error.to_string())?;
+    let mut rows = Vec::new();
+    let workloads: [(&str, usize, &str); 4] = [
+        ("SET, 1 client", 1, "0"),
+        ("SET, 64 clients", 64, "0"),
+        ("SET, 256 clients", 256, "0"),
+        ("GET (linearizable), 64 clients", 64, "1"),
+    ];
+    for (name, clients, read_ratio) in workloads {
+        let cluster = start_cluster(options, "throughput")?;
+        rows.push(run_workload(options, &cluster, name, clients, read_ratio)?);
+    }
+    let failovers = failover_trials(options)?;
+    let catch_up = catch_up(options)?;
+    let report = table(&rows, &failovers, catch_up, options);
+    println!("{report}");
+    std::fs::write(options.out.join("table.md"), &report).map_err(|error| error.to_string())
+}
+
+fn run_workload(
+    options: &Options,
+    cluster: &LocalCluster,
+    name: &str,
+    clients: usize,
+    read_ratio: &str,
+) -> Result<Row, String> {
+    let slug: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_lowercase();
+    let json = options.out.join(format!("{slug}.json"));
+    let status = Command::new(sibling("bench")?)
+        .args([
+            "--cluster",
+            &cluster.addresses().join(","),
+            "--clients",
+            &clients.to_string(),
+        ])
+        .args([
+            "--duration",
+            &options.duration_s.to_string(),
+            "--warmup",
+            "2",
+            "--read-ratio",
+            read_ratio,
+        ])
+        .args(["--key-size", "8", "--value-size", "64", "--keys", "10000"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--hist")
+        .arg(options.out.join(format!("{slug}.svg")))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|error| format!("cannot run bench: {error}"))?;
+    if !status.success() {
+        return Err(format!("bench failed for {name}"));
+    }
+    let text = std::fs::read_to_string(&json).map_err(|error| error.to_string())?;
+    Ok(Row {
+        name: name.to_string(),
+        ops_per_sec: json_number(&text, "ops_per_sec"),
+        p50_ms: json_number(&text, "p50_ms"),
+        p99_ms: json_number(&text, "p99_ms"),
+        errors: json_number(&text, "errors"),
+    })
+}
+
+/// The number after `"key":` in a flat JSON object (NaN if absent or null).
+fn json_number(text: &str, key: &str) -> f64 {
+    let pattern = format!("\"{key}\":");
+    text.find(&pattern)
+        .map(|start| &text[start + pattern.len()..])
+        .and_then(|rest| rest.split([',', '}']).next())
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// kill -9 the leader, then time until the next write is acknowledged.
+fn failover_trials(options: &Options) -> Result<Vec<f64>, String> {
+    let mut cluster = start_cluster(options, "failover")?;
+    let mut client = cluster.client(Duration::from_secs(10));
+    let mut results = Vec::new();
+    for trial in 0..options.trials {
+        let leader = cluster
+            .wait_for_leader(Duration::from_secs(5))
+            .ok_or("no leader")?;
+        client.execute(&format!("SET warm{trial}=1"));
+        let killed_at = Instant::now();
+        cluster.kill(leader);
+        let reply = client.execute(&format!("SET failover{trial}=1"));
+        let elapsed_ms = killed_at.elapsed().as_secs_f64() * 1000.0;
+        if !reply.starts_with("OK") {
+            return Err(format!("trial {trial}: {reply}"));
+        }
+        results.push(elapsed_ms);
+        cluster
+            .start_node(leader)
+            .map_err(|error| error.to_string())?;
+        cluster
+            .wait_converged(Duration::from_secs(10))
+            .ok_or("no convergence")?;
+    }
+    Ok(results)
+}
+
+/// A follower down while `catch_up_entries` writes commit, then restarted:
+/// seconds until it has applied all of them.
+fn catch_up(options: &Options) -> Result<f64, String> {
+    let mut cluster = start_cluster(options, "catch-up")?;
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(5))
+        .ok_or("no leader")?;
+    let follower = (leader + 1) % 3;
+    cluster.kill(follower);
+    let status = Command::new(sibling("bench")?)
+        .args([
+            "--cluster",
+            &cluster.addresses().join(","),
+            "--clients",
+            "64",
+            "--read-ratio",
+            "0",
+        ])
+        .args([
+            "--ops",
+            &options.catch_up_entries.to_string(),
+            "--value-size",
+            "64",
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|error| error.to_string())?;
+    if !status.success() {
+        return Err("bench failed while the follower was down".to_string());
+    }
+    let target: u64 = field(&cluster, leader, "commit").ok_or("leader status")?;
+    let started = Instant::now();
+    cluster
+        .start_node(follower)
+        .map_err(|error| error.to_string())?;
+    let caught_up = poll_until(Duration::from_secs(120), || {
+        field(&cluster, follower, "applied").filter(|&applied| applied >= target)
+    });
+    caught_up.ok_or("the follower did not catch up in 120 s")?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn field(cluster: &LocalCluster, index: usize, name: &str) -> Option<u64> {
+    cluster.status(index)?.get(name)?.parse().ok()
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn table(rows: &[Row], failovers: &[f64], catch_up_s: f64, options: &Options) -> String {
+    let mut text = format!(
+        "raftlite, 3 nodes on loopback, --fsync {}, 8-byte keys, 64-byte values, {} s per workload\n\n",
+        if options.fsync { "always" } else { "never" },
+        options.duration_s
+    );
+    text.push_str("| workload | ops/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|\n");
+    for row in rows {
+        text.push_str(&format!(
+            "| {} | {:.0} | {:.3} | {:.3} | {:.0} |\n",
+            row.name, row.ops_per_sec, row.p50_ms, row.p99_ms, row.errors
+        ));
+    }
+    let maximum = failovers.iter().copied().fold(0.0, f64::max);
+    text.push_str(&format!(
+        "| kill -9 leader → next acknowledged write ({} trials) | | median {:.0} ms | max {:.0} ms | |\n",
+        failovers.len(),
+        median(failovers),
+        maximum
+    ));
+    text.push_str(&format!(
+        "| follower catches up {} entries | {:.0} entries/s | {:.2} s total | | |\n",
+        options.catch_up_entries,
+        options.catch_up_entries as f64 / catch_up_s,
+        catch_up_s
+    ));
+    let trials: Vec<f64> = failovers.iter().map(|ms| ms.round()).collect();
+    text.push_str(&format!(
+        "\nfailover trials (ms): {trials:?}\nresults: {}\n",
+        options.out.display()
+    ));
+    text
+}
