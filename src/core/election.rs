@@ -65,12 +65,22 @@ impl Raft {
         };
         let peers: Vec<NodeId> = self.config.peers().collect();
         for peer in peers {
-            self.ready.messages.push(Message {
+            let message = Message {
                 from: self.config.id,
                 to: peer,
                 term,
                 body: MessageBody::RequestVote(request.clone()),
-            });
+            };
+            // A real vote request waits for our own vote to be durable: the
+            // grants it brings count that vote, and a crash that lost it
+            // could let us vote for someone else in the same term and so
+            // make two leaders (found by the simulator with asynchronous
+            // writes). Pre-votes change nothing and need no write.
+            if pre_vote {
+                self.ready.messages.push(message);
+            } else {
+                self.ready.messages_after_persist.push(message);
+            }
         }
     }
 

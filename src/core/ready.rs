@@ -14,8 +14,9 @@ pub struct Ready {
     pub hard_state: Option<HardState>,
     pub entries: Vec<Entry>,
     pub messages: Vec<Message>,
-    /// Answers that promise durable state (vote grants, append acks): sending
-    /// one before the write could vote twice in a term after a crash.
+    /// Messages that promise durable state (vote requests and grants, append
+    /// acks): sending one before the write could vote twice in a term after
+    /// a crash.
     pub messages_after_persist: Vec<Message>,
     pub committed_entries: Vec<Entry>,
     /// ReadIndex reads whose leadership check passed: each may be answered
