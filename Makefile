@@ -2,11 +2,12 @@
 N ?= 3
 NODE ?=
 TIME ?= 600
+SEEDS ?= 10000
 SEED ?= $(shell date +%s)
 # Test builds with planted bugs live apart, so they never replace the real binaries.
 PLANTED = CARGO_TARGET_DIR=target/planted
 
-.PHONY: build cluster restart status stop kill clean test test-planted lint jepsen bench
+.PHONY: build cluster restart status stop kill clean test test-planted lint jepsen bench sim
 
 build:
 	cargo build --release --bins
@@ -33,7 +34,10 @@ clean:
 
 lint:
 	@if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all -- --check; else echo "rustfmt missing: skipped"; fi
-	@if cargo clippy --version >/dev/null 2>&1; then cargo clippy --release --all-targets -- -D warnings; else echo "clippy missing: skipped"; fi
+	@if cargo clippy --version >/dev/null 2>&1; then \
+		cargo clippy --release --all-targets -- -D warnings && \
+		$(PLANTED) cargo clippy --release --all-targets --features planted-bugs -- -D warnings; \
+	else echo "clippy missing: skipped"; fi
 
 test: lint
 	cargo test --release
@@ -41,11 +45,16 @@ test: lint
 
 # The same checks against builds with known bugs planted: they must fail.
 test-planted:
+	$(PLANTED) cargo test --release --features planted-bugs --test simulation planted
 	$(PLANTED) cargo test --release --features planted-bugs --test jepsen
 
 # The fault-injection bench: TIME seconds of faults with seed SEED.
 jepsen: build
 	target/release/jepsen --time $(TIME) --seed $(SEED)
+
+# A long simulation sweep: SEEDS seeds across cluster sizes 1, 3, 5, 7.
+sim:
+	cargo run --release --bin sim -- --seeds $(SEEDS)
 
 # The benchmark suite: throughput rows, failover trials, catch-up.
 bench: build

@@ -17,7 +17,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(25);
 /// How a reply line is classified (the `submit` exit codes follow this).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplyKind {
-    /// OK, VALUE, NOT_FOUND, STATUS.
+    /// OK, VALUE, NOT_FOUND, STATUS (and SESSION, a REGISTER's answer).
     Success,
     /// CAS found another value: definite, and not applied.
     Mismatch,
@@ -30,7 +30,7 @@ pub enum ReplyKind {
 pub fn classify(reply: &str) -> ReplyKind {
     let first = reply.split_whitespace().next().unwrap_or("");
     match first {
-        "OK" | "VALUE" | "NOT_FOUND" | "STATUS" => ReplyKind::Success,
+        "OK" | "VALUE" | "NOT_FOUND" | "STATUS" | "SESSION" => ReplyKind::Success,
         "MISMATCH" => ReplyKind::Mismatch,
         "ERR" => match reply.split_whitespace().nth(1) {
             Some("NOT_LEADER") => ReplyKind::NotLeader,
@@ -445,6 +445,7 @@ mod tests {
         assert_eq!(classify("VALUE 5"), ReplyKind::Success);
         assert_eq!(classify("NOT_FOUND"), ReplyKind::Success);
         assert_eq!(classify("STATUS id=A role=leader"), ReplyKind::Success);
+        assert_eq!(classify("SESSION id=12"), ReplyKind::Success);
         assert_eq!(classify("MISMATCH current=4"), ReplyKind::Mismatch);
         assert_eq!(
             classify("ERR NOT_LEADER leader=unknown"),

@@ -1,9 +1,11 @@
 //! raftlite: a Raft consensus daemon with a replicated key-value store.
 //!
 //! `core` is the protocol and `kv` the state machine (both pure); `replica`
-//! joins them with the client-request table (pure); `wire` is the frame codec;
-//! `storage` keeps the log; `runtime` is the mio event loop, the only code that
-//! touches sockets and the clock.
+//! joins them with the client-request table (pure); `sim` drives replicas in
+//! a deterministic simulation (pure); `wire` is the frame codec; `storage`
+//! keeps the log; `runtime` is the mio event loop, the only code the daemon
+//! runs that touches sockets and the clock. `client` is the blocking client,
+//! `fault` and `linearizability` serve the test bench.
 
 pub mod client;
 pub mod constants;
@@ -13,5 +15,6 @@ pub mod kv;
 pub mod linearizability;
 pub mod replica;
 pub mod runtime;
+pub mod sim;
 pub mod storage;
 pub mod wire;

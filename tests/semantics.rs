@@ -58,7 +58,8 @@ fn a_paused_follower_that_wakes_does_not_disturb_the_leader() {
     cluster.signal(follower, "STOP");
     let mut client = cluster.client(2 * SECOND);
     for index in 0..20 {
-        assert!(client.execute(&format!("SET p{index}=1")).starts_with("OK"));
+        let reply = client.execute(&format!("SET p{index}=1"));
+        assert!(reply.starts_with("OK"), "SET {index}: {reply}");
     }
     std::thread::sleep(Duration::from_millis(1500)); // far beyond its election timeout
     cluster.signal(follower, "CONT");

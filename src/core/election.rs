@@ -172,8 +172,12 @@ impl Raft {
                     success: false,
                     index: request.prev_log_index,
                     conflict_term: None,
+                    // Marks an answer to a request of an earlier term. Its
+                    // sender may lead a later term by the time it arrives
+                    // (a restarted leader): it must not count it as an
+                    // acknowledgement of a read round or as a rejection.
                     conflict_index: LogIndex(0),
-                    round: request.round,
+                    round: 0,
                 };
                 self.send(message.from, MessageBody::AppendEntriesResponse(response))
             }

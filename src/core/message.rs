@@ -57,7 +57,8 @@ pub struct AppendEntriesResponse {
     pub index: LogIndex,
     /// Fast backtracking hint on failure (Raft dissertation §5.3 / etcd): the
     /// follower's term at prev_log_index if it has one, and the first index the
-    /// leader should try next.
+    /// leader should try next (at least 1). A conflict index of 0 marks the
+    /// answer to a request from an earlier term: only its term matters.
     pub conflict_term: Option<Term>,
     pub conflict_index: LogIndex,
     /// The `round` of the AppendEntries this answers.

@@ -85,6 +85,9 @@ impl Raft {
     }
 
     fn handle_append_response(&mut self, follower: NodeId, response: &AppendEntriesResponse) {
+        if is_stale_term_answer(response) {
+            return; // its term was all it had to say, and `step` heard it
+        }
         let now_ms = self.now_ms;
         let Some(progress) = self.progress.get_mut(&follower) else {
             return;
@@ -236,6 +239,12 @@ impl Raft {
         };
         self.send(peer, MessageBody::AppendEntries(request));
     }
+}
+
+/// `answer_stale` marks its replies with conflict index 0, which a real
+/// rejection never carries (its hint is at least 1).
+fn is_stale_term_answer(response: &AppendEntriesResponse) -> bool {
+    !response.success && response.conflict_index == LogIndex(0)
 }
 
 fn next_after_rejection(

@@ -859,3 +859,43 @@ fn a_follower_that_lost_its_log_is_caught_up_again() {
         "it is sent everything again"
     );
 }
+
+#[test]
+fn an_answer_to_an_earlier_terms_request_confirms_nothing() {
+    // A leader restarted into a later term must not count late answers to
+    // its previous incarnation's heartbeats as read confirmations (found by
+    // the simulator: seed 502619, size 7) nor as rejections.
+    let mut cluster = Cluster::with_extensions(3);
+    cluster.campaign(0);
+    cluster.heartbeat(0);
+    cluster.filter = isolate(0);
+    cluster.nodes[0].read_index(1).expect("leader");
+    cluster.process(0);
+    cluster.queue.clear();
+    let stale_answer = |from: u32| Message {
+        from: NodeId(from),
+        to: NodeId(0),
+        term: cluster.nodes[0].current_term(),
+        body: MessageBody::AppendEntriesResponse(AppendEntriesResponse {
+            success: false,
+            index: LogIndex(1),
+            conflict_term: None,
+            conflict_index: LogIndex(0),
+            round: 99,
+        }),
+    };
+    let answers = [stale_answer(1), stale_answer(2)];
+    for answer in answers {
+        cluster.nodes[0].step(answer);
+    }
+    let ready = cluster.nodes[0].ready();
+    assert!(
+        ready.read_states.is_empty(),
+        "a read confirmed by stale answers"
+    );
+    let lost = ready
+        .events
+        .iter()
+        .any(|event| matches!(event, Event::FollowerLostEntries { .. }));
+    assert!(!lost, "a stale answer is not a follower that lost its log");
+}

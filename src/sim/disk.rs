@@ -1,0 +1,267 @@
+//! A node's simulated disk, modelled as a write-ahead log: each Ready's hard
+//! state and entries are appended, in that order, to one stream of records,
+//! and become durable only when a sync completes, some time later.
+//!
+//! A crash keeps a random prefix of the records written since the last
+//! completed sync and loses the rest (a torn tail), as a real disk may. The
+//! hard state goes before the entries of the same Ready because entries of a
+//! term are only written after that term is; a disk that kept the entries
+//! without the hard state would restart with a log ahead of its term, which
+//! `Raft::new` refuses. The real storage must keep this order too.
+
+use super::hash::prefix_hash;
+use crate::core::rng::Rng;
+use crate::core::{Entry, HardState, LogIndex, Message, Term};
+use std::collections::VecDeque;
+
+/// Writes waiting for their sync on one disk. A runtime that kept writing
+/// without ever syncing would be broken; this catches it.
+pub const WRITES_PENDING_MAX: usize = 4096;
+
+/// One Ready's write, and what waits for it to be durable.
+#[derive(Debug)]
+pub struct Write {
+    pub hard_state: Option<HardState>,
+    /// Consecutive; if the first index is at or below the stored last index,
+    /// the stored suffix from there is replaced (the Ready contract).
+    pub entries: Vec<Entry>,
+    /// Sent once the write is durable.
+    pub messages_after_persist: Vec<Message>,
+    pub complete_at_ms: u64,
+}
+
+/// What a crash did to the unsynced tail, in records (a hard state is one
+/// record, each entry one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    pub records_kept: u64,
+    pub records_lost: u64,
+}
+
+#[derive(Default)]
+pub struct Disk {
+    hard_state: HardState,
+    entries: Vec<Entry>,
+    /// prefix_hashes[i] is the prefix hash of entries[..=i].
+    prefix_hashes: Vec<u64>,
+    /// Written, not yet synced, oldest first; completion times never
+    /// decrease along the queue (one write stream, synced in order).
+    pending: VecDeque<Write>,
+    /// The lowest index rewritten since `take_changed_from` last ran.
+    changed_from: Option<LogIndex>,
+}
+
+impl Disk {
+    pub fn new() -> Disk {
+        Disk::default()
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    pub fn last_index(&self) -> LogIndex {
+        LogIndex(self.entries.len() as u64)
+    }
+
+    /// The prefix hash of the durable log up to `index` (0 for the empty
+    /// prefix); None past the end.
+    pub fn prefix_hash(&self, index: LogIndex) -> Option<u64> {
+        match index.0 {
+            0 => Some(0),
+            index => self.prefix_hashes.get(index as usize - 1).copied(),
+        }
+    }
+
+    /// The lowest index made durable since the last call, if any.
+    pub fn take_changed_from(&mut self) -> Option<LogIndex> {
+        self.changed_from.take()
+    }
+
+    /// Whether an unsynced write changes the term: a new hard state, or
+    /// entries of a term newer than the durable log's last. Crashes in that
+    /// window are the ones that test what a node may promise before a sync.
+    pub fn has_pending_term_change(&self) -> bool {
+        let durable_term = self.entries.last().map_or(Term(0), |entry| entry.term);
+        self.pending.iter().any(|write| {
+            write.hard_state.is_some()
+                || write.entries.iter().any(|entry| entry.term > durable_term)
+        })
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// When the last queued write completes, if any is queued.
+    pub fn last_complete_at_ms(&self) -> Option<u64> {
+        self.pending.back().map(|write| write.complete_at_ms)
+    }
+
+    pub fn submit(&mut self, write: Write) {
+        assert!(
+            self.pending.len() < WRITES_PENDING_MAX,
+            "disk queue overflow"
+        );
+        if let Some(last) = self.last_complete_at_ms() {
+            assert!(write.complete_at_ms >= last, "syncs complete in order");
+        }
+        self.pending.push_back(write);
+    }
+
+    /// Completes every write due by `now_ms`: they become durable and are
+    /// returned, oldest first, for the node to be told.
+    pub fn complete_due(&mut self, now_ms: u64) -> Vec<Write> {
+        let mut completed = Vec::new();
+        while self
+            .pending
+            .front()
+            .is_some_and(|write| write.complete_at_ms <= now_ms)
+        {
+            let write = self.pending.pop_front().expect("front exists");
+            if let Some(hard_state) = write.hard_state {
+                self.hard_state = hard_state;
+            }
+            self.append(&write.entries);
+            completed.push(write);
+        }
+        completed
+    }
+
+    /// The node crashed: keep a random prefix of the unsynced records, lose
+    /// the rest (and every message that waited for them).
+    pub fn crash(&mut self, rng: &mut Rng) -> TornTail {
+        let records_total: u64 = self.pending.iter().map(record_count).sum();
+        let records_kept = rng.range_inclusive(0, records_total);
+        self.crash_keeping(records_kept)
+    }
+
+    /// The power went: the disk's volatile cache is gone with everything
+    /// not synced.
+    pub fn lose_unsynced(&mut self) -> TornTail {
+        self.crash_keeping(0)
+    }
+
+    fn crash_keeping(&mut self, records_kept: u64) -> TornTail {
+        let pending = std::mem::take(&mut self.pending);
+        let records_total: u64 = pending.iter().map(record_count).sum();
+        assert!(records_kept <= records_total);
+        let mut records_left = records_kept;
+        for write in pending {
+            if let Some(hard_state) = write.hard_state {
+                if records_left == 0 {
+                    break;
+                }
+                self.hard_state = hard_state;
+                records_left -= 1;
+            }
+            let kept = (records_left as usize).min(write.entries.len());
+            self.append(&write.entries[..kept]);
+            records_left -= kept as u64;
+            if kept < write.entries.len() {
+                break;
+            }
+        }
+        TornTail {
+            records_kept,
+            records_lost: records_total - records_kept,
+        }
+    }
+
+    /// Appends consecutive entries, replacing the stored suffix from the
+    /// first one's index.
+    fn append(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        assert!(
+            first.index.0 >= 1 && first.index <= self.last_index().next(),
+            "write at {} leaves a gap after stored last index {}",
+            first.index,
+            self.last_index()
+        );
+        let changed_from = self
+            .changed_from
+            .map_or(first.index, |from| from.min(first.index));
+        self.changed_from = Some(changed_from);
+        let keep = first.index.0 as usize - 1;
+        self.entries.truncate(keep);
+        self.prefix_hashes.truncate(keep);
+        for entry in entries {
+            assert_eq!(
+                entry.index,
+                self.last_index().next(),
+                "write not consecutive"
+            );
+            let previous = self.prefix_hashes.last().copied().unwrap_or(0);
+            self.prefix_hashes.push(prefix_hash(previous, entry));
+            self.entries.push(entry.clone());
+        }
+    }
+}
+
+fn record_count(write: &Write) -> u64 {
+    u64::from(write.hard_state.is_some()) + write.entries.len() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{EntryKind, NodeId};
+
+    fn entries(first: u64, last: u64, term: u64) -> Vec<Entry> {
+        (first..=last)
+            .map(|index| Entry {
+                term: Term(term),
+                index: LogIndex(index),
+                kind: EntryKind::Noop,
+                data: Vec::new(),
+            })
+            .collect()
+    }
+
+    fn write(hard_state: Option<HardState>, entries: Vec<Entry>, at: u64) -> Write {
+        Write {
+            hard_state,
+            entries,
+            messages_after_persist: Vec::new(),
+            complete_at_ms: at,
+        }
+    }
+
+    #[test]
+    fn writes_become_durable_in_order_and_replace_suffixes() {
+        let mut disk = Disk::new();
+        disk.submit(write(None, entries(1, 4, 1), 10));
+        disk.submit(write(None, entries(3, 3, 2), 20));
+        assert_eq!(disk.complete_due(9).len(), 0);
+        assert_eq!(disk.complete_due(10).len(), 1);
+        assert_eq!(disk.last_index(), LogIndex(4));
+        disk.complete_due(20);
+        assert_eq!(disk.last_index(), LogIndex(3));
+        assert_eq!(disk.entries()[2].term, Term(2));
+    }
+
+    #[test]
+    fn a_crash_keeps_only_a_prefix_of_unsynced_records() {
+        let hard_state = HardState {
+            current_term: Term(3),
+            voted_for: Some(NodeId(1)),
+        };
+        for seed in 0..50 {
+            let mut disk = Disk::new();
+            disk.submit(write(Some(hard_state), entries(1, 5, 3), 10));
+            let torn = disk.crash(&mut Rng::new(seed));
+            assert_eq!(torn.records_kept + torn.records_lost, 6);
+            let entries_kept = torn.records_kept.saturating_sub(1);
+            assert_eq!(disk.last_index(), LogIndex(entries_kept));
+            let hard_state_kept = torn.records_kept >= 1;
+            assert_eq!(disk.hard_state() == hard_state, hard_state_kept);
+            assert!(!disk.has_pending());
+        }
+    }
+}

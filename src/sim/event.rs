@@ -1,0 +1,102 @@
+//! Everything that can happen in a simulated run, one event per step.
+
+use crate::core::{LogIndex, Message};
+use crate::replica::{ClientToken, SessionTag};
+
+/// What a client receives for an attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// A reply line from the node.
+    Line(String),
+    /// The connection broke (the node crashed) before a reply came.
+    Disconnected,
+}
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A peer message reaches its destination; `sender_incarnation` is the
+    /// sender's process when it sent it.
+    Deliver {
+        message: Message,
+        sender_incarnation: u64,
+    },
+    /// The core's next deadline (election timeout or heartbeat) is due.
+    /// Stale if the node has rescheduled since.
+    CoreTimer {
+        node: usize,
+        incarnation: u64,
+    },
+    /// The node has more Ready passes to make (it hit READY_PASSES_MAX).
+    Drive {
+        node: usize,
+        incarnation: u64,
+    },
+    /// The disk completed the syncs due by now.
+    SyncComplete {
+        node: usize,
+        incarnation: u64,
+    },
+    /// A client's request line reaches a node.
+    ClientRequest {
+        node: usize,
+        token: ClientToken,
+        session: SessionTag,
+        line: String,
+    },
+    /// The server gave up waiting for a proposal to commit (the daemon's
+    /// CLIENT_REQUEST_TIMEOUT_MS timer).
+    RequestExpire {
+        node: usize,
+        incarnation: u64,
+        index: LogIndex,
+        token: ClientToken,
+    },
+    /// A reply, or a broken connection, reaches a client.
+    ClientReply {
+        client: usize,
+        request_id: u64,
+        reply: Reply,
+    },
+    /// A client stops waiting for an attempt.
+    ClientTimeout {
+        client: usize,
+        request_id: u64,
+    },
+    /// A client sends its next attempt (after thinking or a retry pause).
+    ClientSend {
+        client: usize,
+    },
+    /// Time to inject the next fault.
+    Nemesis,
+    Restart {
+        node: usize,
+        incarnation: u64,
+    },
+    Resume {
+        node: usize,
+        pause: u64,
+    },
+    PartitionHeal {
+        generation: u64,
+    },
+    DiskRecover {
+        node: usize,
+        generation: u64,
+    },
+}
+
+impl Event {
+    /// The node whose process handles this event, if any: a paused node
+    /// holds these until it resumes.
+    pub fn node(&self) -> Option<usize> {
+        match self {
+            Event::Deliver { message, .. } => Some(message.to.0 as usize),
+            Event::CoreTimer { node, .. }
+            | Event::Drive { node, .. }
+            | Event::SyncComplete { node, .. }
+            | Event::ClientRequest { node, .. }
+            | Event::RequestExpire { node, .. } => Some(*node),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The reference model of the replicated state machine, written apart from
+//! `kv::StateMachine`: a plain ordered map and a session table that say
+//! which reply each committed entry must produce, and what a key held at
+//! any index (for reads, which do not go through the log). A new command
+//! means one arm in `apply_command`.
+
+use crate::constants::SESSIONS_MAX;
+use crate::core::{Entry, EntryKind, LogIndex};
+use crate::kv::{Command, LogRecord};
+use std::collections::BTreeMap;
+
+/// The values one key took, in log order, with the index that set each
+/// (None: deleted).
+type KeyHistory = Vec<(LogIndex, Option<Vec<u8>>)>;
+
+struct Session {
+    last_sequence: u64,
+    /// The reply of the command numbered `last_sequence`, for its retries.
+    reply: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Model {
+    map: BTreeMap<Vec<u8>, Vec<u8>>,
+    changes: BTreeMap<Vec<u8>, KeyHistory>,
+    /// By client id: the index of the session's REGISTER entry.
+    sessions: BTreeMap<u64, Session>,
+}
+
+impl Model {
+    /// Applies the next committed entry; returns the reply line the client
+    /// whose proposal it is must get, or None for a no-op.
+    pub fn apply(&mut self, entry: &Entry) -> Option<String> {
+        if entry.kind == EntryKind::Noop {
+            return None;
+        }
+        let record = match LogRecord::decode(&entry.data) {
+            Ok(record) => record,
+            Err(error) => return Some(format!("ERR BAD_REQUEST undecodable command: {error}")),
+        };
+        let reply = match record {
+            LogRecord::Register => self.register(entry.index),
+            LogRecord::Command {
+                session: None,
+                command,
+            } => self.apply_command(entry, &command),
+            LogRecord::Command {
+                session: Some((client_id, sequence)),
+                command,
+            } => self.apply_in_session(entry, client_id, sequence, &command),
+        };
+        Some(reply)
+    }
+
+    /// What `key` held once every entry up to `index` was applied.
+    pub fn value_at(&self, key: &[u8], index: LogIndex) -> Option<&[u8]> {
+        let changes = self.changes.get(key)?;
+        let applied = changes.partition_point(|(changed_at, _)| *changed_at <= index);
+        let (_, value) = applied.checked_sub(1).map(|last| &changes[last])?;
+        value.as_deref()
+    }
+
+    fn register(&mut self, index: LogIndex) -> String {
+        // The workload opens a handful of sessions, far from the table's
+        // limit, so the model never needs to evict.
+        assert!(self.sessions.len() < SESSIONS_MAX, "too many sessions");
+        let session = Session {
+            last_sequence: 0,
+            reply: None,
+        };
+        self.sessions.insert(index.0, session);
+        format!("SESSION id={index}")
+    }
+
+    /// Dissertation §6.3: a command numbered within a session applies once;
+    /// its retries get the first reply.
+    fn apply_in_session(
+        &mut self,
+        entry: &Entry,
+        client_id: u64,
+        sequence: u64,
+        command: &Command,
+    ) -> String {
+        let Some(session) = self.sessions.get(&client_id) else {
+            return "ERR SESSION_EXPIRED".to_string();
+        };
+        if sequence < session.last_sequence {
+            return "ERR BAD_REQUEST stale sequence number".to_string();
+        }
+        if sequence == session.last_sequence {
+            return match &session.reply {
+                Some(reply) => reply.clone(),
+                None => "ERR BAD_REQUEST stale sequence number".to_string(),
+            };
+        }
+        let reply = self.apply_command(entry, command);
+        let session = self.sessions.get_mut(&client_id).expect("looked up above");
+        session.last_sequence = sequence;
+        session.reply = Some(reply.clone());
+        reply
+    }
+
+    fn apply_command(&mut self, entry: &Entry, command: &Command) -> String {
+        let ok = format!("OK index={} term={}", entry.index, entry.term);
+        match command {
+            Command::Set { key, value } => {
+                self.set(entry.index, key, Some(value.clone()));
+                ok
+            }
+            Command::Del { key } => {
+                self.set(entry.index, key, None);
+                ok
+            }
+            Command::Get { key } => value_line(self.map.get(key).map(Vec::as_slice)),
+            Command::Cas { key, expected, new } => {
+                let current = self.map.get(key);
+                if current != expected.as_ref() {
+                    let current = current.map_or("NOT_FOUND".to_string(), |value| text(value));
+                    return format!("MISMATCH current={current}");
+                }
+                self.set(entry.index, key, Some(new.clone()));
+                ok
+            }
+        }
+    }
+
+    fn set(&mut self, index: LogIndex, key: &[u8], value: Option<Vec<u8>>) {
+        match &value {
+            Some(value) => self.map.insert(key.to_vec(), value.clone()),
+            None => self.map.remove(key),
+        };
+        let changes = self.changes.entry(key.to_vec()).or_default();
+        changes.push((index, value));
+    }
+}
+
+/// The reply to a read that found `value`.
+pub fn value_line(value: Option<&[u8]>) -> String {
+    match value {
+        Some(value) => format!("VALUE {}", text(value)),
+        None => "NOT_FOUND".to_string(),
+    }
+}
+
+/// The workload's keys and values are plain ASCII, so a value's reply text
+/// is its bytes.
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Term;
+    use crate::kv::parse_request;
+
+    fn entry(index: u64, record: &LogRecord) -> Entry {
+        let mut data = Vec::new();
+        record.encode(&mut data);
+        Entry {
+            term: Term(1),
+            index: LogIndex(index),
+            kind: EntryKind::Command,
+            data,
+        }
+    }
+
+    fn command(line: &str, session: Option<(u64, u64)>) -> LogRecord {
+        let command = parse_request(line)
+            .ok()
+            .and_then(|request| request.into_command())
+            .expect("a log command");
+        LogRecord::Command { session, command }
+    }
+
+    #[test]
+    fn sessions_apply_once_and_reads_see_any_index() {
+        let mut model = Model::default();
+        let register = model.apply(&entry(1, &LogRecord::Register));
+        assert_eq!(register.as_deref(), Some("SESSION id=1"));
+        let set = command("SET k a", Some((1, 1)));
+        assert_eq!(
+            model.apply(&entry(2, &set)).as_deref(),
+            Some("OK index=2 term=1")
+        );
+        assert_eq!(
+            model.apply(&entry(3, &set)).as_deref(),
+            Some("OK index=2 term=1"),
+            "a retry gets the first reply"
+        );
+        let del = command("DEL k", None);
+        model.apply(&entry(4, &del));
+        assert_eq!(model.value_at(b"k", LogIndex(1)), None);
+        assert_eq!(model.value_at(b"k", LogIndex(3)), Some(&b"a"[..]));
+        assert_eq!(model.value_at(b"k", LogIndex(4)), None);
+        let expired = command("SET k b", Some((9, 1)));
+        assert_eq!(
+            model.apply(&entry(5, &expired)).as_deref(),
+            Some("ERR SESSION_EXPIRED")
+        );
+    }
+}

@@ -1,0 +1,84 @@
+//! One simulated node: a process (the daemon's `Replica`, absent while
+//! crashed), its disk (which outlives the process), and its clock.
+
+use super::disk::Disk;
+use super::event::Event;
+use crate::core::LogIndex;
+use crate::replica::Replica;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    Up,
+    /// Stopped like SIGSTOP: receives nothing, its timers do not fire.
+    Paused,
+    Crashed,
+}
+
+pub struct Node {
+    /// Present unless crashed.
+    pub replica: Option<Replica>,
+    pub disk: Disk,
+    pub state: NodeState,
+    /// Global time at which this process started. Its clock reads global
+    /// time minus this: monotonic, and back at zero after a restart, as the
+    /// daemon's `Clock` is.
+    pub boot_ms: u64,
+    /// Counts process starts, so that timers and syncs of a dead process
+    /// are ignored.
+    pub incarnation: u64,
+    /// Counts pauses, so that a scheduled resume knows its pause.
+    pub pause: u64,
+    /// Events that arrived while paused, in order (the kernel keeps them).
+    pub held: Vec<Event>,
+    /// When the core timer is scheduled, if it is.
+    pub timer_at_ms: Option<u64>,
+    /// A slow disk takes longer per sync; counts slowdowns so a scheduled
+    /// recovery knows its slowdown.
+    pub disk_slow: bool,
+    pub disk_generation: u64,
+    /// This node's disk is slow for the whole safety phase (one node on
+    /// worse hardware).
+    pub disk_slow_always: bool,
+    /// Messages sent by incarnations below this one and still in flight are
+    /// lost: the machine lost power before they left it.
+    pub lost_outbox_below: u64,
+    /// The commit index this process was last seen to reach.
+    pub commit_seen: LogIndex,
+}
+
+impl Node {
+    pub fn new(replica: Replica) -> Node {
+        Node {
+            replica: Some(replica),
+            disk: Disk::new(),
+            state: NodeState::Up,
+            boot_ms: 0,
+            incarnation: 0,
+            pause: 0,
+            held: Vec::new(),
+            timer_at_ms: None,
+            disk_slow: false,
+            disk_generation: 0,
+            disk_slow_always: false,
+            lost_outbox_below: 0,
+            commit_seen: LogIndex(0),
+        }
+    }
+
+    /// The process's clock at global time `now_ms`.
+    pub fn local_ms(&self, now_ms: u64) -> u64 {
+        now_ms - self.boot_ms
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.state == NodeState::Up
+    }
+
+    pub fn replica(&self) -> &Replica {
+        self.replica.as_ref().expect("node is not crashed")
+    }
+
+    pub fn replica_mut(&mut self) -> &mut Replica {
+        self.replica.as_mut().expect("node is not crashed")
+    }
+}

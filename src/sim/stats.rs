@@ -1,0 +1,95 @@
+//! What a run did, for the sweep's summary line.
+
+use std::fmt;
+
+/// Faults injected, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    pub crashes: u64,
+    /// Crashes that lost part of an unsynced write (a torn tail).
+    pub torn_writes: u64,
+    pub restarts: u64,
+    pub pauses: u64,
+    pub partitions_symmetric: u64,
+    pub partitions_one_way: u64,
+    pub partition_heals: u64,
+    pub disks_slowed: u64,
+    pub messages_lost: u64,
+    pub messages_blocked: u64,
+    pub messages_duplicated: u64,
+    pub messages_delayed_long: u64,
+    /// Targeted crashes of a leader committing over a divergent log.
+    pub divergence_strikes: u64,
+}
+
+impl FaultCounts {
+    pub fn add(&mut self, other: &FaultCounts) {
+        self.crashes += other.crashes;
+        self.torn_writes += other.torn_writes;
+        self.restarts += other.restarts;
+        self.pauses += other.pauses;
+        self.partitions_symmetric += other.partitions_symmetric;
+        self.partitions_one_way += other.partitions_one_way;
+        self.partition_heals += other.partition_heals;
+        self.disks_slowed += other.disks_slowed;
+        self.messages_lost += other.messages_lost;
+        self.messages_blocked += other.messages_blocked;
+        self.messages_duplicated += other.messages_duplicated;
+        self.messages_delayed_long += other.messages_delayed_long;
+        self.divergence_strikes += other.divergence_strikes;
+    }
+}
+
+impl fmt::Display for FaultCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "crash={} torn={} restart={} pause={} partition={} one-way={} heal={} slow-disk={} \
+             lost={} blocked={} duplicated={} delayed={} strikes={}",
+            self.crashes,
+            self.torn_writes,
+            self.restarts,
+            self.pauses,
+            self.partitions_symmetric,
+            self.partitions_one_way,
+            self.partition_heals,
+            self.disks_slowed,
+            self.messages_lost,
+            self.messages_blocked,
+            self.messages_duplicated,
+            self.messages_delayed_long,
+            self.divergence_strikes
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub steps: u64,
+    pub simulated_ms: u64,
+    pub faults: FaultCounts,
+    /// Distinct (term, leader) pairs seen.
+    pub elections: u64,
+    /// Length of the committed history at the end.
+    pub commits: u64,
+    pub term_max: u64,
+    pub client_operations: u64,
+    pub client_replies: u64,
+    /// Time from the heal to full recovery.
+    pub liveness_ms: u64,
+}
+
+impl Stats {
+    /// Sums counters; maxima stay maxima.
+    pub fn add(&mut self, other: &Stats) {
+        self.steps += other.steps;
+        self.simulated_ms += other.simulated_ms;
+        self.faults.add(&other.faults);
+        self.elections += other.elections;
+        self.commits += other.commits;
+        self.term_max = self.term_max.max(other.term_max);
+        self.client_operations += other.client_operations;
+        self.client_replies += other.client_replies;
+        self.liveness_ms = self.liveness_ms.max(other.liveness_ms);
+    }
+}
