@@ -15,6 +15,8 @@ mod connection;
 mod driver;
 #[path = "bench/histogram.rs"]
 mod histogram;
+#[path = "common/json.rs"]
+mod json;
 #[path = "bench/options.rs"]
 mod options;
 #[path = "bench/report.rs"]

@@ -6,6 +6,8 @@
 
 #[path = "jepsen/history.rs"]
 mod history;
+#[path = "common/json.rs"]
+mod json;
 #[path = "jepsen/nemesis.rs"]
 mod nemesis;
 #[path = "jepsen/summary.rs"]

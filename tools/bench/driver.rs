@@ -912,11 +912,7 @@ impl Driver {
 
 /// "no errors", or the count of each kind seen.
 fn errors_line(stats: &Stats) -> String {
-    let kinds: Vec<String> = ErrorKind::ALL
-        .iter()
-        .filter(|kind| stats.error_count(**kind) > 0)
-        .map(|kind| format!("{} {}", kind.name(), stats.error_count(*kind)))
-        .collect();
+    let kinds = stats.error_counts();
     if kinds.is_empty() {
         "no errors".to_string()
     } else {

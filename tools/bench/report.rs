@@ -9,6 +9,7 @@
 //! `key_size`, `value_size`, `timeout_ms`, `ops`, `ops_failed`,
 //! `ops_unfinished`, `latency_saturated`, `cpu_user_s`, `cpu_system_s`.
 
+use crate::json::json_string;
 use crate::stats::{ErrorKind, Stats};
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -157,11 +158,7 @@ impl Summary {
 
     fn errors_line(&self) -> String {
         let stats = &self.stats;
-        let kinds: Vec<String> = ErrorKind::ALL
-            .iter()
-            .filter(|kind| stats.error_count(**kind) > 0)
-            .map(|kind| format!("{} {}", kind.name(), stats.error_count(*kind)))
-            .collect();
+        let kinds = stats.error_counts();
         if kinds.is_empty() {
             "0".to_string()
         } else {
@@ -294,24 +291,6 @@ fn json_number(value: Option<f64>, decimals: usize) -> String {
         Some(value) if value.is_finite() => format!("{value:.decimals$}"),
         _ => "null".to_string(),
     }
-}
-
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for character in text.chars() {
-        match character {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            character if (character as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", character as u32);
-            }
-            character => out.push(character),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -495,7 +474,6 @@ pub mod tests {
             assert_eq!(members.get(key), Some(&Json::Null), "{key}");
         }
         assert_eq!(members.get("ops_per_sec"), Some(&Json::Number(0.0)));
-        assert_eq!(json_string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
     }
 
     #[test]

@@ -124,6 +124,15 @@ impl Stats {
         self.errors[kind.position()]
     }
 
+    /// "NOT_LEADER 3", ... for each kind seen, in a fixed order.
+    pub fn error_counts(&self) -> Vec<String> {
+        ErrorKind::ALL
+            .iter()
+            .filter(|kind| self.error_count(**kind) > 0)
+            .map(|kind| format!("{} {}", kind.name(), self.error_count(*kind)))
+            .collect()
+    }
+
     pub fn errors_total(&self) -> u64 {
         self.errors.iter().sum()
     }

@@ -1,6 +1,7 @@
 //! The recorded history: operations as the checker sees them, plus the
 //! event log written as JSON lines while the run goes on.
 
+use crate::json::json_string;
 use raftlite::linearizability::{Action, Operation, Outcome};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -60,24 +61,6 @@ impl Recorder {
             let _ = events.flush();
         }
     }
-}
-
-pub fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for character in text.chars() {
-        match character {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            character if (character as u32) < 0x20 => {
-                out.push_str(&format!("\\u{:04x}", character as u32))
-            }
-            character => out.push(character),
-        }
-    }
-    out.push('"');
-    out
 }
 
 pub fn field(name: &str, value: &str) -> String {
@@ -155,6 +138,5 @@ mod tests {
             new: "v".into(),
         };
         assert_eq!(command("k", &cas), "CAS k - v");
-        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
     }
 }

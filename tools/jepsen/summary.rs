@@ -2,7 +2,8 @@
 //! without a successful write, the checks and the verdict — as text and as
 //! one JSON object.
 
-use crate::history::{json_string, number};
+use crate::history::number;
+use crate::json::json_string;
 use crate::nemesis::NemesisReport;
 use raftlite::linearizability::{Action, Operation, Outcome, Verdict};
 use std::collections::BTreeMap;
