@@ -45,12 +45,47 @@ struct PendingRead {
     key: Vec<u8>,
 }
 
-/// Counters the runtime keeps and STATUS shows.
+/// Counters the runtime keeps and STATUS shows (useful when benchmarking).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeCounters {
+    /// Entries written to this node's log.
+    pub entries_appended: u64,
     /// Syncs that made something durable, and the entries they covered.
     pub fsyncs: u64,
     pub synced_entries: u64,
+    /// AppendEntries sent (heartbeats included), those that carried entries
+    /// and the entries they carried, and AppendEntries received.
+    pub appends_sent: u64,
+    pub appends_sent_with_entries: u64,
+    pub appended_entries_sent: u64,
+    pub appends_received: u64,
+    /// Bytes read from and written to all sockets.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl NodeCounters {
+    fn line(&self) -> String {
+        let ratio = |numerator: u64, denominator: u64| {
+            if denominator == 0 {
+                0.0
+            } else {
+                numerator as f64 / denominator as f64
+            }
+        };
+        format!(
+            "entries_appended={} fsyncs={} synced_entries={} entries_per_fsync={:.1} appends_sent={} appends_received={} batch_average={:.1} bytes_in={} bytes_out={}",
+            self.entries_appended,
+            self.fsyncs,
+            self.synced_entries,
+            ratio(self.synced_entries, self.fsyncs),
+            self.appends_sent,
+            self.appends_received,
+            ratio(self.appended_entries_sent, self.appends_sent_with_entries),
+            self.bytes_in,
+            self.bytes_out
+        )
+    }
 }
 
 pub struct Replica {
@@ -346,7 +381,7 @@ impl Replica {
             Role::Leader => "leader",
         };
         format!(
-            "STATUS id={} role={role} term={} leader={} last_index={} commit={} applied={} digest={:016x} fsyncs={} synced_entries={}",
+            "STATUS id={} role={role} term={} leader={} last_index={} commit={} applied={} digest={:016x} {}",
             name(Some(status.id)),
             status.term,
             name(status.leader),
@@ -354,8 +389,7 @@ impl Replica {
             status.commit_index,
             status.last_applied,
             self.machine.digest(),
-            self.counters.fsyncs,
-            self.counters.synced_entries
+            self.counters.line()
         )
     }
 }

@@ -249,4 +249,20 @@ fn storage_counters_show_group_commit() {
         fsyncs > 0 && fsyncs < synced,
         "concurrent writes share syncs: {status:?}"
     );
+    let number = |status: &std::collections::HashMap<String, String>, name: &str| -> f64 {
+        status
+            .get(name)
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    assert!(number(&status, "entries_per_fsync") > 1.0, "{status:?}");
+    assert!(number(&status, "appends_sent") > 0.0, "{status:?}");
+    assert!(number(&status, "batch_average") >= 1.0, "{status:?}");
+    assert!(number(&status, "bytes_in") > 0.0 && number(&status, "bytes_out") > 0.0);
+    assert!(
+        number(&status, "entries_appended") >= synced as f64 - 1.0,
+        "{status:?}"
+    );
+    let follower = cluster.status((leader + 1) % 3).expect("follower answers");
+    assert!(number(&follower, "appends_received") > 0.0, "{follower:?}");
 }

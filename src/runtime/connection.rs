@@ -91,6 +91,11 @@ impl Connection {
         self.output.len() - self.output_offset > CONNECTION_OUTPUT_SIZE_MAX
     }
 
+    /// Bytes queued and not yet written.
+    pub fn queued_len(&self) -> usize {
+        self.output.len() - self.output_offset
+    }
+
     pub fn has_output(&self) -> bool {
         self.output_offset < self.output.len()
     }

@@ -8,7 +8,7 @@ use crate::constants::{
     CLIENT_CONNECTIONS_MAX, CLIENT_REQUESTS_IN_FLIGHT_MAX, CONNECTION_READ_SIZE_PER_TURN_MAX,
     RECONNECT_DELAY_MS_MAX, RECONNECT_DELAY_MS_MIN,
 };
-use crate::core::{Message, NodeId};
+use crate::core::{Message, MessageBody, NodeId};
 use crate::log;
 use crate::replica::{ClientToken, SessionTag};
 use crate::storage::Storage;
@@ -126,7 +126,10 @@ impl<S: Storage> Server<S> {
                 return;
             };
             match connection.read_chunk() {
-                Ok(ReadOutcome::Data(count)) => total += count,
+                Ok(ReadOutcome::Data(count)) => {
+                    total += count;
+                    self.counters.bytes_in += count as u64;
+                }
                 Ok(ReadOutcome::WouldBlock) => return,
                 Ok(ReadOutcome::Closed) => return self.close(token, "closed by the other side"),
                 Err(error) => return self.close(token, &format!("read failed: {error}")),
@@ -234,6 +237,9 @@ impl<S: Storage> Server<S> {
                     message.from, message.to
                 ),
             );
+        }
+        if matches!(message.body, MessageBody::AppendEntries(_)) {
+            self.counters.appends_received += 1;
         }
         self.replica.step(message);
     }
@@ -350,7 +356,10 @@ impl<S: Storage> Server<S> {
         let Some(connection) = self.connections.get_mut(&token) else {
             return;
         };
-        let remaining = match connection.flush() {
+        let queued = connection.queued_len();
+        let flushed = connection.flush();
+        self.counters.bytes_out += (queued - connection.queued_len()) as u64;
+        let remaining = match flushed {
             Ok(remaining) => remaining,
             Err(error) => return self.close(token, &format!("write failed: {error}")),
         };

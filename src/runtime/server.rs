@@ -7,7 +7,7 @@ use super::connection::Connection;
 use super::logging::Throttle;
 use super::timer_wheel::{TimerId, TimerWheel};
 use crate::constants::{CLIENT_CONNECTIONS_MAX, CLIENT_REQUESTS_IN_FLIGHT_MAX, POLL_EVENTS_MAX};
-use crate::core::{Event, LogIndex, Message, NodeId, Ready, Role, StepDownReason};
+use crate::core::{Event, LogIndex, Message, MessageBody, NodeId, Ready, Role, StepDownReason};
 use crate::log;
 use crate::replica::{ClientToken, NodeCounters, Replica};
 use crate::storage::{Storage, StorageError};
@@ -92,6 +92,7 @@ pub struct Server<S: Storage> {
     pub(super) dirty: Vec<Token>,
     ready_left_over: bool,
     throttles: LogThrottles,
+    pub(super) counters: NodeCounters,
 }
 
 /// What the daemon needs to start the loop.
@@ -149,6 +150,7 @@ impl<S: Storage> Server<S> {
             dirty: Vec::new(),
             ready_left_over: false,
             throttles: LogThrottles::default(),
+            counters: NodeCounters::default(),
         })
     }
 
@@ -177,6 +179,7 @@ impl<S: Storage> Server<S> {
             self.fire_timers(now_ms);
             self.replica.advance_time(now_ms);
             self.drive()?;
+            self.replica.set_counters(self.counters);
             self.deliver_replies();
             self.flush_dirty();
             self.schedule_core_timer();
@@ -281,10 +284,9 @@ impl<S: Storage> Server<S> {
         }
         self.storage.sync().map_err(RuntimeError::Storage)?;
         let stats = self.storage.stats();
-        self.replica.set_counters(NodeCounters {
-            fsyncs: stats.fsyncs,
-            synced_entries: stats.synced_entries,
-        });
+        self.counters.fsyncs = stats.fsyncs;
+        self.counters.synced_entries = stats.synced_entries;
+        self.counters.entries_appended += ready.entries.len() as u64;
         Ok(())
     }
 
@@ -428,6 +430,12 @@ impl<S: Storage> Server<S> {
 
     fn send_messages(&mut self, messages: Vec<Message>) {
         for message in messages {
+            if let MessageBody::AppendEntries(request) = &message.body {
+                let entries = request.entries.len() as u64;
+                self.counters.appends_sent += 1;
+                self.counters.appends_sent_with_entries += u64::from(entries > 0);
+                self.counters.appended_entries_sent += entries;
+            }
             self.send_peer_message(&message);
         }
     }
