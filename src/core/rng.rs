@@ -29,6 +29,12 @@ impl Rng {
         low + self.next_u64() % span
     }
 
+    /// Uniform in `0..bound`; `bound` must be positive.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        assert!(bound > 0, "empty range 0..0");
+        self.next_u64() % bound
+    }
+
     /// True with probability `numerator / denominator`.
     pub fn chance(&mut self, numerator: u64, denominator: u64) -> bool {
         assert!(denominator > 0);

@@ -5,6 +5,7 @@
 //! read is changed to a value nobody wrote. On tiny arbitrary histories it
 //! must agree with a brute-force search written from the definition.
 
+use crate::core::rng::Rng;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -14,36 +15,6 @@ const MICROSECOND_NS: u64 = 1_000;
 
 /// Histories compared with the brute-force checker.
 const TINY_HISTORIES_COUNT: usize = 50_000;
-
-/// Marsaglia's xorshift64: seeded, so a failing case replays from its seed.
-struct Xorshift {
-    state: u64,
-}
-
-impl Xorshift {
-    fn new(seed: u64) -> Xorshift {
-        // Zero is xorshift's one fixed point.
-        Xorshift {
-            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
-        }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        self.state
-    }
-
-    /// Uniform in `0..bound`; `bound` must be positive.
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next_u64() % bound
-    }
-
-    fn percent(&mut self, chance_percent: u64) -> bool {
-        self.below(100) < chance_percent
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 struct Workload {
@@ -65,7 +36,7 @@ struct Planned {
 }
 
 fn generate(workload: Workload) -> Vec<Operation> {
-    let mut rng = Xorshift::new(workload.seed);
+    let mut rng = Rng::new(workload.seed);
     let mut planned = plan(&mut rng, workload);
     apply_in_effect_order(&mut planned);
     planned
@@ -76,7 +47,7 @@ fn generate(workload: Workload) -> Vec<Operation> {
 
 /// Draws the operations, their intervals and outcome kinds; completed
 /// outcomes are filled in later by `apply_in_effect_order`.
-fn plan(rng: &mut Xorshift, workload: Workload) -> Vec<Planned> {
+fn plan(rng: &mut Rng, workload: Workload) -> Vec<Planned> {
     let mut client_free_ns = vec![0u64; workload.clients_count as usize];
     let mut written: HashMap<String, Vec<String>> = HashMap::new();
     let mut planned = Vec::with_capacity(workload.operations_count);
@@ -84,7 +55,7 @@ fn plan(rng: &mut Xorshift, workload: Workload) -> Vec<Planned> {
         let client = rng.below(workload.clients_count);
         let invoke_ns = client_free_ns[client as usize] + rng.below(50) * MICROSECOND_NS;
         let mut duration_ns = (10 + rng.below(1_000)) * MICROSECOND_NS;
-        if rng.percent(2) {
+        if rng.chance(2, 100) {
             duration_ns *= 20;
         }
         let complete_ns = invoke_ns + duration_ns;
@@ -92,10 +63,10 @@ fn plan(rng: &mut Xorshift, workload: Workload) -> Vec<Planned> {
         let key = format!("k{}", rng.below(workload.keys_count));
         let history = written.entry(key.clone()).or_default();
         let action = random_action(rng, workload, index, history);
-        let (outcome, effect_ns) = if rng.percent(workload.unknown_percent) {
+        let (outcome, effect_ns) = if rng.chance(workload.unknown_percent, 100) {
             let effect_ns = invoke_ns + rng.below(10 * duration_ns + 1);
-            (Outcome::Unknown, rng.percent(50).then_some(effect_ns))
-        } else if rng.percent(workload.failed_percent) {
+            (Outcome::Unknown, rng.chance(50, 100).then_some(effect_ns))
+        } else if rng.chance(workload.failed_percent, 100) {
             (Outcome::Failed, None)
         } else {
             (Outcome::Ok, Some(invoke_ns + rng.below(duration_ns + 1)))
@@ -117,7 +88,7 @@ fn plan(rng: &mut Xorshift, workload: Workload) -> Vec<Planned> {
 }
 
 fn random_action(
-    rng: &mut Xorshift,
+    rng: &mut Rng,
     workload: Workload,
     index: usize,
     written: &mut Vec<String>,
@@ -209,7 +180,7 @@ fn generated_histories_are_linearizable() {
 fn generated_histories_with_a_forged_read_are_not() {
     for seed in 1..=60 {
         let mut history = generate(small_workload(seed));
-        let mut rng = Xorshift::new(seed + 1_000);
+        let mut rng = Rng::new(seed + 1_000);
         let reads: Vec<usize> = (0..history.len())
             .filter(|&index| matches!(history[index].outcome, Outcome::Value(_)))
             .collect();
@@ -333,10 +304,10 @@ fn states_after(operation: &Operation, state: &Option<String>) -> Vec<Option<Str
 
 /// A tiny history with arbitrary (mostly wrong) outcomes over two values, on
 /// one key, with ties in time.
-fn tiny_random_history(rng: &mut Xorshift) -> Vec<Operation> {
+fn tiny_random_history(rng: &mut Rng) -> Vec<Operation> {
     let operations_count = 2 + rng.below(6) as usize;
     let mut history = Vec::with_capacity(operations_count);
-    let random_value = |rng: &mut Xorshift| match rng.below(3) {
+    let random_value = |rng: &mut Rng| match rng.below(3) {
         0 => None,
         pick => Some(pick.to_string()),
     };
@@ -378,7 +349,7 @@ fn tiny_random_history(rng: &mut Xorshift) -> Vec<Operation> {
 
 #[test]
 fn checker_agrees_with_brute_force_on_tiny_histories() {
-    let mut rng = Xorshift::new(99);
+    let mut rng = Rng::new(99);
     let mut linearizable_count = 0;
     for case in 0..TINY_HISTORIES_COUNT {
         let history = tiny_random_history(&mut rng);

@@ -365,22 +365,12 @@ fn slot_of(deadline_ms: u64) -> usize {
 mod tests {
     use super::*;
 
-    /// Seeded xorshift64, so failures replay exactly.
-    struct Xorshift(u64);
+    /// The project's seeded generator.
+    struct Random(crate::core::rng::Rng);
 
-    impl Xorshift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        /// Uniform enough in `0..bound` for a test.
+    impl Random {
         fn below(&mut self, bound: u64) -> u64 {
-            self.next() % bound
+            self.0.below(bound)
         }
     }
 
@@ -672,7 +662,7 @@ mod tests {
     }
 
     fn random_step(
-        random: &mut Xorshift,
+        random: &mut Random,
         wheel: &mut TimerWheel<u64>,
         model: &mut Model,
         value_next: &mut u64,
@@ -718,7 +708,7 @@ mod tests {
     #[test]
     fn randomized_against_naive_model() {
         for seed in 1..=20u64 {
-            let mut random = Xorshift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut random = Random(crate::core::rng::Rng::new(seed));
             let now_ms = random.below(1 << 40);
             let mut wheel = TimerWheel::with_capacity_max(now_ms, 4096);
             let mut model = Model {

@@ -55,15 +55,7 @@ impl Simulator {
         }
         if self.nodes[node].state == NodeState::Crashed {
             self.workload.connection_lost(request_id);
-            let delay_ms = self.client_delay_ms();
-            let client = token.connection as usize;
-            let reply = Reply::Disconnected;
-            let event = Event::ClientReply {
-                client,
-                request_id,
-                reply,
-            };
-            self.queue.push(self.now_ms + delay_ms, event);
+            self.reply_to_client(token.connection as usize, request_id, Reply::Disconnected);
             return;
         }
         let local_ms = self.nodes[node].local_ms(self.now_ms);

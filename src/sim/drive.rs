@@ -299,15 +299,20 @@ impl Simulator {
                 request_id,
                 line: line.clone(),
             });
-            let delay_ms = self.client_delay_ms();
-            let reply = Reply::Line(line);
-            let event = Event::ClientReply {
-                client,
-                request_id,
-                reply,
-            };
-            self.queue.push(self.now_ms + delay_ms, event);
+            self.reply_to_client(client, request_id, Reply::Line(line));
         }
+    }
+
+    /// The client hears `reply` (a line, or that its connection died) a
+    /// network delay later.
+    pub(super) fn reply_to_client(&mut self, client: usize, request_id: u64, reply: Reply) {
+        let delay_ms = self.client_delay_ms();
+        let event = Event::ClientReply {
+            client,
+            request_id,
+            reply,
+        };
+        self.queue.push(self.now_ms + delay_ms, event);
     }
 
     pub(super) fn client_delay_ms(&mut self) -> u64 {

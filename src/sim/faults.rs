@@ -201,14 +201,7 @@ impl Simulator {
         self.checker.node_crashed(node);
         self.observed.disks_changed = true;
         for (client, request_id) in self.workload.node_crashed(node) {
-            let delay_ms = self.client_delay_ms();
-            let reply = Reply::Disconnected;
-            let event = Event::ClientReply {
-                client,
-                request_id,
-                reply,
-            };
-            self.queue.push(self.now_ms + delay_ms, event);
+            self.reply_to_client(client, request_id, Reply::Disconnected);
         }
         for peer in 0..self.nodes.len() {
             if self.nodes[peer].is_up() {

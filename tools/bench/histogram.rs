@@ -145,23 +145,12 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use raftlite::core::rng::Rng;
 
-    /// Seeded, so a failure replays exactly.
-    struct Xorshift(u64);
-
-    impl Xorshift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        /// Log-uniform from 1 µs to 60 s, like latencies across a failover.
-        fn latency(&mut self) -> u64 {
-            let exponent = (self.next() % 1_000_000) as f64 / 1_000_000.0;
-            (VALUE_MAX_MICROSECONDS as f64).powf(exponent) as u64
-        }
+    /// Log-uniform from 1 µs to 60 s, like latencies across a failover.
+    fn latency(random: &mut Rng) -> u64 {
+        let exponent = random.below(1_000_000) as f64 / 1_000_000.0;
+        (VALUE_MAX_MICROSECONDS as f64).powf(exponent) as u64
     }
 
     #[test]
@@ -179,10 +168,10 @@ mod tests {
 
     #[test]
     fn percentiles_match_a_sorted_vector_within_the_precision() {
-        let mut random = Xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut random = Rng::new(0x9e37_79b9_7f4a_7c15);
         for size in [1, 2, 3, 10, 1000, 100_000] {
             let mut histogram = Histogram::new();
-            let mut values: Vec<u64> = (0..size).map(|_| random.latency()).collect();
+            let mut values: Vec<u64> = (0..size).map(|_| latency(&mut random)).collect();
             for value in &values {
                 histogram.record_microseconds(*value);
             }
