@@ -4,15 +4,21 @@
 //! Closed loop by default, open loop with --rate (latency from the scheduled
 //! send time, so a stalled cluster cannot hide its stall). See `bench --help`.
 //!
+//! With --protocol etcd the same clients drive etcd 3.4 through its JSON
+//! gateway over HTTP/1.1, for comparing the two at equal client cost.
+//!
 //! Files: `options` (flags), `workload` (commands and schedule),
-//! `connection` (one non-blocking socket), `driver` (the loop and what each
-//! reply means), `stats` and `histogram` (counting), `report` (text, JSON,
-//! CPU time) and `svg` (the histogram picture).
+//! `connection` (one non-blocking socket), `etcd` (HTTP requests and
+//! responses for etcd mode), `driver` (the loop and what each reply means),
+//! `stats` and `histogram` (counting), `report` (text, JSON, CPU time) and
+//! `svg` (the histogram picture).
 
 #[path = "bench/connection.rs"]
 mod connection;
 #[path = "bench/driver.rs"]
 mod driver;
+#[path = "bench/etcd.rs"]
+mod etcd;
 #[path = "bench/histogram.rs"]
 mod histogram;
 #[path = "common/json.rs"]
@@ -46,7 +52,7 @@ const EXIT_OUTPUT_FAILED: u8 = 3;
 fn main() -> ExitCode {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let options = match options::parse(&arguments) {
-        Ok(Parsed::Run(options)) => options,
+        Ok(Parsed::Run(options)) => *options,
         Ok(Parsed::Help) => {
             report::write_stdout(&options::usage());
             return ExitCode::from(EXIT_COMPLETED);
@@ -96,6 +102,7 @@ fn resolve_cluster(cluster: &[String]) -> Result<Vec<SocketAddr>, String> {
 fn run(options: &Options, seeds: Vec<SocketAddr>) -> u8 {
     let settings = driver::Settings {
         seeds,
+        protocol: options.protocol,
         clients: options.clients,
         workload: Workload {
             keys: options.keys,

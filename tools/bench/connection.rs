@@ -2,6 +2,8 @@
 //! connected or down; a reused receive buffer; an output buffer with a send
 //! offset for partial writes; WRITABLE interest only while connecting or
 //! while output is queued. It moves bytes and frames, and decides nothing.
+//! The codec is raftlite's frames or, in etcd mode, HTTP (`etcd.rs`); either
+//! way the driver gets a raftlite reply line.
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -11,7 +13,8 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::options::CLIENTS_MAX;
+use crate::etcd::{self, HttpCodec};
+use crate::options::{Protocol, CLIENTS_MAX};
 use crate::stats::ErrorKind;
 
 /// Bytes asked of one read: a typical reply is tens of bytes, a GET of the
@@ -22,6 +25,8 @@ const READ_CHUNK_SIZE: usize = 16 * 1024;
 /// most one frame. Twice that in one wakeup means the stream is not a reply
 /// stream, and reading on would let it hold the loop.
 const READ_SIZE_PER_EVENT_MAX: usize = 2 * (4 + FRAME_SIZE_MAX);
+// The same bound holds two of etcd mode's largest responses.
+const _: () = assert!(2 * etcd::RESPONSE_SIZE_MAX <= READ_SIZE_PER_EVENT_MAX);
 
 /// Tokens carry the client index and the connection's generation, so an event
 /// left over from a closed socket never reaches its replacement.
@@ -31,6 +36,12 @@ enum Link {
     Down,
     Connecting { stream: TcpStream, since: Instant },
     Up { stream: TcpStream },
+}
+
+/// How requests become bytes and bytes become reply lines.
+enum Codec {
+    Raftlite(FrameDecoder),
+    Etcd(HttpCodec),
 }
 
 /// What an event or a send produced.
@@ -52,7 +63,7 @@ pub struct Connection {
     /// Incremented per socket; part of the token.
     generation: usize,
     link: Link,
-    decoder: FrameDecoder,
+    codec: Codec,
     /// Invariant: output_offset <= output.len(); at most one request's frame.
     output: Vec<u8>,
     output_offset: usize,
@@ -63,13 +74,17 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(client_index: usize) -> Connection {
+    pub fn new(client_index: usize, protocol: Protocol) -> Connection {
         assert!(client_index < CLIENTS_MAX);
+        let codec = match protocol {
+            Protocol::Raftlite => Codec::Raftlite(FrameDecoder::new()),
+            Protocol::Etcd => Codec::Etcd(HttpCodec::default()),
+        };
         Connection {
             client_index,
             generation: 0,
             link: Link::Down,
-            decoder: FrameDecoder::new(),
+            codec,
             output: Vec::new(),
             output_offset: 0,
             writable_interest: false,
@@ -114,7 +129,11 @@ impl Connection {
         command: &str,
         now: Instant,
     ) -> Step {
-        if self.output_offset > 0 {
+        // HTTP/1.1 has no request ids: with an earlier response still due,
+        // that response would be taken for this request's.
+        let response_due =
+            matches!(self.codec, Codec::Etcd(_)) && self.awaited_request_id.is_some();
+        if self.output_offset > 0 || response_due {
             // Part of an abandoned request is on the wire; appending another
             // frame after a cut would desynchronize the stream, so start over.
             self.close(registry);
@@ -124,13 +143,18 @@ impl Connection {
         self.awaited_request_id = Some(request_id);
         self.output.clear();
         self.output_offset = 0;
-        let request = Frame::ClientRequest(ClientRequest {
-            request_id,
-            session_id: tag.0,
-            sequence: tag.1,
-            command: command.to_string(),
-        });
-        encode_frame(&request, &mut self.output);
+        match &mut self.codec {
+            Codec::Raftlite(_) => {
+                let request = Frame::ClientRequest(ClientRequest {
+                    request_id,
+                    session_id: tag.0,
+                    sequence: tag.1,
+                    command: command.to_string(),
+                });
+                encode_frame(&request, &mut self.output);
+            }
+            Codec::Etcd(http) => http.encode(command, address, &mut self.output),
+        }
         let result = match self.link {
             Link::Down => self.connect(registry, address, now),
             Link::Connecting { .. } => Ok(()),
@@ -176,8 +200,12 @@ impl Connection {
         self.writable_interest = false;
         self.awaited_request_id = None;
         // A partial frame from the old socket must not prefix the new stream.
-        if self.decoder.buffered_len() > 0 {
-            self.decoder = FrameDecoder::new();
+        match &mut self.codec {
+            Codec::Raftlite(decoder) if decoder.buffered_len() > 0 => {
+                *decoder = FrameDecoder::new();
+            }
+            Codec::Raftlite(_) => {}
+            Codec::Etcd(http) => http.reset(),
         }
     }
 
@@ -279,7 +307,10 @@ impl Connection {
             let Link::Up { stream } = &mut self.link else {
                 return Ok(reply);
             };
-            let spare = self.decoder.spare(READ_CHUNK_SIZE);
+            let spare = match &mut self.codec {
+                Codec::Raftlite(decoder) => decoder.spare(READ_CHUNK_SIZE),
+                Codec::Etcd(http) => http.spare(READ_CHUNK_SIZE),
+            };
             let room = spare.len();
             let count = match stream.read(spare) {
                 Ok(0) => return Err(lost("connection closed by the node".to_string())),
@@ -288,9 +319,12 @@ impl Connection {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(lost(error.to_string())),
             };
-            self.decoder.commit(count);
+            match &mut self.codec {
+                Codec::Raftlite(decoder) => decoder.commit(count),
+                Codec::Etcd(http) => http.commit(count),
+            }
             size_read += count;
-            self.take_frames(&mut reply)
+            self.take_replies(&mut reply)
                 .map_err(|error| (ErrorKind::ProtocolError, error))?;
             if size_read > READ_SIZE_PER_EVENT_MAX {
                 let error = format!("node sent over {READ_SIZE_PER_EVENT_MAX} bytes unasked");
@@ -302,11 +336,21 @@ impl Connection {
         }
     }
 
-    /// Drains complete frames; the decoder must be empty of whole frames
+    /// Drains complete replies; the codec must be empty of whole replies
     /// before the next read.
-    fn take_frames(&mut self, reply: &mut Option<String>) -> Result<(), String> {
+    fn take_replies(&mut self, reply: &mut Option<String>) -> Result<(), String> {
+        let decoder = match &mut self.codec {
+            Codec::Raftlite(decoder) => decoder,
+            Codec::Etcd(http) => {
+                while let Some(line) = http.take_reply()? {
+                    self.awaited_request_id = None;
+                    *reply = Some(line);
+                }
+                return Ok(());
+            }
+        };
         loop {
-            match self.decoder.next_frame() {
+            match decoder.next_frame() {
                 Ok(None) => return Ok(()),
                 Ok(Some(Frame::ClientResponse(response))) => {
                     if self.awaited_request_id == Some(response.request_id) {
@@ -331,7 +375,7 @@ mod tests {
 
     #[test]
     fn tokens_name_the_client_and_change_with_each_socket() {
-        let mut connection = Connection::new(4095);
+        let mut connection = Connection::new(4095, Protocol::Raftlite);
         let first = connection.token();
         connection.generation += 1;
         let second = connection.token();

@@ -9,6 +9,7 @@
 //! finish) → Done.
 
 use crate::connection::{Connection, Step};
+use crate::options::Protocol;
 use crate::report::{write_stdout, CpuSeconds, CpuTicks};
 use crate::stats::{classify_reply, ErrorKind, ReplyClass, Stats};
 use crate::workload::{OperationKind, Random, Schedule, Workload};
@@ -47,6 +48,7 @@ const ADDRESS_CACHE_MAX: usize = 64;
 pub struct Settings {
     /// Resolved --cluster addresses; not empty.
     pub seeds: Vec<SocketAddr>,
+    pub protocol: Protocol,
     pub clients: usize,
     pub workload: Workload,
     pub rate: Option<f64>,
@@ -209,7 +211,7 @@ impl Driver {
         assert!((1..=crate::options::CLIENTS_MAX).contains(&settings.clients));
         let clients = (0..settings.clients)
             .map(|index| Client {
-                connection: Connection::new(index),
+                connection: Connection::new(index, settings.protocol),
                 // Spread the first connections over the nodes given.
                 target: settings.seeds[index % settings.seeds.len()],
                 seed_next: index + 1,
@@ -340,8 +342,13 @@ impl Driver {
             self.phase = Phase::Done;
             return;
         }
+        // etcd mode's "session" is a first linearizable read (etcd.rs).
+        let opened = match self.settings.protocol {
+            Protocol::Raftlite => "opened a session",
+            Protocol::Etcd => "connected and read",
+        };
         write_stdout(&format!(
-            "setup: {} of {} clients opened a session in {:.3} s ({})\n",
+            "setup: {} of {} clients {opened} in {:.3} s ({})\n",
             self.sessions_opened,
             self.clients.len(),
             (now - self.setup_start).as_secs_f64(),
@@ -992,6 +999,7 @@ mod tests {
     fn settings(seeds: Vec<SocketAddr>, read_ratio: f64, timeout_ms: u64) -> Settings {
         Settings {
             seeds,
+            protocol: Protocol::Raftlite,
             clients: 4,
             workload: Workload {
                 keys: 1000,

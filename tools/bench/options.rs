@@ -37,11 +37,21 @@ pub const SEED_DEFAULT: u64 = 1;
 const _: () = assert!(4 + KEY_SIZE_MAX + 1 + VALUE_SIZE_MAX <= COMMAND_SIZE_MAX);
 const _: () = assert!(CLIENTS_DEFAULT <= CLIENTS_MAX);
 
+/// What the clients speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// raftlite's binary frames, with sessions.
+    Raftlite,
+    /// etcd 3.4's JSON gateway over HTTP/1.1, without sessions (`etcd.rs`).
+    Etcd,
+}
+
 /// Everything a run needs, validated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Options {
     /// HOST:PORT strings as given (resolved later, in `main`).
     pub cluster: Vec<String>,
+    pub protocol: Protocol,
     pub clients: usize,
     /// Measured time after the warmup; `None` only with `--ops` alone.
     pub duration: Option<Duration>,
@@ -62,14 +72,16 @@ pub struct Options {
 }
 
 pub enum Parsed {
-    Run(Options),
+    /// Boxed: `Options` is large next to `Help`.
+    Run(Box<Options>),
     Help,
 }
 
 fn option_table() -> getopts::Options {
     let mut table = getopts::Options::new();
-    let flags: [(&str, &str, String); 15] = [
+    let flags: [(&str, &str, String); 16] = [
         ("cluster", "HOST:PORT,...", format!("nodes to contact, comma-separated; the only source of addresses besides leader hints (default {CLUSTER_DEFAULT})")),
+        ("protocol", "raftlite|etcd", "what the nodes speak: raftlite frames, or etcd 3.4's JSON gateway over HTTP/1.1 (PUT and linearizable RANGE, no sessions; --cluster lists client URLs) (default raftlite)".to_string()),
         ("clients", "N", format!("concurrent clients, each with its own TCP connection and session, one request outstanding (default {CLIENTS_DEFAULT}, at most {CLIENTS_MAX})")),
         ("duration", "S", format!("seconds to measure after the warmup (default {DURATION_DEFAULT_S}; with --ops: no time limit unless given)")),
         ("ops", "N", "stop once N measured operations have finished, ok or failed (default: run for --duration)".to_string()),
@@ -140,6 +152,7 @@ pub fn parse(arguments: &[String]) -> Result<Parsed, String> {
     check_key_size(key_size, keys)?;
     let options = Options {
         cluster: parse_cluster(text("cluster").as_deref().unwrap_or(CLUSTER_DEFAULT))?,
+        protocol: optional(text("protocol"), parse_protocol)?.unwrap_or(Protocol::Raftlite),
         clients: count_or(text("clients"), "clients", 1, CLIENTS_MAX, CLIENTS_DEFAULT)?,
         duration: duration_s.map(Duration::from_secs_f64),
         ops,
@@ -171,7 +184,7 @@ pub fn parse(arguments: &[String]) -> Result<Parsed, String> {
         json_path: text("json").map(PathBuf::from),
         histogram_path: text("hist").map(PathBuf::from),
     };
-    Ok(Parsed::Run(options))
+    Ok(Parsed::Run(Box::new(options)))
 }
 
 fn optional<T>(
@@ -226,6 +239,14 @@ fn parse_rate(text: &str) -> Result<f64, String> {
         _ => Err(format!(
             "--rate {text:?}: expected operations per second above 0 and at most {RATE_MAX}"
         )),
+    }
+}
+
+fn parse_protocol(text: &str) -> Result<Protocol, String> {
+    match text.trim() {
+        "raftlite" => Ok(Protocol::Raftlite),
+        "etcd" => Ok(Protocol::Etcd),
+        _ => Err(format!("--protocol {text:?}: expected raftlite or etcd")),
     }
 }
 
@@ -298,7 +319,7 @@ mod tests {
     fn run(line: &str) -> Result<Options, String> {
         let arguments: Vec<String> = line.split_whitespace().map(String::from).collect();
         match parse(&arguments)? {
-            Parsed::Run(options) => Ok(options),
+            Parsed::Run(options) => Ok(*options),
             Parsed::Help => Err("help".to_string()),
         }
     }
@@ -310,6 +331,7 @@ mod tests {
             options.cluster,
             ["127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002"]
         );
+        assert_eq!(options.protocol, Protocol::Raftlite);
         assert_eq!(options.clients, CLIENTS_DEFAULT);
         assert_eq!(options.duration, Some(Duration::from_secs(10)));
         assert_eq!(options.ops, None);
@@ -327,10 +349,11 @@ mod tests {
         let options = run(
             "--cluster 10.0.1.12:8000,node-b:9000 --clients 64 --duration 2.5 --ops 1000 \
              --warmup 1 --rate 5000 --key-size 12 --value-size 100 --keys 1000 \
-             --read-ratio 0.9 --timeout 250 --seed 7 --json out.json --hist out.svg",
+             --read-ratio 0.9 --timeout 250 --seed 7 --json out.json --hist out.svg --protocol etcd",
         )
         .expect("valid");
         assert_eq!(options.cluster, ["10.0.1.12:8000", "node-b:9000"]);
+        assert_eq!(options.protocol, Protocol::Etcd);
         assert_eq!(options.clients, 64);
         assert_eq!(options.duration, Some(Duration::from_millis(2500)));
         assert_eq!(options.ops, Some(1000));
@@ -356,6 +379,7 @@ mod tests {
         let text = usage();
         for flag in [
             "--cluster",
+            "--protocol",
             "--clients",
             "--duration",
             "--ops",
@@ -373,7 +397,7 @@ mod tests {
         ] {
             assert!(text.contains(flag), "{flag} missing from --help");
         }
-        assert_eq!(text.matches("(default").count(), 14);
+        assert_eq!(text.matches("(default").count(), 15);
     }
 
     #[test]
@@ -393,6 +417,7 @@ mod tests {
             ("--cluster 127.0.0.1", "--cluster"),
             ("--cluster a:1,a:1", "twice"),
             ("--cluster ,", "--cluster"),
+            ("--protocol http", "--protocol"),
             ("--frobnicate", "frobnicate"),
             ("stray", "stray"),
         ];
