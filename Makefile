@@ -7,7 +7,7 @@ SEED ?= $(shell date +%s)
 # Test builds with planted bugs live apart, so they never replace the real binaries.
 PLANTED = CARGO_TARGET_DIR=target/planted
 
-.PHONY: build cluster restart status stop kill clean test test-planted lint jepsen bench sim
+.PHONY: build cluster restart status stop kill clean test test-planted lint jepsen bench bench-compare sim
 
 build:
 	cargo build --release --bins
@@ -59,3 +59,9 @@ sim:
 # The benchmark suite: throughput rows, failover trials, catch-up.
 bench: build
 	target/release/bench-suite
+
+# The same, plus the throughput rows against a local 3-member etcd 3.4
+# (installed from the distribution's packages when missing).
+bench-compare: build
+	@command -v etcd >/dev/null || { apt-get update && apt-get install -y etcd-server etcd-client; }
+	target/release/bench-suite --compare-etcd

@@ -2,6 +2,12 @@
 //! cluster — SET with 1, 64 and 256 clients, linearizable GET with 64,
 //! leader failover over several trials, and a follower catching up a long
 //! log — printed as one table and saved under run/bench/<timestamp>/.
+//! With `--compare-etcd` (`make bench-compare`) the same workloads also run
+//! against a 3-member etcd on loopback, with the same load generator, and
+//! the table shows both with ratios.
+
+#[path = "bench_suite/etcd.rs"]
+mod etcd;
 
 use raftlite::fault::{poll_until, ClusterSpec, LocalCluster};
 use std::path::PathBuf;
@@ -14,6 +20,7 @@ struct Options {
     catch_up_entries: u64,
     fsync: bool,
     out: PathBuf,
+    compare_etcd: bool,
 }
 
 /// One workload's figures, read back from `bench --json`.
@@ -64,6 +71,11 @@ fn parse_options() -> Result<Options, String> {
         "where results go (default run/bench/<timestamp>)",
         "DIR",
     );
+    table.optflag(
+        "",
+        "compare-etcd",
+        "also run the workloads against a local 3-member etcd (needs the etcd binary)",
+    );
     table.optflag("h", "help", "print this help");
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let matches = table.parse(&arguments).map_err(|error| error.to_string())?;
@@ -96,6 +108,7 @@ fn parse_options() -> Result<Options, String> {
             || PathBuf::from(format!("run/bench/{stamp}")),
             PathBuf::from,
         ),
+        compare_etcd: matches.opt_present("compare-etcd"),
     })
 }
 
@@ -129,29 +142,86 @@ fn start_cluster(options: &Options, name: &str) -> Result<LocalCluster, String> 
     Ok(cluster)
 }
 
+/// (name, clients, read ratio) of each throughput row.
+const WORKLOADS: [(&str, usize, &str); 4] = [
+    ("SET, 1 client", 1, "0"),
+    ("SET, 64 clients", 64, "0"),
+    ("SET, 256 clients", 256, "0"),
+    ("GET (linearizable), 64 clients", 64, "1"),
+];
+
 fn run(options: &Options) -> Result<(), String> {
     std::fs::create_dir_all(&options.out).map_err(|error| error.to_string())?;
     let mut rows = Vec::new();
-    let workloads: [(&str, usize, &str); 4] = [
-        ("SET, 1 client", 1, "0"),
-        ("SET, 64 clients", 64, "0"),
-        ("SET, 256 clients", 256, "0"),
-        ("GET (linearizable), 64 clients", 64, "1"),
-    ];
-    for (name, clients, read_ratio) in workloads {
+    for (name, clients, read_ratio) in WORKLOADS {
         let cluster = start_cluster(options, "throughput")?;
-        rows.push(run_workload(options, &cluster, name, clients, read_ratio)?);
+        let target = Target {
+            protocol: "raftlite",
+            addresses: cluster.addresses(),
+        };
+        rows.push(run_workload(options, &target, name, clients, read_ratio)?);
     }
     let failovers = failover_trials(options)?;
     let catch_up = catch_up(options)?;
-    let report = table(&rows, &failovers, catch_up, options);
+    let mut report = table(&rows, &failovers, catch_up, options);
+    if options.compare_etcd {
+        let etcd_rows = etcd_rows(options)?;
+        report.push_str(&comparison(&rows, &etcd_rows));
+    }
     println!("{report}");
     std::fs::write(options.out.join("table.md"), &report).map_err(|error| error.to_string())
 }
 
+/// Where `bench` sends its load.
+struct Target {
+    protocol: &'static str,
+    addresses: Vec<String>,
+}
+
+fn etcd_rows(options: &Options) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    for (name, clients, read_ratio) in WORKLOADS {
+        let etcd = etcd::EtcdCluster::start(&options.out.join("etcd"))?;
+        let target = Target {
+            protocol: "etcd",
+            addresses: etcd.addresses(),
+        };
+        rows.push(run_workload(
+            options,
+            &target,
+            &format!("etcd {name}"),
+            clients,
+            read_ratio,
+        )?);
+    }
+    Ok(rows)
+}
+
+/// raftlite and etcd side by side, with raftlite's ratio to etcd.
+fn comparison(raftlite: &[Row], etcd: &[Row]) -> String {
+    let mut text = String::from(
+        "\nraftlite against etcd 3.4 (3 members on loopback, fsync on, default flags), same load generator\n\n\
+         | workload | raftlite ops/s | etcd ops/s | ratio | raftlite p50 / p99 ms | etcd p50 / p99 ms |\n|---|---|---|---|---|---|\n",
+    );
+    for (ours, theirs) in raftlite.iter().zip(etcd) {
+        text.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.1}x | {:.2} / {:.2} | {:.2} / {:.2} |\n",
+            ours.name,
+            ours.ops_per_sec,
+            theirs.ops_per_sec,
+            ours.ops_per_sec / theirs.ops_per_sec,
+            ours.p50_ms,
+            ours.p99_ms,
+            theirs.p50_ms,
+            theirs.p99_ms
+        ));
+    }
+    text
+}
+
 fn run_workload(
     options: &Options,
-    cluster: &LocalCluster,
+    target: &Target,
     name: &str,
     clients: usize,
     read_ratio: &str,
@@ -163,9 +233,10 @@ fn run_workload(
         .to_lowercase();
     let json = options.out.join(format!("{slug}.json"));
     let status = Command::new(sibling("bench")?)
+        .args(["--protocol", target.protocol])
         .args([
             "--cluster",
-            &cluster.addresses().join(","),
+            &target.addresses.join(","),
             "--clients",
             &clients.to_string(),
         ])
