@@ -35,6 +35,11 @@ impl Rng {
         self.next_u64() % bound
     }
 
+    /// Uniform in `0..bound`, for picking a position; `bound` must be positive.
+    pub fn index(&mut self, bound: usize) -> usize {
+        self.below(bound as u64) as usize
+    }
+
     /// True with probability `numerator / denominator`.
     pub fn chance(&mut self, numerator: u64, denominator: u64) -> bool {
         assert!(denominator > 0);

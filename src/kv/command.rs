@@ -521,6 +521,7 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::rng::Rng;
 
     fn set(key: &str, value: &str) -> Request {
         Request::Set {
@@ -819,29 +820,12 @@ mod tests {
         );
     }
 
-    /// The project's seeded generator, with the sizes these tests use.
-    struct Random(crate::core::rng::Rng);
-
-    impl Random {
-        fn seeded(seed: u64) -> Random {
-            Random(crate::core::rng::Rng::new(seed))
-        }
-
-        fn next(&mut self) -> u64 {
-            self.0.next_u64()
-        }
-
-        fn below(&mut self, bound: usize) -> usize {
-            self.0.below(bound as u64) as usize
-        }
-    }
-
     /// Random bytes, then valid encodings with random damage: decode must
     /// never panic, and whatever it accepts must re-encode to the same bytes
     /// (the encoding is canonical).
     #[test]
     fn decode_fuzz_never_panics() {
-        let mut random = Random::seeded(0x9e37_79b9_7f4a_7c15);
+        let mut random = Rng::new(0x9e37_79b9_7f4a_7c15);
         let samples: Vec<Vec<u8>> = sample_commands().iter().map(encoded).collect();
         let mut accepted_count = 0;
         for round in 0..200_000 {
@@ -860,27 +844,27 @@ mod tests {
         );
     }
 
-    fn random_bytes(random: &mut Random) -> Vec<u8> {
-        let size = random.below(24);
-        let mut bytes: Vec<u8> = (0..size).map(|_| random.next() as u8).collect();
+    fn random_bytes(random: &mut Rng) -> Vec<u8> {
+        let size = random.index(24);
+        let mut bytes: Vec<u8> = (0..size).map(|_| random.next_u64() as u8).collect();
         // Small numbers make valid ops and short lengths likely.
         for byte in bytes.iter_mut() {
-            if random.below(2) == 0 {
+            if random.index(2) == 0 {
                 *byte %= 6;
             }
         }
         bytes
     }
 
-    fn damaged(random: &mut Random, samples: &[Vec<u8>]) -> Vec<u8> {
-        let mut bytes = samples[random.below(samples.len())].clone();
-        match random.below(3) {
+    fn damaged(random: &mut Rng, samples: &[Vec<u8>]) -> Vec<u8> {
+        let mut bytes = samples[random.index(samples.len())].clone();
+        match random.index(3) {
             0 => {
-                let index = random.below(bytes.len());
-                bytes[index] ^= 1 << random.below(8);
+                let index = random.index(bytes.len());
+                bytes[index] ^= 1 << random.index(8);
             }
-            1 => bytes.truncate(random.below(bytes.len() + 1)),
-            _ => bytes.push(random.next() as u8),
+            1 => bytes.truncate(random.index(bytes.len() + 1)),
+            _ => bytes.push(random.next_u64() as u8),
         }
         bytes
     }
@@ -892,10 +876,10 @@ mod tests {
         let alphabet = [
             "SET", "get", "DEL", "CAS", "SGET", "STATUS", " ", "=", "-", "a", "é", "\t", "\r",
         ];
-        let mut random = Random::seeded(42);
+        let mut random = Rng::new(42);
         for _ in 0..100_000 {
-            let line: String = (0..random.below(8))
-                .map(|_| alphabet[random.below(alphabet.len())])
+            let line: String = (0..random.index(8))
+                .map(|_| alphabet[random.index(alphabet.len())])
                 .collect();
             let Ok(request) = parse_request(&line) else {
                 continue;

@@ -364,15 +364,7 @@ fn slot_of(deadline_ms: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The project's seeded generator.
-    struct Random(crate::core::rng::Rng);
-
-    impl Random {
-        fn below(&mut self, bound: u64) -> u64 {
-            self.0.below(bound)
-        }
-    }
+    use crate::core::rng::Rng;
 
     fn advanced<T>(wheel: &mut TimerWheel<T>, now_ms: u64) -> Vec<T> {
         let mut expired = Vec::new();
@@ -662,7 +654,7 @@ mod tests {
     }
 
     fn random_step(
-        random: &mut Random,
+        random: &mut Rng,
         wheel: &mut TimerWheel<u64>,
         model: &mut Model,
         value_next: &mut u64,
@@ -708,7 +700,7 @@ mod tests {
     #[test]
     fn randomized_against_naive_model() {
         for seed in 1..=20u64 {
-            let mut random = Random(crate::core::rng::Rng::new(seed));
+            let mut random = Rng::new(seed);
             let now_ms = random.below(1 << 40);
             let mut wheel = TimerWheel::with_capacity_max(now_ms, 4096);
             let mut model = Model {

@@ -367,6 +367,7 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::rng::Rng;
     use crate::wire::codec::tests::{raw_frame, sample_frames};
     use crate::wire::codec::PayloadError;
     use crate::wire::{ClientResponse, PeerHello};
@@ -624,23 +625,6 @@ mod tests {
         decoder.commit(room + 1);
     }
 
-    /// The project's seeded generator, with the sizes these tests use.
-    struct Random(crate::core::rng::Rng);
-
-    impl Random {
-        fn seeded(seed: u64) -> Random {
-            Random(crate::core::rng::Rng::new(seed))
-        }
-
-        fn next(&mut self) -> u64 {
-            self.0.next_u64()
-        }
-
-        fn below(&mut self, bound: usize) -> usize {
-            self.0.below(bound as u64) as usize
-        }
-    }
-
     /// Whatever the input, decoding must not panic, and every frame it does
     /// accept must re-encode to exactly the bytes it came from (the encoding is
     /// canonical, and the encoder's assertions agree with the decoder's checks).
@@ -652,37 +636,37 @@ mod tests {
 
     #[test]
     fn random_garbage_never_panics() {
-        let mut random = Random::seeded(0x9e37_79b9_7f4a_7c15);
+        let mut random = Rng::new(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
-            let mut bytes: Vec<u8> = (0..random.below(256))
-                .map(|_| random.next() as u8)
+            let mut bytes: Vec<u8> = (0..random.index(256))
+                .map(|_| random.next_u64() as u8)
                 .collect();
             // Half the time, a plausible header, so the payload parsers get exercised.
-            if bytes.len() >= 6 && random.below(2) == 0 {
-                let length = (bytes.len() - 4 + random.below(3)) as u32;
+            if bytes.len() >= 6 && random.index(2) == 0 {
+                let length = (bytes.len() - 4 + random.index(3)) as u32;
                 bytes[..4].copy_from_slice(&length.saturating_sub(1).to_be_bytes());
                 bytes[4] = 1;
-                bytes[5] = 1 + random.below(7) as u8;
+                bytes[5] = 1 + random.index(7) as u8;
             }
-            check_decoding_is_total_and_canonical(&bytes, 1 + random.below(64));
+            check_decoding_is_total_and_canonical(&bytes, 1 + random.index(64));
         }
     }
 
     #[test]
     fn mutated_valid_frames_never_panic() {
         let valid = encode_all(&sample_frames());
-        let mut random = Random::seeded(0x2545_f491_4f6c_dd1d);
+        let mut random = Rng::new(0x2545_f491_4f6c_dd1d);
         for _ in 0..20_000 {
             let mut bytes = valid.clone();
-            for _ in 0..1 + random.below(4) {
-                let position = random.below(bytes.len());
-                match random.below(3) {
-                    0 => bytes[position] = random.next() as u8,
-                    1 => bytes[position] ^= 1 << random.below(8),
+            for _ in 0..1 + random.index(4) {
+                let position = random.index(bytes.len());
+                match random.index(3) {
+                    0 => bytes[position] = random.next_u64() as u8,
+                    1 => bytes[position] ^= 1 << random.index(8),
                     _ => bytes.truncate(position.max(1)),
                 }
             }
-            check_decoding_is_total_and_canonical(&bytes, 1 + random.below(128));
+            check_decoding_is_total_and_canonical(&bytes, 1 + random.index(128));
         }
     }
 }
