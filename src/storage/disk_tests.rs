@@ -80,6 +80,38 @@ fn copy_data_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A segment's bytes without its preallocated zero tail (the test payloads
+/// never end in a zero byte).
+fn written(path: &Path) -> Vec<u8> {
+    let mut bytes = fs::read(path).unwrap();
+    let end = bytes
+        .iter()
+        .rposition(|&byte| byte != 0)
+        .map_or(0, |last| last + 1);
+    bytes.truncate(end);
+    bytes
+}
+
+fn written_size(path: &Path) -> u64 {
+    written(path).len() as u64
+}
+
+fn file_size(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().len()
+}
+
+/// What the engine does to the newest segment before it creates the next:
+/// cut it to its records. Tests that plant a newer segment by hand do it too.
+fn seal(path: &Path) {
+    let size = written_size(path);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+}
+
 fn flip_bit(path: &Path, bit: usize) {
     let mut bytes = fs::read(path).unwrap();
     bytes[bit / 8] ^= 1 << (bit % 8);
@@ -161,14 +193,16 @@ fn append_and_recover_across_segments() {
     assert_eq!(report.entry_count, 15);
     assert_eq!(report.segment_count, 8);
     assert_eq!(report.torn_tail, None);
-    for path in log_files(&directory.path) {
-        let bytes = fs::read(&path).unwrap();
-        assert!(
-            bytes.len() as u64 <= SEGMENT_SIZE_SMALL,
-            "{}",
-            path.display()
-        );
+    // Sealed segments are cut to their records; only the newest is
+    // preallocated to the bound.
+    let files = log_files(&directory.path);
+    let (newest, sealed) = files.split_last().unwrap();
+    for path in sealed {
+        let size = file_size(path);
+        assert!(size <= SEGMENT_SIZE_SMALL, "{}", path.display());
+        assert_eq!(size, written_size(path), "{}", path.display());
     }
+    assert_eq!(file_size(newest), SEGMENT_SIZE_SMALL);
     // A new leader's entries replace the suffix from 4, across boundaries.
     let replacement = entries(4, 5, 4);
     persist(&mut storage, &replacement, hard_state(4, None));
@@ -200,8 +234,15 @@ fn truncation_in_an_older_segment_removes_the_newer_ones() {
         "truncation happens at append"
     );
     let record_size = (RECORD_HEADER_SIZE + log[4].data.len()) as u64;
-    let holding_size = fs::metadata(&holding).unwrap().len();
-    assert_eq!(holding_size, SEGMENT_HEADER_SIZE as u64 + record_size);
+    assert_eq!(
+        written_size(&holding),
+        SEGMENT_HEADER_SIZE as u64 + record_size
+    );
+    assert_eq!(
+        file_size(&holding),
+        SEGMENT_SIZE_SMALL,
+        "preallocated again after the cut"
+    );
     storage.set_hard_state(hard_state(2, None)).unwrap();
     storage.sync().unwrap();
     drop(storage);
@@ -292,7 +333,7 @@ fn torn_tail_at_every_offset_of_the_newest_segment() {
     let original = TempDir::new("disk-torn-original");
     let log = build_log(&original.path, 6);
     let newest = log_files(&original.path).pop().unwrap();
-    let full = fs::read(&newest).unwrap();
+    let full = written(&newest);
     let record_size = RECORD_HEADER_SIZE + log[5].data.len();
     let last_start = full.len() - record_size;
     assert_eq!(last_start, SEGMENT_HEADER_SIZE + record_size);
@@ -313,11 +354,11 @@ fn torn_tail_at_every_offset_of_the_newest_segment() {
             (last_start, 5)
         };
         assert_eq!(recovered.entries, log[..kept].to_vec(), "cut at {cut}");
-        if cut == good_size && cut > 0 {
-            assert_eq!(
-                report.torn_tail, None,
-                "a cut between records is a clean end"
-            );
+        // A cut early in a record keeps only the zero high bytes of its
+        // big-endian length: they read as preallocated space.
+        let only_zeros_after = full[good_size..cut].iter().all(|&byte| byte == 0);
+        if cut >= SEGMENT_HEADER_SIZE && only_zeros_after {
+            assert_eq!(report.torn_tail, None, "cut at {cut} is a clean end");
             continue;
         }
         let torn_tail = report.torn_tail.expect("torn tail reported");
@@ -332,12 +373,9 @@ fn torn_tail_at_every_offset_of_the_newest_segment() {
             assert_eq!(torn_tail.reason, TornReason::SegmentHeaderCut);
             assert!(!copy.exists());
         } else {
-            assert_eq!(fs::metadata(&copy).unwrap().len(), good_size as u64);
-            // A cut early in a record keeps only the zero high bytes of its
-            // big-endian length: that reads as a zero tail.
-            let reason = if full[good_size..cut].iter().all(|&byte| byte == 0) {
-                TornReason::ZeroTail
-            } else if cut - good_size < RECORD_HEADER_SIZE {
+            assert_eq!(written_size(&copy), good_size as u64);
+            assert_eq!(file_size(&copy), SEGMENT_SIZE_SMALL, "preallocated");
+            let reason = if cut - good_size < RECORD_HEADER_SIZE {
                 TornReason::RecordHeaderCut
             } else {
                 TornReason::PayloadCut
@@ -352,7 +390,7 @@ fn recovery_after_a_torn_tail_continues_the_log() {
     let directory = TempDir::new("disk-torn-continue");
     let log = build_log(&directory.path, 5);
     let newest = log_files(&directory.path).pop().unwrap();
-    let size = fs::metadata(&newest).unwrap().len();
+    let size = written_size(&newest);
     fs::OpenOptions::new()
         .write(true)
         .open(&newest)
@@ -378,7 +416,7 @@ fn a_failed_crc_on_the_last_record_is_torn() {
     let directory = TempDir::new("disk-torn-crc");
     let log = build_log(&directory.path, 5);
     let newest = log_files(&directory.path).pop().unwrap();
-    let size = fs::metadata(&newest).unwrap().len() as usize;
+    let size = written_size(&newest) as usize;
     flip_bit(&newest, (size - 1) * 8);
     let (_, recovered, report) = open(&directory.path, SEGMENT_SIZE_SMALL);
     assert_eq!(recovered.entries, log[..4].to_vec());
@@ -389,23 +427,113 @@ fn a_failed_crc_on_the_last_record_is_torn() {
 }
 
 #[test]
-fn zero_filled_tail_is_torn() {
+fn zeros_after_the_newest_records_are_preallocated_space() {
     let directory = TempDir::new("disk-zero-tail");
     let log = build_log(&directory.path, 5);
     let newest = log_files(&directory.path).pop().unwrap();
-    let mut bytes = fs::read(&newest).unwrap();
-    let good_size = bytes.len() as u64;
+    let records = written(&newest);
+    let mut bytes = records.clone();
     bytes.extend_from_slice(&[0; 4096]);
     fs::write(&newest, &bytes).unwrap();
-    let (_, recovered, report) = open(&directory.path, SEGMENT_SIZE_SMALL);
+    let (mut storage, recovered, report) = open(&directory.path, SEGMENT_SIZE_SMALL);
     assert_eq!(recovered.entries, log);
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(report.log_size, {
+        let sealed: u64 = log_files(&directory.path)
+            .iter()
+            .map(|path| written_size(path))
+            .sum();
+        sealed
+    });
+    // The next record goes right after the last one, over the zeros.
+    persist(&mut storage, &entries(6, 1, 1), hard_state(1, Some(0)));
+    drop(storage);
+    let (_, recovered, _) = open(&directory.path, SEGMENT_SIZE_SMALL);
+    assert_eq!(recovered.entries, entries(1, 6, 1));
+    assert_eq!(written(&newest)[..records.len()], records[..]);
+}
+
+/// The last record's write reached the disk only in part and the rest of
+/// the file is preallocated zeros: cut like a record at end of file.
+#[test]
+fn a_half_written_last_record_before_zeros_is_torn() {
+    let directory = TempDir::new("disk-torn-half");
+    let log = build_log(&directory.path, 6);
+    let newest = log_files(&directory.path).pop().unwrap();
+    let mut bytes = fs::read(&newest).unwrap();
+    let size = written_size(&newest) as usize;
+    let record_size = RECORD_HEADER_SIZE + log[5].data.len();
+    bytes[size - record_size / 2..size].fill(0);
+    fs::write(&newest, &bytes).unwrap();
+    let (_, recovered, report) = open(&directory.path, SEGMENT_SIZE_SMALL);
+    assert_eq!(recovered.entries, log[..5].to_vec());
     let torn_tail = report.torn_tail.unwrap();
-    assert_eq!(torn_tail.reason, TornReason::ZeroTail);
-    assert_eq!(
-        (torn_tail.offset, torn_tail.size_dropped),
-        (good_size, 4096)
+    assert_eq!(torn_tail.reason, TornReason::CrcMismatchAtEnd);
+    assert_eq!(torn_tail.offset, (size - record_size) as u64);
+    assert_eq!(written_size(&newest), (size - record_size) as u64);
+    assert_eq!(file_size(&newest), SEGMENT_SIZE_SMALL);
+}
+
+/// A sync that was cut off can leave a later sector written and an earlier
+/// one not. In the newest segment the record holding the zero sector and
+/// everything after it are cut; in an older segment it is refused.
+#[test]
+fn a_zero_sector_inside_the_newest_segment_cuts_the_log_there() {
+    const SEGMENT_SIZE_LARGE: u64 = 64 * 1024;
+    let directory = TempDir::new("disk-zero-sector");
+    let (mut storage, _, _) = open(&directory.path, SEGMENT_SIZE_LARGE);
+    let log = entries(1, 100, 1);
+    persist(&mut storage, &log, hard_state(1, Some(0)));
+    drop(storage);
+    let newest = log_files(&directory.path).pop().unwrap();
+    let original = fs::read(&newest).unwrap();
+    let sector = segment::SECTOR_SIZE;
+    let mut bytes = original.clone();
+    bytes[sector..2 * sector].fill(0);
+    fs::write(&newest, &bytes).unwrap();
+    // The record that reaches into the zeroed sector is the first damaged.
+    let mut damaged_offset = SEGMENT_HEADER_SIZE;
+    let mut damaged = 0;
+    while damaged_offset + RECORD_HEADER_SIZE + log[damaged].data.len() <= sector {
+        damaged_offset += RECORD_HEADER_SIZE + log[damaged].data.len();
+        damaged += 1;
+    }
+    let before = snapshot(&directory.path);
+    // Not the newest any more: the same damage is refused.
+    let later = newest.with_file_name(segment::file_name(LogIndex(101)));
+    fs::write(&later, {
+        let mut header = Vec::new();
+        segment::encode_header(LogIndex(101), &mut header);
+        header
+    })
+    .unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .unwrap()
+        .set_len(written_size(&newest).max(2 * sector as u64 + 1))
+        .unwrap();
+    let error = DiskStorage::open(&directory.path, options(SEGMENT_SIZE_LARGE))
+        .expect_err("refused in an older segment");
+    assert_corrupt(
+        &error,
+        &newest,
+        damaged_offset as u64,
+        "record CRC mismatch",
     );
-    assert_eq!(fs::metadata(&newest).unwrap().len(), good_size);
+    fs::remove_file(&later).unwrap();
+    fs::write(&newest, &before[&newest]).unwrap();
+    let (_, recovered, report) = open(&directory.path, SEGMENT_SIZE_LARGE);
+    assert_eq!(recovered.entries, log[..damaged].to_vec());
+    let torn_tail = report.torn_tail.unwrap();
+    assert_eq!(torn_tail.reason, TornReason::ZeroSector);
+    assert_eq!(torn_tail.offset, damaged_offset as u64);
+    let kept = fs::read(&newest).unwrap();
+    assert_eq!(kept[..damaged_offset], original[..damaged_offset]);
+    assert!(
+        kept[damaged_offset..].iter().all(|&byte| byte == 0),
+        "no old record can reappear behind new ones"
+    );
 }
 
 #[test]
@@ -513,6 +641,7 @@ fn a_torn_segment_header_must_continue_the_log() {
         .path
         .join(LOG_DIRECTORY_NAME)
         .join(segment::file_name(LogIndex(7)));
+    seal(log_files(&directory.path).last().unwrap());
     fs::write(&stray, [1, 2, 3]).unwrap();
     let before = snapshot(&directory.path);
     assert_corrupt(
@@ -657,6 +786,7 @@ fn an_empty_newest_segment_is_reused() {
         .path
         .join(LOG_DIRECTORY_NAME)
         .join(segment::file_name(LogIndex(5)));
+    seal(log_files(&directory.path).last().unwrap());
     fs::write(&path, &header).unwrap();
     let (mut storage, recovered, report) = open(&directory.path, SEGMENT_SIZE_SMALL);
     assert_eq!(recovered.entries.len(), 4);
@@ -669,6 +799,7 @@ fn an_empty_newest_segment_is_reused() {
         .path
         .join(LOG_DIRECTORY_NAME)
         .join(segment::file_name(LogIndex(6)));
+    seal(&path);
     fs::write(&later, {
         let mut bytes = Vec::new();
         segment::encode_header(LogIndex(6), &mut bytes);

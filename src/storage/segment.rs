@@ -48,12 +48,16 @@ pub struct RecordPosition {
     pub term: Term,
 }
 
+/// Disks tear writes at this granularity: a sector holds all of a write's
+/// bytes or none of them, and a sector never written reads as zeros.
+pub const SECTOR_SIZE: usize = 512;
+
 /// Why the end of the newest segment was cut off. These are the only kinds
 /// of damage recovery repairs, and only at the end of the newest segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TornReason {
-    /// Nothing but zero bytes from the last good record to end of file
-    /// (file size grew but the data blocks never got written).
+    /// The segment header and everything after it are zero bytes: the file
+    /// was created and preallocated, but its header never reached the disk.
     ZeroTail,
     /// The file ends inside the segment header.
     SegmentHeaderCut,
@@ -61,18 +65,26 @@ pub enum TornReason {
     RecordHeaderCut,
     /// The file ends inside a record payload.
     PayloadCut,
-    /// The last record fails its CRC and ends exactly at end of file.
+    /// The last record fails its CRC, and nothing but zero bytes (the
+    /// preallocated rest of the file) follows it.
     CrcMismatchAtEnd,
+    /// A record fails its CRC and one of the sectors it spans is all zero:
+    /// its write reached the disk only in part. Later sectors of the same
+    /// unfinished sync may have landed, so bytes may follow it.
+    ZeroSector,
 }
 
 impl fmt::Display for TornReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = match self {
-            TornReason::ZeroTail => "only zero bytes after the last good record",
+            TornReason::ZeroTail => "only zero bytes, from the segment header on",
             TornReason::SegmentHeaderCut => "file ends inside the segment header",
             TornReason::RecordHeaderCut => "file ends inside a record header",
             TornReason::PayloadCut => "file ends inside a record payload",
-            TornReason::CrcMismatchAtEnd => "last record fails its CRC and ends at end of file",
+            TornReason::CrcMismatchAtEnd => {
+                "last record fails its CRC and only zero bytes follow it"
+            }
+            TornReason::ZeroSector => "record fails its CRC and holds a zero-filled sector",
         };
         f.write_str(text)
     }
@@ -146,14 +158,14 @@ pub fn read_header(bytes: &[u8], is_newest: bool) -> HeaderRead {
         );
         return HeaderRead::Invalid(corruption(0, problem));
     }
-    if is_newest && bytes.iter().all(|&byte| byte == 0) {
+    if is_newest && is_zero(bytes) {
         return HeaderRead::Torn(TornReason::ZeroTail);
     }
     let header = &bytes[..SEGMENT_HEADER_SIZE];
     let crc_stored = BigEndian::read_u32(&header[SEGMENT_HEADER_CRC_OFFSET..]);
     let crc_computed = crc32fast::hash(&header[..SEGMENT_HEADER_CRC_OFFSET]);
     if crc_stored != crc_computed {
-        if is_newest && bytes.len() == SEGMENT_HEADER_SIZE {
+        if is_newest && is_zero(&bytes[SEGMENT_HEADER_SIZE..]) {
             return HeaderRead::Torn(TornReason::CrcMismatchAtEnd);
         }
         let problem = format!(
@@ -295,17 +307,18 @@ pub struct ScanStart {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum ScanEnd {
-    Clean,
+    /// The records end at `offset`: end of file, or (newest segment only)
+    /// where its preallocated zero bytes begin.
+    Clean { offset: u64 },
     /// The newest segment's tail from `offset` to end of file is torn.
-    Torn {
-        offset: u64,
-        reason: TornReason,
-    },
+    Torn { offset: u64, reason: TornReason },
 }
 
 /// Reads every record after the segment header, appending entries to
-/// `entries` and their positions to `positions`. Only the newest segment may
-/// end torn; anything else wrong is a `Corruption` at the record's offset.
+/// `entries` and their positions to `positions`. Only the newest segment is
+/// preallocated (its records end where zero bytes run to end of file) and
+/// may end torn; anything else wrong is a `Corruption` at the record's
+/// offset.
 pub fn scan_records(
     bytes: &[u8],
     start: ScanStart,
@@ -319,11 +332,10 @@ pub fn scan_records(
     let mut term_previous = start.term_previous;
     // Every record takes at least a header, which bounds the loop.
     for _ in 0..=bytes.len() / RECORD_HEADER_SIZE {
-        if offset == bytes.len() {
-            return Ok(ScanEnd::Clean);
-        }
-        if is_newest && bytes[offset..].iter().all(|&byte| byte == 0) {
-            return Ok(torn(offset, TornReason::ZeroTail));
+        if offset == bytes.len() || (is_newest && is_zero(&bytes[offset..])) {
+            return Ok(ScanEnd::Clean {
+                offset: offset as u64,
+            });
         }
         match read_record(bytes, offset) {
             RecordRead::Complete { entry, end } => {
@@ -339,13 +351,39 @@ pub fn scan_records(
                 offset = end;
             }
             RecordRead::Cut { reason, .. } if is_newest => return Ok(torn(offset, reason)),
-            RecordRead::CrcMismatch { end, .. } if is_newest && end == bytes.len() => {
+            RecordRead::CrcMismatch { end, .. } if is_newest && is_zero(&bytes[end..]) => {
                 return Ok(torn(offset, TornReason::CrcMismatchAtEnd));
+            }
+            RecordRead::CrcMismatch { end, .. }
+                if is_newest && holds_zero_sector(bytes, offset, end) =>
+            {
+                return Ok(torn(offset, TornReason::ZeroSector));
             }
             damaged => return Err(describe_damage(damaged, bytes.len(), offset)),
         }
     }
     unreachable!("each pass consumes a record header or returns");
+}
+
+fn is_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&byte| byte == 0)
+}
+
+/// Whether any sector-aligned piece of `bytes[start..end]` is all zero: the
+/// mark of a write torn between sectors (the same test etcd's WAL applies).
+/// A payload with a whole sector of real zeros also matches, which is why
+/// this is asked only of a record that already fails its CRC.
+fn holds_zero_sector(bytes: &[u8], start: usize, end: usize) -> bool {
+    let mut piece_start = start;
+    while piece_start < end {
+        let sector_end = (piece_start / SECTOR_SIZE + 1) * SECTOR_SIZE;
+        let piece_end = sector_end.min(end);
+        if is_zero(&bytes[piece_start..piece_end]) {
+            return true;
+        }
+        piece_start = piece_end;
+    }
+    false
 }
 
 fn torn(offset: usize, reason: TornReason) -> ScanEnd {
@@ -447,7 +485,15 @@ mod tests {
                 first_index: LogIndex(1)
             }
         );
-        assert_eq!(scan(&bytes, false).unwrap(), (entries, ScanEnd::Clean));
+        assert_eq!(
+            scan(&bytes, false).unwrap(),
+            (
+                entries,
+                ScanEnd::Clean {
+                    offset: bytes.len() as u64
+                }
+            )
+        );
     }
 
     #[test]
@@ -535,6 +581,8 @@ mod tests {
             HeaderRead::Invalid(_)
         ));
         damaged.push(0);
+        assert_eq!(torn(&damaged), TornReason::CrcMismatchAtEnd, "zeros follow");
+        damaged.push(1);
         assert!(matches!(
             read_header(&damaged, true),
             HeaderRead::Invalid(_)
