@@ -4,10 +4,21 @@
 //! log — printed as one table and saved under run/bench/<timestamp>/.
 //! With `--compare-etcd` (`make bench-compare`) the same workloads also run
 //! against a 3-member etcd on loopback, with the same load generator, and
-//! the table shows both with ratios.
+//! the table shows both with ratios, failover included (etcd with the
+//! issue's heartbeat 50 ms and election 300 ms). `--failover-only` skips
+//! the throughput and catch-up rows for a quick check of the failover ones.
 
 #[path = "bench_suite/etcd.rs"]
 mod etcd;
+#[path = "bench_suite/etcd_client.rs"]
+mod etcd_client;
+// bench's etcd requests and responses; the failover client needs only the
+// helpers, not bench's non-blocking codec.
+#[allow(dead_code)]
+#[path = "bench/etcd.rs"]
+mod gateway;
+
+use etcd_client::EtcdClient;
 
 use raftlite::fault::{poll_until, ClusterSpec, LocalCluster};
 use std::path::PathBuf;
@@ -21,6 +32,7 @@ struct Options {
     fsync: bool,
     out: PathBuf,
     compare_etcd: bool,
+    failover_only: bool,
 }
 
 /// One workload's figures, read back from `bench --json`.
@@ -76,11 +88,16 @@ fn parse_options() -> Result<Options, String> {
         "compare-etcd",
         "also run the workloads against a local 3-member etcd (needs the etcd binary)",
     );
+    table.optflag(
+        "",
+        "failover-only",
+        "run only the failover trials (with --compare-etcd, etcd's too): a quick check",
+    );
     table.optflag("h", "help", "print this help");
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let matches = table.parse(&arguments).map_err(|error| error.to_string())?;
     if matches.opt_present("help") {
-        print!("{}", table.usage("Usage: bench-suite [--duration S] [--trials N] [--catch-up N] [--fsync MODE] [--out DIR]"));
+        print!("{}", table.usage("Usage: bench-suite [--duration S] [--trials N] [--catch-up N] [--fsync MODE] [--out DIR] [--compare-etcd] [--failover-only]"));
         std::process::exit(0);
     }
     let number = |name: &str, default: u64| -> Result<u64, String> {
@@ -109,6 +126,7 @@ fn parse_options() -> Result<Options, String> {
             PathBuf::from,
         ),
         compare_etcd: matches.opt_present("compare-etcd"),
+        failover_only: matches.opt_present("failover-only"),
     })
 }
 
@@ -152,6 +170,32 @@ const WORKLOADS: [(&str, usize, &str); 4] = [
 
 fn run(options: &Options) -> Result<(), String> {
     std::fs::create_dir_all(&options.out).map_err(|error| error.to_string())?;
+    let rows = if options.failover_only {
+        Vec::new()
+    } else {
+        raftlite_rows(options)?
+    };
+    let failovers = failover_trials(options)?;
+    let catch_up = if options.failover_only {
+        None
+    } else {
+        Some(catch_up(options)?)
+    };
+    let mut report = table(&rows, &failovers, catch_up, options);
+    if options.compare_etcd {
+        let etcd_rows = if options.failover_only {
+            Vec::new()
+        } else {
+            etcd_rows(options)?
+        };
+        let etcd_failovers = etcd_failover_trials(options)?;
+        report.push_str(&comparison(&rows, &etcd_rows, &failovers, &etcd_failovers));
+    }
+    println!("{report}");
+    std::fs::write(options.out.join("table.md"), &report).map_err(|error| error.to_string())
+}
+
+fn raftlite_rows(options: &Options) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     for (name, clients, read_ratio) in WORKLOADS {
         let cluster = start_cluster(options, "throughput")?;
@@ -161,15 +205,7 @@ fn run(options: &Options) -> Result<(), String> {
         };
         rows.push(run_workload(options, &target, name, clients, read_ratio)?);
     }
-    let failovers = failover_trials(options)?;
-    let catch_up = catch_up(options)?;
-    let mut report = table(&rows, &failovers, catch_up, options);
-    if options.compare_etcd {
-        let etcd_rows = etcd_rows(options)?;
-        report.push_str(&comparison(&rows, &etcd_rows));
-    }
-    println!("{report}");
-    std::fs::write(options.out.join("table.md"), &report).map_err(|error| error.to_string())
+    Ok(rows)
 }
 
 /// Where `bench` sends its load.
@@ -181,7 +217,7 @@ struct Target {
 fn etcd_rows(options: &Options) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     for (name, clients, read_ratio) in WORKLOADS {
-        let etcd = etcd::EtcdCluster::start(&options.out.join("etcd"))?;
+        let etcd = etcd::EtcdCluster::start(&options.out.join("etcd"), &[])?;
         let target = Target {
             protocol: "etcd",
             addresses: etcd.addresses(),
@@ -197,8 +233,14 @@ fn etcd_rows(options: &Options) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-/// raftlite and etcd side by side, with raftlite's ratio to etcd.
-fn comparison(raftlite: &[Row], etcd: &[Row]) -> String {
+/// raftlite and etcd side by side, with raftlite's ratio to etcd: of
+/// throughput for the workloads, of time for failover.
+fn comparison(
+    raftlite: &[Row],
+    etcd: &[Row],
+    raftlite_failovers: &[f64],
+    etcd_failovers: &[f64],
+) -> String {
     let mut text = String::from(
         "\nraftlite against etcd 3.4 (3 members on loopback, fsync on, default flags), same load generator\n\n\
          | workload | raftlite ops/s | etcd ops/s | ratio | raftlite p50 / p99 ms | etcd p50 / p99 ms |\n|---|---|---|---|---|---|\n",
@@ -216,7 +258,54 @@ fn comparison(raftlite: &[Row], etcd: &[Row]) -> String {
             theirs.p99_ms
         ));
     }
+    let (ours, theirs) = (raftlite_failovers, etcd_failovers);
+    text.push_str(&format!(
+        "| kill -9 leader → next acknowledged write ({} trials; etcd heartbeat 50 ms, election 300 ms) \
+         | | | time {:.2}x median, {:.2}x max | median {:.0} / max {:.0} | median {:.0} / max {:.0} |\n",
+        theirs.len(),
+        median(ours) / median(theirs),
+        maximum(ours) / maximum(theirs),
+        median(ours),
+        maximum(ours),
+        median(theirs),
+        maximum(theirs)
+    ));
+    text.push_str(&format!(
+        "\netcd failover trials (ms): {:?}\n",
+        rounded(theirs)
+    ));
     text
+}
+
+/// The same trials against etcd with `etcd::FAILOVER_FLAGS`: kill -9 its
+/// leader, then time until the next PUT is acknowledged by a client that
+/// retries the way raftlite's does (`etcd_client`).
+fn etcd_failover_trials(options: &Options) -> Result<Vec<f64>, String> {
+    let dir = options.out.join("etcd-failover");
+    let mut etcd = etcd::EtcdCluster::start(&dir, &etcd::FAILOVER_FLAGS)?;
+    let mut client = EtcdClient::new(etcd.socket_addresses());
+    let mut results = Vec::new();
+    for trial in 0..options.trials {
+        let leader = etcd
+            .wait_healthy(ETCD_HEALTHY_TIMEOUT)
+            .ok_or("etcd: no leader")?;
+        // Start from a live connection to the leader, as raftlite's client
+        // does after its warm-up write.
+        client.aim(leader);
+        client
+            .put(&format!("warm{trial}"), "1", FAILOVER_WRITE_TIMEOUT)
+            .map_err(|error| format!("etcd trial {trial}, warm-up write: {error}"))?;
+        let killed_at = Instant::now();
+        etcd.kill(leader);
+        let acknowledged = client.put(&format!("failover{trial}"), "1", FAILOVER_WRITE_TIMEOUT);
+        let elapsed_ms = killed_at.elapsed().as_secs_f64() * 1000.0;
+        acknowledged.map_err(|error| format!("etcd trial {trial}: {error}"))?;
+        results.push(elapsed_ms);
+        etcd.start_member(leader)?;
+        etcd.wait_healthy(ETCD_HEALTHY_TIMEOUT)
+            .ok_or("etcd: the restarted member did not rejoin")?;
+    }
+    Ok(results)
 }
 
 fn run_workload(
@@ -279,10 +368,15 @@ fn json_number(text: &str, key: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// How long a failover trial's client keeps retrying its write.
+const FAILOVER_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// etcd takes a second or two to start a member and replay its log.
+const ETCD_HEALTHY_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// kill -9 the leader, then time until the next write is acknowledged.
 fn failover_trials(options: &Options) -> Result<Vec<f64>, String> {
     let mut cluster = start_cluster(options, "failover")?;
-    let mut client = cluster.client(Duration::from_secs(10));
+    let mut client = cluster.client(FAILOVER_WRITE_TIMEOUT);
     let mut results = Vec::new();
     for trial in 0..options.trials {
         let leader = cluster
@@ -359,7 +453,18 @@ fn median(values: &[f64]) -> f64 {
     sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn table(rows: &[Row], failovers: &[f64], catch_up_s: f64, options: &Options) -> String {
+fn maximum(values: &[f64]) -> f64 {
+    values.iter().copied().fold(0.0, f64::max)
+}
+
+/// Whole milliseconds, for the trials lists.
+fn rounded(values: &[f64]) -> Vec<f64> {
+    values.iter().map(|ms| ms.round()).collect()
+}
+
+/// raftlite's table; without a catch-up time (`--failover-only`) its row is
+/// left out.
+fn table(rows: &[Row], failovers: &[f64], catch_up_s: Option<f64>, options: &Options) -> String {
     let mut text = format!(
         "raftlite, 3 nodes on loopback, --fsync {}, 8-byte keys, 64-byte values, {} s per workload\n\n",
         if options.fsync { "always" } else { "never" },
@@ -372,23 +477,59 @@ fn table(rows: &[Row], failovers: &[f64], catch_up_s: f64, options: &Options) ->
             row.name, row.ops_per_sec, row.p50_ms, row.p99_ms, row.errors
         ));
     }
-    let maximum = failovers.iter().copied().fold(0.0, f64::max);
     text.push_str(&format!(
         "| kill -9 leader → next acknowledged write ({} trials) | | median {:.0} ms | max {:.0} ms | |\n",
         failovers.len(),
         median(failovers),
-        maximum
+        maximum(failovers)
     ));
+    if let Some(catch_up_s) = catch_up_s {
+        text.push_str(&format!(
+            "| follower catches up {} entries | {:.0} entries/s | {:.2} s total | | |\n",
+            options.catch_up_entries,
+            options.catch_up_entries as f64 / catch_up_s,
+            catch_up_s
+        ));
+    }
     text.push_str(&format!(
-        "| follower catches up {} entries | {:.0} entries/s | {:.2} s total | | |\n",
-        options.catch_up_entries,
-        options.catch_up_entries as f64 / catch_up_s,
-        catch_up_s
-    ));
-    let trials: Vec<f64> = failovers.iter().map(|ms| ms.round()).collect();
-    text.push_str(&format!(
-        "\nfailover trials (ms): {trials:?}\nresults: {}\n",
+        "\nfailover trials (ms): {:?}\nresults: {}\n",
+        rounded(failovers),
         options.out.display()
     ));
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, ops_per_sec: f64) -> Row {
+        Row {
+            name: name.to_string(),
+            ops_per_sec,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            errors: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_comparison_ends_with_both_failover_rows_and_etcds_trials() {
+        let raftlite = [row("SET, 1 client", 2000.0)];
+        let etcd = [row("etcd SET, 1 client", 1000.0)];
+        let text = comparison(&raftlite, &etcd, &[200.0, 300.0, 250.0], &[1000.0, 1200.0]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines.contains(&"| SET, 1 client | 2000 | 1000 | 2.0x | 1.00 / 2.00 | 1.00 / 2.00 |")
+        );
+        assert!(lines.contains(
+            &"| kill -9 leader → next acknowledged write (2 trials; etcd heartbeat 50 ms, \
+              election 300 ms) | | | time 0.21x median, 0.25x max | median 250 / max 300 \
+              | median 1200 / max 1200 |"
+        ));
+        assert_eq!(
+            lines.last(),
+            Some(&"etcd failover trials (ms): [1000.0, 1200.0]")
+        );
+    }
 }

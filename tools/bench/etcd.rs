@@ -103,14 +103,19 @@ pub fn encode_request(command: &str, host: SocketAddr, out: &mut Vec<u8>) -> Req
         push_base64(value.as_bytes(), &mut body);
     }
     body.extend_from_slice(b"\"}");
+    encode_post(path, &body, host, out);
+    request
+}
+
+/// Appends a POST of the JSON `body` to `path`: every gateway call is one.
+pub fn encode_post(path: &str, body: &[u8], host: SocketAddr, out: &mut Vec<u8>) {
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n",
         body.len()
     );
     out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(&body);
-    request
+    out.extend_from_slice(body);
 }
 
 /// The reply word the driver understands for `response` to `request`.
