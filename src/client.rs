@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 /// Redirects followed for one command before giving up on hints.
 const REDIRECTS_MAX: usize = 16;
 /// Longest wait for one reply before trying another node.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Pause before retrying when no node knows a leader (an election is running).
-const RETRY_PAUSE: Duration = Duration::from_millis(25);
+pub const RETRY_PAUSE: Duration = Duration::from_millis(25);
 
 /// How a reply line is classified (the `submit` exit codes follow this).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

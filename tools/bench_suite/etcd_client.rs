@@ -9,15 +9,12 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-/// Longest wait for one reply before trying another member: raftlite's
-/// `ATTEMPT_TIMEOUT`. etcd matters here: a follower forwards a PUT to the
-/// leader it last knew, and if that leader is dead the PUT is lost while
-/// the follower holds the request for its own timeout (5 s plus two
-/// election timeouts), so the client's limit decides when it moves on.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
-/// Pause after a definite failure before the next member: raftlite's
-/// `RETRY_PAUSE`.
-const RETRY_PAUSE: Duration = Duration::from_millis(25);
+// raftlite's own retry timing, so both failover rows time the same client.
+// etcd makes the per-try limit matter: a follower forwards a PUT to the
+// leader it last knew, and if that leader is dead the PUT is lost while the
+// follower holds the request for its own timeout (5 s plus two election
+// timeouts), so ATTEMPT_TIMEOUT decides when the client moves on.
+use raftlite::client::{ATTEMPT_TIMEOUT, RETRY_PAUSE};
 /// raftlite's client never waits longer than this for a connect.
 const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(2);
 /// Bytes read for one response before giving up on it: two of the largest
