@@ -76,15 +76,16 @@ impl RaftLog {
             || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
-    /// The leader appends a new entry of its own term.
-    pub fn append_new(&mut self, term: Term, kind: EntryKind, data: Vec<u8>) -> LogIndex {
+    /// The leader appends a new entry of its own term. The payload is copied
+    /// once, here; everything downstream shares it.
+    pub fn append_new(&mut self, term: Term, kind: EntryKind, data: &[u8]) -> LogIndex {
         assert!(term >= self.last_term(), "term going backwards in the log");
         let index = self.last_index().next();
         self.entries.push(Entry {
             term,
             index,
             kind,
-            data,
+            data: data.into(),
         });
         index
     }
@@ -235,7 +236,7 @@ mod tests {
             term: Term(term),
             index: LogIndex(index),
             kind: EntryKind::Command,
-            data: vec![index as u8],
+            data: vec![index as u8].into(),
         }
     }
 
@@ -292,7 +293,7 @@ mod tests {
     #[test]
     fn only_durable_committed_entries_are_applied() {
         let mut log = log_with_terms(&[1, 1]);
-        log.append_new(Term(1), EntryKind::Command, vec![]);
+        log.append_new(Term(1), EntryKind::Command, &[]);
         log.commit_to(LogIndex(3));
         let applied = log.take_committed(100);
         assert_eq!(applied.len(), 2, "entry 3 is not yet durable");

@@ -219,7 +219,7 @@ mod tests {
                 term: Term(term),
                 index: LogIndex(index),
                 kind: EntryKind::Noop,
-                data: Vec::new(),
+                data: Vec::new().into(),
             })
             .collect()
     }

@@ -80,7 +80,7 @@ mod tests {
             term: Term(term),
             index: LogIndex(index),
             kind: EntryKind::Command,
-            data: data.to_vec(),
+            data: data.into(),
         }
     }
 

@@ -161,7 +161,7 @@ mod tests {
             term: Term(1),
             index: LogIndex(index),
             kind: EntryKind::Command,
-            data,
+            data: data.into(),
         }
     }
 

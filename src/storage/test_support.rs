@@ -40,7 +40,7 @@ pub fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
         } else {
             EntryKind::Command
         },
-        data: data.to_vec(),
+        data: data.into(),
     }
 }
 

@@ -493,7 +493,7 @@ fn read_entry(reader: &mut Reader<'_>, position: usize) -> Result<Entry, Payload
         byte: kind_byte,
     })?;
     let data_size = reader.read_size("entry data", ENTRY_DATA_SIZE_MAX)?;
-    let data = reader.take(data_size, "entry data")?.to_vec();
+    let data = reader.take(data_size, "entry data")?.into();
     Ok(Entry {
         term,
         index,
@@ -623,7 +623,7 @@ pub(super) mod tests {
             term: Term(term),
             index: LogIndex(index),
             kind,
-            data,
+            data: data.into(),
         }
     }
 
