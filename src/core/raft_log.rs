@@ -188,11 +188,11 @@ impl RaftLog {
         if applicable <= self.last_applied {
             return Vec::new();
         }
-        let batch = self.entries_from(self.last_applied.next(), count_max, usize::MAX);
-        let batch_len = batch
-            .len()
-            .min((applicable.0 - self.last_applied.0) as usize);
-        let batch: Vec<Entry> = batch.into_iter().take(batch_len).collect();
+        // Bound the count before copying, not after: the batch is built
+        // once, with no second Vec to trim it.
+        let applicable_count = usize::try_from(applicable.0 - self.last_applied.0)
+            .map_or(count_max, |count| count.min(count_max));
+        let batch = self.entries_from(self.last_applied.next(), applicable_count, usize::MAX);
         if let Some(last) = batch.last() {
             self.last_applied = last.index;
         }
