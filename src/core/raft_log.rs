@@ -231,20 +231,11 @@ impl RaftLog {
 mod tests {
     use super::*;
 
-    fn entry(index: u64, term: u64) -> Entry {
-        Entry {
-            term: Term(term),
-            index: LogIndex(index),
-            kind: EntryKind::Command,
-            data: vec![index as u8].into(),
-        }
-    }
-
     fn log_with_terms(terms: &[u64]) -> RaftLog {
         let entries = terms
             .iter()
             .enumerate()
-            .map(|(offset, &term)| entry(offset as u64 + 1, term))
+            .map(|(offset, &term)| Entry::command(offset as u64 + 1, term, b"x"))
             .collect();
         RaftLog::new(entries)
     }
@@ -252,7 +243,7 @@ mod tests {
     #[test]
     fn matching_entries_are_never_truncated() {
         let mut log = log_with_terms(&[1, 1, 2, 2]);
-        let last = log.append_from_leader(LogIndex(1), vec![entry(2, 1)]);
+        let last = log.append_from_leader(LogIndex(1), vec![Entry::command(2, 1, b"x")]);
         assert_eq!(last, LogIndex(2));
         assert_eq!(
             log.last_index(),
@@ -264,7 +255,7 @@ mod tests {
     #[test]
     fn conflicting_suffix_is_replaced() {
         let mut log = log_with_terms(&[1, 1, 2, 2]);
-        log.append_from_leader(LogIndex(2), vec![entry(3, 3)]);
+        log.append_from_leader(LogIndex(2), vec![Entry::command(3, 3, b"x")]);
         assert_eq!(log.last_index(), LogIndex(3));
         assert_eq!(log.term_at(LogIndex(3)), Some(Term(3)));
         let unstable = log.take_unstable();
@@ -278,7 +269,7 @@ mod tests {
     fn truncating_committed_entries_stops_the_node() {
         let mut log = log_with_terms(&[1, 1, 2]);
         log.commit_to(LogIndex(3));
-        log.append_from_leader(LogIndex(2), vec![entry(3, 3)]);
+        log.append_from_leader(LogIndex(2), vec![Entry::command(3, 3, b"x")]);
     }
 
     #[test]
@@ -308,7 +299,7 @@ mod tests {
     fn batches_respect_count_and_size() {
         let log = log_with_terms(&[1; 10]);
         assert_eq!(log.entries_from(LogIndex(1), 3, usize::MAX).len(), 3);
-        let one_entry_size = entry(1, 1).size_bytes();
+        let one_entry_size = Entry::command(1, 1, b"x").size_bytes();
         assert_eq!(
             log.entries_from(LogIndex(1), 100, one_entry_size * 2).len(),
             2

@@ -36,12 +36,7 @@ fn entries_with_terms(terms: &[u64]) -> Vec<Entry> {
     terms
         .iter()
         .enumerate()
-        .map(|(offset, &term)| Entry {
-            term: Term(term),
-            index: LogIndex(offset as u64 + 1),
-            kind: EntryKind::Command,
-            data: vec![term as u8].into(),
-        })
+        .map(|(offset, &term)| Entry::command(offset as u64 + 1, term, &[term as u8]))
         .collect()
 }
 
@@ -579,32 +574,9 @@ fn invalid_configs_are_refused() {
 #[test]
 fn malformed_append_entries_are_dropped() {
     let mut cluster = Cluster::new(3);
-    let bad_entries = vec![
-        Entry {
-            term: Term(2),
-            index: LogIndex(1),
-            kind: EntryKind::Command,
-            data: vec![].into(),
-        },
-        Entry {
-            term: Term(1),
-            index: LogIndex(2),
-            kind: EntryKind::Command,
-            data: vec![].into(),
-        },
-    ];
-    let future_term = vec![Entry {
-        term: Term(9),
-        index: LogIndex(1),
-        kind: EntryKind::Command,
-        data: vec![].into(),
-    }];
-    let gap = vec![Entry {
-        term: Term(2),
-        index: LogIndex(3),
-        kind: EntryKind::Command,
-        data: vec![].into(),
-    }];
+    let bad_entries = vec![Entry::command(1, 2, &[]), Entry::command(2, 1, &[])];
+    let future_term = vec![Entry::command(1, 9, &[])];
+    let gap = vec![Entry::command(3, 2, &[])];
     for entries in [bad_entries, future_term, gap] {
         cluster.nodes[0].step(Message {
             from: NodeId(1),

@@ -77,6 +77,18 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// A command entry carrying a copy of `data`. For code that builds logs
+    /// by hand (tests, mostly); the node itself builds entries where their
+    /// bytes arrive: proposal, wire decoder, segment reader.
+    pub fn command(index: u64, term: u64, data: &[u8]) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            kind: EntryKind::Command,
+            data: data.into(),
+        }
+    }
+
     /// Bytes this entry costs in a batch: its payload plus a fixed header.
     pub fn size_bytes(&self) -> usize {
         self.data.len() + ENTRY_HEADER_SIZE
