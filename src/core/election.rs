@@ -109,7 +109,7 @@ impl Raft {
             .collect();
         // §8: a no-op of the new term lets earlier entries commit (Figure 8)
         // and tells ReadIndex the commit index is current (§6.4).
-        self.log.append_new(term, EntryKind::Noop, Vec::new());
+        self.log.append_new(term, EntryKind::Noop, &[]);
         self.heartbeat_deadline_ms = self.now_ms + self.config.heartbeat_interval_ms;
     }
 

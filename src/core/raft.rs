@@ -174,8 +174,9 @@ impl Raft {
     }
 
     /// A client command. On success the entry is appended (not yet durable or
-    /// committed) at the returned index and term.
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<(LogIndex, Term), ProposeError> {
+    /// committed) at the returned index and term. `data` is copied, so the
+    /// caller may reuse its buffer.
+    pub fn propose(&mut self, data: &[u8]) -> Result<(LogIndex, Term), ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader_id,

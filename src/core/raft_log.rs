@@ -76,15 +76,16 @@ impl RaftLog {
             || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
-    /// The leader appends a new entry of its own term.
-    pub fn append_new(&mut self, term: Term, kind: EntryKind, data: Vec<u8>) -> LogIndex {
+    /// The leader appends a new entry of its own term. The payload is copied
+    /// once, here; everything downstream shares it.
+    pub fn append_new(&mut self, term: Term, kind: EntryKind, data: &[u8]) -> LogIndex {
         assert!(term >= self.last_term(), "term going backwards in the log");
         let index = self.last_index().next();
         self.entries.push(Entry {
             term,
             index,
             kind,
-            data,
+            data: data.into(),
         });
         index
     }
@@ -187,11 +188,11 @@ impl RaftLog {
         if applicable <= self.last_applied {
             return Vec::new();
         }
-        let batch = self.entries_from(self.last_applied.next(), count_max, usize::MAX);
-        let batch_len = batch
-            .len()
-            .min((applicable.0 - self.last_applied.0) as usize);
-        let batch: Vec<Entry> = batch.into_iter().take(batch_len).collect();
+        // Bound the count before copying, not after: the batch is built
+        // once, with no second Vec to trim it.
+        let applicable_count = usize::try_from(applicable.0 - self.last_applied.0)
+            .map_or(count_max, |count| count.min(count_max));
+        let batch = self.entries_from(self.last_applied.next(), applicable_count, usize::MAX);
         if let Some(last) = batch.last() {
             self.last_applied = last.index;
         }
@@ -230,20 +231,11 @@ impl RaftLog {
 mod tests {
     use super::*;
 
-    fn entry(index: u64, term: u64) -> Entry {
-        Entry {
-            term: Term(term),
-            index: LogIndex(index),
-            kind: EntryKind::Command,
-            data: vec![index as u8],
-        }
-    }
-
     fn log_with_terms(terms: &[u64]) -> RaftLog {
         let entries = terms
             .iter()
             .enumerate()
-            .map(|(offset, &term)| entry(offset as u64 + 1, term))
+            .map(|(offset, &term)| Entry::command(offset as u64 + 1, term, b"x"))
             .collect();
         RaftLog::new(entries)
     }
@@ -251,7 +243,7 @@ mod tests {
     #[test]
     fn matching_entries_are_never_truncated() {
         let mut log = log_with_terms(&[1, 1, 2, 2]);
-        let last = log.append_from_leader(LogIndex(1), vec![entry(2, 1)]);
+        let last = log.append_from_leader(LogIndex(1), vec![Entry::command(2, 1, b"x")]);
         assert_eq!(last, LogIndex(2));
         assert_eq!(
             log.last_index(),
@@ -263,7 +255,7 @@ mod tests {
     #[test]
     fn conflicting_suffix_is_replaced() {
         let mut log = log_with_terms(&[1, 1, 2, 2]);
-        log.append_from_leader(LogIndex(2), vec![entry(3, 3)]);
+        log.append_from_leader(LogIndex(2), vec![Entry::command(3, 3, b"x")]);
         assert_eq!(log.last_index(), LogIndex(3));
         assert_eq!(log.term_at(LogIndex(3)), Some(Term(3)));
         let unstable = log.take_unstable();
@@ -277,7 +269,7 @@ mod tests {
     fn truncating_committed_entries_stops_the_node() {
         let mut log = log_with_terms(&[1, 1, 2]);
         log.commit_to(LogIndex(3));
-        log.append_from_leader(LogIndex(2), vec![entry(3, 3)]);
+        log.append_from_leader(LogIndex(2), vec![Entry::command(3, 3, b"x")]);
     }
 
     #[test]
@@ -292,7 +284,7 @@ mod tests {
     #[test]
     fn only_durable_committed_entries_are_applied() {
         let mut log = log_with_terms(&[1, 1]);
-        log.append_new(Term(1), EntryKind::Command, vec![]);
+        log.append_new(Term(1), EntryKind::Command, &[]);
         log.commit_to(LogIndex(3));
         let applied = log.take_committed(100);
         assert_eq!(applied.len(), 2, "entry 3 is not yet durable");
@@ -307,7 +299,7 @@ mod tests {
     fn batches_respect_count_and_size() {
         let log = log_with_terms(&[1; 10]);
         assert_eq!(log.entries_from(LogIndex(1), 3, usize::MAX).len(), 3);
-        let one_entry_size = entry(1, 1).size_bytes();
+        let one_entry_size = Entry::command(1, 1, b"x").size_bytes();
         assert_eq!(
             log.entries_from(LogIndex(1), 100, one_entry_size * 2).len(),
             2

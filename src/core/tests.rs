@@ -36,12 +36,7 @@ fn entries_with_terms(terms: &[u64]) -> Vec<Entry> {
     terms
         .iter()
         .enumerate()
-        .map(|(offset, &term)| Entry {
-            term: Term(term),
-            index: LogIndex(offset as u64 + 1),
-            kind: EntryKind::Command,
-            data: vec![term as u8],
-        })
+        .map(|(offset, &term)| Entry::command(offset as u64 + 1, term, &[term as u8]))
         .collect()
 }
 
@@ -174,7 +169,7 @@ fn single_node_elects_itself_and_commits() {
     let mut cluster = Cluster::new(1);
     cluster.campaign(0);
     assert_eq!(cluster.nodes[0].role(), Role::Leader);
-    let (index, term) = cluster.nodes[0].propose(b"x".to_vec()).expect("leader");
+    let (index, term) = cluster.nodes[0].propose(b"x").expect("leader");
     assert_eq!((index, term), (LogIndex(2), Term(1)));
     cluster.deliver_all();
     assert_eq!(cluster.nodes[0].status().commit_index, LogIndex(2));
@@ -202,7 +197,7 @@ fn proposals_replicate_commit_and_apply_everywhere_in_order() {
     let mut cluster = Cluster::new(3);
     cluster.campaign(0);
     for value in 0..10u8 {
-        cluster.nodes[0].propose(vec![value]).expect("leader");
+        cluster.nodes[0].propose(&[value]).expect("leader");
     }
     cluster.deliver_all();
     cluster.heartbeat(0); // tells followers the commit index
@@ -210,7 +205,7 @@ fn proposals_replicate_commit_and_apply_everywhere_in_order() {
         let data: Vec<Vec<u8>> = cluster.applied[id]
             .iter()
             .skip(1)
-            .map(|entry| entry.data.clone())
+            .map(|entry| entry.data.to_vec())
             .collect();
         assert_eq!(
             data,
@@ -230,7 +225,7 @@ fn follower_refuses_proposals_and_names_the_leader() {
     let mut cluster = Cluster::new(3);
     cluster.campaign(2);
     assert_eq!(
-        cluster.nodes[0].propose(b"x".to_vec()),
+        cluster.nodes[0].propose(b"x"),
         Err(ProposeError::NotLeader {
             leader: Some(NodeId(2))
         })
@@ -458,7 +453,7 @@ fn stale_leader_is_told_the_new_term_and_steps_down() {
     let log_before = cluster.log_terms(2);
     cluster.filter = Box::new(|_| true);
     cluster.nodes[0]
-        .propose(b"stale".to_vec())
+        .propose(b"stale")
         .expect("still thinks it leads");
     cluster.deliver_all();
     assert_eq!(
@@ -483,7 +478,7 @@ fn leader_pipelines_without_waiting_for_answers() {
     cluster.heartbeat(0);
     let mut appends_to_1 = 0;
     for round in 0..3u8 {
-        cluster.nodes[0].propose(vec![round]).expect("leader");
+        cluster.nodes[0].propose(&[round]).expect("leader");
         let ready = cluster.nodes[0].ready();
         appends_to_1 += ready
             .messages
@@ -505,7 +500,7 @@ fn proposals_in_one_turn_form_one_batch() {
     cluster.campaign(0);
     cluster.heartbeat(0);
     for value in 0..100u8 {
-        cluster.nodes[0].propose(vec![value]).expect("leader");
+        cluster.nodes[0].propose(&[value]).expect("leader");
     }
     let ready = cluster.nodes[0].ready();
     assert_eq!(ready.entries.len(), 100, "one write for the whole turn");
@@ -527,7 +522,7 @@ fn leader_counts_itself_only_once_its_write_is_durable() {
     let mut cluster = Cluster::new(3);
     cluster.campaign(0);
     cluster.heartbeat(0);
-    let (index, term) = cluster.nodes[0].propose(b"x".to_vec()).expect("leader");
+    let (index, term) = cluster.nodes[0].propose(b"x").expect("leader");
     let ready = cluster.nodes[0].ready();
     // One follower acknowledges; the leader's own write is not yet done.
     cluster.nodes[0].step(Message {
@@ -579,32 +574,9 @@ fn invalid_configs_are_refused() {
 #[test]
 fn malformed_append_entries_are_dropped() {
     let mut cluster = Cluster::new(3);
-    let bad_entries = vec![
-        Entry {
-            term: Term(2),
-            index: LogIndex(1),
-            kind: EntryKind::Command,
-            data: vec![],
-        },
-        Entry {
-            term: Term(1),
-            index: LogIndex(2),
-            kind: EntryKind::Command,
-            data: vec![],
-        },
-    ];
-    let future_term = vec![Entry {
-        term: Term(9),
-        index: LogIndex(1),
-        kind: EntryKind::Command,
-        data: vec![],
-    }];
-    let gap = vec![Entry {
-        term: Term(2),
-        index: LogIndex(3),
-        kind: EntryKind::Command,
-        data: vec![],
-    }];
+    let bad_entries = vec![Entry::command(1, 2, &[]), Entry::command(2, 1, &[])];
+    let future_term = vec![Entry::command(1, 9, &[])];
+    let gap = vec![Entry::command(3, 2, &[])];
     for entries in [bad_entries, future_term, gap] {
         cluster.nodes[0].step(Message {
             from: NodeId(1),
@@ -840,7 +812,7 @@ fn a_follower_that_lost_its_log_is_caught_up_again() {
     let mut cluster = Cluster::new(3);
     cluster.campaign(0);
     for value in 0..5u8 {
-        cluster.nodes[0].propose(vec![value]).expect("leader");
+        cluster.nodes[0].propose(&[value]).expect("leader");
     }
     cluster.deliver_all();
     // Node 2 comes back with an empty disk (a wiped data dir).

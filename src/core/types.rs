@@ -1,6 +1,7 @@
 //! Vocabulary of the protocol: terms, indexes, node ids, log entries.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// A Raft term. Terms only ever grow on a node (Raft §5.1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -68,11 +69,26 @@ pub struct Entry {
     pub term: Term,
     pub index: LogIndex,
     pub kind: EntryKind,
-    /// Opaque to the core: the state machine's encoded command.
-    pub data: Vec<u8>,
+    /// Opaque to the core: the state machine's encoded command. Shared, not
+    /// owned: the same payload goes to storage, to every follower and to the
+    /// state machine, and each of those copies must cost a reference count,
+    /// not a byte copy.
+    pub data: Arc<[u8]>,
 }
 
 impl Entry {
+    /// A command entry carrying a copy of `data`. For code that builds logs
+    /// by hand (tests, mostly); the node itself builds entries where their
+    /// bytes arrive: proposal, wire decoder, segment reader.
+    pub fn command(index: u64, term: u64, data: &[u8]) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            kind: EntryKind::Command,
+            data: data.into(),
+        }
+    }
+
     /// Bytes this entry costs in a batch: its payload plus a fixed header.
     pub fn size_bytes(&self) -> usize {
         self.data.len() + ENTRY_HEADER_SIZE

@@ -211,16 +211,11 @@ fn record_count(write: &Write) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{EntryKind, NodeId};
+    use crate::core::NodeId;
 
     fn entries(first: u64, last: u64, term: u64) -> Vec<Entry> {
         (first..=last)
-            .map(|index| Entry {
-                term: Term(term),
-                index: LogIndex(index),
-                kind: EntryKind::Noop,
-                data: Vec::new(),
-            })
+            .map(|index| Entry::command(index, term, &[]))
             .collect()
     }
 

@@ -75,23 +75,20 @@ pub fn prefix_hash(previous: u64, entry: &Entry) -> u64 {
 mod tests {
     use super::*;
 
-    fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
-        Entry {
-            term: Term(term),
-            index: LogIndex(index),
-            kind: EntryKind::Command,
-            data: data.to_vec(),
-        }
-    }
-
     #[test]
     fn prefix_hash_depends_on_every_entry() {
-        let one = prefix_hash(prefix_hash(0, &entry(1, 1, b"a")), &entry(2, 1, b"b"));
-        let other = prefix_hash(prefix_hash(0, &entry(1, 1, b"x")), &entry(2, 1, b"b"));
+        let one = prefix_hash(
+            prefix_hash(0, &Entry::command(1, 1, b"a")),
+            &Entry::command(2, 1, b"b"),
+        );
+        let other = prefix_hash(
+            prefix_hash(0, &Entry::command(1, 1, b"x")),
+            &Entry::command(2, 1, b"b"),
+        );
         assert_ne!(one, other);
         assert_ne!(
-            entry_hash(&entry(1, 1, b"a")),
-            entry_hash(&entry(1, 2, b"a"))
+            entry_hash(&Entry::command(1, 1, b"a")),
+            entry_hash(&Entry::command(1, 2, b"a"))
         );
     }
 }

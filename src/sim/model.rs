@@ -151,18 +151,12 @@ fn text(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Term;
     use crate::kv::parse_request;
 
     fn entry(index: u64, record: &LogRecord) -> Entry {
         let mut data = Vec::new();
         record.encode(&mut data);
-        Entry {
-            term: Term(1),
-            index: LogIndex(index),
-            kind: EntryKind::Command,
-            data,
-        }
+        Entry::command(index, 1, &data)
     }
 
     fn command(line: &str, session: Option<(u64, u64)>) -> LogRecord {

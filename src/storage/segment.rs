@@ -289,7 +289,7 @@ fn read_record(bytes: &[u8], offset: usize) -> RecordRead {
         term: Term(BigEndian::read_u64(&record[RECORD_TERM_OFFSET..])),
         index: LogIndex(BigEndian::read_u64(&record[RECORD_INDEX_OFFSET..])),
         kind,
-        data: record[RECORD_HEADER_SIZE..].to_vec(),
+        data: record[RECORD_HEADER_SIZE..].into(),
     };
     RecordRead::Complete {
         entry,
@@ -446,7 +446,7 @@ mod tests {
             term: Term(term),
             index: LogIndex(index),
             kind: EntryKind::Command,
-            data: data.to_vec(),
+            data: data.into(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Helpers shared by the storage tests.
 
-use crate::core::{Entry, EntryKind, LogIndex, Term};
+use crate::core::{Entry, EntryKind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -31,16 +31,17 @@ impl Drop for TempDir {
     }
 }
 
+/// An empty payload makes a no-op, so tests that draw payload sizes from
+/// zero put both entry kinds through the record format.
 pub fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
+    let kind = if data.is_empty() {
+        EntryKind::Noop
+    } else {
+        EntryKind::Command
+    };
     Entry {
-        term: Term(term),
-        index: LogIndex(index),
-        kind: if data.is_empty() {
-            EntryKind::Noop
-        } else {
-            EntryKind::Command
-        },
-        data: data.to_vec(),
+        kind,
+        ..Entry::command(index, term, data)
     }
 }
 

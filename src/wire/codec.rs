@@ -493,7 +493,7 @@ fn read_entry(reader: &mut Reader<'_>, position: usize) -> Result<Entry, Payload
         byte: kind_byte,
     })?;
     let data_size = reader.read_size("entry data", ENTRY_DATA_SIZE_MAX)?;
-    let data = reader.take(data_size, "entry data")?.to_vec();
+    let data = reader.take(data_size, "entry data")?.into();
     Ok(Entry {
         term,
         index,
@@ -618,12 +618,11 @@ pub(super) mod tests {
         })
     }
 
-    fn entry(term: u64, index: u64, kind: EntryKind, data: Vec<u8>) -> Entry {
+    /// The leader's no-op: the one other kind the codec must carry.
+    fn noop(index: u64, term: u64) -> Entry {
         Entry {
-            term: Term(term),
-            index: LogIndex(index),
-            kind,
-            data,
+            kind: EntryKind::Noop,
+            ..Entry::command(index, term, &[])
         }
     }
 
@@ -677,9 +676,9 @@ pub(super) mod tests {
             append_entries(
                 9,
                 vec![
-                    entry(6, 10, EntryKind::Noop, Vec::new()),
-                    entry(7, 11, EntryKind::Command, b"SET a 1".to_vec()),
-                    entry(7, 12, EntryKind::Command, vec![0, 255, 1]),
+                    noop(10, 6),
+                    Entry::command(11, 7, b"SET a 1"),
+                    Entry::command(12, 7, &[0, 255, 1]),
                 ],
             ),
             message(
@@ -775,10 +774,7 @@ pub(super) mod tests {
         let large = vec![0xab; ENTRY_DATA_SIZE_MAX];
         assert_round_trip(&append_entries(
             100,
-            vec![
-                entry(7, 101, EntryKind::Command, large),
-                entry(7, 102, EntryKind::Noop, Vec::new()),
-            ],
+            vec![Entry::command(101, 7, &large), noop(102, 7)],
         ));
         let node_id = "x".repeat(NODE_ID_SIZE_MAX);
         assert_round_trip(&Frame::PeerHello(PeerHello {
@@ -797,7 +793,7 @@ pub(super) mod tests {
     #[test]
     fn full_batch_of_entries_round_trips() {
         let entries = (1..=APPEND_BATCH_ENTRIES_MAX as u64)
-            .map(|index| entry(1, index, EntryKind::Command, index.to_be_bytes().to_vec()))
+            .map(|index| Entry::command(index, 1, &index.to_be_bytes()))
             .collect();
         assert_round_trip(&append_entries(0, entries));
     }
@@ -836,13 +832,7 @@ pub(super) mod tests {
     #[test]
     fn non_consecutive_entry_indexes_are_refused() {
         // Encode a valid batch, then rewrite the second entry's index from 11 to 12.
-        let frame = append_entries(
-            9,
-            vec![
-                entry(7, 10, EntryKind::Noop, Vec::new()),
-                entry(7, 11, EntryKind::Noop, Vec::new()),
-            ],
-        );
+        let frame = append_entries(9, vec![noop(10, 7), noop(11, 7)]);
         let mut payload = payload_of(&frame);
         let second_index_offset = 16 + 32 + 4 + ENTRY_HEADER_SIZE + 8;
         assert_eq!(
@@ -863,7 +853,7 @@ pub(super) mod tests {
 
     #[test]
     fn first_entry_must_follow_prev_log_index() {
-        let frame = append_entries(9, vec![entry(7, 10, EntryKind::Noop, Vec::new())]);
+        let frame = append_entries(9, vec![noop(10, 7)]);
         let mut payload = payload_of(&frame);
         // prev_log_index (right after the 16-byte common header) from 9 to 3.
         payload[16 + 7] = 3;
@@ -880,10 +870,7 @@ pub(super) mod tests {
 
     #[test]
     fn entry_index_overflow_is_refused() {
-        let mut payload = payload_of(&append_entries(
-            9,
-            vec![entry(7, 10, EntryKind::Noop, Vec::new())],
-        ));
+        let mut payload = payload_of(&append_entries(9, vec![noop(10, 7)]));
         payload[16..24].copy_from_slice(&u64::MAX.to_be_bytes());
         let error = payload_error(4, &payload);
         assert_eq!(
@@ -939,10 +926,7 @@ pub(super) mod tests {
 
     #[test]
     fn unknown_entry_kind_is_refused() {
-        let mut payload = payload_of(&append_entries(
-            9,
-            vec![entry(7, 10, EntryKind::Noop, Vec::new())],
-        ));
+        let mut payload = payload_of(&append_entries(9, vec![noop(10, 7)]));
         payload[16 + 32 + 4 + 16] = 2;
         let error = payload_error(4, &payload);
         assert_eq!(
@@ -1042,13 +1026,7 @@ pub(super) mod tests {
     #[test]
     #[should_panic(expected = "not consecutive")]
     fn encoding_non_consecutive_entries_is_a_bug() {
-        encode(&append_entries(
-            9,
-            vec![
-                entry(7, 10, EntryKind::Noop, Vec::new()),
-                entry(7, 12, EntryKind::Noop, Vec::new()),
-            ],
-        ));
+        encode(&append_entries(9, vec![noop(10, 7), noop(12, 7)]));
     }
 
     #[test]
