@@ -441,15 +441,6 @@ fn describe_damage(damaged: RecordRead, file_size: usize, offset: usize) -> Corr
 mod tests {
     use super::*;
 
-    fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
-        Entry {
-            term: Term(term),
-            index: LogIndex(index),
-            kind: EntryKind::Command,
-            data: data.into(),
-        }
-    }
-
     fn segment_bytes(entries: &[Entry]) -> Vec<u8> {
         let mut bytes = Vec::new();
         encode_header(entries[0].index, &mut bytes);
@@ -474,9 +465,9 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let entries = vec![
-            entry(1, 1, b""),
-            entry(2, 1, b"set x 1"),
-            entry(3, 4, &[7; 300]),
+            Entry::command(1, 1, b""),
+            Entry::command(2, 1, b"set x 1"),
+            Entry::command(3, 4, &[7; 300]),
         ];
         let bytes = segment_bytes(&entries);
         assert_eq!(
@@ -521,7 +512,7 @@ mod tests {
 
     #[test]
     fn unknown_kind_with_valid_crc_is_impossible() {
-        let mut bytes = segment_bytes(&[entry(1, 1, b"a"), entry(2, 1, b"b")]);
+        let mut bytes = segment_bytes(&[Entry::command(1, 1, b"a"), Entry::command(2, 1, b"b")]);
         let offset = SEGMENT_HEADER_SIZE;
         bytes[offset + RECORD_KIND_OFFSET] = 9;
         let crc = record_crc(&bytes[offset..offset + RECORD_HEADER_SIZE + 1]);
@@ -537,7 +528,7 @@ mod tests {
 
     #[test]
     fn length_over_bound_is_refused_even_at_the_end() {
-        let mut bytes = segment_bytes(&[entry(1, 1, b"a")]);
+        let mut bytes = segment_bytes(&[Entry::command(1, 1, b"a")]);
         let length = (RECORD_PAYLOAD_SIZE_MAX + 1) as u32;
         BigEndian::write_u32(&mut bytes[SEGMENT_HEADER_SIZE..], length);
         let error = scan(&bytes, true).unwrap_err();
@@ -550,7 +541,7 @@ mod tests {
 
     #[test]
     fn torn_tails_only_in_the_newest_segment() {
-        let bytes = segment_bytes(&[entry(1, 1, b"abc"), entry(2, 1, b"def")]);
+        let bytes = segment_bytes(&[Entry::command(1, 1, b"abc"), Entry::command(2, 1, b"def")]);
         let cut = &bytes[..bytes.len() - 1];
         let (entries, end) = scan(cut, true).unwrap();
         assert_eq!(entries.len(), 1);
@@ -566,7 +557,7 @@ mod tests {
 
     #[test]
     fn torn_segment_headers() {
-        let bytes = segment_bytes(&[entry(1, 1, b"abc")]);
+        let bytes = segment_bytes(&[Entry::command(1, 1, b"abc")]);
         let torn = |slice: &[u8]| match read_header(slice, true) {
             HeaderRead::Torn(reason) => reason,
             other => panic!("expected torn, got {other:?}"),
