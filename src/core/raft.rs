@@ -240,7 +240,7 @@ impl Raft {
         !self.ready.is_empty()
             || self.hard_state_dirty
             || log.has_unstable()
-            || log.commit_index().min(log.persisted_index()) > log.last_applied()
+            || log.commit_index() > log.last_applied()
             || self.reads.round_wanted()
             || self.progress.values().any(|progress| {
                 progress.can_send_entries() && progress.next_index <= log.last_index()

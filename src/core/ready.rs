@@ -8,7 +8,8 @@ use super::types::{Entry, HardState, LogIndex, NodeId, Term};
 /// that suffix), then send `messages_after_persist` and call
 /// `Raft::persisted`. `messages` may leave at once, before the write (§10.2.1
 /// of the dissertation: a leader may send AppendEntries in parallel with its
-/// own write). `committed_entries` are durable already and are applied in order.
+/// own write). `committed_entries` are durable on a majority (not
+/// necessarily here yet) and are applied in order.
 #[derive(Debug, Default)]
 pub struct Ready {
     pub hard_state: Option<HardState>,

@@ -3,6 +3,7 @@
 pub mod clock;
 pub mod connection;
 pub mod describe;
+mod disk_sync;
 pub mod logging;
 mod network;
 pub mod options;

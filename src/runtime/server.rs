@@ -1,16 +1,21 @@
 //! The event loop: one thread, one `Poll`. Each turn drains the sockets,
 //! makes one pass through the replica, writes and syncs once, then flushes
-//! every connection once (which is also group commit).
+//! every connection once (which is also group commit). A leader's syncs of
+//! its own records run on the disk-sync thread (disk_sync.rs) while the loop
+//! goes on.
 
 use super::clock::Clock;
 use super::connection::Connection;
+use super::disk_sync::DiskSyncer;
 use super::logging::Throttle;
 use super::timer_wheel::{TimerId, TimerWheel};
 use crate::constants::{CLIENT_CONNECTIONS_MAX, CLIENT_REQUESTS_IN_FLIGHT_MAX, POLL_EVENTS_MAX};
-use crate::core::{Event, LogIndex, Message, MessageBody, NodeId, Ready, Role, StepDownReason};
+use crate::core::{
+    Event, LogIndex, Message, MessageBody, NodeId, Ready, Role, StepDownReason, Term,
+};
 use crate::log;
 use crate::replica::{ClientToken, NodeCounters, Replica};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Storage, StorageError, SyncJob};
 use mio::net::TcpListener;
 use mio::{Events, Poll, Token};
 use std::collections::HashMap;
@@ -93,6 +98,11 @@ pub struct Server<S: Storage> {
     ready_left_over: bool,
     throttles: LogThrottles,
     pub(super) counters: NodeCounters,
+    syncer: DiskSyncer,
+    /// The last entry the sync running on the syncer makes durable.
+    sync_in_flight: Option<(LogIndex, Term)>,
+    /// Records written while that sync ran: the next job, and its last entry.
+    sync_waiting: Option<(SyncJob, LogIndex, Term)>,
 }
 
 /// What the daemon needs to start the loop.
@@ -130,6 +140,9 @@ impl<S: Storage> Server<S> {
                 })
             })
             .collect();
+        let syncer = DiskSyncer::start(poll.registry()).map_err(|error| {
+            RuntimeError::Io(format!("cannot start the disk-sync thread: {error}"))
+        })?;
         let now_ms = parts.clock.now_ms();
         let timer_capacity = CLIENT_CONNECTIONS_MAX * CLIENT_REQUESTS_IN_FLIGHT_MAX + 1024;
         Ok(Server {
@@ -151,6 +164,9 @@ impl<S: Storage> Server<S> {
             ready_left_over: false,
             throttles: LogThrottles::default(),
             counters: NodeCounters::default(),
+            syncer,
+            sync_in_flight: None,
+            sync_waiting: None,
         })
     }
 
@@ -176,6 +192,7 @@ impl<S: Storage> Server<S> {
                 self.handle_event(event);
             }
             self.drain_read_backlog();
+            self.collect_finished_syncs()?;
             self.fire_timers(now_ms);
             self.replica.advance_time(now_ms);
             self.drive()?;
@@ -255,20 +272,98 @@ impl<S: Storage> Server<S> {
             let mut ready = self.replica.ready();
             self.log_ready(&ready);
             self.send_messages(std::mem::take(&mut ready.messages));
+            let mut sync_deferred = false;
             if ready.needs_persist() {
                 // Let followers start on their copy while ours is synced
                 // (dissertation §10.2.1): commit latency becomes the slower
                 // of the two syncs, not their sum.
                 self.flush_dirty();
-                self.persist(&ready)?;
+                if may_defer_sync(&ready) {
+                    sync_deferred = self.persist_deferring_sync(&ready)?;
+                } else {
+                    self.settle_syncs()?;
+                    self.persist(&ready)?;
+                }
             }
             self.send_messages(ready.messages_after_persist);
-            if let Some(last) = ready.entries.last() {
+            if let (Some(last), false) = (ready.entries.last(), sync_deferred) {
                 self.replica.persisted(last.index, last.term);
             }
         }
         self.ready_left_over = self.replica.has_ready();
         Ok(())
+    }
+
+    /// Writes the records and leaves their fdatasync to the syncer. True
+    /// when `persisted` will come from `sync_finished`, false when they are
+    /// durable already.
+    fn persist_deferring_sync(&mut self, ready: &Ready) -> Result<bool, RuntimeError> {
+        let Some(last) = ready.entries.last() else {
+            return Ok(false);
+        };
+        self.storage
+            .append(&ready.entries)
+            .map_err(RuntimeError::Storage)?;
+        self.counters.entries_appended += ready.entries.len() as u64;
+        let job = self
+            .storage
+            .write_deferring_sync()
+            .map_err(RuntimeError::Storage)?;
+        let Some(mut job) = job else {
+            self.note_storage_stats();
+            return Ok(false);
+        };
+        if self.sync_in_flight.is_none() {
+            self.syncer.submit(job)?;
+            self.sync_in_flight = Some((last.index, last.term));
+            return Ok(true);
+        }
+        // The newer job covers every record the waiting one does: those in
+        // an older segment were synced when that segment was sealed.
+        if let Some((waiting, _, _)) = self.sync_waiting.take() {
+            job.entries += waiting.entries;
+        }
+        self.sync_waiting = Some((job, last.index, last.term));
+        Ok(true)
+    }
+
+    /// Takes the results of finished syncs without waiting.
+    fn collect_finished_syncs(&mut self) -> Result<(), RuntimeError> {
+        while let Some(result) = self.syncer.try_finished() {
+            self.sync_finished(result?)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every deferred sync is done: what follows promises
+    /// durable state, or syncs on the loop, and must come after them.
+    fn settle_syncs(&mut self) -> Result<(), RuntimeError> {
+        while self.sync_in_flight.is_some() {
+            let job = self.syncer.wait_finished()?;
+            self.sync_finished(job)?;
+        }
+        Ok(())
+    }
+
+    fn sync_finished(&mut self, job: SyncJob) -> Result<(), RuntimeError> {
+        self.storage.deferred_sync_done(&job);
+        self.note_storage_stats();
+        let (index, term) = self
+            .sync_in_flight
+            .take()
+            .expect("a finished sync was submitted");
+        self.replica.persisted(index, term);
+        if let Some((next, index, term)) = self.sync_waiting.take() {
+            self.syncer.submit(next)?;
+            self.sync_in_flight = Some((index, term));
+        }
+        Ok(())
+    }
+
+    fn note_storage_stats(&mut self) {
+        let stats = self.storage.stats();
+        self.counters.fsyncs = stats.fsyncs;
+        self.counters.synced_entries = stats.synced_entries;
     }
 
     fn persist(&mut self, ready: &Ready) -> Result<(), RuntimeError> {
@@ -283,9 +378,7 @@ impl<S: Storage> Server<S> {
                 .map_err(RuntimeError::Storage)?;
         }
         self.storage.sync().map_err(RuntimeError::Storage)?;
-        let stats = self.storage.stats();
-        self.counters.fsyncs = stats.fsyncs;
-        self.counters.synced_entries = stats.synced_entries;
+        self.note_storage_stats();
         self.counters.entries_appended += ready.entries.len() as u64;
         Ok(())
     }
@@ -439,4 +532,14 @@ impl<S: Storage> Server<S> {
             self.send_peer_message(&message);
         }
     }
+}
+
+/// Only records whose durability promises nothing to anyone may wait for
+/// the syncer: a new hard state (a term, a vote) and acks or votes that
+/// ride on this write are synced on the loop, in order, as before. In
+/// practice that is a leader appending its own entries.
+fn may_defer_sync(ready: &Ready) -> bool {
+    ready.hard_state.is_none()
+        && ready.messages_after_persist.is_empty()
+        && !ready.entries.is_empty()
 }

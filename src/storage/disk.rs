@@ -13,13 +13,14 @@ use super::segment::{
     self, HeaderRead, RecordPosition, ScanEnd, ScanStart, TornReason, RECORD_HEADER_SIZE,
     RECORD_PAYLOAD_SIZE_MAX, SEGMENT_FILE_SUFFIX, SEGMENT_HEADER_SIZE,
 };
-use super::{Recovered, Storage, StorageError, StorageStats};
+use super::{Recovered, Storage, StorageError, StorageStats, SyncJob};
 use crate::core::{Entry, HardState, LogIndex, Term};
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const LOCK_FILE_NAME: &str = "LOCK";
 pub const LOG_DIRECTORY_NAME: &str = "log";
@@ -248,7 +249,9 @@ pub struct DiskStorage {
     segments: Vec<Segment>,
     /// The newest segment, open for writing. Invariant: Some exactly when
     /// `segments` is not empty.
-    newest_file: Option<File>,
+    /// Shared with a `SyncJob` running elsewhere, so a deferred sync costs
+    /// no second descriptor.
+    newest_file: Option<Arc<File>>,
     pending: Pending,
     stats: StorageStats,
     /// Set by a failed write, truncation or sync: every later call fails.
@@ -290,7 +293,7 @@ impl DiskStorage {
             Some(newest) => {
                 let file = open_for_writing(&newest.path)?;
                 preallocate(&file, &newest.path, options.segment_size_max)?;
-                Some(file)
+                Some(Arc::new(file))
             }
             None => None,
         };
@@ -403,7 +406,7 @@ impl DiskStorage {
         };
         assert!(newest.first_index < cut);
         if self.newest_file.is_none() {
-            self.newest_file = Some(open_for_writing(&newest.path)?);
+            self.newest_file = Some(Arc::new(open_for_writing(&newest.path)?));
         }
         let Some(position) = newest.records.get((cut.0 - newest.first_index.0) as usize) else {
             return Ok(()); // the removed segment started exactly at `cut`
@@ -460,6 +463,17 @@ impl DiskStorage {
             self.stats.synced_entries += entry_count as u64;
         }
         Ok(())
+    }
+
+    fn sync_job(&self, entries: u64) -> SyncJob {
+        let (Some(newest), Some(file)) = (self.segments.last(), &self.newest_file) else {
+            unreachable!("records were just written to the newest segment");
+        };
+        SyncJob {
+            file: Arc::clone(file),
+            path: newest.path.clone(),
+            entries,
+        }
     }
 
     fn seal_newest(&self) -> Result<(), StorageError> {
@@ -585,7 +599,7 @@ impl DiskStorage {
             records: Vec::new(),
             size: SEGMENT_HEADER_SIZE as u64,
         });
-        self.newest_file = Some(file);
+        self.newest_file = Some(Arc::new(file));
         Ok(())
     }
 }
@@ -661,6 +675,28 @@ impl Storage for DiskStorage {
 
     fn stats(&self) -> StorageStats {
         self.stats
+    }
+
+    /// The hard state, when pending, is synced here first as in `sync`:
+    /// records of a new term must not reach the disk before it.
+    fn write_deferring_sync(&mut self) -> Result<Option<SyncJob>, StorageError> {
+        self.check_running()?;
+        if self.hard_state_pending || !self.options.fsync {
+            self.sync()?;
+            return Ok(None);
+        }
+        let entries = self.pending.records.len() as u64;
+        if entries == 0 {
+            return Ok(None);
+        }
+        let result = self.write_pending();
+        self.halt_on_error(result)?;
+        Ok(Some(self.sync_job(entries)))
+    }
+
+    fn deferred_sync_done(&mut self, job: &SyncJob) {
+        self.stats.fsyncs += 1;
+        self.stats.synced_entries += job.entries;
     }
 }
 
@@ -961,7 +997,7 @@ impl DiskStorage {
     /// Lets tests make the next write fail.
     pub(super) fn replace_newest_file_for_test(&mut self, file: File) {
         assert!(self.newest_file.is_some());
-        self.newest_file = Some(file);
+        self.newest_file = Some(Arc::new(file));
     }
 
     pub(super) fn replace_hard_state_file_for_test(&mut self, file: File) {

@@ -889,6 +889,68 @@ fn a_second_open_is_refused_while_the_first_lives() {
     open(&directory.path, SEGMENT_SIZE_SMALL);
 }
 
+/// The leader's path: records written now, their fdatasync run by the
+/// caller later. A pending hard state is never deferred (records of a new
+/// term must not reach the disk before it), and what was written survives a
+/// process crash whether or not the job ran.
+#[test]
+fn a_deferred_sync_writes_now_and_syncs_when_the_job_runs() {
+    let directory = TempDir::new("disk-deferred");
+    let (mut storage, _, _) = open(&directory.path, SEGMENT_SIZE_SMALL);
+    storage.append(&entries(1, 1, 1)).unwrap();
+    storage.set_hard_state(hard_state(1, Some(0))).unwrap();
+    assert!(
+        storage.write_deferring_sync().unwrap().is_none(),
+        "a new hard state syncs at once"
+    );
+    assert_eq!(storage.stats().fsyncs, 1);
+    assert!(
+        storage.write_deferring_sync().unwrap().is_none(),
+        "nothing pending"
+    );
+    // Entries 2..=5 cross into new segments: the full ones are sealed (and
+    // synced) on the way, the job covers the newest.
+    storage.append(&entries(2, 4, 1)).unwrap();
+    let job = storage.write_deferring_sync().unwrap().expect("a job");
+    assert_eq!(job.entries, 4);
+    assert_eq!(Some(&job.path), storage.segment_paths_for_test().last());
+    assert_eq!(storage.stats().fsyncs, 1, "not counted before it runs");
+    job.run().unwrap();
+    storage.deferred_sync_done(&job);
+    assert_eq!(
+        storage.stats(),
+        StorageStats {
+            fsyncs: 2,
+            synced_entries: 5
+        }
+    );
+    storage.append(&entries(6, 1, 1)).unwrap();
+    let unrun = storage.write_deferring_sync().unwrap().expect("a job");
+    drop(unrun);
+    drop(storage);
+    let (_, recovered, report) = open(&directory.path, SEGMENT_SIZE_SMALL);
+    assert_eq!(recovered.entries, entries(1, 6, 1));
+    assert_eq!(report.torn_tail, None);
+}
+
+/// With syncing off there is nothing to defer.
+#[test]
+fn no_deferred_sync_without_fsync() {
+    let directory = TempDir::new("disk-deferred-off");
+    let options = DiskOptions {
+        fsync: false,
+        segment_size_max: SEGMENT_SIZE_SMALL,
+    };
+    let (mut storage, _, _) = DiskStorage::open(&directory.path, options).unwrap();
+    storage.set_hard_state(hard_state(1, None)).unwrap();
+    storage.sync().unwrap();
+    storage.append(&entries(1, 3, 1)).unwrap();
+    assert!(storage.write_deferring_sync().unwrap().is_none());
+    drop(storage);
+    let (_, recovered, _) = DiskStorage::open(&directory.path, options).unwrap();
+    assert_eq!(recovered.entries, entries(1, 3, 1));
+}
+
 #[test]
 fn sync_counters_count_group_commits() {
     let directory = TempDir::new("disk-counters");

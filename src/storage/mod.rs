@@ -35,7 +35,8 @@ pub struct Recovered {
 /// Counters for STATUS. `fsyncs / synced_entries` is the group-commit ratio.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StorageStats {
-    /// `sync()` calls that made something durable with fdatasync.
+    /// `sync()` calls and finished `SyncJob`s that made something durable
+    /// with fdatasync.
     pub fsyncs: u64,
     /// Entries made durable by those calls.
     pub synced_entries: u64,
@@ -150,6 +151,25 @@ impl fmt::Display for StorageError {
 
 impl std::error::Error for StorageError {}
 
+/// The fdatasync that makes written records durable, handed to another
+/// thread so the event loop need not wait for it.
+#[derive(Debug)]
+pub struct SyncJob {
+    /// The newest segment's file, shared with the storage.
+    pub file: std::sync::Arc<std::fs::File>,
+    pub path: PathBuf,
+    /// Entries written since the previous sync, for the counters.
+    pub entries: u64,
+}
+
+impl SyncJob {
+    pub fn run(&self) -> Result<(), StorageError> {
+        self.file
+            .sync_data()
+            .map_err(StorageError::io(&self.path, "fdatasync"))
+    }
+}
+
 pub trait Storage {
     /// Appends `entries` (consecutive). If the first index is at or below the
     /// stored last index, the stored suffix from there is replaced.
@@ -157,6 +177,16 @@ pub trait Storage {
     fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError>;
     /// Makes everything written so far durable.
     fn sync(&mut self) -> Result<(), StorageError>;
+    /// Like `sync`, but may stop after writing the records and return the
+    /// fdatasync still owed, for the caller to run (once, to completion,
+    /// then report with `deferred_sync_done`) before it treats them as
+    /// durable. None: everything is durable already.
+    fn write_deferring_sync(&mut self) -> Result<Option<SyncJob>, StorageError> {
+        self.sync()?;
+        Ok(None)
+    }
+    /// A job from `write_deferring_sync` finished without error.
+    fn deferred_sync_done(&mut self, _job: &SyncJob) {}
     /// Counters for STATUS; storage that never syncs reports zeros.
     fn stats(&self) -> StorageStats {
         StorageStats::default()
