@@ -21,8 +21,10 @@ pub const APPEND_BATCH_ENTRIES_MAX: usize = 4096;
 pub const APPEND_BATCH_SIZE_MAX: usize = 1024 * 1024;
 
 /// AppendEntries a leader keeps in flight to one follower before it waits
-/// for acknowledgements (pipelining window).
+/// for acknowledgements (pipelining window), by count and by the bytes of
+/// their entries. The window always admits one batch, however large.
 pub const INFLIGHT_APPENDS_MAX: usize = 32;
+pub const INFLIGHT_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Committed entries handed to the state machine in one pass.
 pub const APPLY_BATCH_ENTRIES_MAX: usize = 8192;

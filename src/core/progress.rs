@@ -2,7 +2,7 @@
 //! leaders"), plus the flow control that makes pipelining safe.
 
 use super::types::LogIndex;
-use crate::constants::INFLIGHT_APPENDS_MAX;
+use crate::constants::{INFLIGHT_APPENDS_MAX, INFLIGHT_BYTES_MAX};
 use std::collections::VecDeque;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,9 +26,11 @@ pub struct Progress {
     /// Probe only: an AppendEntries is outstanding; wait for its answer or the
     /// next heartbeat before sending another.
     pub probe_sent: bool,
-    /// Replicate only: last index of each AppendEntries in flight, oldest
-    /// first. Bounded by INFLIGHT_APPENDS_MAX.
-    inflights: VecDeque<LogIndex>,
+    /// Replicate only: last index and entry bytes of each AppendEntries in
+    /// flight, oldest first. Bounded by INFLIGHT_APPENDS_MAX.
+    inflights: VecDeque<(LogIndex, usize)>,
+    /// Sum of the bytes in `inflights`.
+    inflight_bytes: usize,
     /// When the leader last heard from this follower (CheckQuorum).
     pub last_contact_ms: u64,
     /// Highest heartbeat round the follower has answered (ReadIndex).
@@ -46,6 +48,7 @@ impl Progress {
             state: ProgressState::Probe,
             probe_sent: false,
             inflights: VecDeque::with_capacity(INFLIGHT_APPENDS_MAX),
+            inflight_bytes: 0,
             last_contact_ms: now_ms,
             round_acknowledged: 0,
         }
@@ -55,14 +58,19 @@ impl Progress {
         self.state = ProgressState::Probe;
         self.next_index = self.match_index.next();
         self.probe_sent = false;
-        self.inflights.clear();
+        self.clear_inflights();
     }
 
     pub fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
         self.next_index = self.match_index.next();
         self.probe_sent = false;
+        self.clear_inflights();
+    }
+
+    fn clear_inflights(&mut self) {
         self.inflights.clear();
+        self.inflight_bytes = 0;
     }
 
     /// A success for `index` arrived. Returns false if it told nothing new.
@@ -75,23 +83,29 @@ impl Progress {
         if self.next_index <= index {
             self.next_index = index.next();
         }
-        while self.inflights.front().is_some_and(|&last| last <= index) {
+        while let Some(&(last, bytes)) = self.inflights.front() {
+            if last > index {
+                break;
+            }
             self.inflights.pop_front();
+            self.inflight_bytes -= bytes;
         }
         true
     }
 
     pub fn inflights_full(&self) -> bool {
-        self.inflights.len() >= INFLIGHT_APPENDS_MAX
+        self.inflights.len() >= INFLIGHT_APPENDS_MAX || self.inflight_bytes >= INFLIGHT_BYTES_MAX
     }
 
-    /// Records a batch ending at `last_index` as sent.
-    pub fn sent(&mut self, last_index: LogIndex) {
+    /// Records a batch ending at `last_index`, holding `bytes` of entries
+    /// (`Entry::size_bytes`), as sent.
+    pub fn sent(&mut self, last_index: LogIndex, bytes: usize) {
         match self.state {
             ProgressState::Probe => self.probe_sent = true,
             ProgressState::Replicate => {
                 assert!(!self.inflights_full(), "in-flight window overflow");
-                self.inflights.push_back(last_index);
+                self.inflights.push_back((last_index, bytes));
+                self.inflight_bytes += bytes;
                 self.next_index = last_index.next();
             }
         }
@@ -114,12 +128,13 @@ mod tests {
     fn acknowledge_frees_inflights_up_to_index() {
         let mut progress = Progress::new(LogIndex(1), 0);
         progress.become_replicate();
-        progress.sent(LogIndex(3));
-        progress.sent(LogIndex(6));
-        progress.sent(LogIndex(9));
+        progress.sent(LogIndex(3), 30);
+        progress.sent(LogIndex(6), 30);
+        progress.sent(LogIndex(9), 30);
         assert_eq!(progress.next_index, LogIndex(10));
         assert!(progress.acknowledge(LogIndex(6)));
         assert_eq!(progress.inflights.len(), 1);
+        assert_eq!(progress.inflight_bytes, 30);
         assert!(!progress.acknowledge(LogIndex(4)), "stale ack is no news");
         assert_eq!(progress.match_index, LogIndex(6));
     }
@@ -130,16 +145,33 @@ mod tests {
         progress.become_replicate();
         for index in 1..=INFLIGHT_APPENDS_MAX as u64 {
             assert!(progress.can_send_entries());
-            progress.sent(LogIndex(index));
+            progress.sent(LogIndex(index), 10);
         }
         assert!(!progress.can_send_entries());
+    }
+
+    #[test]
+    fn window_fills_at_its_byte_bound_and_admits_one_large_batch() {
+        let mut progress = Progress::new(LogIndex(1), 0);
+        progress.become_replicate();
+        progress.sent(LogIndex(1), INFLIGHT_BYTES_MAX + 1);
+        assert!(!progress.can_send_entries(), "bytes, not count, fill it");
+        assert!(progress.acknowledge(LogIndex(1)));
+        assert!(progress.can_send_entries());
+        progress.sent(LogIndex(2), INFLIGHT_BYTES_MAX / 2);
+        assert!(progress.can_send_entries());
+        progress.sent(LogIndex(3), INFLIGHT_BYTES_MAX / 2);
+        assert!(!progress.can_send_entries());
+        progress.become_probe();
+        progress.become_replicate();
+        assert!(progress.can_send_entries(), "a reset empties the window");
     }
 
     #[test]
     fn probe_sends_one_at_a_time() {
         let mut progress = Progress::new(LogIndex(5), 0);
         assert!(progress.can_send_entries());
-        progress.sent(LogIndex(7));
+        progress.sent(LogIndex(7), 10);
         assert!(!progress.can_send_entries());
         assert_eq!(
             progress.next_index,

@@ -214,9 +214,10 @@ impl Raft {
         let Some(last) = entries.last().map(|entry| entry.index) else {
             return false;
         };
+        let bytes = entries.iter().map(Entry::size_bytes).sum();
         self.send_append_request(peer, next_index.prev(), entries);
         if let Some(progress) = self.progress.get_mut(&peer) {
-            progress.sent(last);
+            progress.sent(last, bytes);
         }
         true
     }
