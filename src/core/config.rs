@@ -56,7 +56,19 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// CheckQuorum's window, in maximum election timeouts. One was too short:
+/// followers stall together in fdatasync for up to half a second on a
+/// shared virtual disk, while the leader, whose own sync runs off its loop,
+/// keeps counting, and 256-client runs saw healthy leaders step down.
+pub const CHECK_QUORUM_WINDOW_ELECTION_TIMEOUTS: u64 = 2;
+
 impl Config {
+    /// How long a leader may go without hearing from a majority before it
+    /// steps down.
+    pub fn check_quorum_window_ms(&self) -> u64 {
+        CHECK_QUORUM_WINDOW_ELECTION_TIMEOUTS * self.election_timeout_ms_max
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.members.contains(&self.id) {
             return Err(ConfigError::SelfNotMember);

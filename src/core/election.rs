@@ -292,12 +292,11 @@ impl Raft {
     }
 
     /// CheckQuorum: has a majority (counting ourselves) been heard from
-    /// within the last (maximum) election timeout? The longer end of the
-    /// range keeps a slow fsync on a follower from deposing a healthy
-    /// leader; safety never depends on this timing (reads confirm
-    /// leadership with a heartbeat round).
+    /// within the window (`Config::check_quorum_window_ms`)? Safety never
+    /// depends on this timing (reads confirm leadership with a heartbeat
+    /// round); it decides how soon a cut-off leader stops taking requests.
     pub(super) fn quorum_active(&self) -> bool {
-        let window_ms = self.config.election_timeout_ms_max;
+        let window_ms = self.config.check_quorum_window_ms();
         let active = self
             .progress
             .values()
