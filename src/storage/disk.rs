@@ -35,6 +35,12 @@ pub const SEGMENT_SIZE_MAX_LIMIT: u64 = 1024 * 1024 * 1024;
 /// Segment files recovery accepts in one log directory (64 TiB of default
 /// segments; the whole log is held in memory long before that).
 pub const SEGMENT_COUNT_MAX: usize = 1 << 20;
+/// The newest segment grows by this much (with a hole) whenever a write
+/// would pass its end. Writing inside the file's size spares each fdatasync
+/// the inode-size update, and on ext4 the journal commit, that growing the
+/// file costs (docs/STORAGE.md); a step rather than the whole segment keeps
+/// the zeros recovery must read, and check, small.
+pub const PREALLOCATION_STEP: u64 = 4 * 1024 * 1024;
 /// Bytes of encoded-record buffer kept between syncs; a bigger batch's
 /// buffer is released after its write.
 const PENDING_SIZE_RETAINED_MAX: usize = 8 * 1024 * 1024;
@@ -252,6 +258,9 @@ pub struct DiskStorage {
     /// Shared with a `SyncJob` running elsewhere, so a deferred sync costs
     /// no second descriptor.
     newest_file: Option<Arc<File>>,
+    /// The newest segment file's length: its records, then preallocated
+    /// zeros.
+    newest_file_size: u64,
     pending: Pending,
     stats: StorageStats,
     /// Set by a failed write, truncation or sync: every later call fails.
@@ -290,12 +299,12 @@ impl DiskStorage {
             },
         };
         let newest_file = match log.segments.last() {
-            Some(newest) => {
-                let file = open_for_writing(&newest.path)?;
-                preallocate(&file, &newest.path, options.segment_size_max)?;
-                Some(Arc::new(file))
-            }
+            Some(newest) => Some(Arc::new(open_for_writing(&newest.path)?)),
             None => None,
+        };
+        let newest_file_size = match &newest_file {
+            Some(file) => file_size(file, &log.segments[log.segments.len() - 1].path)?,
+            None => 0,
         };
         let report = RecoveryReport {
             fresh,
@@ -314,6 +323,7 @@ impl DiskStorage {
             hard_state_pending: false,
             segments: log.segments,
             newest_file,
+            newest_file_size,
             pending: Pending::default(),
             stats: StorageStats::default(),
             halted: false,
@@ -413,12 +423,12 @@ impl DiskStorage {
         };
         let size = position.offset;
         let file = self.newest_file.as_ref().expect("opened above");
-        // Cutting frees the old bytes, so the preallocated space after the
-        // cut reads as zeros again: no old record can reappear behind a
-        // shorter new one.
+        // Cutting frees the old bytes, so space preallocated after the cut
+        // reads as zeros: no old record can reappear behind a shorter new
+        // one.
         file.set_len(size)
             .map_err(StorageError::io(&newest.path, "truncate"))?;
-        preallocate(file, &newest.path, self.options.segment_size_max)?;
+        self.newest_file_size = size;
         if self.options.fsync {
             file.sync_data()
                 .map_err(StorageError::io(&newest.path, "fdatasync"))?;
@@ -556,6 +566,15 @@ impl DiskStorage {
             self.pending.first_index.0 + position as u64
         );
         let (start, end) = self.pending.byte_range(position, count);
+        let write_end = newest.size + (end - start) as u64;
+        if write_end > self.newest_file_size {
+            let grown = (write_end + PREALLOCATION_STEP)
+                .min(self.options.segment_size_max)
+                .max(write_end);
+            file.set_len(grown)
+                .map_err(StorageError::io(&newest.path, "preallocate"))?;
+            self.newest_file_size = grown;
+        }
         file.write_all_at(&self.pending.bytes[start..end], newest.size)
             .map_err(StorageError::io(&newest.path, "write"))?;
         for record in &self.pending.records[position..position + count] {
@@ -587,7 +606,6 @@ impl DiskStorage {
         segment::encode_header(first_index, &mut header);
         file.write_all_at(&header, 0)
             .map_err(StorageError::io(&path, "write"))?;
-        preallocate(&file, &path, self.options.segment_size_max)?;
         if self.options.fsync {
             file.sync_data()
                 .map_err(StorageError::io(&path, "fdatasync"))?;
@@ -600,6 +618,7 @@ impl DiskStorage {
             size: SEGMENT_HEADER_SIZE as u64,
         });
         self.newest_file = Some(Arc::new(file));
+        self.newest_file_size = SEGMENT_HEADER_SIZE as u64;
         Ok(())
     }
 }
@@ -736,21 +755,11 @@ fn create_log_directory(
     }
 }
 
-/// Extends the newest segment to its bound with a hole. Writing inside the
-/// file's size spares each fdatasync the metadata update (and on ext4 the
-/// journal commit) that growing the file costs: about 40% of a sync on the
-/// development VM (docs/STORAGE.md). The hole reads as zeros, which is where
-/// recovery finds the records end.
-fn preallocate(file: &File, path: &Path, size: u64) -> Result<(), StorageError> {
-    let current = file
+fn file_size(file: &File, path: &Path) -> Result<u64, StorageError> {
+    Ok(file
         .metadata()
         .map_err(StorageError::io(path, "stat"))?
-        .len();
-    if current < size {
-        file.set_len(size)
-            .map_err(StorageError::io(path, "preallocate"))?;
-    }
-    Ok(())
+        .len())
 }
 
 fn open_for_writing(path: &Path) -> Result<File, StorageError> {

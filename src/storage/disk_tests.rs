@@ -1,7 +1,9 @@
 //! Tests of the disk engine through its public face: open, append, set the
 //! hard state, sync, reopen, and damage the files in between.
 
-use super::disk::{DiskOptions, DiskStorage, RecoveryReport, LOG_DIRECTORY_NAME};
+use super::disk::{
+    DiskOptions, DiskStorage, RecoveryReport, LOG_DIRECTORY_NAME, PREALLOCATION_STEP,
+};
 use super::hard_state::{HARD_STATE_FILE_NAME, HARD_STATE_SLOT_STRIDE};
 use super::segment::{
     self, TornReason, RECORD_HEADER_SIZE, RECORD_PAYLOAD_SIZE_MAX, SEGMENT_HEADER_SIZE,
@@ -240,11 +242,16 @@ fn truncation_in_an_older_segment_removes_the_newer_ones() {
     );
     assert_eq!(
         file_size(&holding),
-        SEGMENT_SIZE_SMALL,
-        "preallocated again after the cut"
+        written_size(&holding),
+        "the cut frees the old bytes"
     );
     storage.set_hard_state(hard_state(2, None)).unwrap();
     storage.sync().unwrap();
+    assert_eq!(
+        file_size(&holding),
+        SEGMENT_SIZE_SMALL,
+        "preallocated again by the next write"
+    );
     drop(storage);
     let (_, recovered, report) = open(&directory.path, SEGMENT_SIZE_SMALL);
     log.truncate(5);
@@ -373,8 +380,7 @@ fn torn_tail_at_every_offset_of_the_newest_segment() {
             assert_eq!(torn_tail.reason, TornReason::SegmentHeaderCut);
             assert!(!copy.exists());
         } else {
-            assert_eq!(written_size(&copy), good_size as u64);
-            assert_eq!(file_size(&copy), SEGMENT_SIZE_SMALL, "preallocated");
+            assert_eq!(file_size(&copy), good_size as u64, "cut, zeros and all");
             let reason = if cut - good_size < RECORD_HEADER_SIZE {
                 TornReason::RecordHeaderCut
             } else {
@@ -455,6 +461,29 @@ fn zeros_after_the_newest_records_are_preallocated_space() {
 
 /// The last record's write reached the disk only in part and the rest of
 /// the file is preallocated zeros: cut like a record at end of file.
+/// The newest segment grows a step at a time ahead of its records, never
+/// past the segment bound, and recovery finds the records' end in it.
+#[test]
+fn the_newest_segment_grows_by_preallocation_steps() {
+    let directory = TempDir::new("disk-prealloc-step");
+    let bound = PREALLOCATION_STEP * 3 / 2;
+    let (mut storage, _, _) = open(&directory.path, bound);
+    persist(&mut storage, &entries(1, 2, 1), hard_state(1, None));
+    let newest = log_files(&directory.path).pop().unwrap();
+    let records = written_size(&newest);
+    assert_eq!(file_size(&newest), records + PREALLOCATION_STEP);
+    // A batch that passes the preallocated end grows the file to the bound.
+    let payload = vec![7; 512 * 1024];
+    let large: Vec<Entry> = (3..12).map(|index| entry(index, 1, &payload)).collect();
+    persist(&mut storage, &large, hard_state(1, None));
+    assert_eq!(log_files(&directory.path).len(), 1);
+    assert_eq!(file_size(&newest), bound);
+    drop(storage);
+    let (_, recovered, report) = open(&directory.path, bound);
+    assert_eq!(recovered.entries.len(), 11);
+    assert_eq!(report.torn_tail, None);
+}
+
 #[test]
 fn a_half_written_last_record_before_zeros_is_torn() {
     let directory = TempDir::new("disk-torn-half");
@@ -470,8 +499,7 @@ fn a_half_written_last_record_before_zeros_is_torn() {
     let torn_tail = report.torn_tail.unwrap();
     assert_eq!(torn_tail.reason, TornReason::CrcMismatchAtEnd);
     assert_eq!(torn_tail.offset, (size - record_size) as u64);
-    assert_eq!(written_size(&newest), (size - record_size) as u64);
-    assert_eq!(file_size(&newest), SEGMENT_SIZE_SMALL);
+    assert_eq!(file_size(&newest), (size - record_size) as u64);
 }
 
 /// A sync that was cut off can leave a later sector written and an earlier
