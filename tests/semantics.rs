@@ -26,7 +26,7 @@ fn a_leader_cut_off_from_both_followers_stops_serving_reads() {
         false,
     );
     let mut stepped_down_after = None;
-    while stopped_at.elapsed() < 3 * SECOND {
+    while stopped_at.elapsed() < 4 * SECOND {
         let reply = reader.execute("GET k");
         assert!(
             !reply.starts_with("VALUE"),
@@ -42,9 +42,9 @@ fn a_leader_cut_off_from_both_followers_stops_serving_reads() {
         cluster.signal(index, "CONT");
     }
     let elapsed = stepped_down_after.expect("the cut-off leader never stepped down");
-    // CheckQuorum: one minimum election timeout (150 ms) plus a heartbeat;
-    // the bound here leaves room for a loaded machine.
-    assert!(elapsed < SECOND, "stepped down only after {elapsed:?}");
+    // CheckQuorum: a window of four maximum election timeouts (1.2 s) plus
+    // a heartbeat; the bound here leaves room for a loaded machine.
+    assert!(elapsed < 2 * SECOND, "stepped down only after {elapsed:?}");
     let mut client = cluster.client(3 * SECOND);
     assert_eq!(client.execute("GET k"), "VALUE v1", "service resumes");
 }
