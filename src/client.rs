@@ -385,7 +385,9 @@ fn resolve(address: &str) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::other(format!("{address} resolves to nothing")))
 }
 
-fn still_open(stream: &TcpStream) -> bool {
+/// False once the peer has closed or reset the connection (checked without
+/// blocking, before a request is sent on a kept connection).
+pub fn still_open(stream: &TcpStream) -> bool {
     if stream.set_nonblocking(true).is_err() {
         return false;
     }

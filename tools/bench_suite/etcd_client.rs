@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 // leader it last knew, and if that leader is dead the PUT is lost while the
 // follower holds the request for its own timeout (5 s plus two election
 // timeouts), so ATTEMPT_TIMEOUT decides when the client moves on.
-use raftlite::client::{ATTEMPT_TIMEOUT, RETRY_PAUSE};
+use raftlite::client::{still_open, ATTEMPT_TIMEOUT, RETRY_PAUSE};
 /// raftlite's client never waits longer than this for a connect.
 const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(2);
 /// Bytes read for one response before giving up on it: two of the largest
@@ -211,20 +211,6 @@ fn exchange(stream: &mut TcpStream, request: &[u8], limit: Duration) -> io::Resu
 
 fn invalid(error: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
-}
-
-/// False once the peer has closed or reset the connection.
-fn still_open(stream: &TcpStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let mut byte = [0u8; 1];
-    let open = match stream.peek(&mut byte) {
-        Ok(0) => false,
-        Ok(_) => true, // unexpected bytes; the next parse will refuse them
-        Err(error) => error.kind() == io::ErrorKind::WouldBlock,
-    };
-    stream.set_nonblocking(false).is_ok() && open
 }
 
 #[cfg(test)]
