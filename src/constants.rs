@@ -48,8 +48,40 @@ pub const READS_PENDING_MAX: usize = 65536;
 /// reply); beyond this the idlest is evicted.
 pub const SESSIONS_MAX: usize = 16384;
 
-/// Open client connections; further accepts are closed at once.
+/// Open client connections (and accepted connections not yet identified).
+/// At the limit, the idlest one is closed to admit a new one; peers have
+/// slots of their own beyond it.
 pub const CLIENT_CONNECTIONS_MAX: usize = 4096;
+
+/// Accepted connections the kernel queues before we accept them. mio and
+/// the standard library ask for 128; 256 clients reconnecting at once after
+/// a failover would then wait out SYN retries (1 s, then 3 s). The kernel
+/// caps it at `net.core.somaxconn` (4096 on current Linux).
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// A client connection that sends nothing for this long, with nothing in
+/// flight, is closed (its client reconnects when it has something to say).
+pub const CLIENT_IDLE_TIMEOUT_MS: u64 = 60_000;
+
+/// A connection that holds part of a frame for this long is closed: a
+/// client cannot pin a receive buffer (and a slot) by sending half a frame.
+pub const PARTIAL_FRAME_TIMEOUT_MS: u64 = 10_000;
+
+/// An accepted connection must say what it is (its first frame, or the
+/// whole peer handshake) within this.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+
+/// How often connections are checked against the timeouts above.
+pub const CONNECTION_SWEEP_INTERVAL_MS: u64 = 1_000;
+
+/// A peer that refused us (a configuration problem a person must fix) is
+/// tried again after this, doubling up to the maximum, jittered.
+pub const REFUSED_RECONNECT_DELAY_MS_MIN: u64 = 1_000;
+pub const REFUSED_RECONNECT_DELAY_MS_MAX: u64 = 30_000;
+
+/// Repeated log lines for one reason: at most one per this interval, with
+/// the count of those left out.
+pub const LOG_REPEAT_INTERVAL_MS: u64 = 10_000;
 
 /// Requests read from one client connection that may wait for replies.
 pub const CLIENT_REQUESTS_IN_FLIGHT_MAX: usize = 1024;
@@ -78,6 +110,14 @@ const _: () = assert!(COMMAND_SIZE_MAX + 64 <= FRAME_SIZE_MAX);
 const _: () =
     assert!(CLIENT_CONNECTIONS_MAX * CLIENT_REQUESTS_IN_FLIGHT_MAX >= PENDING_PROPOSALS_MAX);
 const _: () = assert!(RECONNECT_DELAY_MS_MIN <= RECONNECT_DELAY_MS_MAX);
+const _: () = assert!(REFUSED_RECONNECT_DELAY_MS_MIN <= REFUSED_RECONNECT_DELAY_MS_MAX);
+const _: () = assert!(RECONNECT_DELAY_MS_MAX <= REFUSED_RECONNECT_DELAY_MS_MIN);
+// The sweep is finer than the shortest timeout it enforces, and the
+// timeouts nest: say what you are, finish a frame, then you may idle.
+const _: () = assert!(CONNECTION_SWEEP_INTERVAL_MS < HANDSHAKE_TIMEOUT_MS);
+const _: () = assert!(HANDSHAKE_TIMEOUT_MS <= PARTIAL_FRAME_TIMEOUT_MS);
+const _: () = assert!(PARTIAL_FRAME_TIMEOUT_MS <= CLIENT_IDLE_TIMEOUT_MS);
+const _: () = assert!(LISTEN_BACKLOG as usize <= CLIENT_CONNECTIONS_MAX);
 // Every client a node serves can hold a session, with room for abandoned ones.
 const _: () = assert!(SESSIONS_MAX >= 2 * CLIENT_CONNECTIONS_MAX);
 const _: () = assert!(APPEND_BATCH_ENTRIES_MAX <= APPLY_BATCH_ENTRIES_MAX);

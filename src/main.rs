@@ -1,18 +1,29 @@
 //! raftlite: one node of a Raft cluster serving a replicated key-value store.
 
-use raftlite::core::{Config, NodeId, Raft};
+use raftlite::constants::{CLIENT_CONNECTIONS_MAX, LISTEN_BACKLOG};
+use raftlite::core::{ClusterId, Config, NodeId, Raft};
 use raftlite::log;
 use raftlite::replica::{Member, Replica};
 use raftlite::runtime::clock::Clock;
+use raftlite::runtime::handshake::LocalIdentity;
 use raftlite::runtime::logging;
 use raftlite::runtime::options::{self, Options, Parsed};
+use raftlite::runtime::os;
+use raftlite::runtime::peer_auth::{random_bytes, PeerSecret};
 use raftlite::runtime::server::{Server, ServerParts};
-use raftlite::storage::{DiskOptions, DiskStorage, Recovered};
+use raftlite::storage::{DiskOptions, DiskStorage, NodeName, Recovered};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// Usage errors exit 2; failures to start or run exit 1.
 const EXIT_USAGE: u8 = 2;
 const EXIT_FAILURE: u8 = 1;
+
+/// Descriptors kept for everything that is not a client connection: the
+/// listener, peers, log segments, the hard state, stdio, the poll itself.
+const DESCRIPTORS_RESERVED: u64 = 64;
 
 fn main() -> ExitCode {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
@@ -29,73 +40,142 @@ fn main() -> ExitCode {
         }
     };
     logging::init(&options.id, options.log_level);
-    match run(&options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+    let result = run(&options);
+    let pid_path = options.data_dir.join("raftlite.pid");
+    match result {
+        Ok(()) => {
+            remove_pid_file(&pid_path);
+            ExitCode::SUCCESS
+        }
+        Err(Failure::BeforeStart(message)) => {
             log!(Error, "{message}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(Failure::Running(message)) => {
+            log!(Error, "{message}");
+            remove_pid_file(&pid_path);
             ExitCode::from(EXIT_FAILURE)
         }
     }
 }
 
-/// Members sorted by id: every node derives the same NodeId for each name.
-fn members(options: &Options) -> Vec<(String, String)> {
-    let mut members: Vec<(String, String)> = options
-        .peers
-        .iter()
-        .map(|peer| (peer.id.clone(), format!("{}:{}", peer.host, peer.port)))
-        .collect();
-    members.push((
-        options.id.clone(),
-        format!("{}:{}", options.host, options.port),
-    ));
-    members.sort();
-    members
+/// Whether the node got as far as writing its pid file (then it removes
+/// it on the way out; a refused start must not touch another's).
+enum Failure {
+    BeforeStart(String),
+    Running(String),
 }
 
-/// FNV-1a over the sorted ids: peers with different member lists refuse
-/// each other instead of misnumbering nodes.
-fn cluster_hash(members: &[(String, String)]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for (name, _) in members {
-        for byte in name.bytes().chain([0u8]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
+fn remove_pid_file(path: &Path) {
+    if let Err(error) = std::fs::remove_file(path) {
+        log!(Warn, "cannot remove {}: {error}", path.display());
+    }
+}
+
+fn run(options: &Options) -> Result<(), Failure> {
+    let identity = identity(options).map_err(Failure::BeforeStart)?;
+    let (storage, recovered) = open_storage(options).map_err(Failure::BeforeStart)?;
+    let listener = listen(identity.address()).map_err(Failure::BeforeStart)?;
+    // Storage holds the data dir's lock: only now is the pid file ours.
+    let pid_path = options.data_dir.join("raftlite.pid");
+    std::fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(|error| {
+        Failure::BeforeStart(format!("cannot write {}: {error}", pid_path.display()))
+    })?;
+    let parts =
+        server_parts(options, identity, storage, recovered, listener).map_err(Failure::Running)?;
+    let mut server = Server::new(parts).map_err(|error| Failure::Running(error.to_string()))?;
+    server
+        .run()
+        .map_err(|error| Failure::Running(error.to_string()))
+}
+
+/// Every member's id and resolved address, sorted by id (so every node
+/// numbers the members alike), and the peer secret.
+fn identity(options: &Options) -> Result<LocalIdentity, String> {
+    let mut members = vec![(options.id.clone(), options.host.clone(), options.port)];
+    for peer in &options.peers {
+        members.push((peer.id.clone(), peer.host.clone(), peer.port));
+    }
+    members.sort();
+    let mut resolved = Vec::new();
+    for (name, host, port) in members {
+        let address =
+            options::resolve(&host, port).map_err(|error| format!("member {name}: {error}"))?;
+        resolved.push((name, address));
+    }
+    let self_index = resolved
+        .iter()
+        .position(|(name, _)| *name == options.id)
+        .ok_or("this node is missing from its own member list")?;
+    let secret = match &options.peer_secret {
+        Some(path) => Some(PeerSecret::load(path)?),
+        None => None,
+    };
+    warn_about_the_secret(options, &resolved[self_index].1, secret.is_some());
+    Ok(LocalIdentity {
+        members: resolved,
+        self_id: NodeId(self_index as u32),
+        secret,
+    })
+}
+
+fn warn_about_the_secret(options: &Options, address: &SocketAddr, has_secret: bool) {
+    if !has_secret && !address.ip().is_loopback() {
+        log!(
+            Warn,
+            "listening on {address} without --peer-secret: any host that can reach this port can act as a peer and write into the cluster (docs/OPERATIONS.md, \"Security\")"
+        );
+    }
+    #[cfg(unix)]
+    if let Some(path) = &options.peer_secret {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_or(0, |meta| meta.permissions().mode());
+        if mode & 0o077 != 0 {
+            log!(
+                Warn,
+                "{} is readable by other users (mode {:o}): chmod 600 it",
+                path.display(),
+                mode & 0o777
+            );
         }
     }
-    hash
-}
-
-fn seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |duration| duration.as_nanos() as u64);
-    nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 fn open_storage(options: &Options) -> Result<(DiskStorage, Recovered), String> {
     let started = std::time::Instant::now();
+    let node_name = NodeName::new(&options.id).ok_or("node id too long")?;
     let disk_options = DiskOptions {
         fsync: options.fsync,
+        node_name,
         ..DiskOptions::default()
     };
+    std::fs::create_dir_all(&options.data_dir).map_err(|error| {
+        format!(
+            "cannot create data dir {}: {error}",
+            options.data_dir.display()
+        )
+    })?;
     let (storage, recovered, report) =
         DiskStorage::open(&options.data_dir, disk_options).map_err(|error| error.to_string())?;
-    let elapsed_ms = started.elapsed().as_millis();
+    if report.torn_tail.is_some() || report.hard_state_slot_torn.is_some() {
+        log!(Warn, "Repaired a crash's traces: {report}");
+    }
     let last = recovered
         .entries
         .last()
         .map_or((0, 0), |entry| (entry.index.0, entry.term.0));
-    if report.torn_tail.is_some() || report.hard_state_slot_torn.is_some() {
-        log!(Warn, "Repaired a crash's traces: {report}");
-    }
+    let cluster = recovered
+        .hard_state
+        .cluster_id
+        .map_or("not known yet".to_string(), |id| id.to_string());
     log!(
         Info,
-        "Recovered {} entries (last index {}, term {}; current term {}) in {elapsed_ms} ms",
+        "Recovered {} entries (last index {}, term {}; current term {}; cluster {cluster}) in {} ms",
         recovered.entries.len(),
         last.0,
         last.1,
-        recovered.hard_state.current_term
+        recovered.hard_state.current_term,
+        started.elapsed().as_millis()
     );
     if !options.fsync {
         log!(Warn, "--fsync never: acknowledged writes can be lost if this machine crashes; for experiments only");
@@ -103,55 +183,87 @@ fn open_storage(options: &Options) -> Result<(DiskStorage, Recovered), String> {
     Ok((storage, recovered))
 }
 
-fn run(options: &Options) -> Result<(), String> {
-    let members = members(options);
-    let self_index = members
-        .iter()
-        .position(|(name, _)| *name == options.id)
-        .ok_or("this node is missing from its own member list")?;
-    std::fs::create_dir_all(&options.data_dir).map_err(|error| {
-        format!(
-            "cannot create data dir {}: {error}",
-            options.data_dir.display()
-        )
-    })?;
-    // Storage takes the data dir's lock first, so a second daemon on the
-    // same dir fails before it touches anything, the pid file included.
-    let (storage, recovered) = open_storage(options)?;
-    let pid_path = options.data_dir.join("raftlite.pid");
-    std::fs::write(&pid_path, format!("{}\n", std::process::id()))
-        .map_err(|error| format!("cannot write {}: {error}", pid_path.display()))?;
-
-    let mut addresses = Vec::new();
-    for (name, address) in &members {
-        let (host, port) = address.rsplit_once(':').ok_or("address without port")?;
-        let port: u16 = port.parse().map_err(|_| format!("bad port in {address}"))?;
-        let resolved =
-            options::resolve(host, port).map_err(|error| format!("member {name}: {error}"))?;
-        addresses.push((name.clone(), resolved));
+fn listen(address: SocketAddr) -> Result<mio::net::TcpListener, String> {
+    let listener = mio::net::TcpListener::bind(address)
+        .map_err(|error| format!("cannot listen on {address}: {error}"))?;
+    if let Err(error) = os::set_listen_backlog(&listener, LISTEN_BACKLOG) {
+        log!(
+            Warn,
+            "cannot raise the listen backlog to {LISTEN_BACKLOG}: {error}"
+        );
     }
-    let bind_address = addresses[self_index].1;
-    let listener = mio::net::TcpListener::bind(bind_address)
-        .map_err(|error| format!("cannot listen on {bind_address}: {error}"))?;
+    Ok(listener)
+}
 
+/// As many client connections as the descriptor limit allows, up to the
+/// constant.
+fn client_slots() -> usize {
+    let limit = os::raise_open_files_limit().unwrap_or(1024);
+    let slots = limit.saturating_sub(DESCRIPTORS_RESERVED).max(16) as usize;
+    if slots < CLIENT_CONNECTIONS_MAX {
+        log!(
+            Warn,
+            "the open-files limit ({limit}) allows only {slots} client connections, not {CLIENT_CONNECTIONS_MAX} (raise ulimit -n)"
+        );
+    }
+    slots.min(CLIENT_CONNECTIONS_MAX)
+}
+
+fn server_parts(
+    options: &Options,
+    identity: LocalIdentity,
+    storage: DiskStorage,
+    recovered: Recovered,
+    listener: mio::net::TcpListener,
+) -> Result<ServerParts<DiskStorage>, String> {
     let clock = Clock::new();
+    let replica = replica(options, &identity, recovered, clock.now_ms())?;
+    log_start(options, &identity);
+    // SIGTERM and SIGINT write to one end; the loop polls the other.
+    let (signal_end, loop_end) = std::os::unix::net::UnixStream::pair()
+        .map_err(|error| format!("cannot create the signal socket: {error}"))?;
+    for end in [&signal_end, &loop_end] {
+        end.set_nonblocking(true)
+            .map_err(|error| format!("cannot set up the signal socket: {error}"))?;
+    }
+    os::on_shutdown_signals(signal_end.as_raw_fd());
+    std::mem::forget(signal_end); // the handler writes to it until exit
+    Ok(ServerParts {
+        listener,
+        shutdown_socket: mio::net::UnixStream::from_std(loop_end),
+        replica,
+        storage,
+        clock,
+        identity,
+        nonce_seed: random_bytes()?,
+        client_slots_max: client_slots(),
+    })
+}
+
+fn replica(
+    options: &Options,
+    identity: &LocalIdentity,
+    recovered: Recovered,
+    now_ms: u64,
+) -> Result<Replica, String> {
+    // A cluster id 0 means "none": draw again in the 2^-64 case.
+    let mut cluster_id = 0;
+    while cluster_id == 0 {
+        cluster_id = u64::from_be_bytes(random_bytes()?);
+    }
     let config = Config {
-        id: NodeId(self_index as u32),
-        members: (0..members.len() as u32).map(NodeId).collect(),
+        id: identity.self_id,
+        members: (0..identity.members.len() as u32).map(NodeId).collect(),
         election_timeout_ms_min: options.election_timeout_ms_min,
         election_timeout_ms_max: options.election_timeout_ms_max,
         heartbeat_interval_ms: options.heartbeat_interval_ms,
-        seed: seed(),
+        seed: u64::from_be_bytes(random_bytes()?),
+        bootstrap_cluster_id: ClusterId(cluster_id),
         pre_vote: true,
         check_quorum: true,
     };
-    let raft = Raft::new(
-        config,
-        recovered.hard_state,
-        recovered.entries,
-        clock.now_ms(),
-    )
-    .map_err(|error| format!("invalid configuration: {error}"))?;
+    let raft = Raft::new(config, recovered.hard_state, recovered.entries, now_ms)
+        .map_err(|error| format!("invalid configuration: {error}"))?;
     #[cfg(feature = "planted-bugs")]
     let raft = {
         let mut raft = raft;
@@ -161,36 +273,34 @@ fn run(options: &Options) -> Result<(), String> {
         raft.plant_bug(options.planted_bug);
         raft
     };
-    let replica_members = members
+    let members = identity
+        .members
         .iter()
         .map(|(name, address)| Member {
             name: name.clone(),
-            address: address.clone(),
+            address: address.to_string(),
         })
         .collect();
-    let replica = Replica::new(raft, replica_members);
-    let peers: Vec<String> = members
+    Ok(Replica::new(raft, members))
+}
+
+fn log_start(options: &Options, identity: &LocalIdentity) {
+    let peers: Vec<String> = identity
+        .members
         .iter()
         .filter(|(name, _)| *name != options.id)
         .map(|(name, address)| format!("{name}={address}"))
         .collect();
     log!(
         Info,
-        "Starting on {bind_address} (peers {}; election timeout {}-{} ms, heartbeat {} ms, data {})",
+        "Starting on {} (pid {}; peers {}; election timeout {}-{} ms, heartbeat {} ms, data {}, peer secret {})",
+        identity.address(),
+        std::process::id(),
         if peers.is_empty() { "none".to_string() } else { peers.join(", ") },
         options.election_timeout_ms_min,
         options.election_timeout_ms_max,
         options.heartbeat_interval_ms,
-        options.data_dir.display()
+        options.data_dir.display(),
+        if identity.secret.is_some() { "on" } else { "off" }
     );
-    let parts = ServerParts {
-        listener,
-        replica,
-        storage,
-        clock,
-        cluster_hash: cluster_hash(&members),
-        members: addresses,
-    };
-    let mut server = Server::new(parts).map_err(|error| error.to_string())?;
-    server.run().map_err(|error| error.to_string())
 }

@@ -91,6 +91,8 @@ impl NodeCounters {
 pub struct Replica {
     raft: Raft,
     counters: NodeCounters,
+    /// Fields the runtime adds at the end of STATUS (peers refused, ...).
+    status_extra: String,
     machine: StateMachine,
     /// Members by NodeId (`members[id.0]`).
     members: Vec<Member>,
@@ -114,6 +116,7 @@ impl Replica {
         Replica {
             raft,
             counters: NodeCounters::default(),
+            status_extra: String::new(),
             machine: StateMachine::default(),
             members,
             pending: BTreeMap::new(),
@@ -142,6 +145,10 @@ impl Replica {
         self.counters = counters;
     }
 
+    pub fn set_status_extra(&mut self, extra: String) {
+        self.status_extra = extra;
+    }
+
     pub fn observe_time(&mut self, now_ms: u64) {
         self.raft.observe_time(now_ms);
     }
@@ -160,6 +167,10 @@ impl Replica {
 
     pub fn persisted(&mut self, index: LogIndex, term: Term) {
         self.raft.persisted(index, term);
+    }
+
+    pub fn hard_state_persisted(&mut self, hard_state: crate::core::HardState) {
+        self.raft.hard_state_persisted(hard_state);
     }
 
     pub fn has_ready(&self) -> bool {
@@ -337,7 +348,7 @@ impl Replica {
 
     fn apply(&mut self, entry: &Entry) {
         let applied = match entry.kind {
-            EntryKind::Noop => None,
+            EntryKind::Noop | EntryKind::Bootstrap => None,
             EntryKind::Command => {
                 Some(self.machine.apply(entry.index.0, entry.term.0, &entry.data))
             }
@@ -385,8 +396,12 @@ impl Replica {
             Role::Candidate => "candidate",
             Role::Leader => "leader",
         };
-        format!(
-            "STATUS id={} role={role} term={} leader={} last_index={} commit={} applied={} digest={:016x} {}",
+        let cluster = self
+            .raft
+            .cluster_id()
+            .map_or("none".to_string(), |id| id.to_string());
+        let mut line = format!(
+            "STATUS id={} role={role} term={} leader={} last_index={} commit={} applied={} digest={:016x} {} cluster={cluster}",
             name(Some(status.id)),
             status.term,
             name(status.leader),
@@ -395,7 +410,12 @@ impl Replica {
             status.last_applied,
             self.machine.digest(),
             self.counters.line()
-        )
+        );
+        if !self.status_extra.is_empty() {
+            line.push(' ');
+            line.push_str(&self.status_extra);
+        }
+        line
     }
 }
 

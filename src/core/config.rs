@@ -1,6 +1,6 @@
 //! The core's configuration, validated up front.
 
-use super::types::NodeId;
+use super::types::{ClusterId, NodeId};
 use std::fmt;
 
 #[derive(Clone, Debug)]
@@ -13,6 +13,10 @@ pub struct Config {
     pub heartbeat_interval_ms: u64,
     /// Seeds the election-timeout randomness.
     pub seed: u64,
+    /// The id this node writes into the Bootstrap entry if it becomes the
+    /// first leader of a new cluster (its log is empty). The daemon draws
+    /// it at random; it must not be 0.
+    pub bootstrap_cluster_id: ClusterId,
     /// Ask for pre-votes before starting an election, so a node that was
     /// cut off cannot force a new term on a healthy cluster (§9.6).
     pub pre_vote: bool,
@@ -29,6 +33,7 @@ pub enum ConfigError {
     TooManyMembers(usize),
     ElectionTimeoutRange { min: u64, max: u64 },
     HeartbeatNotBelowElectionTimeout { heartbeat: u64, election_min: u64 },
+    ZeroClusterId,
 }
 
 impl fmt::Display for ConfigError {
@@ -41,6 +46,7 @@ impl fmt::Display for ConfigError {
                 "{count} members; at most {} are supported",
                 crate::constants::CLUSTER_SIZE_MAX
             ),
+            ConfigError::ZeroClusterId => write!(f, "the bootstrap cluster id must not be 0"),
             ConfigError::ElectionTimeoutRange { min, max } => write!(
                 f,
                 "election timeout range {min}-{max} ms: need 0 < min <= max"
@@ -82,6 +88,9 @@ impl Config {
         sorted.sort();
         if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
             return Err(ConfigError::DuplicateMember(pair[0]));
+        }
+        if self.bootstrap_cluster_id.0 == 0 {
+            return Err(ConfigError::ZeroClusterId);
         }
         let (min, max) = (self.election_timeout_ms_min, self.election_timeout_ms_max);
         if min == 0 || min > max {

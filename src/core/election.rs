@@ -41,8 +41,8 @@ impl Raft {
     pub(super) fn campaign(&mut self) {
         let term = Term(self.hard_state.current_term.0 + 1);
         self.hard_state = HardState {
-            current_term: term,
             voted_for: Some(self.config.id),
+            ..self.hard_state.new_term(term)
         };
         self.hard_state_dirty = true;
         self.role = Role::Candidate;
@@ -65,12 +65,8 @@ impl Raft {
         };
         let peers: Vec<NodeId> = self.config.peers().collect();
         for peer in peers {
-            let message = Message {
-                from: self.config.id,
-                to: peer,
-                term,
-                body: MessageBody::RequestVote(request.clone()),
-            };
+            let mut message = self.message(peer, MessageBody::RequestVote(request.clone()));
+            message.term = term;
             // A real vote request waits for our own vote to be durable: the
             // grants it brings count that vote, and a crash that lost it
             // could let us vote for someone else in the same term and so
@@ -108,8 +104,14 @@ impl Raft {
             .map(|peer| (peer, Progress::new(next_index, now_ms)))
             .collect();
         // §8: a no-op of the new term lets earlier entries commit (Figure 8)
-        // and tells ReadIndex the commit index is current (§6.4).
-        self.log.append_new(term, EntryKind::Noop, &[]);
+        // and tells ReadIndex the commit index is current (§6.4). The first
+        // leader of a new cluster makes it the cluster's Bootstrap entry.
+        if self.log.last_index() == LogIndex(0) {
+            let cluster_id = self.config.bootstrap_cluster_id.to_bytes();
+            self.log.append_new(term, EntryKind::Bootstrap, &cluster_id);
+        } else {
+            self.log.append_new(term, EntryKind::Noop, &[]);
+        }
         self.heartbeat_deadline_ms = self.now_ms + self.config.heartbeat_interval_ms;
     }
 
@@ -191,7 +193,7 @@ impl Raft {
                 self.handle_request_vote(message.from, message.term, &request)
             }
             MessageBody::AppendEntries(request) => {
-                self.handle_append_entries(message.from, request)
+                self.handle_append_entries(message.from, message.cluster, request)
             }
             // Answers to requests of an earlier role: nothing to do.
             MessageBody::RequestVoteResponse(_) | MessageBody::AppendEntriesResponse(_) => {}
@@ -213,7 +215,9 @@ impl Raft {
                     }
                 }
             }
-            MessageBody::AppendEntries(request) => self.yield_to_leader(message.from, request),
+            MessageBody::AppendEntries(request) => {
+                self.yield_to_leader(message.from, message.cluster, request)
+            }
             MessageBody::AppendEntriesResponse(_) => {}
         }
     }
@@ -229,16 +233,18 @@ impl Raft {
                     self.maybe_win_election();
                 }
             }
-            MessageBody::AppendEntries(request) => self.yield_to_leader(message.from, request),
+            MessageBody::AppendEntries(request) => {
+                self.yield_to_leader(message.from, message.cluster, request)
+            }
             MessageBody::AppendEntriesResponse(_) => {}
         }
     }
 
     /// §5.2: a leader of our term exists; its AppendEntries is legitimate.
-    fn yield_to_leader(&mut self, leader: NodeId, request: AppendEntries) {
+    fn yield_to_leader(&mut self, leader: NodeId, cluster: ClusterTag, request: AppendEntries) {
         let reason = StepDownReason::LeaderExists { leader };
         self.become_follower(self.hard_state.current_term, Some(leader), reason);
-        self.handle_append_entries(leader, request);
+        self.handle_append_entries(leader, cluster, request);
     }
 
     /// Figure 2, RequestVote receiver: at most one vote per term, and only for

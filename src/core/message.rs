@@ -1,13 +1,39 @@
 //! The RPCs of Figure 2, as the core sends and receives them.
 
-use super::types::{Entry, LogIndex, NodeId, Term};
+use super::types::{ClusterId, Entry, LogIndex, NodeId, Term};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     pub from: NodeId,
     pub to: NodeId,
     pub term: Term,
+    /// Which cluster the sender's log belongs to (see `ClusterTag`).
+    pub cluster: ClusterTag,
     pub body: MessageBody,
+}
+
+/// The sender's cluster, carried by every RPC so that a node never takes
+/// the term, vote or entries of a node of another cluster (a stale data dir
+/// at a member's address), whatever the connection under it checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClusterTag {
+    /// The cluster id the sender's first entry (its Bootstrap) names; None
+    /// if its log is empty.
+    pub log_id: Option<ClusterId>,
+    /// The sender is bound to that cluster (`HardState::cluster_id`).
+    pub bound: bool,
+}
+
+impl ClusterTag {
+    /// Both logs begin with a Bootstrap entry, and not the same one.
+    pub fn diverges_from(self, other: ClusterTag) -> bool {
+        matches!((self.log_id, other.log_id), (Some(a), Some(b)) if a != b)
+    }
+
+    /// Both are bound to a cluster, and not the same: nothing may pass.
+    pub fn foreign_to(self, other: ClusterTag) -> bool {
+        self.bound && other.bound && self.diverges_from(other)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

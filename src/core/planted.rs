@@ -16,6 +16,11 @@ pub enum PlantedBug {
     /// still leader, and never steps down for lack of a quorum (reachable
     /// on real processes: a partitioned old leader serves stale reads).
     StaleLeaderReads,
+    /// A leader counts the acknowledgements of nodes not bound to the
+    /// cluster (and its own, before its binding is durable) for commands.
+    CountUnboundAcks,
+    /// Peers of different clusters are admitted to each other.
+    AdmitForeignCluster,
 }
 
 impl PlantedBug {
@@ -36,6 +41,8 @@ impl PlantedBug {
             PlantedBug::VoteBeforePersist => "vote-before-persist",
             PlantedBug::TruncateOnMatchingAppend => "truncate-on-matching-append",
             PlantedBug::StaleLeaderReads => "stale-leader-reads",
+            PlantedBug::CountUnboundAcks => "count-unbound-acks",
+            PlantedBug::AdmitForeignCluster => "admit-foreign-cluster",
         }
     }
 

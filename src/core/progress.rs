@@ -35,6 +35,9 @@ pub struct Progress {
     pub last_contact_ms: u64,
     /// Highest heartbeat round the follower has answered (ReadIndex).
     pub round_acknowledged: u64,
+    /// Its last answer said it is bound to the cluster (`HardState::
+    /// cluster_id`): only then do its acknowledgements count for commands.
+    pub bound: bool,
 }
 
 impl Progress {
@@ -51,6 +54,7 @@ impl Progress {
             inflight_bytes: 0,
             last_contact_ms: now_ms,
             round_acknowledged: 0,
+            bound: false,
         }
     }
 

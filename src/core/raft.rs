@@ -50,6 +50,10 @@ pub struct Raft {
     pub(super) config: Config,
     pub(super) hard_state: HardState,
     pub(super) hard_state_dirty: bool,
+    /// The cluster binding as far as storage has made it durable
+    /// (`hard_state_persisted`); the leader counts itself past the Bootstrap
+    /// entry only once it is.
+    pub(super) durable_cluster_id: Option<ClusterId>,
     pub(super) log: RaftLog,
     pub(super) role: Role,
     pub(super) leader_id: Option<NodeId>,
@@ -91,6 +95,7 @@ impl Raft {
             config,
             hard_state,
             hard_state_dirty: false,
+            durable_cluster_id: hard_state.cluster_id,
             log,
             role: Role::Follower,
             leader_id: None,
@@ -158,6 +163,9 @@ impl Raft {
         if !well_formed(&message) {
             return; // a faulty peer must not break the log's invariants
         }
+        if self.is_foreign(&message) {
+            return;
+        }
         if message.term > self.hard_state.current_term {
             if !self.accept_higher_term(&message) {
                 return;
@@ -205,9 +213,48 @@ impl Raft {
     /// Storage made the log durable up to (index, term).
     pub fn persisted(&mut self, index: LogIndex, term: Term) {
         self.log.persisted(index, term);
+        if self.log.commit_index() > LogIndex(0) {
+            self.bind_to_cluster(); // deferred until the first entry was durable
+        }
         if self.role == Role::Leader {
             self.maybe_commit();
         }
+    }
+
+    /// Storage made a Ready's `hard_state` durable.
+    pub fn hard_state_persisted(&mut self, hard_state: HardState) {
+        if hard_state.cluster_id.is_none() || self.durable_cluster_id.is_some() {
+            return;
+        }
+        assert_eq!(hard_state.cluster_id, self.hard_state.cluster_id);
+        self.durable_cluster_id = hard_state.cluster_id;
+        if self.role == Role::Leader {
+            self.maybe_commit();
+        }
+    }
+
+    /// Binds this node for good to the cluster its first entry names, once
+    /// that entry is known committed (`HardState::cluster_id`) and durable
+    /// here.
+    pub(super) fn bind_to_cluster(&mut self) {
+        // Never durable without the entry it names (entries_before_binding).
+        let first_durable = self.log.persisted_index() >= LogIndex(1);
+        let first_committed = self.log.commit_index() >= LogIndex(1);
+        if self.hard_state.cluster_id.is_some() || !first_durable || !first_committed {
+            return;
+        }
+        let Some(cluster_id) = self
+            .log
+            .entry(LogIndex(1))
+            .and_then(ClusterId::of_bootstrap)
+        else {
+            return; // a log from before cluster ids, or built by a test
+        };
+        self.hard_state.cluster_id = Some(cluster_id);
+        self.hard_state_dirty = true;
+        self.ready
+            .events
+            .push(Event::ClusterIdLearned { cluster_id });
     }
 
     /// Collects everything the runtime must do now.
@@ -293,6 +340,11 @@ impl Raft {
         self.hard_state.current_term
     }
 
+    /// The cluster this node belongs to, once known (see `HardState`).
+    pub fn cluster_id(&self) -> Option<ClusterId> {
+        self.hard_state.cluster_id
+    }
+
     pub fn hard_state(&self) -> HardState {
         self.hard_state
     }
@@ -308,6 +360,13 @@ impl Raft {
     /// Expensive checks of the whole node, for debug builds and the simulator.
     pub fn check_invariants(&self) {
         self.log.check_invariants();
+        if let Some(cluster_id) = self.hard_state.cluster_id {
+            let first = self.log.entry(LogIndex(1));
+            assert!(
+                first.is_none_or(|entry| ClusterId::of_bootstrap(entry) == Some(cluster_id)),
+                "log does not start with cluster {cluster_id}'s Bootstrap entry"
+            );
+        }
         assert!(self.log.last_term() <= self.hard_state.current_term);
         if self.role == Role::Leader {
             assert_eq!(self.leader_id, Some(self.config.id));
@@ -333,10 +392,7 @@ impl Raft {
         assert!(term >= self.hard_state.current_term, "term going backwards");
         let was = self.role;
         if term > self.hard_state.current_term {
-            self.hard_state = HardState {
-                current_term: term,
-                voted_for: None,
-            };
+            self.hard_state = self.hard_state.new_term(term);
             self.hard_state_dirty = true;
         }
         self.role = Role::Follower;
@@ -379,8 +435,39 @@ impl Raft {
             from: self.config.id,
             to,
             term: self.hard_state.current_term,
+            cluster: self.cluster_tag(),
             body,
         }
+    }
+
+    /// What this node's messages say of its cluster.
+    pub fn cluster_tag(&self) -> ClusterTag {
+        let log_id = self.hard_state.cluster_id.or_else(|| {
+            self.log
+                .entry(LogIndex(1))
+                .and_then(ClusterId::of_bootstrap)
+        });
+        ClusterTag {
+            log_id,
+            bound: self.hard_state.cluster_id.is_some(),
+        }
+    }
+
+    /// A message this node must not act on: from a node of another cluster,
+    /// or a request (a vote, entries) whose sender's log cannot hold our
+    /// committed first entry. Answers from such a node still count: it may
+    /// be one of ours whose uncommitted first entry we are about to replace.
+    fn is_foreign(&self, message: &Message) -> bool {
+        let ours = self.cluster_tag();
+        if self.planted(PlantedBug::AdmitForeignCluster) {
+            return false;
+        }
+        let request = matches!(
+            message.body,
+            MessageBody::RequestVote(_) | MessageBody::AppendEntries(_)
+        );
+        message.cluster.foreign_to(ours)
+            || (ours.bound && request && message.cluster.diverges_from(ours))
     }
 
     pub(super) fn send(&mut self, to: NodeId, body: MessageBody) {

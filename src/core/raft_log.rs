@@ -69,6 +69,24 @@ impl RaftLog {
         self.entries.get(offset)
     }
 
+    /// Whether this log begins with a cluster's Bootstrap entry (a log
+    /// written before cluster ids, or built by hand in a test, does not).
+    pub fn first_is_bootstrap(&self) -> bool {
+        self.entries
+            .first()
+            .is_some_and(|entry| entry.kind == EntryKind::Bootstrap)
+    }
+
+    /// The index of the first command entry, or the one after the log.
+    /// Costs the leading no-ops: only asked while a node is not bound to
+    /// its cluster, when the log is young.
+    pub fn first_command_index(&self) -> LogIndex {
+        self.entries
+            .iter()
+            .find(|entry| entry.kind == EntryKind::Command)
+            .map_or(self.last_index().next(), |entry| entry.index)
+    }
+
     pub fn matches(&self, index: LogIndex, term: Term) -> bool {
         self.term_at(index) == Some(term)
     }
@@ -123,6 +141,12 @@ impl RaftLog {
         self.persisted_index = self.persisted_index.min(prev_index);
         self.commit_index = self.commit_index.min(prev_index);
         self.last_applied = self.last_applied.min(prev_index);
+    }
+
+    /// Drops the whole log, which must hold nothing committed: the node's
+    /// first entry turned out not to be its cluster's.
+    pub fn truncate_all_uncommitted(&mut self) {
+        self.truncate_from(LogIndex(1));
     }
 
     fn truncate_from(&mut self, index: LogIndex) {

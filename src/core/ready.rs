@@ -1,12 +1,12 @@
 //! What one pass through the core asks of the runtime.
 
 use super::message::Message;
-use super::types::{Entry, HardState, LogIndex, NodeId, Term};
+use super::types::{ClusterId, Entry, HardState, LogIndex, NodeId, Term};
 
 /// The runtime must, in this order: make `hard_state` and `entries` durable
 /// (entries whose first index is at or below the stored last index replace
 /// that suffix), then send `messages_after_persist` and call
-/// `Raft::persisted`. `messages` may leave at once, before the write (§10.2.1
+/// `Raft::persisted` (and `Raft::hard_state_persisted` for a hard state). `messages` may leave at once, before the write (§10.2.1
 /// of the dissertation: a leader may send AppendEntries in parallel with its
 /// own write). `committed_entries` are durable on a majority (not
 /// necessarily here yet) and are applied in order.
@@ -90,6 +90,11 @@ pub enum Event {
     },
     CommitAdvanced {
         commit_index: LogIndex,
+    },
+    /// This node now knows, durably once this Ready is persisted, which
+    /// cluster it belongs to.
+    ClusterIdLearned {
+        cluster_id: ClusterId,
     },
 }
 

@@ -18,7 +18,7 @@ impl Raft {
                 self.handle_request_vote(message.from, message.term, &request)
             }
             MessageBody::AppendEntriesResponse(response) => {
-                self.handle_append_response(message.from, &response)
+                self.handle_append_response(message.from, message.cluster.bound, &response)
             }
             MessageBody::AppendEntries(_) => {
                 panic!(
@@ -31,14 +31,33 @@ impl Raft {
     }
 
     /// Figure 2, AppendEntries receiver.
-    pub(super) fn handle_append_entries(&mut self, leader: NodeId, request: AppendEntries) {
+    pub(super) fn handle_append_entries(
+        &mut self,
+        leader: NodeId,
+        cluster: ClusterTag,
+        request: AppendEntries,
+    ) {
         self.set_leader(Some(leader));
         self.reset_election_deadline();
         let prev_index = request.prev_log_index;
+        if cluster.diverges_from(self.cluster_tag()) && !self.drop_diverged_log(prev_index) {
+            let response = AppendEntriesResponse {
+                success: false,
+                index: prev_index,
+                conflict_term: None,
+                conflict_index: LogIndex(1),
+                round: request.round,
+            };
+            self.send_after_persist(leader, MessageBody::AppendEntriesResponse(response));
+            return;
+        }
         if !self.log.matches(prev_index, request.prev_log_term) {
             let response = self.rejection(prev_index, request.round);
             self.send_after_persist(leader, MessageBody::AppendEntriesResponse(response));
             return;
+        }
+        if self.is_foreign_bootstrap(&request.entries) {
+            return; // another cluster's log: never let it replace ours
         }
         if self.planted(PlantedBug::TruncateOnMatchingAppend) {
             self.log.planted_cut_after(prev_index);
@@ -54,6 +73,7 @@ impl Raft {
             self.ready.events.push(Event::CommitAdvanced {
                 commit_index: commit,
             });
+            self.bind_to_cluster();
         }
         let response = AppendEntriesResponse {
             success: true,
@@ -63,6 +83,38 @@ impl Raft {
             round: request.round,
         };
         self.send_after_persist(leader, MessageBody::AppendEntriesResponse(response));
+    }
+
+    /// The leader's first entry is not ours, so our logs differ from index
+    /// 1 on, even where their terms agree. Ours was never committed (or we
+    /// would know our cluster and not listen), so it can go. Returns whether
+    /// the request can proceed: only one that starts at index 1 can.
+    fn drop_diverged_log(&mut self, prev_index: LogIndex) -> bool {
+        if prev_index != LogIndex(0) {
+            return false;
+        }
+        assert!(
+            self.hard_state.cluster_id.is_none(),
+            "dropping a known cluster's log"
+        );
+        if self.log.last_index() > LogIndex(0) {
+            self.log.truncate_all_uncommitted();
+            self.ready
+                .events
+                .push(Event::LogTruncated { from: LogIndex(1) });
+        }
+        true
+    }
+
+    /// A request that would make another cluster's Bootstrap entry ours.
+    fn is_foreign_bootstrap(&self, entries: &[Entry]) -> bool {
+        let Some(ours) = self.hard_state.cluster_id else {
+            return false;
+        };
+        entries
+            .first()
+            .filter(|entry| entry.index == LogIndex(1))
+            .is_some_and(|entry| ClusterId::of_bootstrap(entry) != Some(ours))
     }
 
     /// Fast backtracking: name our term at `prev_index` and where it starts,
@@ -84,7 +136,12 @@ impl Raft {
         }
     }
 
-    fn handle_append_response(&mut self, follower: NodeId, response: &AppendEntriesResponse) {
+    fn handle_append_response(
+        &mut self,
+        follower: NodeId,
+        bound: bool,
+        response: &AppendEntriesResponse,
+    ) {
         if is_stale_term_answer(response) {
             return; // its term was all it had to say, and `step` heard it
         }
@@ -94,6 +151,8 @@ impl Raft {
         };
         // Any answer at our term shows the follower still takes us as leader.
         progress.last_contact_ms = now_ms;
+        let newly_bound = bound && !progress.bound;
+        progress.bound = bound;
         progress.round_acknowledged = progress.round_acknowledged.max(response.round);
         self.confirm_reads();
         let Some(progress) = self.progress.get_mut(&follower) else {
@@ -104,7 +163,7 @@ impl Raft {
             if news && progress.state == ProgressState::Probe {
                 progress.become_replicate();
             }
-            if news {
+            if news || newly_bound {
                 self.maybe_commit();
             }
             return;
@@ -145,22 +204,55 @@ impl Raft {
     /// §5.3/§5.4.2: commit the highest index a majority stores, but only if
     /// its entry is of the current term (Figure 8).
     pub(super) fn maybe_commit(&mut self) {
-        let mut matched: Vec<LogIndex> = self.progress.values().map(|p| p.match_index).collect();
-        matched.push(self.log.persisted_index());
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matched[self.config.quorum() - 1];
-        if candidate <= self.log.commit_index() {
+        let stored = self.majority_index(|_, match_index| match_index);
+        let old_term = self.log.term_at(stored) != Some(self.hard_state.current_term);
+        if old_term && !self.planted(PlantedBug::CommitOldTermByCount) {
             return;
         }
-        let old_term = self.log.term_at(candidate) != Some(self.hard_state.current_term);
-        if old_term && !self.planted(PlantedBug::CommitOldTermByCount) {
+        // Everything up to `stored` is committed; of it, commands only as
+        // far as a majority bound to the cluster holds them. The rest of
+        // the prefix (the Bootstrap, no-ops) commits anyway, which is what
+        // binds everyone.
+        let candidate =
+            self.majority_index(|bound, match_index| self.countable(bound, match_index));
+        if candidate <= self.log.commit_index() {
             return;
         }
         self.log.commit_to(candidate);
         self.ready.events.push(Event::CommitAdvanced {
             commit_index: candidate,
         });
+        self.bind_to_cluster();
         self.release_reads_waiting_for_commit();
+    }
+
+    /// The highest index a majority holds, each node's match (ours: our
+    /// durable log; bound: durably, if the Ready with our binding is
+    /// persisted) seen through `count`.
+    fn majority_index(&self, count: impl Fn(bool, LogIndex) -> LogIndex) -> LogIndex {
+        let own = count(
+            self.durable_cluster_id.is_some(),
+            self.log.persisted_index(),
+        );
+        let mut matched: Vec<LogIndex> = self
+            .progress
+            .values()
+            .map(|progress| count(progress.bound, progress.match_index))
+            .chain([own])
+            .collect();
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        matched[self.config.quorum() - 1]
+    }
+
+    /// How much of a node's match counts toward committing commands: all of
+    /// it once the node is bound to the cluster, else what precedes the
+    /// first command (every node that holds an acknowledged write is bound,
+    /// so a stale member of another cluster cannot win a majority of them).
+    fn countable(&self, bound: bool, match_index: LogIndex) -> LogIndex {
+        if bound || !self.log.first_is_bootstrap() || self.planted(PlantedBug::CountUnboundAcks) {
+            return match_index;
+        }
+        match_index.min(self.log.first_command_index().prev())
     }
 
     pub(super) fn broadcast_heartbeat(&mut self) {

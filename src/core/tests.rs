@@ -28,6 +28,7 @@ fn config(id: u32, size: u32) -> Config {
         election_timeout_ms_max: ELECTION_MAX,
         heartbeat_interval_ms: HEARTBEAT,
         seed: 42,
+        bootstrap_cluster_id: ClusterId(0xc1u64 << 32 | u64::from(id)),
         pre_vote: false,
         check_quorum: false,
     }
@@ -69,7 +70,7 @@ impl Cluster {
             .map(|(id, terms)| {
                 let hard_state = HardState {
                     current_term: term,
-                    voted_for: None,
+                    ..HardState::default()
                 };
                 Raft::new(
                     config(id as u32, size),
@@ -103,6 +104,9 @@ impl Cluster {
         if let Some(last) = stored.last() {
             let (index, term) = (last.index, last.term);
             self.nodes[id].persisted(index, term);
+        }
+        if let Some(hard_state) = ready.hard_state {
+            self.nodes[id].hard_state_persisted(hard_state);
         }
         self.applied[id].extend(ready.committed_entries);
         self.reads[id].extend(ready.read_states);
@@ -263,6 +267,7 @@ fn at_most_one_vote_per_term() {
         from: NodeId(from),
         to: NodeId(0),
         term: Term(5),
+        cluster: ClusterTag::default(),
         body: MessageBody::RequestVote(RequestVote {
             last_log_index: LogIndex(0),
             last_log_term: Term(0),
@@ -275,7 +280,8 @@ fn at_most_one_vote_per_term() {
         ready.hard_state,
         Some(HardState {
             current_term: Term(5),
-            voted_for: Some(NodeId(1))
+            voted_for: Some(NodeId(1)),
+            cluster_id: None,
         }),
         "the vote must be persisted with this Ready"
     );
@@ -401,6 +407,7 @@ fn figure_8_an_old_term_entry_is_not_committed_by_counting_replicas() {
         from: NodeId(from),
         to: NodeId(0),
         term: Term(4),
+        cluster: ClusterTag::default(),
         body: MessageBody::RequestVoteResponse(RequestVoteResponse {
             vote_granted: true,
             pre_vote: false,
@@ -417,6 +424,7 @@ fn figure_8_an_old_term_entry_is_not_committed_by_counting_replicas() {
         from: NodeId(from),
         to: NodeId(0),
         term: Term(4),
+        cluster: ClusterTag::default(),
         body: MessageBody::AppendEntriesResponse(AppendEntriesResponse {
             success: true,
             index: LogIndex(index),
@@ -526,10 +534,16 @@ fn leader_counts_itself_only_once_its_write_is_durable() {
     let (index, term) = cluster.nodes[0].propose(b"x").expect("leader");
     let ready = cluster.nodes[0].ready();
     // One follower acknowledges; the leader's own write is not yet done.
+    let follower_cluster = cluster.nodes[1].cluster_tag();
+    assert!(
+        follower_cluster.bound,
+        "the heartbeat told it the Bootstrap committed"
+    );
     cluster.nodes[0].step(Message {
         from: NodeId(1),
         to: NodeId(0),
         term,
+        cluster: follower_cluster,
         body: MessageBody::AppendEntriesResponse(AppendEntriesResponse {
             success: true,
             index,
@@ -583,6 +597,7 @@ fn malformed_append_entries_are_dropped() {
             from: NodeId(1),
             to: NodeId(0),
             term: Term(2),
+            cluster: ClusterTag::default(),
             body: MessageBody::AppendEntries(AppendEntries {
                 prev_log_index: LogIndex(0),
                 prev_log_term: Term(0),
@@ -657,6 +672,7 @@ fn followers_hearing_a_leader_ignore_vote_requests() {
         from: NodeId(2),
         to: NodeId(1),
         term: Term(9),
+        cluster: ClusterTag::default(),
         body: MessageBody::RequestVote(RequestVote {
             last_log_index: LogIndex(99),
             last_log_term: Term(8),
@@ -824,6 +840,7 @@ fn a_follower_that_lost_its_log_is_caught_up_again() {
     let hard_state = HardState {
         current_term: term,
         voted_for: None,
+        cluster_id: None,
     };
     cluster.nodes[2] = Raft::new(config(2, 3), hard_state, Vec::new(), 0).expect("valid");
     cluster.stored[2].clear();
@@ -852,6 +869,7 @@ fn an_answer_to_an_earlier_terms_request_confirms_nothing() {
         from: NodeId(from),
         to: NodeId(0),
         term: cluster.nodes[0].current_term(),
+        cluster: ClusterTag::default(),
         body: MessageBody::AppendEntriesResponse(AppendEntriesResponse {
             success: false,
             index: LogIndex(1),

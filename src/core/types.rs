@@ -46,12 +46,52 @@ impl LogIndex {
     }
 }
 
+/// The identity of one cluster, chosen once by its first leader and carried
+/// by every log that belongs to it (see `EntryKind::Bootstrap`). Never 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClusterId(pub u64);
+
+impl fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl ClusterId {
+    /// The id a `Bootstrap` entry's payload names, if it is one.
+    pub fn of_bootstrap(entry: &Entry) -> Option<ClusterId> {
+        if entry.kind != EntryKind::Bootstrap {
+            return None;
+        }
+        let bytes: [u8; 8] = entry.data.as_ref().try_into().ok()?;
+        Some(ClusterId(u64::from_be_bytes(bytes))).filter(|id| id.0 != 0)
+    }
+
+    pub fn to_bytes(self) -> [u8; 8] {
+        self.0.to_be_bytes()
+    }
+
+    /// Whether two nodes may talk: unless both are bound to a cluster and
+    /// the two differ. A node bound to none has acknowledged nothing past a
+    /// first entry (see `HardState::cluster_id`), so it has nothing to lose
+    /// by listening to anyone, and it must, to join its cluster.
+    pub fn admits(local: Option<ClusterId>, remote: Option<ClusterId>) -> bool {
+        match (local, remote) {
+            (Some(local), Some(remote)) => local == remote,
+            _ => true,
+        }
+    }
+}
+
 /// What an entry carries. A no-op is what a new leader appends to commit the
-/// entries of earlier terms (Raft §5.4.2, §8).
+/// entries of earlier terms (Raft §5.4.2, §8). A cluster's first entry is
+/// always a `Bootstrap`: its first leader's no-op, carrying the cluster id
+/// (8 bytes, big-endian) that every member adopts once it is committed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryKind {
     Noop = 0,
     Command = 1,
+    Bootstrap = 2,
 }
 
 impl EntryKind {
@@ -59,6 +99,7 @@ impl EntryKind {
         match byte {
             0 => Some(EntryKind::Noop),
             1 => Some(EntryKind::Command),
+            2 => Some(EntryKind::Bootstrap),
             _ => None,
         }
     }
@@ -104,4 +145,25 @@ pub const ENTRY_HEADER_SIZE: usize = 8 + 8 + 1 + 4;
 pub struct HardState {
     pub current_term: Term,
     pub voted_for: Option<NodeId>,
+    /// The cluster this node is bound to: the id its first entry (the
+    /// cluster's `Bootstrap`) names, set once the node knows that entry is
+    /// committed, and never changed after. A node takes (as follower) or
+    /// counts (as leader) no client command before this is durable, so every
+    /// acknowledged write lives on a majority bound to the cluster, whose
+    /// members refuse the votes and entries of a node bound to another (a
+    /// stale data dir at a member's address); and a node that is not bound
+    /// yet holds nothing anyone was promised, so it may follow anyone.
+    pub cluster_id: Option<ClusterId>,
+}
+
+impl HardState {
+    /// A new term, with no vote cast in it yet; the cluster id stays.
+    pub fn new_term(self, term: Term) -> HardState {
+        assert!(term > self.current_term, "term going backwards");
+        HardState {
+            current_term: term,
+            voted_for: None,
+            cluster_id: self.cluster_id,
+        }
+    }
 }

@@ -1,24 +1,60 @@
 //! One TCP connection: a reused receive buffer that decodes frames, and an
 //! output queue with a send offset for partial writes (the mio/rustls shape).
 
+use super::handshake::InboundHello;
+use super::timer_wheel::TimerId;
 use crate::constants::CONNECTION_OUTPUT_SIZE_MAX;
 use crate::core::NodeId;
-use crate::wire::FrameDecoder;
+use crate::wire::{FrameDecoder, PeerHello};
 use mio::net::TcpStream;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 
-use super::timer_wheel::TimerId;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a connection is, which decides the frames it may carry. Only the
+/// two `*Peer` kinds carry Raft RPCs: a connection becomes one only through
+/// a completed handshake (handshake.rs), and never after it carried a
+/// client request.
+#[derive(Clone, Debug)]
 pub enum ConnectionKind {
     /// Accepted; its first frame tells whether it is a peer or a client.
     Unidentified,
     Client,
+    /// Accepted; its hello was answered with a challenge.
+    InboundHandshake(Box<InboundHello>),
     /// A peer that connected to us: we receive its messages here.
     InboundPeer(NodeId),
+    /// Ours, to a peer: connecting (no hello yet), or waiting for the
+    /// challenge, then for the welcome (`proved`).
+    OutboundHandshake {
+        peer: NodeId,
+        hello: Option<Box<PeerHello>>,
+        proved: bool,
+    },
     /// Our connection to a peer: we send our messages here.
     OutboundPeer(NodeId),
+}
+
+impl ConnectionKind {
+    /// Connections that count against the client limit and may be closed
+    /// when idle: everything not known to be one of our peers.
+    pub fn is_client_slot(&self) -> bool {
+        matches!(
+            self,
+            ConnectionKind::Unidentified
+                | ConnectionKind::Client
+                | ConnectionKind::InboundHandshake(_)
+        )
+    }
+
+    pub fn outbound_peer(&self) -> Option<NodeId> {
+        match self {
+            ConnectionKind::OutboundHandshake { peer, .. } | ConnectionKind::OutboundPeer(peer) => {
+                Some(*peer)
+            }
+            _ => None,
+        }
+    }
 }
 
 pub enum ReadOutcome {
@@ -30,6 +66,8 @@ pub enum ReadOutcome {
 
 pub struct Connection {
     pub stream: TcpStream,
+    /// The other end, for log lines.
+    pub remote: SocketAddr,
     pub kind: ConnectionKind,
     /// Outbound only: the non-blocking connect has not completed yet.
     pub connecting: bool,
@@ -42,15 +80,27 @@ pub struct Connection {
     /// Client only: request id → its timeout timer, for requests not yet
     /// answered. Bounded by CLIENT_REQUESTS_IN_FLIGHT_MAX.
     pub requests_in_flight: HashMap<u64, Option<TimerId>>,
+    pub opened_ms: u64,
+    /// When bytes last arrived (or the connection opened).
+    pub active_ms: u64,
+    /// Since when the decoder has held part of a frame, if it does.
+    pub partial_since_ms: Option<u64>,
 }
 
 /// Read size per syscall.
 const READ_CHUNK_SIZE: usize = 64 * 1024;
 
 impl Connection {
-    pub fn new(stream: TcpStream, kind: ConnectionKind, connecting: bool) -> Connection {
+    pub fn new(
+        stream: TcpStream,
+        remote: SocketAddr,
+        kind: ConnectionKind,
+        connecting: bool,
+        now_ms: u64,
+    ) -> Connection {
         Connection {
             stream,
+            remote,
             kind,
             connecting,
             decoder: FrameDecoder::new(),
@@ -58,6 +108,19 @@ impl Connection {
             output_offset: 0,
             writable_registered: connecting,
             requests_in_flight: HashMap::new(),
+            opened_ms: now_ms,
+            active_ms: now_ms,
+            partial_since_ms: None,
+        }
+    }
+
+    /// Notes, after the decoder took every complete frame, whether part of
+    /// one is left waiting (a client that stalls mid-frame is closed).
+    pub fn note_partial_frame(&mut self, now_ms: u64) {
+        if self.decoder.buffered_len() == 0 {
+            self.partial_since_ms = None;
+        } else if self.partial_since_ms.is_none() {
+            self.partial_since_ms = Some(now_ms);
         }
     }
 

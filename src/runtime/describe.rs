@@ -7,6 +7,9 @@ pub fn entry(entry: &Entry) -> String {
     if entry.kind == EntryKind::Noop {
         return "no-op".to_string();
     }
+    if let Some(cluster_id) = crate::core::ClusterId::of_bootstrap(entry) {
+        return format!("bootstrap of cluster {cluster_id}");
+    }
     match LogRecord::decode(&entry.data) {
         Ok(LogRecord::Register) => "REGISTER".to_string(),
         Ok(LogRecord::Command { session, command }) => match session {

@@ -109,9 +109,118 @@ impl Throttle {
     }
 }
 
+/// Lets one line per reason through per interval and counts the rest, so a
+/// flood (thousands of refused connections, a peer refused ten times a
+/// second) costs one line per interval instead of one per event. A reason
+/// is a static name plus a small number (a peer, a refusal code): the
+/// table is bounded by the code, and asserted.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    reasons: std::collections::BTreeMap<(&'static str, u64), Repeats>,
+}
+
+#[derive(Debug)]
+struct Repeats {
+    emitted_at_ms: u64,
+    suppressed: u64,
+}
+
+impl RateLimiter {
+    /// Distinct reasons tracked at once (a bound, far above what the code
+    /// names).
+    pub const REASONS_MAX: usize = 1024;
+
+    /// Some(count suppressed since the last line) if a line may be written
+    /// now; None to stay quiet.
+    pub fn admit(&mut self, reason: &'static str, detail: u64, now_ms: u64) -> Option<u64> {
+        let interval_ms = crate::constants::LOG_REPEAT_INTERVAL_MS;
+        if let Some(repeats) = self.reasons.get_mut(&(reason, detail)) {
+            if now_ms < repeats.emitted_at_ms + interval_ms {
+                repeats.suppressed += 1;
+                return None;
+            }
+            let suppressed = std::mem::take(&mut repeats.suppressed);
+            repeats.emitted_at_ms = now_ms;
+            return Some(suppressed);
+        }
+        if self.reasons.len() >= Self::REASONS_MAX {
+            // Forget the quiet ones; nothing is lost but a count.
+            self.reasons
+                .retain(|_, repeats| now_ms < repeats.emitted_at_ms + interval_ms);
+        }
+        assert!(
+            self.reasons.len() < Self::REASONS_MAX,
+            "too many log reasons"
+        );
+        let repeats = Repeats {
+            emitted_at_ms: now_ms,
+            suppressed: 0,
+        };
+        self.reasons.insert((reason, detail), repeats);
+        Some(0)
+    }
+}
+
+/// The tail of a rate-limited line: empty, or how many were folded into it.
+pub fn suppressed_note(suppressed: u64) -> String {
+    if suppressed == 0 {
+        return String::new();
+    }
+    let seconds = crate::constants::LOG_REPEAT_INTERVAL_MS / 1000;
+    format!(" ({suppressed} more like this in the last {seconds} s)")
+}
+
+/// `log_limited!(limiter, now_ms, Warn, "reason", detail, "format", args...)`:
+/// one line per (reason, detail) per LOG_REPEAT_INTERVAL_MS, with the count
+/// of those left out.
+#[macro_export]
+macro_rules! log_limited {
+    ($limiter:expr, $now_ms:expr, $level:ident, $reason:expr, $detail:expr, $($argument:tt)*) => {
+        if $crate::runtime::logging::enabled($crate::runtime::logging::Level::$level) {
+            if let Some(suppressed) = $limiter.admit($reason, $detail, $now_ms) {
+                $crate::runtime::logging::write_line(
+                    $crate::runtime::logging::Level::$level,
+                    format_args!(
+                        "{}{}",
+                        format_args!($($argument)*),
+                        $crate::runtime::logging::suppressed_note(suppressed)
+                    ),
+                );
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limiter_lets_one_line_per_reason_per_interval_and_counts_the_rest() {
+        let interval = crate::constants::LOG_REPEAT_INTERVAL_MS;
+        let mut limiter = RateLimiter::default();
+        assert_eq!(limiter.admit("refused", 1, 0), Some(0));
+        assert_eq!(limiter.admit("refused", 2, 0), Some(0), "another detail");
+        assert_eq!(limiter.admit("other", 1, 0), Some(0), "another reason");
+        for at in 1..100 {
+            assert_eq!(limiter.admit("refused", 1, at), None);
+        }
+        assert_eq!(limiter.admit("refused", 1, interval), Some(99));
+        assert_eq!(limiter.admit("refused", 1, interval + 1), None);
+        assert_eq!(limiter.admit("refused", 1, 3 * interval), Some(1));
+        assert_eq!(suppressed_note(0), "");
+        assert!(suppressed_note(5).starts_with(" (5 more like this"));
+    }
+
+    #[test]
+    fn rate_limiter_stays_bounded() {
+        let mut limiter = RateLimiter::default();
+        for detail in 0..10 * RateLimiter::REASONS_MAX as u64 {
+            let now_ms = detail * crate::constants::LOG_REPEAT_INTERVAL_MS;
+            assert_eq!(limiter.admit("many", detail, now_ms), Some(0));
+        }
+        assert!(limiter.reasons.len() <= RateLimiter::REASONS_MAX);
+    }
 
     #[test]
     fn throttle_reports_first_event_then_folds_the_rest() {

@@ -1,34 +1,43 @@
-//! Sockets: accepting, reading and dispatching frames, connecting to peers
-//! with backoff, and flushing output. Unknown tokens are normal (a
-//! connection closed earlier in the same turn) and ignored.
+//! Sockets: accepting (with a bounded number of client slots, the idlest
+//! given up for a newcomer), reading and dispatching frames, client
+//! requests and replies, flushing output, closing, and the sweep that
+//! closes connections past their timeouts. Peer handshakes and links are in
+//! peers.rs. Unknown tokens are normal (a connection closed earlier in the
+//! same turn) and ignored.
 
 use super::connection::{Connection, ConnectionKind, ReadOutcome};
 use super::server::{Server, Timer, LISTENER};
 use crate::constants::{
-    CLIENT_CONNECTIONS_MAX, CLIENT_REQUESTS_IN_FLIGHT_MAX, CONNECTION_READ_SIZE_PER_TURN_MAX,
-    RECONNECT_DELAY_MS_MAX, RECONNECT_DELAY_MS_MIN,
+    CLIENT_IDLE_TIMEOUT_MS, CLIENT_REQUESTS_IN_FLIGHT_MAX, CONNECTION_READ_SIZE_PER_TURN_MAX,
+    CONNECTION_SWEEP_INTERVAL_MS, HANDSHAKE_TIMEOUT_MS, PARTIAL_FRAME_TIMEOUT_MS,
 };
-use crate::core::{Message, MessageBody, NodeId};
 use crate::log;
+use crate::log_limited;
 use crate::replica::{ClientToken, SessionTag};
 use crate::storage::Storage;
-use crate::wire::{encode_frame, encode_message, ClientRequest, ClientResponse, Frame, PeerHello};
+use crate::wire::{encode_frame, encode_message, ClientRequest, ClientResponse, Frame};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 use std::io;
-
-/// A connect that has not completed by then is abandoned and retried.
-const CONNECT_TIMEOUT_MS: u64 = 1000;
+use std::net::SocketAddr;
 
 /// Pause before accepting again after accept failed (out of descriptors).
 const ACCEPT_RETRY_MS: u64 = 50;
+
+/// Connections looked at, from the idlest, for one that may be closed to
+/// admit a new client (those with requests in flight are skipped).
+const EVICTION_SCAN_MAX: usize = 64;
 
 impl<S: Storage> Server<S> {
     pub(super) fn handle_event(&mut self, event: &Event) {
         let token = event.token();
         if token == LISTENER {
             self.accept_all();
+            return;
+        }
+        if token == super::server::SHUTDOWN {
+            self.shutdown_requested = true;
             return;
         }
         let Some(connection) = self.connections.get(&token) else {
@@ -52,28 +61,40 @@ impl<S: Storage> Server<S> {
                 Ok((stream, address)) => self.accepted(stream, address),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    // Typically EMFILE. Edge-triggered readiness will not
-                    // repeat for the connections still waiting: try again
-                    // shortly rather than leave them hanging.
-                    log!(
-                        Warn,
-                        "accept failed: {error}; retrying in {ACCEPT_RETRY_MS} ms"
-                    );
-                    let deadline = self.clock.now_ms() + ACCEPT_RETRY_MS;
-                    self.timers.insert(deadline, Timer::Accept);
-                    return;
-                }
+                Err(error) => return self.accept_failed(&error),
             }
         }
     }
 
-    fn accepted(&mut self, mut stream: TcpStream, address: std::net::SocketAddr) {
-        if self.connections.len() >= CLIENT_CONNECTIONS_MAX + self.links.len() * 2 {
-            log!(
+    /// Typically EMFILE. Edge-triggered readiness will not repeat for the
+    /// connections still waiting: make room and try again shortly.
+    fn accept_failed(&mut self, error: &io::Error) {
+        let now_ms = self.clock.now_ms();
+        log_limited!(
+            self.limiter,
+            now_ms,
+            Warn,
+            "accept failed",
+            0,
+            "Accept failed: {error}; retrying in {ACCEPT_RETRY_MS} ms"
+        );
+        self.evict_idlest_client("out of file descriptors");
+        self.timers.insert(now_ms + ACCEPT_RETRY_MS, Timer::Accept);
+    }
+
+    fn accepted(&mut self, mut stream: TcpStream, address: SocketAddr) {
+        if self.client_slot_count() >= self.client_slots_max
+            && !self.evict_idlest_client("the connection limit was reached")
+        {
+            let now_ms = self.clock.now_ms();
+            log_limited!(
+                self.limiter,
+                now_ms,
                 Warn,
-                "refusing connection from {address}: {} connections open",
-                self.connections.len()
+                "connection refused",
+                0,
+                "Refused a connection from {address}: all {} client connections are busy",
+                self.client_slots_max
             );
             return;
         }
@@ -88,15 +109,49 @@ impl<S: Storage> Server<S> {
             return;
         }
         log!(Debug, "Accepted connection from {address}");
-        self.connections.insert(
-            token,
-            Connection::new(stream, ConnectionKind::Unidentified, false),
-        );
+        let now_ms = self.clock.now_ms();
+        let connection =
+            Connection::new(stream, address, ConnectionKind::Unidentified, false, now_ms);
+        self.connections.insert(token, connection);
+        self.client_activity.insert((now_ms, token));
         // Bytes may already be waiting; edge-triggered readiness will not repeat.
         self.read_backlog.push(token);
     }
 
-    fn next_token(&mut self) -> Token {
+    pub(super) fn client_slot_count(&self) -> usize {
+        self.client_activity.len()
+    }
+
+    /// Closes the client connection that has been quiet longest and has no
+    /// request waiting for an answer. Returns whether one was closed.
+    fn evict_idlest_client(&mut self, why: &str) -> bool {
+        let victim = self
+            .client_activity
+            .iter()
+            .take(EVICTION_SCAN_MAX)
+            .map(|&(_, token)| token)
+            .find(|token| {
+                self.connections
+                    .get(token)
+                    .is_some_and(|connection| connection.requests_in_flight.is_empty())
+            });
+        let Some(token) = victim else {
+            return false;
+        };
+        let now_ms = self.clock.now_ms();
+        log_limited!(
+            self.limiter,
+            now_ms,
+            Info,
+            "connection evicted",
+            0,
+            "Closed the idlest client connection to admit a new one ({why})"
+        );
+        self.close(token, "closed to admit a newer client");
+        true
+    }
+
+    pub(super) fn next_token(&mut self) -> Token {
         let token = Token(self.token_next);
         self.token_next += 1;
         token
@@ -129,6 +184,7 @@ impl<S: Storage> Server<S> {
                 Ok(ReadOutcome::Data(count)) => {
                     total += count;
                     self.counters.bytes_in += count as u64;
+                    self.note_activity(token);
                 }
                 Ok(ReadOutcome::WouldBlock) => return,
                 Ok(ReadOutcome::Closed) => return self.close(token, "closed by the other side"),
@@ -137,10 +193,28 @@ impl<S: Storage> Server<S> {
         }
     }
 
+    /// Keeps the idleness order of client slots current.
+    fn note_activity(&mut self, token: Token) {
+        let now_ms = self.clock.now_ms();
+        let Some(connection) = self.connections.get_mut(&token) else {
+            return;
+        };
+        let before = connection.active_ms;
+        if before == now_ms {
+            return;
+        }
+        connection.active_ms = now_ms;
+        if connection.kind.is_client_slot() {
+            self.client_activity.remove(&(before, token));
+            self.client_activity.insert((now_ms, token));
+        }
+    }
+
     /// Dispatches every complete frame. Returns false if it stopped early
     /// (client at its in-flight bound) with frames left to decode.
     fn decode_frames(&mut self, token: Token) -> bool {
         loop {
+            let now_ms = self.clock.now_ms();
             let Some(connection) = self.connections.get_mut(&token) else {
                 return true;
             };
@@ -149,112 +223,68 @@ impl<S: Storage> Server<S> {
             }
             match connection.decoder.next_frame() {
                 Ok(Some(frame)) => self.dispatch(token, frame),
-                Ok(None) => return true,
+                Ok(None) => {
+                    connection.note_partial_frame(now_ms);
+                    return true;
+                }
                 Err(error) => {
-                    self.close(token, &format!("malformed frame: {error}"));
+                    self.malformed_frame(token, &error.to_string());
                     return true;
                 }
             }
         }
     }
 
-    fn dispatch(&mut self, token: Token, frame: Frame) {
-        let Some(kind) = self
-            .connections
+    fn malformed_frame(&mut self, token: Token, error: &str) {
+        let remote = self.remote_of(token);
+        let now_ms = self.clock.now_ms();
+        log_limited!(
+            self.limiter,
+            now_ms,
+            Warn,
+            "malformed frame",
+            0,
+            "Closed the connection from {remote}: malformed frame: {error}"
+        );
+        self.close(token, &format!("malformed frame: {error}"));
+    }
+
+    pub(super) fn remote_of(&self, token: Token) -> String {
+        self.connections
             .get(&token)
-            .map(|connection| connection.kind)
-        else {
+            .map_or("?".to_string(), |connection| connection.remote.to_string())
+    }
+
+    fn dispatch(&mut self, token: Token, frame: Frame) {
+        let Some(connection) = self.connections.get(&token) else {
             return;
         };
-        match (frame, kind) {
-            (Frame::PeerHello(hello), ConnectionKind::Unidentified) => {
-                self.peer_hello(token, &hello)
+        match (frame, &connection.kind) {
+            (Frame::ClientRequest(request), ConnectionKind::Unidentified) => {
+                self.identify_client(token);
+                self.client_request(token, request);
             }
-            (
-                Frame::Peer(message),
-                ConnectionKind::InboundPeer(peer) | ConnectionKind::OutboundPeer(peer),
-            ) => self.peer_message(token, peer, message),
-            (
-                Frame::ClientRequest(request),
-                ConnectionKind::Unidentified | ConnectionKind::Client,
-            ) => self.client_request(token, kind, request),
-            (frame, kind) => {
-                let what = match frame {
-                    Frame::PeerHello(_) => "PeerHello",
-                    Frame::Peer(_) => "peer message",
-                    Frame::ClientRequest(_) => "ClientRequest",
-                    Frame::ClientResponse(_) => "ClientResponse",
-                };
-                self.close(
-                    token,
-                    &format!("unexpected {what} on a {kind:?} connection"),
-                );
+            (Frame::ClientRequest(request), ConnectionKind::Client) => {
+                self.client_request(token, request)
             }
+            (frame, ConnectionKind::Client) => {
+                let what = frame_name(&frame);
+                self.close(token, &format!("a client connection sent a {what} frame"));
+            }
+            (frame, _) => self.peer_frame(token, frame),
         }
     }
 
-    fn peer_hello(&mut self, token: Token, hello: &PeerHello) {
-        if hello.cluster_hash != self.cluster_hash {
-            return self.close(
-                token,
-                &format!(
-                    "peer {:?} has a different member list (cluster hash mismatch)",
-                    hello.node_id
-                ),
-            );
-        }
-        let self_id = self.replica.raft().id();
-        let position = self.names.iter().position(|name| *name == hello.node_id);
-        let Some(peer) = position
-            .map(|index| NodeId(index as u32))
-            .filter(|&id| id != self_id)
-        else {
-            return self.close(
-                token,
-                &format!("hello from unknown peer {:?}", hello.node_id),
-            );
-        };
+    fn identify_client(&mut self, token: Token) {
         if let Some(connection) = self.connections.get_mut(&token) {
-            connection.kind = ConnectionKind::InboundPeer(peer);
-        }
-        log!(Debug, "Peer {} connected to us", hello.node_id);
-        // It is back: do not wait out our backoff before we can answer it.
-        let reconnect_now = self.links[peer.0 as usize]
-            .as_ref()
-            .is_some_and(|link| link.token.is_none());
-        if reconnect_now {
-            self.connect(peer);
+            connection.kind = ConnectionKind::Client;
         }
     }
 
-    fn peer_message(&mut self, token: Token, peer: NodeId, message: Message) {
-        let self_id = self.replica.raft().id();
-        if message.from != peer || message.to != self_id {
-            return self.close(
-                token,
-                &format!(
-                    "message from {} to {} on {peer}'s connection",
-                    message.from, message.to
-                ),
-            );
-        }
-        if matches!(message.body, MessageBody::AppendEntries(_)) {
-            self.counters.appends_received += 1;
-        }
-        self.replica.step(message);
-    }
-
-    fn client_request(&mut self, token: Token, kind: ConnectionKind, request: ClientRequest) {
-        if kind == ConnectionKind::Unidentified {
-            if self.client_count >= CLIENT_CONNECTIONS_MAX {
-                return self.close(token, "too many client connections");
-            }
-            self.client_count += 1;
-        }
+    fn client_request(&mut self, token: Token, request: ClientRequest) {
         let Some(connection) = self.connections.get_mut(&token) else {
             return;
         };
-        connection.kind = ConnectionKind::Client;
         if connection
             .requests_in_flight
             .contains_key(&request.request_id)
@@ -322,7 +352,16 @@ impl<S: Storage> Server<S> {
         }
     }
 
-    pub(super) fn send_peer_message(&mut self, message: &Message) {
+    /// Queues a frame on a connection (handshake frames, refusals).
+    pub(super) fn send_frame(&mut self, token: Token, frame: &Frame) {
+        let Some(connection) = self.connections.get_mut(&token) else {
+            return;
+        };
+        encode_frame(frame, connection.output());
+        self.dirty.push(token);
+    }
+
+    pub(super) fn send_peer_message(&mut self, message: &crate::core::Message) {
         let Some(link) = self
             .links
             .get(message.to.0 as usize)
@@ -352,7 +391,7 @@ impl<S: Storage> Server<S> {
         }
     }
 
-    fn flush_connection(&mut self, token: Token) {
+    pub(super) fn flush_connection(&mut self, token: Token) {
         let Some(connection) = self.connections.get_mut(&token) else {
             return;
         };
@@ -390,138 +429,96 @@ impl<S: Storage> Server<S> {
         for timer in connection.requests_in_flight.values().flatten() {
             self.timers.cancel(*timer);
         }
+        if connection.kind.is_client_slot() {
+            self.client_activity.remove(&(connection.active_ms, token));
+        }
+        let remote = connection.remote;
         match connection.kind {
-            ConnectionKind::Client => {
-                self.client_count -= 1;
-                log!(Debug, "Client connection closed: {reason}");
+            ConnectionKind::Client => log!(Debug, "Client {remote} closed: {reason}"),
+            ConnectionKind::Unidentified | ConnectionKind::InboundHandshake(_) => {
+                log!(Debug, "Connection from {remote} closed: {reason}")
             }
-            ConnectionKind::Unidentified => log!(Info, "Closed connection: {reason}"),
             ConnectionKind::InboundPeer(peer) => {
                 log!(
                     Debug,
                     "Inbound connection from {} closed: {reason}",
-                    self.names[peer.0 as usize]
-                )
+                    self.name(peer)
+                );
+                if self.inbound[peer.0 as usize] == Some(token) {
+                    self.inbound[peer.0 as usize] = None;
+                }
             }
-            ConnectionKind::OutboundPeer(peer) => {
+            ConnectionKind::OutboundHandshake { peer, .. } | ConnectionKind::OutboundPeer(peer) => {
                 self.link_lost(peer, connection.connecting, reason)
             }
         }
     }
 
-    // ---- outgoing peer links --------------------------------------------
-
-    pub(super) fn connect(&mut self, peer: NodeId) {
-        let token = self.next_token();
+    /// Closes connections past their timeouts: no handshake in time, half a
+    /// frame held too long, a client idle too long. Runs every
+    /// CONNECTION_SWEEP_INTERVAL_MS.
+    pub(super) fn sweep_connections(&mut self) {
         let now_ms = self.clock.now_ms();
-        let Some(link) = self.links[peer.0 as usize].as_mut() else {
-            return;
-        };
-        if let Some(timer) = link.timer.take() {
-            self.timers.cancel(timer);
+        let expired: Vec<(Token, &'static str)> = self
+            .connections
+            .iter()
+            .filter_map(|(&token, connection)| {
+                expiry(connection, now_ms).map(|reason| (token, reason))
+            })
+            .collect();
+        for (token, reason) in expired {
+            let remote = self.remote_of(token);
+            log_limited!(
+                self.limiter,
+                now_ms,
+                Info,
+                reason,
+                0,
+                "Closed the connection from {remote}: {reason}"
+            );
+            self.close(token, reason);
         }
-        let mut stream = match TcpStream::connect(link.address) {
-            Ok(stream) => stream,
-            Err(error) => {
-                log!(Debug, "connect to {} failed: {error}", link.name);
-                return self.schedule_reconnect(peer);
-            }
-        };
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(error) = self.poll.registry().register(&mut stream, token, interest) {
-            log!(Warn, "cannot register connection to {}: {error}", link.name);
-            return self.schedule_reconnect(peer);
-        }
-        link.token = Some(token);
-        link.timer = Some(
-            self.timers
-                .insert(now_ms + CONNECT_TIMEOUT_MS, Timer::Peer(peer)),
-        );
-        self.connections.insert(
-            token,
-            Connection::new(stream, ConnectionKind::OutboundPeer(peer), true),
-        );
+        self.check_silent_peers();
+        self.update_status_extra();
+        let deadline = now_ms + CONNECTION_SWEEP_INTERVAL_MS;
+        self.timers.insert(deadline, Timer::Sweep);
     }
+}
 
-    /// A non-blocking connect is a state: on WRITABLE, `take_error` then
-    /// `peer_addr` tell whether it completed.
-    fn finish_connect(&mut self, token: Token) {
-        let Some(connection) = self.connections.get_mut(&token) else {
-            return;
-        };
-        match connection.stream.take_error() {
-            Ok(None) => {}
-            Ok(Some(error)) | Err(error) => {
-                return self.close(token, &format!("connect failed: {error}"))
-            }
-        }
-        match connection.stream.peer_addr() {
-            Ok(_) => {}
-            Err(error) if error.kind() == io::ErrorKind::NotConnected => return,
-            Err(error) => return self.close(token, &format!("connect failed: {error}")),
-        }
-        connection.connecting = false;
-        let _ = connection.stream.set_nodelay(true);
-        let ConnectionKind::OutboundPeer(peer) = connection.kind else {
-            return;
-        };
-        let hello = Frame::PeerHello(PeerHello {
-            cluster_hash: self.cluster_hash,
-            node_id: self.names[self.replica.raft().id().0 as usize].clone(),
-        });
-        encode_frame(&hello, connection.output());
-        self.dirty.push(token);
-        self.read_backlog.push(token);
-        let Some(link) = self.links[peer.0 as usize].as_mut() else {
-            return;
-        };
-        link.connected = true;
-        link.backoff_ms = RECONNECT_DELAY_MS_MIN;
-        if let Some(timer) = link.timer.take() {
-            self.timers.cancel(timer);
-        }
-        log!(Info, "Peer {} connected ({})", link.name, link.address);
+/// Why a connection has outstayed its welcome, if it has.
+fn expiry(connection: &Connection, now_ms: u64) -> Option<&'static str> {
+    let since = |at_ms: u64| now_ms.saturating_sub(at_ms);
+    let handshaking = matches!(
+        connection.kind,
+        ConnectionKind::Unidentified | ConnectionKind::InboundHandshake(_)
+    );
+    if handshaking && since(connection.opened_ms) >= HANDSHAKE_TIMEOUT_MS {
+        return Some("no request or peer handshake within the handshake timeout");
     }
-
-    fn link_lost(&mut self, peer: NodeId, was_connecting: bool, reason: &str) {
-        let Some(link) = self.links[peer.0 as usize].as_mut() else {
-            return;
-        };
-        let was_connected = link.connected;
-        link.token = None;
-        link.connected = false;
-        if was_connected {
-            log!(Info, "Peer {} disconnected: {reason}", link.name);
-            self.replica.report_unreachable(peer);
-        } else if was_connecting {
-            log!(Debug, "Peer {} unreachable: {reason}", link.name);
-        }
-        self.schedule_reconnect(peer);
+    if connection
+        .partial_since_ms
+        .is_some_and(|at_ms| since(at_ms) >= PARTIAL_FRAME_TIMEOUT_MS)
+    {
+        return Some("part of a frame held longer than the partial-frame timeout");
     }
-
-    fn schedule_reconnect(&mut self, peer: NodeId) {
-        let now_ms = self.clock.now_ms();
-        let Some(link) = self.links[peer.0 as usize].as_mut() else {
-            return;
-        };
-        if let Some(timer) = link.timer.take() {
-            self.timers.cancel(timer);
-        }
-        let delay_ms = link.backoff_ms;
-        link.backoff_ms = (delay_ms * 2).min(RECONNECT_DELAY_MS_MAX);
-        link.timer = Some(self.timers.insert(now_ms + delay_ms, Timer::Peer(peer)));
+    let idle_client = matches!(connection.kind, ConnectionKind::Client)
+        && connection.requests_in_flight.is_empty()
+        && !connection.has_output();
+    if idle_client && since(connection.active_ms) >= CLIENT_IDLE_TIMEOUT_MS {
+        return Some("client idle longer than the idle timeout");
     }
+    None
+}
 
-    /// Either the backoff ended (connect again) or a connect hung too long.
-    pub(super) fn peer_timer_fired(&mut self, peer: NodeId) {
-        let Some(link) = self.links[peer.0 as usize].as_mut() else {
-            return;
-        };
-        link.timer = None;
-        match link.token {
-            None => self.connect(peer),
-            Some(token) if !link.connected => self.close(token, "connect timed out"),
-            Some(_) => {}
-        }
+pub(super) fn frame_name(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::PeerHello(_) => "PeerHello",
+        Frame::PeerChallenge(_) => "PeerChallenge",
+        Frame::PeerProof(_) => "PeerProof",
+        Frame::PeerWelcome => "PeerWelcome",
+        Frame::PeerRefused(_) => "PeerRefused",
+        Frame::Peer(_) => "peer message",
+        Frame::ClientRequest(_) => "ClientRequest",
+        Frame::ClientResponse(_) => "ClientResponse",
     }
 }

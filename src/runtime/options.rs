@@ -31,6 +31,8 @@ pub struct Options {
     /// fdatasync before acknowledging (`--fsync always`, the default).
     pub fsync: bool,
     pub log_level: Level,
+    /// `--peer-secret FILE`: peers must prove they hold the same secret.
+    pub peer_secret: Option<PathBuf>,
     /// Test builds only (feature `planted-bugs`): run with a known bug.
     pub planted_bug: Option<crate::core::PlantedBug>,
 }
@@ -105,6 +107,12 @@ fn option_table() -> getopts::Options {
         "error, warn, info or debug (default info)",
         "LEVEL",
     );
+    table.optopt(
+        "",
+        "peer-secret",
+        "file with the cluster's shared secret (one line of at least 32 characters, e.g. from `openssl rand -hex 32`; the same on every member): peers must prove it (default: none, any host that reaches the port can act as a peer)",
+        "FILE",
+    );
     table.optflag("h", "help", "print this help");
     #[cfg(feature = "planted-bugs")]
     table.optopt(
@@ -139,7 +147,7 @@ fn parse_planted_bug(
 pub fn usage() -> String {
     let brief = "Usage: raftlite --id ID --port PORT --peers LIST [--host ADDR] [--data-dir DIR]\n\
                  \x20               [--election-timeout MIN-MAX] [--heartbeat MS] [--fsync always|never]\n\
-                 \x20               [--log-level LEVEL]";
+                 \x20               [--log-level LEVEL] [--peer-secret FILE]";
     option_table().usage(brief)
 }
 
@@ -213,6 +221,7 @@ pub fn parse(arguments: &[String]) -> Result<Parsed, UsageError> {
         heartbeat_interval_ms,
         fsync,
         log_level,
+        peer_secret: matches.opt_str("peer-secret").map(PathBuf::from),
         planted_bug: parse_planted_bug(&matches)?,
     }))
 }

@@ -7,22 +7,31 @@
 use super::clock::Clock;
 use super::connection::Connection;
 use super::disk_sync::DiskSyncer;
-use super::logging::Throttle;
+use super::handshake::LocalIdentity;
+use super::logging::{RateLimiter, Throttle};
+use super::peer_auth::NonceSource;
 use super::timer_wheel::{TimerId, TimerWheel};
-use crate::constants::{CLIENT_CONNECTIONS_MAX, CLIENT_REQUESTS_IN_FLIGHT_MAX, POLL_EVENTS_MAX};
+use crate::constants::{
+    CLIENT_CONNECTIONS_MAX, CLIENT_REQUESTS_IN_FLIGHT_MAX, CONNECTION_SWEEP_INTERVAL_MS,
+    POLL_EVENTS_MAX,
+};
 use crate::core::{
-    Event, LogIndex, Message, MessageBody, NodeId, Ready, Role, StepDownReason, Term,
+    ClusterId, Event, LogIndex, Message, MessageBody, NodeId, Ready, Role, StepDownReason, Term,
 };
 use crate::log;
 use crate::replica::{ClientToken, NodeCounters, Replica};
 use crate::storage::{Storage, StorageError, SyncJob};
-use mio::net::TcpListener;
+use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Poll, Token};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 pub(super) const LISTENER: Token = Token(0);
+/// The socket a SIGTERM or SIGINT handler writes to (os.rs).
+pub(super) const SHUTDOWN: Token = Token(1);
+/// The first token handed to a connection.
+const CONNECTION_TOKEN_FIRST: usize = 16;
 
 /// Longest the loop sleeps with nothing scheduled.
 const POLL_TIMEOUT_MS_MAX: u64 = 1000;
@@ -41,6 +50,29 @@ pub(super) enum Timer {
     ClientRequest { index: LogIndex, token: ClientToken },
     /// Accept failed (out of descriptors): try again.
     Accept,
+    /// Check connections against their timeouts.
+    Sweep,
+}
+
+/// What a peer's handshakes told us, to explain a link that stays down.
+#[derive(Clone, Debug)]
+pub(super) struct PeerView {
+    /// Where it says it listens (its hello).
+    pub advertised: Option<String>,
+    /// Where it will connect to us (its challenge).
+    pub expects_us_at: Option<String>,
+    /// Since when it has had no connection to us.
+    pub inbound_absent_since_ms: Option<u64>,
+}
+
+impl PeerView {
+    fn new(now_ms: u64) -> PeerView {
+        PeerView {
+            advertised: None,
+            expects_us_at: None,
+            inbound_absent_since_ms: Some(now_ms),
+        }
+    }
 }
 
 /// Our outgoing connection to one peer.
@@ -48,8 +80,13 @@ pub(super) struct PeerLink {
     pub name: String,
     pub address: SocketAddr,
     pub token: Option<Token>,
+    /// The handshake completed: our messages may go out here.
     pub connected: bool,
     pub backoff_ms: u64,
+    /// The peer refused our last handshake (a configuration problem): the
+    /// next attempt waits `refused_backoff_ms`, which grows.
+    pub refused: bool,
+    pub refused_backoff_ms: u64,
     pub timer: Option<TimerId>,
 }
 
@@ -79,18 +116,35 @@ struct LogThrottles {
 pub struct Server<S: Storage> {
     pub(super) poll: Poll,
     pub(super) listener: TcpListener,
+    /// Registered with `poll` for as long as the server runs.
+    _shutdown_socket: UnixStream,
+    pub(super) shutdown_requested: bool,
     pub(super) connections: HashMap<Token, Connection>,
     pub(super) token_next: usize,
-    pub(super) client_count: usize,
+    /// Connections in client slots (clients, and accepted connections not
+    /// yet identified), idlest first. Invariant: holds exactly those.
+    pub(super) client_activity: BTreeSet<(u64, Token)>,
+    /// CLIENT_CONNECTIONS_MAX, or fewer if the descriptor limit is lower.
+    pub(super) client_slots_max: usize,
     /// By NodeId; None for this node.
     pub(super) links: Vec<Option<PeerLink>>,
+    /// By NodeId: the peer's current connection to us.
+    pub(super) inbound: Vec<Option<Token>>,
+    /// By NodeId: what the peer's handshakes said about addresses.
+    pub(super) views: Vec<PeerView>,
+    pub(super) identity: LocalIdentity,
+    pub(super) nonces: NonceSource,
+    pub(super) cluster_id_seen: Option<ClusterId>,
+    /// Refusals we gave and got, by (peer id as claimed, reason), with
+    /// when, for STATUS.
+    pub(super) refusals_given: BTreeMap<(String, &'static str), u64>,
+    pub(super) refusals_received: BTreeMap<(String, &'static str), u64>,
+    pub(super) limiter: RateLimiter,
     pub(super) replica: Replica,
     pub(super) storage: S,
     pub(super) timers: TimerWheel<Timer>,
     core_timer: Option<(TimerId, u64)>,
     pub(super) clock: Clock,
-    pub(super) cluster_hash: u64,
-    pub(super) names: Vec<String>,
     /// Connections with bytes left to read or frames left to decode.
     pub(super) read_backlog: Vec<Token>,
     /// Connections with output queued this turn.
@@ -108,12 +162,15 @@ pub struct Server<S: Storage> {
 /// What the daemon needs to start the loop.
 pub struct ServerParts<S: Storage> {
     pub listener: TcpListener,
+    /// Readable when a shutdown signal arrived (os::on_shutdown_signals).
+    pub shutdown_socket: UnixStream,
     pub replica: Replica,
     pub storage: S,
     pub clock: Clock,
-    pub cluster_hash: u64,
-    /// Each member's name and address, by NodeId.
-    pub members: Vec<(String, SocketAddr)>,
+    pub identity: LocalIdentity,
+    /// Seeds the handshake nonces; from the operating system's randomness.
+    pub nonce_seed: [u8; 32],
+    pub client_slots_max: usize,
 }
 
 impl<S: Storage> Server<S> {
@@ -124,18 +181,22 @@ impl<S: Storage> Server<S> {
         poll.registry()
             .register(&mut listener, LISTENER, mio::Interest::READABLE)
             .map_err(|error| RuntimeError::Io(format!("cannot register listener: {error}")))?;
+        let mut shutdown_socket = parts.shutdown_socket;
+        poll.registry()
+            .register(&mut shutdown_socket, SHUTDOWN, mio::Interest::READABLE)
+            .map_err(|error| RuntimeError::Io(format!("cannot register signals: {error}")))?;
         let self_id = parts.replica.raft().id();
-        let links = parts
-            .members
-            .iter()
-            .enumerate()
-            .map(|(index, (name, address))| {
+        let links = (0..parts.identity.members.len())
+            .map(|index| {
+                let (name, address) = &parts.identity.members[index];
                 (index != self_id.0 as usize).then(|| PeerLink {
                     name: name.clone(),
                     address: *address,
                     token: None,
                     connected: false,
                     backoff_ms: crate::constants::RECONNECT_DELAY_MS_MIN,
+                    refused: false,
+                    refused_backoff_ms: crate::constants::REFUSED_RECONNECT_DELAY_MS_MIN,
                     timer: None,
                 })
             })
@@ -145,20 +206,31 @@ impl<S: Storage> Server<S> {
         })?;
         let now_ms = parts.clock.now_ms();
         let timer_capacity = CLIENT_CONNECTIONS_MAX * CLIENT_REQUESTS_IN_FLIGHT_MAX + 1024;
+        let member_count = parts.identity.members.len();
+        let cluster_id_seen = parts.replica.raft().cluster_id();
         Ok(Server {
             poll,
             listener,
+            _shutdown_socket: shutdown_socket,
+            shutdown_requested: false,
             connections: HashMap::new(),
-            token_next: 1,
-            client_count: 0,
+            token_next: CONNECTION_TOKEN_FIRST,
+            client_activity: BTreeSet::new(),
+            client_slots_max: parts.client_slots_max,
             links,
+            inbound: vec![None; member_count],
+            views: vec![PeerView::new(now_ms); member_count],
+            identity: parts.identity,
+            nonces: NonceSource::new(parts.nonce_seed),
+            cluster_id_seen,
+            refusals_given: BTreeMap::new(),
+            refusals_received: BTreeMap::new(),
+            limiter: RateLimiter::default(),
             replica: parts.replica,
             storage: parts.storage,
             timers: TimerWheel::with_capacity_max(now_ms, timer_capacity),
             core_timer: None,
             clock: parts.clock,
-            cluster_hash: parts.cluster_hash,
-            names: parts.members.into_iter().map(|(name, _)| name).collect(),
             read_backlog: Vec::new(),
             dirty: Vec::new(),
             ready_left_over: false,
@@ -170,15 +242,18 @@ impl<S: Storage> Server<S> {
         })
     }
 
-    /// Runs until a fatal error (a storage failure stops the node: it must
-    /// not go on acknowledging with a hole in its log).
+    /// Runs until SIGTERM or SIGINT (Ok) or a fatal error (a storage
+    /// failure stops the node: it must not go on acknowledging with a hole
+    /// in its log).
     pub fn run(&mut self) -> Result<(), RuntimeError> {
         let mut events = Events::with_capacity(POLL_EVENTS_MAX);
         for peer in self.peer_ids() {
             self.connect(peer);
         }
         self.schedule_core_timer();
-        loop {
+        let sweep_at = self.clock.now_ms() + CONNECTION_SWEEP_INTERVAL_MS;
+        self.timers.insert(sweep_at, Timer::Sweep);
+        while !self.shutdown_requested {
             let timeout = self.poll_timeout();
             if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
                 if error.kind() == std::io::ErrorKind::Interrupted {
@@ -191,17 +266,57 @@ impl<S: Storage> Server<S> {
             for event in events.iter() {
                 self.handle_event(event);
             }
-            self.drain_read_backlog();
-            self.collect_finished_syncs()?;
-            self.fire_timers(now_ms);
-            self.replica.advance_time(now_ms);
-            self.drive()?;
-            self.replica.set_counters(self.counters);
-            self.deliver_replies();
-            self.flush_dirty();
-            self.schedule_core_timer();
-            self.log_throttled(now_ms);
+            self.turn(now_ms)?;
         }
+        self.shut_down()
+    }
+
+    /// Everything after the sockets' events in one loop turn.
+    fn turn(&mut self, now_ms: u64) -> Result<(), RuntimeError> {
+        self.drain_read_backlog();
+        self.collect_finished_syncs()?;
+        self.fire_timers(now_ms);
+        self.replica.advance_time(now_ms);
+        self.drive()?;
+        self.check_cluster_id();
+        self.replica.set_counters(self.counters);
+        self.deliver_replies();
+        self.flush_dirty();
+        self.schedule_core_timer();
+        self.log_throttled(now_ms, false);
+        Ok(())
+    }
+
+    /// A clean stop: what was written is made durable, the pending progress
+    /// lines are written, and one line says the node stopped and where.
+    fn shut_down(&mut self) -> Result<(), RuntimeError> {
+        self.settle_syncs()?;
+        self.flush_dirty();
+        self.log_throttled(self.clock.now_ms(), true);
+        let status = self.replica.raft().status();
+        let signal = super::os::shutdown_signal().map_or("a signal", super::os::signal_name);
+        log!(
+            Info,
+            "Shutting down on {signal} (role {}, term {}, last index {}, commit {}, applied {})",
+            role_name(status.role),
+            status.term,
+            status.last_index,
+            status.commit_index,
+            status.last_applied
+        );
+        Ok(())
+    }
+
+    /// Hands the runtime's STATUS fields to the replica, which answers
+    /// STATUS: called when they change and by every sweep (they expire).
+    pub(super) fn update_status_extra(&mut self) {
+        let extra = format!(
+            "refused={} refused_by={} clients={}",
+            self.refusals_text(false),
+            self.refusals_text(true),
+            self.client_slot_count()
+        );
+        self.replica.set_status_extra(extra);
     }
 
     pub(super) fn peer_ids(&self) -> Vec<NodeId> {
@@ -234,6 +349,7 @@ impl<S: Storage> Server<S> {
                 Timer::Core => self.core_timer = None,
                 Timer::Peer(peer) => self.peer_timer_fired(peer),
                 Timer::Accept => self.accept_all(),
+                Timer::Sweep => self.sweep_connections(),
                 Timer::ClientRequest { index, token } => {
                     if let Some(connection) =
                         self.connections.get_mut(&Token(token.connection as usize))
@@ -288,6 +404,10 @@ impl<S: Storage> Server<S> {
             self.send_messages(ready.messages_after_persist);
             if let (Some(last), false) = (ready.entries.last(), sync_deferred) {
                 self.replica.persisted(last.index, last.term);
+            }
+            if let Some(hard_state) = ready.hard_state {
+                // Never deferred (may_defer_sync): durable by now.
+                self.replica.hard_state_persisted(hard_state);
             }
         }
         self.ready_left_over = self.replica.has_ready();
@@ -413,10 +533,6 @@ impl<S: Storage> Server<S> {
         }
     }
 
-    fn name(&self, id: NodeId) -> &str {
-        self.names.get(id.0 as usize).map_or("?", String::as_str)
-    }
-
     fn log_event(&mut self, event: &Event) {
         match event {
             Event::ElectionTimeout {
@@ -433,7 +549,7 @@ impl<S: Storage> Server<S> {
             Event::BecameLeader { term, votes } => log!(
                 Info,
                 "Received votes → Leader (term {term}, {votes} of {} votes)",
-                self.names.len()
+                self.identity.members.len()
             ),
             Event::BecameFollower { term, reason } => {
                 let why = match reason {
@@ -486,12 +602,18 @@ impl<S: Storage> Server<S> {
             Event::CommitAdvanced { .. } => {
                 self.throttles.committed.add(1);
             }
+            Event::ClusterIdLearned { cluster_id } => log!(
+                Info,
+                "Cluster id {cluster_id}: this node now refuses peers of any other cluster"
+            ),
         }
     }
 
-    /// Progress lines at most every Throttle::INTERVAL_MS, with totals.
-    fn log_throttled(&mut self, now_ms: u64) {
+    /// Progress lines at most every Throttle::INTERVAL_MS, with totals
+    /// (all that are pending when `flush`, at shutdown).
+    fn log_throttled(&mut self, now_ms: u64, flush: bool) {
         let status = self.replica.raft().status();
+        let now_ms = if flush { u64::MAX } else { now_ms };
         if let Some(count) = self.throttles.appended.due(now_ms) {
             let term = self.throttles.last_appended_term;
             if status.role == Role::Leader {
@@ -531,6 +653,15 @@ impl<S: Storage> Server<S> {
             }
             self.send_peer_message(&message);
         }
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Follower => "follower",
+        Role::PreCandidate => "precandidate",
+        Role::Candidate => "candidate",
+        Role::Leader => "leader",
     }
 }
 

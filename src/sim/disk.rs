@@ -246,6 +246,7 @@ mod tests {
         let hard_state = HardState {
             current_term: Term(3),
             voted_for: Some(NodeId(1)),
+            cluster_id: None,
         };
         for seed in 0..50 {
             let mut disk = Disk::new();

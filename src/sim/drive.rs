@@ -256,6 +256,9 @@ impl Simulator {
                 let replica = self.nodes[node].replica_mut();
                 replica.persisted(entry.index, entry.term);
             }
+            if let Some(durable) = write.hard_state {
+                self.nodes[node].replica_mut().hard_state_persisted(durable);
+            }
             hard_state = write.hard_state.or(hard_state);
             released += write.messages_after_persist.len();
             self.release(node, write.messages_after_persist);

@@ -31,7 +31,7 @@ impl Model {
     /// Applies the next committed entry; returns the reply line the client
     /// whose proposal it is must get, or None for a no-op.
     pub fn apply(&mut self, entry: &Entry) -> Option<String> {
-        if entry.kind == EntryKind::Noop {
+        if entry.kind != EntryKind::Command {
             return None;
         }
         let record = match LogRecord::decode(&entry.data) {

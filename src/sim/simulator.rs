@@ -20,7 +20,7 @@ use super::stats::Stats;
 use super::trace::{Echo, Trace, TraceEvent};
 use super::workload::{address_of_node, Workload};
 use crate::core::rng::Rng;
-use crate::core::{Config, NodeId, Raft, Role};
+use crate::core::{ClusterId, Config, NodeId, Raft, Role};
 use crate::replica::{Member, Replica};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,13 +215,16 @@ impl Simulator {
 
     /// A fresh process for `node`, started from its disk (empty at first).
     pub(super) fn new_replica(&mut self, node: usize) -> Replica {
+        let seed = self.rng.faults.next_u64();
         let config = Config {
             id: NodeId(node as u32),
             members: (0..self.options.size as u32).map(NodeId).collect(),
             election_timeout_ms_min: ELECTION_TIMEOUT_MS_MIN,
             election_timeout_ms_max: ELECTION_TIMEOUT_MS_MAX,
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
-            seed: self.rng.faults.next_u64(),
+            seed,
+            // Every process draws its own, as the daemon does at each start.
+            bootstrap_cluster_id: ClusterId(seed.rotate_left(29) | 1),
             pre_vote: self.profile.pre_vote,
             check_quorum: self.profile.check_quorum,
         };

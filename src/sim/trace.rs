@@ -415,6 +415,7 @@ fn core_event(event: &Event) -> String {
         } => format!("appended {count} entries to {last_index} (last term {term})"),
         Event::LogTruncated { from } => format!("log truncated from {from}"),
         Event::CommitAdvanced { commit_index } => format!("commit → {commit_index}"),
+        Event::ClusterIdLearned { cluster_id } => format!("cluster id {cluster_id} learned"),
         Event::FollowerLostEntries {
             follower,
             acknowledged,

@@ -8,13 +8,15 @@
 //! two: a record of a new term must never be durable while the hard state on
 //! disk still holds an older term, because recovery refuses that log.
 
-use super::hard_state::{sync_path, HardStateFile, RecoveredHardState, HARD_STATE_FILE_NAME};
+use super::hard_state::{
+    sync_path, HardStateFile, NodeName, RecoveredHardState, HARD_STATE_FILE_NAME,
+};
 use super::segment::{
     self, HeaderRead, RecordPosition, ScanEnd, ScanStart, TornReason, RECORD_HEADER_SIZE,
     RECORD_PAYLOAD_SIZE_MAX, SEGMENT_FILE_SUFFIX, SEGMENT_HEADER_SIZE,
 };
 use super::{Recovered, Storage, StorageError, StorageStats, SyncJob};
-use crate::core::{Entry, HardState, LogIndex, Term};
+use crate::core::{ClusterId, Entry, HardState, LogIndex, Term};
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Read;
@@ -60,6 +62,10 @@ pub struct DiskOptions {
     /// experiments only, acknowledged writes can be lost on power loss.
     pub fsync: bool,
     pub segment_size_max: u64,
+    /// The node this data dir must belong to: recorded when the dir is
+    /// created, and a dir recorded under another id is refused. NONE (tests)
+    /// records nothing and checks nothing.
+    pub node_name: NodeName,
 }
 
 impl Default for DiskOptions {
@@ -67,6 +73,7 @@ impl Default for DiskOptions {
         DiskOptions {
             fsync: true,
             segment_size_max: SEGMENT_SIZE_MAX_DEFAULT,
+            node_name: NodeName::NONE,
         }
     }
 }
@@ -285,6 +292,9 @@ impl DiskStorage {
         let log = scan_log(&log_directory)?;
         let hard_state_path = directory.join(HARD_STATE_FILE_NAME);
         let recovered_hard_state = recover_hard_state(&hard_state_path, &log)?;
+        if let Some(recovered) = &recovered_hard_state {
+            check_owner(directory, recovered.node_name, options.node_name)?;
+        }
         if let Some(torn_tail) = &log.torn_tail {
             repair_torn_tail(torn_tail, &log_directory, options.fsync)?;
         }
@@ -292,8 +302,9 @@ impl DiskStorage {
         let recovered_hard_state = match recovered_hard_state {
             Some(recovered) => recovered,
             None => RecoveredHardState {
-                file: HardStateFile::create(directory, options.fsync)?,
+                file: HardStateFile::create(directory, options.node_name, options.fsync)?,
                 hard_state: HardState::default(),
+                node_name: options.node_name,
                 slot_index: 1,
                 slot_torn: None,
             },
@@ -963,17 +974,40 @@ fn recover_hard_state(
         Ok(_) => {}
     }
     let recovered = HardStateFile::recover(path)?;
+    let offset = recovered.slot_index as u64 * super::hard_state::HARD_STATE_SLOT_STRIDE;
+    if let (Some(cluster_id), Some(first)) = (recovered.hard_state.cluster_id, log.entries.first())
+    {
+        if ClusterId::of_bootstrap(first) != Some(cluster_id) {
+            let problem = format!(
+                "the hard state names cluster {cluster_id} but the log does not start with its Bootstrap entry"
+            );
+            return Err(StorageError::corrupt(path, offset, problem));
+        }
+    }
     if let Some(last) = log.entries.last() {
         if last.term > recovered.hard_state.current_term {
             let problem = format!(
                 "current term {} is below the term {} of log entry {}",
                 recovered.hard_state.current_term, last.term, last.index
             );
-            let offset = recovered.slot_index as u64 * super::hard_state::HARD_STATE_SLOT_STRIDE;
             return Err(StorageError::corrupt(path, offset, problem));
         }
     }
     Ok(Some(recovered))
+}
+
+/// A data dir belongs to the node id it was created under: started under
+/// another, it would vote and acknowledge with someone else's term, vote
+/// and log.
+fn check_owner(directory: &Path, stored: NodeName, given: NodeName) -> Result<(), StorageError> {
+    if given.is_none() || stored == given {
+        return Ok(());
+    }
+    Err(StorageError::WrongNode {
+        path: directory.to_path_buf(),
+        stored: stored.to_string(),
+        given: given.to_string(),
+    })
 }
 
 /// Cuts the newest segment back to its last good record, or removes it if

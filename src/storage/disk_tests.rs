@@ -23,6 +23,7 @@ fn options(segment_size_max: u64) -> DiskOptions {
     DiskOptions {
         fsync: true,
         segment_size_max,
+        ..DiskOptions::default()
     }
 }
 
@@ -38,6 +39,7 @@ fn hard_state(term: u64, vote: Option<u32>) -> HardState {
     HardState {
         current_term: Term(term),
         voted_for: vote.map(NodeId),
+        cluster_id: None,
     }
 }
 
@@ -968,6 +970,7 @@ fn no_deferred_sync_without_fsync() {
     let options = DiskOptions {
         fsync: false,
         segment_size_max: SEGMENT_SIZE_SMALL,
+        ..DiskOptions::default()
     };
     let (mut storage, _, _) = DiskStorage::open(&directory.path, options).unwrap();
     storage.set_hard_state(hard_state(1, None)).unwrap();
@@ -1003,6 +1006,7 @@ fn fsync_never_issues_no_syncs_and_still_survives_a_process_restart() {
     let never = DiskOptions {
         fsync: false,
         segment_size_max: SEGMENT_SIZE_SMALL,
+        ..DiskOptions::default()
     };
     let (mut storage, _, _) = DiskStorage::open(&directory.path, never).unwrap();
     persist(&mut storage, &entries(1, 9, 1), hard_state(1, None));
@@ -1082,6 +1086,7 @@ fn invalid_options_are_refused() {
         let options = DiskOptions {
             fsync: true,
             segment_size_max,
+            ..DiskOptions::default()
         };
         let error = DiskStorage::open(&directory.path, options).unwrap_err();
         assert!(

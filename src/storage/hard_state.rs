@@ -1,16 +1,23 @@
-//! The hard-state file: current term and vote (Figure 2, "Persistent state
-//! on all servers") in two fixed slots. Each write goes to the slot that does
-//! not hold the newest state, so a crash mid-write tears at most the slot
-//! being written and the other still holds the previous state.
+//! The hard-state file: current term, vote and cluster id (Figure 2,
+//! "Persistent state on all servers", plus the cluster this node belongs
+//! to), with the id of the node the data dir belongs to, in two fixed slots.
+//! Each write goes to the slot that does not hold the newest state, so a
+//! crash mid-write tears at most the slot being written and the other still
+//! holds the previous state.
 //!
-//! Slot: magic u32 | version u8 | sequence u64 | current_term u64 |
-//! voted_for presence u8 | voted_for u32 | crc32 u32 (over all before it),
-//! big-endian. Slot 0 starts at byte 0, slot 1 at byte 4096: separate
-//! 4 KiB blocks, so a torn sector write cannot touch both.
+//! Slot (format 2): magic u32 | version u8 | sequence u64 | current_term u64
+//! | voted_for presence u8 | voted_for u32 | cluster_id u64 (0: not known
+//! yet) | node id size u8 | node id, 64 bytes, zero-padded | crc32 u32 (over
+//! all before it), big-endian. Slot 0 starts at byte 0, slot 1 at byte 4096:
+//! separate 4 KiB blocks, so a torn sector write cannot touch both. Format 1
+//! (no cluster id, no node id) was written before cluster ids existed and is
+//! refused with a message saying so.
 
 use super::StorageError;
-use crate::core::{HardState, NodeId, Term};
+use crate::constants::NODE_ID_SIZE_MAX;
+use crate::core::{ClusterId, HardState, NodeId, Term};
 use byteorder::{BigEndian, ByteOrder};
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -20,14 +27,77 @@ pub const HARD_STATE_FILE_NAME: &str = "hardstate";
 pub const HARD_STATE_TEMPORARY_FILE_NAME: &str = "hardstate.tmp";
 /// "RLHS".
 pub const HARD_STATE_MAGIC: u32 = 0x524C_4853;
-pub const HARD_STATE_FORMAT_VERSION: u8 = 1;
-pub const HARD_STATE_SLOT_SIZE: usize = 4 + 1 + 8 + 8 + 1 + 4 + 4;
+pub const HARD_STATE_FORMAT_VERSION: u8 = 2;
+/// The format before cluster ids: recognised only to refuse it clearly.
+const HARD_STATE_FORMAT_VERSION_LEGACY: u8 = 1;
+const LEGACY_SLOT_CRC_OFFSET: usize = 26;
+pub const HARD_STATE_SLOT_SIZE: usize = 4 + 1 + 8 + 8 + 1 + 4 + 8 + 1 + NODE_ID_SIZE_MAX + 4;
 /// Byte distance between the two slots.
 pub const HARD_STATE_SLOT_STRIDE: u64 = 4096;
 pub const HARD_STATE_FILE_SIZE: u64 = 2 * HARD_STATE_SLOT_STRIDE;
 
 const SLOT_CRC_OFFSET: usize = HARD_STATE_SLOT_SIZE - 4;
+const NODE_NAME_OFFSET: usize = 35;
 const _: () = assert!(HARD_STATE_SLOT_SIZE as u64 <= HARD_STATE_SLOT_STRIDE);
+const _: () = assert!(NODE_NAME_OFFSET + NODE_ID_SIZE_MAX == SLOT_CRC_OFFSET);
+const _: () = assert!(NODE_ID_SIZE_MAX <= u8::MAX as usize);
+
+/// The id of the node a data dir belongs to (`--id`), kept with its hard
+/// state so that a data dir started under another id is refused. Empty for
+/// storage opened without one (tests).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct NodeName {
+    bytes: [u8; NODE_ID_SIZE_MAX],
+    size: u8,
+}
+
+impl NodeName {
+    pub const NONE: NodeName = NodeName {
+        bytes: [0; NODE_ID_SIZE_MAX],
+        size: 0,
+    };
+
+    /// None if longer than NODE_ID_SIZE_MAX bytes.
+    pub fn new(name: &str) -> Option<NodeName> {
+        let mut node_name = NodeName::NONE;
+        node_name
+            .bytes
+            .get_mut(..name.len())?
+            .copy_from_slice(name.as_bytes());
+        node_name.size = name.len() as u8;
+        Some(node_name)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Built from a &str or checked by decode_slot.
+        std::str::from_utf8(&self.bytes[..self.size as usize]).unwrap_or("?")
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.size == 0
+    }
+}
+
+impl Default for NodeName {
+    fn default() -> NodeName {
+        NodeName::NONE
+    }
+}
+
+impl fmt::Debug for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_none() {
+            return write!(f, "(none)");
+        }
+        write!(f, "{}", self.as_str())
+    }
+}
 
 /// One slot's content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +105,7 @@ pub struct Slot {
     /// Grows by one with each write; the valid slot with the higher one wins.
     pub sequence: u64,
     pub hard_state: HardState,
+    pub node_name: NodeName,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -56,6 +127,10 @@ pub fn encode_slot(slot: &Slot) -> [u8; HARD_STATE_SLOT_SIZE] {
         bytes[21] = 1;
         BigEndian::write_u32(&mut bytes[22..26], node.0);
     }
+    let cluster_id = slot.hard_state.cluster_id.map_or(0, |id| id.0);
+    BigEndian::write_u64(&mut bytes[26..34], cluster_id);
+    bytes[34] = slot.node_name.size;
+    bytes[NODE_NAME_OFFSET..SLOT_CRC_OFFSET].copy_from_slice(&slot.node_name.bytes);
     let crc = crc32fast::hash(&bytes[..SLOT_CRC_OFFSET]);
     BigEndian::write_u32(&mut bytes[SLOT_CRC_OFFSET..], crc);
     bytes
@@ -63,14 +138,19 @@ pub fn encode_slot(slot: &Slot) -> [u8; HARD_STATE_SLOT_SIZE] {
 
 pub fn decode_slot(bytes: &[u8]) -> SlotRead {
     assert_eq!(bytes.len(), HARD_STATE_SLOT_SIZE);
+    if is_legacy_slot(bytes) {
+        return SlotRead::Impossible(
+            "hard-state format 1, written by a raftlite from before cluster ids: this version \
+             cannot tell which cluster the data belongs to; re-create this member"
+                .to_string(),
+        );
+    }
     let crc_stored = BigEndian::read_u32(&bytes[SLOT_CRC_OFFSET..]);
     if crc_stored != crc32fast::hash(&bytes[..SLOT_CRC_OFFSET]) {
         return SlotRead::Torn;
     }
     let magic = BigEndian::read_u32(&bytes[0..4]);
     let version = bytes[4];
-    let presence = bytes[21];
-    let voted_for = BigEndian::read_u32(&bytes[22..26]);
     if magic != HARD_STATE_MAGIC {
         return SlotRead::Impossible(format!(
             "slot magic {magic:#010x}, expected {HARD_STATE_MAGIC:#010x}"
@@ -81,21 +161,54 @@ pub fn decode_slot(bytes: &[u8]) -> SlotRead {
             "hard-state format version {version}, this program reads {HARD_STATE_FORMAT_VERSION}"
         ));
     }
+    match decode_fields(bytes) {
+        Ok(slot) => SlotRead::Valid(slot),
+        Err(problem) => SlotRead::Impossible(problem),
+    }
+}
+
+/// A format-1 slot passes its own CRC, which sat right after the vote.
+fn is_legacy_slot(bytes: &[u8]) -> bool {
+    let crc_end = LEGACY_SLOT_CRC_OFFSET + 4;
+    BigEndian::read_u32(&bytes[0..4]) == HARD_STATE_MAGIC
+        && bytes[4] == HARD_STATE_FORMAT_VERSION_LEGACY
+        && BigEndian::read_u32(&bytes[LEGACY_SLOT_CRC_OFFSET..crc_end])
+            == crc32fast::hash(&bytes[..LEGACY_SLOT_CRC_OFFSET])
+}
+
+fn decode_fields(bytes: &[u8]) -> Result<Slot, String> {
+    let presence = bytes[21];
+    let voted_for = BigEndian::read_u32(&bytes[22..26]);
     let voted_for = match (presence, voted_for) {
         (0, 0) => None,
         (1, node) => Some(NodeId(node)),
         _ => {
-            return SlotRead::Impossible(format!(
+            return Err(format!(
                 "voted_for presence byte {presence} with value {voted_for}"
             ))
         }
     };
-    SlotRead::Valid(Slot {
+    let cluster_id = match BigEndian::read_u64(&bytes[26..34]) {
+        0 => None,
+        id => Some(ClusterId(id)),
+    };
+    let size = bytes[34] as usize;
+    let name = &bytes[NODE_NAME_OFFSET..SLOT_CRC_OFFSET];
+    let node_name = match name.get(..size).map(std::str::from_utf8) {
+        Some(Ok(text)) if name[size..].iter().all(|&byte| byte == 0) => NodeName::new(text),
+        _ => None,
+    };
+    let Some(node_name) = node_name else {
+        return Err(format!("node id of {size} bytes is not zero-padded UTF-8"));
+    };
+    Ok(Slot {
         sequence: BigEndian::read_u64(&bytes[5..13]),
         hard_state: HardState {
             current_term: Term(BigEndian::read_u64(&bytes[13..21])),
             voted_for,
+            cluster_id,
         },
+        node_name,
     })
 }
 
@@ -159,6 +272,15 @@ fn check_slot_pair(newer: &Slot, older: &Slot) -> Result<(), String> {
     {
         return Err(format!("vote changed within term {}", new.current_term));
     }
+    if old.cluster_id.is_some() && new.cluster_id != old.cluster_id {
+        return Err("cluster id changed between the slots".to_string());
+    }
+    if newer.node_name != older.node_name {
+        return Err(format!(
+            "node id changed between the slots ({} and {})",
+            older.node_name, newer.node_name
+        ));
+    }
     Ok(())
 }
 
@@ -167,6 +289,8 @@ fn check_slot_pair(newer: &Slot, older: &Slot) -> Result<(), String> {
 pub struct HardStateFile {
     path: PathBuf,
     file: File,
+    /// Written into every slot; never changes.
+    node_name: NodeName,
     /// Sequence of the newest slot written.
     sequence: u64,
     /// The slot not holding the newest state.
@@ -178,6 +302,8 @@ pub struct HardStateFile {
 pub struct RecoveredHardState {
     pub file: HardStateFile,
     pub hard_state: HardState,
+    /// The node this data dir belongs to.
+    pub node_name: NodeName,
     /// The slot `hard_state` came from.
     pub slot_index: usize,
     /// A slot that failed its CRC (reported: normal after a crash mid-write).
@@ -207,12 +333,14 @@ impl HardStateFile {
         let file = HardStateFile {
             path: path.to_path_buf(),
             file,
+            node_name: slot.node_name,
             sequence: slot.sequence,
             slot_next: 1 - slot_index,
         };
         Ok(RecoveredHardState {
             file,
             hard_state: slot.hard_state,
+            node_name: slot.node_name,
             slot_index,
             slot_torn,
         })
@@ -221,7 +349,11 @@ impl HardStateFile {
     /// A fresh file holding the default hard state in both slots, built
     /// under a temporary name and renamed into place, so that a crash leaves
     /// either no hard-state file or a complete one.
-    pub fn create(directory: &Path, fsync: bool) -> Result<HardStateFile, StorageError> {
+    pub fn create(
+        directory: &Path,
+        node_name: NodeName,
+        fsync: bool,
+    ) -> Result<HardStateFile, StorageError> {
         let temporary = directory.join(HARD_STATE_TEMPORARY_FILE_NAME);
         let path = directory.join(HARD_STATE_FILE_NAME);
         let mut bytes = vec![0u8; HARD_STATE_FILE_SIZE as usize];
@@ -229,6 +361,7 @@ impl HardStateFile {
             let slot = Slot {
                 sequence: slot_index as u64,
                 hard_state: HardState::default(),
+                node_name,
             };
             let offset = slot_offset(slot_index) as usize;
             bytes[offset..offset + HARD_STATE_SLOT_SIZE].copy_from_slice(&encode_slot(&slot));
@@ -249,17 +382,13 @@ impl HardStateFile {
     /// Writes `hard_state` into the older slot. Durable after `sync`.
     pub fn write(&mut self, hard_state: HardState) -> Result<(), StorageError> {
         let sequence = self.sequence + 1;
-        let bytes = encode_slot(&Slot {
+        let slot = Slot {
             sequence,
             hard_state,
-        });
-        assert_eq!(
-            decode_slot(&bytes),
-            SlotRead::Valid(Slot {
-                sequence,
-                hard_state
-            })
-        );
+            node_name: self.node_name,
+        };
+        let bytes = encode_slot(&slot);
+        assert_eq!(decode_slot(&bytes), SlotRead::Valid(slot));
         self.file
             .write_all_at(&bytes, slot_offset(self.slot_next))
             .map_err(StorageError::io(&self.path, "write"))?;
@@ -308,7 +437,12 @@ mod tests {
         HardState {
             current_term: Term(term),
             voted_for: vote.map(NodeId),
+            cluster_id: None,
         }
+    }
+
+    fn name(text: &str) -> NodeName {
+        NodeName::new(text).unwrap()
     }
 
     fn reopen(path: &Path) -> Result<RecoveredHardState, StorageError> {
@@ -323,14 +457,20 @@ mod tests {
 
     #[test]
     fn slot_round_trip() {
-        for hard_state in [
-            state(0, None),
-            state(7, Some(2)),
-            state(u64::MAX, Some(u32::MAX)),
+        let with_cluster = HardState {
+            cluster_id: Some(ClusterId(u64::MAX)),
+            ..state(3, None)
+        };
+        for (hard_state, node_name) in [
+            (state(0, None), NodeName::NONE),
+            (state(7, Some(2)), name("A")),
+            (state(u64::MAX, Some(u32::MAX)), name(&"é".repeat(32))),
+            (with_cluster, name("node-7.east")),
         ] {
             let slot = Slot {
                 sequence: 99,
                 hard_state,
+                node_name,
             };
             assert_eq!(decode_slot(&encode_slot(&slot)), SlotRead::Valid(slot));
         }
@@ -340,7 +480,7 @@ mod tests {
     #[test]
     fn latest_slot_wins() {
         let directory = TempDir::new("hard-state-latest");
-        let mut file = HardStateFile::create(&directory.path, true).unwrap();
+        let mut file = HardStateFile::create(&directory.path, name("A"), true).unwrap();
         for term in 1..=5 {
             file.write(state(term, Some(term as u32 % 3))).unwrap();
             file.sync().unwrap();
@@ -353,7 +493,7 @@ mod tests {
     #[test]
     fn torn_newest_slot_falls_back_to_the_older() {
         let directory = TempDir::new("hard-state-torn");
-        let mut file = HardStateFile::create(&directory.path, true).unwrap();
+        let mut file = HardStateFile::create(&directory.path, name("A"), true).unwrap();
         file.write(state(3, Some(1))).unwrap();
         file.write(state(4, None)).unwrap();
         file.sync().unwrap();
@@ -373,7 +513,7 @@ mod tests {
     #[test]
     fn both_slots_damaged_is_refused() {
         let directory = TempDir::new("hard-state-both");
-        let file = HardStateFile::create(&directory.path, true).unwrap();
+        let file = HardStateFile::create(&directory.path, name("A"), true).unwrap();
         flip_byte(file.path(), 20);
         flip_byte(file.path(), HARD_STATE_SLOT_STRIDE + 20);
         let before = fs::read(file.path()).unwrap();
@@ -400,6 +540,7 @@ mod tests {
         let slot = |sequence, term, vote| Slot {
             sequence,
             hard_state: state(term, vote),
+            node_name: name("A"),
         };
         write_pair(slot(4, 3, None), slot(5, 2, None));
         assert!(reopen(&path)
@@ -416,8 +557,61 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not consecutive"));
+        let other_node = Slot {
+            node_name: name("B"),
+            ..slot(5, 3, None)
+        };
+        write_pair(slot(4, 3, None), other_node);
+        assert!(reopen(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("node id changed"));
+        let clustered = |sequence, id| Slot {
+            hard_state: HardState {
+                cluster_id: Some(ClusterId(id)),
+                ..state(3, None)
+            },
+            ..slot(sequence, 3, None)
+        };
+        write_pair(clustered(4, 7), clustered(5, 8));
+        assert!(reopen(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("cluster id changed"));
+        write_pair(slot(4, 3, None), clustered(5, 8));
+        assert_eq!(
+            reopen(&path).unwrap().hard_state.cluster_id,
+            Some(ClusterId(8))
+        );
         write_pair(slot(4, 3, None), slot(5, 3, Some(2)));
         assert_eq!(reopen(&path).unwrap().hard_state, state(3, Some(2)));
+        fs::write(&path, legacy_file()).unwrap();
+        let error = reopen(&path).unwrap_err().to_string();
+        assert!(error.contains("format 1"), "{error}");
+        assert!(error.contains("before cluster ids"), "{error}");
+    }
+
+    /// Both slots as the format-1 code wrote them (term 3, no vote).
+    fn legacy_file() -> Vec<u8> {
+        let mut bytes = vec![0u8; HARD_STATE_FILE_SIZE as usize];
+        for slot_index in 0..2 {
+            let mut slot = [0u8; 30];
+            BigEndian::write_u32(&mut slot[0..4], HARD_STATE_MAGIC);
+            slot[4] = 1;
+            BigEndian::write_u64(&mut slot[5..13], slot_index as u64);
+            BigEndian::write_u64(&mut slot[13..21], 3);
+            let crc = crc32fast::hash(&slot[..26]);
+            BigEndian::write_u32(&mut slot[26..30], crc);
+            let offset = slot_offset(slot_index) as usize;
+            bytes[offset..offset + 30].copy_from_slice(&slot);
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_file_of_the_wrong_size_is_refused() {
+        let directory = TempDir::new("hard-state-size");
+        let path = directory.path.join(HARD_STATE_FILE_NAME);
         fs::write(&path, [0u8; 100]).unwrap();
         assert!(reopen(&path)
             .unwrap_err()

@@ -22,6 +22,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use disk::{DiskOptions, DiskStorage, RecoveryReport, TornTail};
+pub use hard_state::NodeName;
 pub use memory::MemoryStorage;
 pub use segment::TornReason;
 
@@ -49,6 +50,12 @@ pub enum StorageError {
     /// Another process holds the data dir's lock file.
     Locked {
         path: PathBuf,
+    },
+    /// The data dir was created for another node id.
+    WrongNode {
+        path: PathBuf,
+        stored: String,
+        given: String,
     },
     /// Damage recovery will not repair, or an impossible record. Nothing on
     /// disk was changed. `problem` is one line.
@@ -125,6 +132,17 @@ impl fmt::Display for StorageError {
                     path.display()
                 )
             }
+            StorageError::WrongNode {
+                path,
+                stored,
+                given,
+            } => write!(
+                f,
+                "data dir {} belongs to node {stored}, not {given}: a node started on another \
+                 node's data would vote and acknowledge with its term, vote and log \
+                 (start it as --id {stored}, or give {given} its own data dir)",
+                path.display()
+            ),
             StorageError::Io {
                 path,
                 operation,

@@ -11,13 +11,17 @@ use std::fmt;
 
 use byteorder::{BigEndian, ByteOrder};
 
+use super::handshake::{
+    encode_challenge, encode_hello, encode_refused, read_challenge, read_hello, read_proof,
+    read_refused,
+};
+use super::handshake::{PeerChallenge, PeerHello, PeerProof, PeerRefused};
 use crate::constants::{
     APPEND_BATCH_ENTRIES_MAX, COMMAND_SIZE_MAX, ENTRY_DATA_SIZE_MAX, FRAME_SIZE_MAX,
-    NODE_ID_SIZE_MAX,
 };
 use crate::core::{
-    AppendEntries, AppendEntriesResponse, Entry, EntryKind, LogIndex, Message, MessageBody, NodeId,
-    RequestVote, RequestVoteResponse, Term, ENTRY_HEADER_SIZE,
+    AppendEntries, AppendEntriesResponse, ClusterId, ClusterTag, Entry, EntryKind, LogIndex,
+    Message, MessageBody, NodeId, RequestVote, RequestVoteResponse, Term, ENTRY_HEADER_SIZE,
 };
 
 /// Everything that travels on a connection.
@@ -25,21 +29,20 @@ use crate::core::{
 pub enum Frame {
     /// First frame on a peer connection (frame type 1).
     PeerHello(PeerHello),
+    /// The accepting side's answer to a hello (frame type 8).
+    PeerChallenge(PeerChallenge),
+    /// The connecting side proves itself (frame type 9).
+    PeerProof(PeerProof),
+    /// The handshake succeeded; Raft RPCs may follow (frame type 10).
+    PeerWelcome,
+    /// Either side ends a handshake, saying why (frame type 11).
+    PeerRefused(PeerRefused),
     /// A Raft RPC between peers (frame types 2 to 5).
     Peer(Message),
     /// A client's command (frame type 6).
     ClientRequest(ClientRequest),
     /// The server's answer to one client command (frame type 7).
     ClientResponse(ClientResponse),
-}
-
-/// Introduces a peer connection, so the receiver can drop connections from
-/// another cluster (`cluster_hash` differs) or from a node it does not know.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerHello {
-    pub cluster_hash: u64,
-    /// UTF-8, at most `NODE_ID_SIZE_MAX` bytes.
-    pub node_id: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +109,8 @@ pub enum PayloadError {
     EntryIndexOverflow {
         prev_log_index: u64,
     },
+    /// A field whose value is impossible on its own.
+    Invalid(&'static str),
 }
 
 impl fmt::Display for PayloadError {
@@ -155,6 +160,7 @@ impl fmt::Display for PayloadError {
                 "entry {position} has index {index_found}, expected {index_expected} \
                  (entries must follow prev_log_index consecutively)"
             ),
+            Self::Invalid(problem) => write!(f, "{problem}"),
             Self::EntryIndexOverflow { prev_log_index } => {
                 write!(
                     f,
@@ -175,6 +181,10 @@ pub(super) enum FrameType {
     AppendEntriesResponse = 5,
     ClientRequest = 6,
     ClientResponse = 7,
+    PeerChallenge = 8,
+    PeerProof = 9,
+    PeerWelcome = 10,
+    PeerRefused = 11,
 }
 
 impl FrameType {
@@ -187,6 +197,10 @@ impl FrameType {
             5 => Some(FrameType::AppendEntriesResponse),
             6 => Some(FrameType::ClientRequest),
             7 => Some(FrameType::ClientResponse),
+            8 => Some(FrameType::PeerChallenge),
+            9 => Some(FrameType::PeerProof),
+            10 => Some(FrameType::PeerWelcome),
+            11 => Some(FrameType::PeerRefused),
             _ => None,
         }
     }
@@ -200,6 +214,10 @@ impl FrameType {
             FrameType::AppendEntriesResponse => "AppendEntriesResponse",
             FrameType::ClientRequest => "ClientRequest",
             FrameType::ClientResponse => "ClientResponse",
+            FrameType::PeerChallenge => "PeerChallenge",
+            FrameType::PeerProof => "PeerProof",
+            FrameType::PeerWelcome => "PeerWelcome",
+            FrameType::PeerRefused => "PeerRefused",
         }
     }
 }
@@ -207,6 +225,10 @@ impl FrameType {
 pub(super) fn frame_type(frame: &Frame) -> FrameType {
     match frame {
         Frame::PeerHello(_) => FrameType::PeerHello,
+        Frame::PeerChallenge(_) => FrameType::PeerChallenge,
+        Frame::PeerProof(_) => FrameType::PeerProof,
+        Frame::PeerWelcome => FrameType::PeerWelcome,
+        Frame::PeerRefused(_) => FrameType::PeerRefused,
         Frame::Peer(message) => message_frame_type(&message.body),
         Frame::ClientRequest(_) => FrameType::ClientRequest,
         Frame::ClientResponse(_) => FrameType::ClientResponse,
@@ -228,10 +250,11 @@ pub(super) fn message_frame_type(body: &MessageBody) -> FrameType {
 
 pub(super) fn encode_payload(frame: &Frame, out: &mut Vec<u8>) {
     match frame {
-        Frame::PeerHello(hello) => {
-            put_u64(out, hello.cluster_hash);
-            put_string(out, &hello.node_id, NODE_ID_SIZE_MAX);
-        }
+        Frame::PeerHello(hello) => encode_hello(hello, out),
+        Frame::PeerChallenge(challenge) => encode_challenge(challenge, out),
+        Frame::PeerProof(proof) => out.extend_from_slice(&proof.proof),
+        Frame::PeerWelcome => {}
+        Frame::PeerRefused(refused) => encode_refused(refused, out),
         Frame::Peer(message) => encode_message_payload(message, out),
         Frame::ClientRequest(request) => {
             put_u64(out, request.request_id);
@@ -250,6 +273,8 @@ pub(super) fn encode_message_payload(message: &Message, out: &mut Vec<u8>) {
     put_u32(out, message.from.0);
     put_u32(out, message.to.0);
     put_u64(out, message.term.0);
+    put_u64(out, message.cluster.log_id.map_or(0, |id| id.0));
+    put_bool(out, message.cluster.bound);
     match &message.body {
         MessageBody::RequestVote(request) => {
             put_u64(out, request.last_log_index.0);
@@ -298,20 +323,20 @@ fn encode_append_entries(append: &AppendEntries, out: &mut Vec<u8>) {
     }
 }
 
-fn put_u32(out: &mut Vec<u8>, value: u32) {
+pub(super) fn put_u32(out: &mut Vec<u8>, value: u32) {
     out.extend_from_slice(&value.to_be_bytes());
 }
 
-fn put_u64(out: &mut Vec<u8>, value: u64) {
+pub(super) fn put_u64(out: &mut Vec<u8>, value: u64) {
     out.extend_from_slice(&value.to_be_bytes());
 }
 
-fn put_bool(out: &mut Vec<u8>, value: bool) {
+pub(super) fn put_bool(out: &mut Vec<u8>, value: bool) {
     out.push(u8::from(value));
 }
 
 /// A presence byte, then the term only when present.
-fn put_option_term(out: &mut Vec<u8>, value: Option<Term>) {
+pub(super) fn put_option_term(out: &mut Vec<u8>, value: Option<Term>) {
     match value {
         None => out.push(0),
         Some(term) => {
@@ -321,7 +346,7 @@ fn put_option_term(out: &mut Vec<u8>, value: Option<Term>) {
     }
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8], size_max: usize) {
+pub(super) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8], size_max: usize) {
     assert!(
         bytes.len() <= size_max,
         "field of {} bytes exceeds maximum {size_max}",
@@ -331,7 +356,7 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8], size_max: usize) {
     out.extend_from_slice(bytes);
 }
 
-fn put_string(out: &mut Vec<u8>, string: &str, size_max: usize) {
+pub(super) fn put_string(out: &mut Vec<u8>, string: &str, size_max: usize) {
     put_bytes(out, string.as_bytes(), size_max);
 }
 
@@ -343,7 +368,11 @@ fn put_string(out: &mut Vec<u8>, string: &str, size_max: usize) {
 pub(super) fn decode_payload(frame_type: FrameType, payload: &[u8]) -> Result<Frame, PayloadError> {
     let mut reader = Reader { bytes: payload };
     let frame = match frame_type {
-        FrameType::PeerHello => Frame::PeerHello(read_peer_hello(&mut reader)?),
+        FrameType::PeerHello => Frame::PeerHello(read_hello(&mut reader)?),
+        FrameType::PeerChallenge => Frame::PeerChallenge(read_challenge(&mut reader)?),
+        FrameType::PeerProof => Frame::PeerProof(read_proof(&mut reader)?),
+        FrameType::PeerWelcome => Frame::PeerWelcome,
+        FrameType::PeerRefused => Frame::PeerRefused(read_refused(&mut reader)?),
         FrameType::RequestVote => Frame::Peer(read_message(&mut reader, read_request_vote)?),
         FrameType::RequestVoteResponse => {
             Frame::Peer(read_message(&mut reader, read_request_vote_response)?)
@@ -357,15 +386,6 @@ pub(super) fn decode_payload(frame_type: FrameType, payload: &[u8]) -> Result<Fr
     };
     reader.finish()?;
     Ok(frame)
-}
-
-fn read_peer_hello(reader: &mut Reader<'_>) -> Result<PeerHello, PayloadError> {
-    let cluster_hash = reader.read_u64("cluster_hash")?;
-    let node_id = reader.read_string("node_id", NODE_ID_SIZE_MAX)?;
-    Ok(PeerHello {
-        cluster_hash,
-        node_id,
-    })
 }
 
 fn read_client_request(reader: &mut Reader<'_>) -> Result<ClientRequest, PayloadError> {
@@ -394,13 +414,29 @@ fn read_message(reader: &mut Reader<'_>, read_body: ReadBody) -> Result<Message,
     let from = NodeId(reader.read_u32("from")?);
     let to = NodeId(reader.read_u32("to")?);
     let term = Term(reader.read_u64("term")?);
+    let cluster = read_cluster_tag(reader)?;
     let body = read_body(reader)?;
     Ok(Message {
         from,
         to,
         term,
+        cluster,
         body,
     })
+}
+
+fn read_cluster_tag(reader: &mut Reader<'_>) -> Result<ClusterTag, PayloadError> {
+    let log_id = match reader.read_u64("cluster_id")? {
+        0 => None,
+        id => Some(ClusterId(id)),
+    };
+    let bound = reader.read_bool("cluster_bound")?;
+    if bound && log_id.is_none() {
+        return Err(PayloadError::Invalid(
+            "cluster_bound set without a cluster_id",
+        ));
+    }
+    Ok(ClusterTag { log_id, bound })
 }
 
 fn read_request_vote(reader: &mut Reader<'_>) -> Result<MessageBody, PayloadError> {
@@ -503,7 +539,7 @@ fn read_entry(reader: &mut Reader<'_>, position: usize) -> Result<Entry, Payload
 }
 
 /// A cursor over one payload.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     bytes: &'a [u8],
 }
 
@@ -512,7 +548,11 @@ impl<'a> Reader<'a> {
         self.bytes.len()
     }
 
-    fn take(&mut self, size: usize, field: &'static str) -> Result<&'a [u8], PayloadError> {
+    pub(super) fn take(
+        &mut self,
+        size: usize,
+        field: &'static str,
+    ) -> Result<&'a [u8], PayloadError> {
         if size > self.bytes.len() {
             return Err(PayloadError::Truncated {
                 field,
@@ -525,19 +565,19 @@ impl<'a> Reader<'a> {
         Ok(field_bytes)
     }
 
-    fn read_u8(&mut self, field: &'static str) -> Result<u8, PayloadError> {
+    pub(super) fn read_u8(&mut self, field: &'static str) -> Result<u8, PayloadError> {
         Ok(self.take(1, field)?[0])
     }
 
-    fn read_u32(&mut self, field: &'static str) -> Result<u32, PayloadError> {
+    pub(super) fn read_u32(&mut self, field: &'static str) -> Result<u32, PayloadError> {
         Ok(BigEndian::read_u32(self.take(4, field)?))
     }
 
-    fn read_u64(&mut self, field: &'static str) -> Result<u64, PayloadError> {
+    pub(super) fn read_u64(&mut self, field: &'static str) -> Result<u64, PayloadError> {
         Ok(BigEndian::read_u64(self.take(8, field)?))
     }
 
-    fn read_bool(&mut self, field: &'static str) -> Result<bool, PayloadError> {
+    pub(super) fn read_bool(&mut self, field: &'static str) -> Result<bool, PayloadError> {
         match self.read_u8(field)? {
             0 => Ok(false),
             1 => Ok(true),
@@ -554,7 +594,11 @@ impl<'a> Reader<'a> {
     }
 
     /// A u32 byte length, checked against its bound before anything is taken.
-    fn read_size(&mut self, field: &'static str, size_max: usize) -> Result<usize, PayloadError> {
+    pub(super) fn read_size(
+        &mut self,
+        field: &'static str,
+        size_max: usize,
+    ) -> Result<usize, PayloadError> {
         let size = self.read_u32(field)?;
         if size as usize > size_max {
             return Err(PayloadError::FieldTooLarge {
@@ -567,7 +611,11 @@ impl<'a> Reader<'a> {
     }
 
     /// A u32 item count, checked against its bound before anything is read.
-    fn read_count(&mut self, field: &'static str, count_max: usize) -> Result<usize, PayloadError> {
+    pub(super) fn read_count(
+        &mut self,
+        field: &'static str,
+        count_max: usize,
+    ) -> Result<usize, PayloadError> {
         let count = self.read_u32(field)?;
         if count as usize > count_max {
             return Err(PayloadError::CountTooLarge {
@@ -579,7 +627,7 @@ impl<'a> Reader<'a> {
         Ok(count as usize)
     }
 
-    fn read_string(
+    pub(super) fn read_string(
         &mut self,
         field: &'static str,
         size_max: usize,
@@ -607,16 +655,35 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::wire::{encode_frame, encode_message, FrameDecoder, WireError};
+    use crate::constants::NODE_ID_SIZE_MAX;
+    use crate::wire::{encode_frame, encode_message, FrameDecoder, RefusalReason, WireError};
 
     fn message(term: u64, body: MessageBody) -> Frame {
         Frame::Peer(Message {
             from: NodeId(1),
             to: NodeId(2),
             term: Term(term),
+            cluster: ClusterTag {
+                log_id: Some(ClusterId(0x1234)),
+                bound: term.is_multiple_of(2),
+            },
             body,
         })
     }
+
+    fn hello(node_id: &str) -> PeerHello {
+        PeerHello {
+            node_id: node_id.to_string(),
+            address: "127.0.0.1:8000".to_string(),
+            members: vec!["A".to_string(), node_id.to_string()],
+            cluster_id: Some(ClusterId(u64::MAX)),
+            nonce: [7; 32],
+            authenticated: true,
+        }
+    }
+
+    /// Bytes before a Raft RPC's body: from, to, term, cluster id, committed.
+    const MESSAGE_HEADER_SIZE: usize = 4 + 4 + 8 + 8 + 1;
 
     /// The leader's no-op: the one other kind the codec must carry.
     fn noop(index: u64, term: u64) -> Entry {
@@ -642,13 +709,14 @@ pub(super) mod tests {
     /// One small frame of every type and shape, for round trips and fuzzing.
     pub(in crate::wire) fn sample_frames() -> Vec<Frame> {
         vec![
+            Frame::PeerHello(hello("n1")),
             Frame::PeerHello(PeerHello {
-                cluster_hash: 0xdead_beef_0123_4567,
-                node_id: "n1".into(),
-            }),
-            Frame::PeerHello(PeerHello {
-                cluster_hash: 0,
                 node_id: String::new(),
+                address: String::new(),
+                members: Vec::new(),
+                cluster_id: None,
+                nonce: [0; 32],
+                authenticated: false,
             }),
             message(
                 3,
@@ -715,6 +783,19 @@ pub(super) mod tests {
                 request_id: u64::MAX,
                 reply: String::new(),
             }),
+            Frame::PeerChallenge(PeerChallenge {
+                node_id: "B".into(),
+                your_address: "10.0.0.1:8000".into(),
+                cluster_id: Some(ClusterId(3)),
+                nonce: [1; 32],
+                proof: [2; 32],
+            }),
+            Frame::PeerProof(PeerProof { proof: [9; 32] }),
+            Frame::PeerWelcome,
+            Frame::PeerRefused(PeerRefused::new(
+                RefusalReason::ClusterId,
+                "another cluster",
+            )),
         ]
     }
 
@@ -777,10 +858,10 @@ pub(super) mod tests {
             vec![Entry::command(101, 7, &large), noop(102, 7)],
         ));
         let node_id = "x".repeat(NODE_ID_SIZE_MAX);
-        assert_round_trip(&Frame::PeerHello(PeerHello {
-            cluster_hash: 1,
-            node_id,
-        }));
+        let mut full = hello(&node_id);
+        full.members = vec![node_id.clone(); crate::constants::CLUSTER_SIZE_MAX];
+        full.address = "a".repeat(crate::wire::ADDRESS_SIZE_MAX);
+        assert_round_trip(&Frame::PeerHello(full));
         let command = "c".repeat(COMMAND_SIZE_MAX);
         assert_round_trip(&Frame::ClientRequest(ClientRequest {
             request_id: 1,
@@ -820,9 +901,11 @@ pub(super) mod tests {
                 pre_vote: true,
             }),
         );
-        let mut expected = vec![0, 0, 0, 35, 1, 2];
+        let mut expected = vec![0, 0, 0, 44, 1, 2];
         expected.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2]);
         expected.extend_from_slice(&3u64.to_be_bytes());
+        expected.extend_from_slice(&0x1234u64.to_be_bytes()); // cluster id
+        expected.push(0); // not bound (odd term)
         expected.extend_from_slice(&5u64.to_be_bytes());
         expected.extend_from_slice(&2u64.to_be_bytes());
         expected.push(1);
@@ -834,7 +917,7 @@ pub(super) mod tests {
         // Encode a valid batch, then rewrite the second entry's index from 11 to 12.
         let frame = append_entries(9, vec![noop(10, 7), noop(11, 7)]);
         let mut payload = payload_of(&frame);
-        let second_index_offset = 16 + 32 + 4 + ENTRY_HEADER_SIZE + 8;
+        let second_index_offset = MESSAGE_HEADER_SIZE + 32 + 4 + ENTRY_HEADER_SIZE + 8;
         assert_eq!(
             payload[second_index_offset..second_index_offset + 8],
             11u64.to_be_bytes()
@@ -855,8 +938,8 @@ pub(super) mod tests {
     fn first_entry_must_follow_prev_log_index() {
         let frame = append_entries(9, vec![noop(10, 7)]);
         let mut payload = payload_of(&frame);
-        // prev_log_index (right after the 16-byte common header) from 9 to 3.
-        payload[16 + 7] = 3;
+        // prev_log_index (right after the common header) from 9 to 3.
+        payload[MESSAGE_HEADER_SIZE + 7] = 3;
         let error = payload_error(4, &payload);
         assert_eq!(
             error,
@@ -871,7 +954,8 @@ pub(super) mod tests {
     #[test]
     fn entry_index_overflow_is_refused() {
         let mut payload = payload_of(&append_entries(9, vec![noop(10, 7)]));
-        payload[16..24].copy_from_slice(&u64::MAX.to_be_bytes());
+        payload[MESSAGE_HEADER_SIZE..MESSAGE_HEADER_SIZE + 8]
+            .copy_from_slice(&u64::MAX.to_be_bytes());
         let error = payload_error(4, &payload);
         assert_eq!(
             error,
@@ -891,7 +975,7 @@ pub(super) mod tests {
             }),
         );
         let mut payload = payload_of(&frame);
-        payload[16] = 2;
+        payload[MESSAGE_HEADER_SIZE] = 2;
         let error = payload_error(3, &payload);
         assert_eq!(
             error,
@@ -913,7 +997,7 @@ pub(super) mod tests {
         let frame = &sample_frames()[7];
         let mut payload = payload_of(frame);
         // Common header, success, index: then the presence byte.
-        payload[16 + 1 + 8] = 7;
+        payload[MESSAGE_HEADER_SIZE + 1 + 8] = 7;
         let error = payload_error(5, &payload);
         assert_eq!(
             error,
@@ -927,13 +1011,13 @@ pub(super) mod tests {
     #[test]
     fn unknown_entry_kind_is_refused() {
         let mut payload = payload_of(&append_entries(9, vec![noop(10, 7)]));
-        payload[16 + 32 + 4 + 16] = 2;
+        payload[MESSAGE_HEADER_SIZE + 32 + 4 + 16] = 3;
         let error = payload_error(4, &payload);
         assert_eq!(
             error,
             PayloadError::InvalidEntryKind {
                 position: 0,
-                byte: 2
+                byte: 3
             }
         );
     }
@@ -942,7 +1026,7 @@ pub(super) mod tests {
     fn entry_count_over_its_bound_is_refused_before_reading_entries() {
         let mut payload = payload_of(&append_entries(0, Vec::new()));
         let count = APPEND_BATCH_ENTRIES_MAX as u32 + 1;
-        payload[16 + 32..].copy_from_slice(&count.to_be_bytes());
+        payload[MESSAGE_HEADER_SIZE + 32..].copy_from_slice(&count.to_be_bytes());
         let error = payload_error(4, &payload);
         assert_eq!(
             error,
@@ -957,7 +1041,8 @@ pub(super) mod tests {
     #[test]
     fn lying_entry_count_is_truncation_not_allocation() {
         let mut payload = payload_of(&append_entries(0, Vec::new()));
-        payload[16 + 32..].copy_from_slice(&(APPEND_BATCH_ENTRIES_MAX as u32).to_be_bytes());
+        payload[MESSAGE_HEADER_SIZE + 32..]
+            .copy_from_slice(&(APPEND_BATCH_ENTRIES_MAX as u32).to_be_bytes());
         let error = payload_error(4, &payload);
         assert!(
             matches!(
@@ -973,8 +1058,7 @@ pub(super) mod tests {
 
     #[test]
     fn node_id_over_its_bound_is_refused() {
-        let mut payload = 5u64.to_be_bytes().to_vec();
-        payload.extend_from_slice(&(NODE_ID_SIZE_MAX as u32 + 1).to_be_bytes());
+        let mut payload = (NODE_ID_SIZE_MAX as u32 + 1).to_be_bytes().to_vec();
         payload.extend_from_slice(&[b'a'; NODE_ID_SIZE_MAX + 1]);
         let error = payload_error(1, &payload);
         assert_eq!(
@@ -1017,10 +1101,7 @@ pub(super) mod tests {
     #[should_panic(expected = "exceeds maximum")]
     fn encoding_an_oversized_node_id_is_a_bug() {
         let node_id = "x".repeat(NODE_ID_SIZE_MAX + 1);
-        encode(&Frame::PeerHello(PeerHello {
-            cluster_hash: 1,
-            node_id,
-        }));
+        encode(&Frame::PeerHello(hello(&node_id)));
     }
 
     #[test]

@@ -1,81 +1,14 @@
 //! Framing: how frames sit on a byte stream, and the incremental decoder.
 //!
-//! # Frame format (protocol version 1)
-//!
-//! All integers are big-endian. Every frame is
-//!
-//! | bytes | field      | meaning                                             |
-//! |-------|------------|-----------------------------------------------------|
-//! | 4     | length     | u32, bytes after this field (version + type + payload) |
-//! | 1     | version    | u8, always 1                                        |
-//! | 1     | frame type | u8, 1 to 7, see below                               |
-//! | n     | payload    | `length - 2` bytes, layout set by the frame type    |
-//!
-//! A declared `length` below 2 (no room for version and type) or above
-//! `FRAME_SIZE_MAX` (4 MiB) is an error as soon as the four length bytes have
-//! arrived, before any of the body is waited for. An unknown version, an
-//! unknown frame type, or a payload that does not parse exactly (too short,
-//! bytes left over, a bool or presence byte other than 0 or 1, an unknown
-//! entry kind, a count or size over its bound, invalid UTF-8, entries whose
-//! indexes are not consecutive) is an error too. Every error means the stream
-//! can no longer be trusted: the connection is closed.
-//!
-//! Field encodings used below:
-//! - `bool`: one byte, 0 = false, 1 = true.
-//! - `Option<Term>`: one presence byte (0 = absent, 1 = present), then a u64
-//!   only when present.
-//! - `string`: u32 byte size, then that many bytes of UTF-8.
-//! - `bytes`: u32 byte size, then that many bytes.
-//!
-//! Type 1, `PeerHello` (the first frame on a peer connection):
-//!
-//! | bytes | field        | encoding                               |
-//! |-------|--------------|----------------------------------------|
-//! | 8     | cluster_hash | u64                                    |
-//! | 4 + n | node_id      | string, n <= `NODE_ID_SIZE_MAX` (64)   |
-//!
-//! Types 2 to 5 are the Raft RPCs. Each payload starts with the common header
-//!
-//! | bytes | field | encoding |
-//! |-------|-------|----------|
-//! | 4     | from  | u32      |
-//! | 4     | to    | u32      |
-//! | 8     | term  | u64      |
-//!
-//! followed by the body of its type.
-//!
-//! Type 2, `RequestVote`: `last_log_index` u64, `last_log_term` u64.
-//!
-//! Type 3, `RequestVoteResponse`: `vote_granted` bool.
-//!
-//! Type 4, `AppendEntries`:
-//!
-//! | bytes | field          | encoding                                      |
-//! |-------|----------------|-----------------------------------------------|
-//! | 8     | prev_log_index | u64                                           |
-//! | 8     | prev_log_term  | u64                                           |
-//! | 8     | leader_commit  | u64                                           |
-//! | 4     | entry count    | u32, <= `APPEND_BATCH_ENTRIES_MAX` (4096)     |
-//! | ...   | entries        | `count` entries, each laid out as below       |
-//!
-//! Each entry (the first must have index `prev_log_index + 1`, each next one
-//! the index after it):
-//!
-//! | bytes | field | encoding                               |
-//! |-------|-------|----------------------------------------|
-//! | 8     | term  | u64                                    |
-//! | 8     | index | u64                                    |
-//! | 1     | kind  | u8, 0 = no-op, 1 = command             |
-//! | 4 + n | data  | bytes                                  |
-//!
-//! Type 5, `AppendEntriesResponse`: `success` bool, `index` u64,
-//! `conflict_term` `Option<Term>`, `conflict_index` u64.
-//!
-//! Type 6, `ClientRequest`: `request_id` u64, `command` string of at most
-//! `COMMAND_SIZE_MAX` bytes.
-//!
-//! Type 7, `ClientResponse`: `request_id` u64, `reply` string (bounded by the
-//! frame size).
+//! Every frame is a big-endian `u32` length (the bytes after it), a version
+//! byte (always 1), a frame type byte (1 to 11) and the payload. A declared
+//! length below 2 (no room for version and type) or above `FRAME_SIZE_MAX`
+//! (4 MiB) is an error as soon as the four length bytes have arrived, before
+//! any of the body is waited for. An unknown version, an unknown frame type,
+//! or a payload that does not parse exactly (codec.rs) is an error too.
+//! Every error means the stream can no longer be trusted: the connection is
+//! closed. The layout of every payload, byte by byte, is in
+//! docs/PROTOCOL.md, the one place it is written down.
 
 use std::fmt;
 
@@ -370,7 +303,7 @@ mod tests {
     use crate::core::rng::Rng;
     use crate::wire::codec::tests::{raw_frame, sample_frames};
     use crate::wire::codec::PayloadError;
-    use crate::wire::{ClientResponse, PeerHello};
+    use crate::wire::{ClientResponse, PeerRefused, RefusalReason};
 
     /// Feeds `bytes` to a fresh decoder `chunk_size` bytes per read, draining
     /// after each read as the runtime does. Returns the frames decoded before
@@ -496,7 +429,7 @@ mod tests {
 
     #[test]
     fn unknown_frame_type_is_refused() {
-        for frame_type in [0, 8, 255] {
+        for frame_type in [0, 12, 255] {
             let error = first_error(&raw_frame(1, frame_type, &[]));
             assert_eq!(error, WireError::UnknownFrameType { frame_type });
         }
@@ -597,10 +530,7 @@ mod tests {
 
     #[test]
     fn small_frames_reuse_a_small_buffer() {
-        let hello = Frame::PeerHello(PeerHello {
-            cluster_hash: 9,
-            node_id: "node".into(),
-        });
+        let hello = Frame::PeerRefused(PeerRefused::new(RefusalReason::Protocol, "node"));
         let bytes = encode_all(&vec![hello; 10_000]);
         let mut decoder = FrameDecoder::new();
         let mut count_decoded = 0;

@@ -4,11 +4,16 @@
 //!
 //! `frame` holds the framing (length prefix, version, type byte), the error
 //! type and the incremental decoder; `codec` turns payloads into values and
-//! back. The byte layout of every frame is documented at the top of `frame.rs`
-//! and in docs/PROTOCOL.md.
+//! back; `handshake` holds the frames that open a peer connection. The byte
+//! layout of every frame is documented in docs/PROTOCOL.md.
 
 mod codec;
 mod frame;
+mod handshake;
 
-pub use codec::{ClientRequest, ClientResponse, Frame, PayloadError, PeerHello};
+pub use codec::{ClientRequest, ClientResponse, Frame, PayloadError};
 pub use frame::{encode_frame, encode_message, FrameDecoder, WireError};
+pub use handshake::{
+    PeerChallenge, PeerHello, PeerProof, PeerRefused, RefusalReason, ADDRESS_SIZE_MAX, NONCE_SIZE,
+    PROOF_SIZE,
+};
