@@ -349,6 +349,7 @@ mod tests {
         let sources = [
             ("mod.rs", include_str!("mod.rs")),
             ("command.rs", include_str!("command.rs")),
+            ("quote.rs", include_str!("quote.rs")),
             ("store.rs", include_str!("store.rs")),
         ];
         let needles = [
