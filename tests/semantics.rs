@@ -162,7 +162,7 @@ fn cas_creates_only_if_absent_and_reports_mismatches() {
     assert!(client.execute("CAS c - first").starts_with("OK index="));
     assert_eq!(client.execute("CAS c - second"), "MISMATCH current=first");
     assert!(client.execute("CAS c first third").starts_with("OK"));
-    assert_eq!(client.execute("CAS d x y"), "MISMATCH current=NOT_FOUND");
+    assert_eq!(client.execute("CAS d x y"), "MISMATCH absent");
     assert_eq!(client.execute("GET c"), "VALUE third");
 }
 

@@ -19,4 +19,4 @@ pub use quote::{
     ABSENT_EXPECTED,
 };
 pub use session::{CachedReply, SessionCheck, Sessions};
-pub use store::{format_value, Outcome, Store};
+pub use store::{Outcome, Store};
