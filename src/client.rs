@@ -449,6 +449,11 @@ mod tests {
         assert_eq!(classify("STATUS id=A role=leader"), ReplyKind::Success);
         assert_eq!(classify("SESSION id=12"), ReplyKind::Success);
         assert_eq!(classify("MISMATCH current=4"), ReplyKind::Mismatch);
+        assert_eq!(classify("MISMATCH absent"), ReplyKind::Mismatch);
+        assert_eq!(
+            classify(r#"VALUE "a b" stale applied=3"#),
+            ReplyKind::Success
+        );
         assert_eq!(
             classify("ERR NOT_LEADER leader=unknown"),
             ReplyKind::NotLeader

@@ -7,7 +7,8 @@ use crate::core::{
     Entry, EntryKind, LogIndex, Message, NodeId, ProposeError, Raft, ReadState, Ready, Role, Term,
 };
 use crate::kv::{
-    format_value, parse_request, Applied, CachedReply, LogRecord, Outcome, Request, StateMachine,
+    parse_request, quote_if_needed, Applied, CachedReply, LogRecord, Outcome, Position, Request,
+    StateMachine,
 };
 use std::collections::BTreeMap;
 
@@ -221,10 +222,7 @@ impl Replica {
 
     fn stale_get(&mut self, token: ClientToken, key: &[u8]) {
         let applied = self.raft.log().last_applied();
-        let line = match self.machine.store().get(key) {
-            Some(value) => format!("VALUE {} stale applied={applied}", format_value(value)),
-            None => format!("NOT_FOUND stale applied={applied}"),
-        };
+        let line = stale_read_line(self.machine.store().get(key), applied);
         self.reply(token, line);
     }
 
@@ -338,10 +336,7 @@ impl Replica {
             .partition(|(index, _)| *index <= applied);
         self.reads_confirmed = waiting;
         for (_, read) in ready {
-            let line = match self.machine.store().get(&read.key) {
-                Some(value) => format!("VALUE {}", format_value(value)),
-                None => "NOT_FOUND".to_string(),
-            };
+            let line = read_line(self.machine.store().get(&read.key));
             self.reply(read.token, line);
         }
     }
@@ -432,11 +427,79 @@ fn applied_line(applied: Applied) -> String {
 fn reply_line(reply: &CachedReply) -> String {
     match &reply.outcome {
         Outcome::Ok => format!("OK index={} term={}", reply.index, reply.term),
-        Outcome::Value(value) => format!("VALUE {}", format_value(value)),
-        Outcome::NotFound => "NOT_FOUND".to_string(),
-        Outcome::Mismatch {
-            current: Some(value),
-        } => format!("MISMATCH current={}", format_value(value)),
-        Outcome::Mismatch { current: None } => "MISMATCH current=NOT_FOUND".to_string(),
+        Outcome::Value(value) => read_line(Some(value)),
+        Outcome::NotFound => read_line(None),
+        Outcome::Mismatch { current } => mismatch_line(current.as_deref()),
+    }
+}
+
+/// `VALUE v` or `NOT_FOUND`. The value runs to the end of the line, so
+/// it is quoted only if it is empty, has whitespace at an edge or holds
+/// quotes, backslashes, control characters or non-UTF-8 bytes.
+fn read_line(value: Option<&[u8]>) -> String {
+    match value {
+        Some(value) => format!("VALUE {}", quote_if_needed(value, Position::LineEnd)),
+        None => "NOT_FOUND".to_string(),
+    }
+}
+
+/// Text follows the value here, so a value with whitespace is quoted.
+fn stale_read_line(value: Option<&[u8]>, applied: LogIndex) -> String {
+    match value {
+        Some(value) => {
+            let value = quote_if_needed(value, Position::Word);
+            format!("VALUE {value} stale applied={applied}")
+        }
+        None => format!("NOT_FOUND stale applied={applied}"),
+    }
+}
+
+/// A failed CAS: the current value, or `MISMATCH absent`, so a value that
+/// reads NOT_FOUND (`MISMATCH current=NOT_FOUND`) is not taken for absence.
+fn mismatch_line(current: Option<&[u8]>) -> String {
+    match current {
+        Some(value) => format!(
+            "MISMATCH current={}",
+            quote_if_needed(value, Position::LineEnd)
+        ),
+        None => "MISMATCH absent".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_values_reply_as_they_always_did() {
+        assert_eq!(read_line(Some(b"5")), "VALUE 5");
+        assert_eq!(read_line(Some(b"hello world")), "VALUE hello world");
+        assert_eq!(read_line(None), "NOT_FOUND");
+        let applied = LogIndex(7);
+        assert_eq!(
+            stale_read_line(Some(b"1"), applied),
+            "VALUE 1 stale applied=7"
+        );
+        assert_eq!(stale_read_line(None, applied), "NOT_FOUND stale applied=7");
+        assert_eq!(mismatch_line(Some(b"first")), "MISMATCH current=first");
+    }
+
+    #[test]
+    fn ambiguous_values_are_quoted_and_absence_is_a_word() {
+        assert_eq!(read_line(Some(b"")), r#"VALUE """#);
+        assert_eq!(read_line(Some(b"-")), "VALUE -");
+        assert_eq!(read_line(Some(b"NOT_FOUND")), "VALUE NOT_FOUND");
+        assert_eq!(read_line(Some(b" padded ")), r#"VALUE " padded ""#);
+        assert_eq!(read_line(Some(b"a\nb\xff")), r#"VALUE "a\nb\xff""#);
+        let stale = stale_read_line(Some(b"a b"), LogIndex(3));
+        assert_eq!(stale, r#"VALUE "a b" stale applied=3"#);
+        assert_eq!(mismatch_line(None), "MISMATCH absent");
+        assert_eq!(
+            mismatch_line(Some(b"NOT_FOUND")),
+            "MISMATCH current=NOT_FOUND"
+        );
+        assert_eq!(mismatch_line(Some(b"-")), "MISMATCH current=-");
+        assert_eq!(mismatch_line(Some(b"")), r#"MISMATCH current="""#);
+        assert_eq!(mismatch_line(Some(b"x y")), "MISMATCH current=x y");
     }
 }

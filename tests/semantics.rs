@@ -162,7 +162,7 @@ fn cas_creates_only_if_absent_and_reports_mismatches() {
     assert!(client.execute("CAS c - first").starts_with("OK index="));
     assert_eq!(client.execute("CAS c - second"), "MISMATCH current=first");
     assert!(client.execute("CAS c first third").starts_with("OK"));
-    assert_eq!(client.execute("CAS d x y"), "MISMATCH current=NOT_FOUND");
+    assert_eq!(client.execute("CAS d x y"), "MISMATCH absent");
     assert_eq!(client.execute("GET c"), "VALUE third");
 }
 
@@ -201,4 +201,35 @@ fn a_node_back_from_a_long_isolation_does_not_raise_the_term() {
         );
         assert_eq!(status["leader"], cluster.nodes[leader].id);
     }
+}
+
+#[test]
+fn quoted_keys_and_values_read_back_and_absence_is_a_word() {
+    let cluster = common::cluster(3, &[]);
+    let leader = cluster.require_leader(2 * SECOND);
+    let mut client = cluster.client(2 * SECOND);
+    assert!(client.execute(r#"SET "a b" "-""#).starts_with("OK index="));
+    assert_eq!(client.execute(r#"GET "a b""#), "VALUE -");
+    // The leader applied the SET before it answered, so its local copy
+    // has it.
+    let mut local = Client::new(vec![cluster.nodes[leader].address()], SECOND, false);
+    let reply = local.execute(r#"SGET "a b""#);
+    assert!(reply.starts_with("VALUE - stale applied="), "{reply}");
+    // A quoted "-" is the value, not "absent".
+    let reply = client.execute(r#"CAS "a b" "-" "x y""#);
+    assert!(reply.starts_with("OK index="), "{reply}");
+    let reply = local.execute(r#"SGET "a b""#);
+    assert!(
+        reply.starts_with(r#"VALUE "x y" stale applied="#),
+        "{reply}"
+    );
+    assert_eq!(client.execute(r#"CAS "a b" - z"#), "MISMATCH current=x y");
+    assert_eq!(
+        client.execute(r#"CAS "no such key" x y"#),
+        "MISMATCH absent"
+    );
+    assert_eq!(
+        client.execute(r#"GET "a"b"#),
+        "ERR BAD_REQUEST text after the closing quote at byte 3 in key"
+    );
 }

@@ -7,9 +7,13 @@
 
 use std::fmt;
 
+use super::quote::{
+    parse_quoted, parse_rest, parse_token, split_word, QuoteError, Token, ABSENT_EXPECTED,
+};
 use crate::constants::{APPEND_BATCH_SIZE_MAX, COMMAND_SIZE_MAX, KEY_SIZE_MAX, VALUE_SIZE_MAX};
 
-/// A parsed client line. Keys and values are the UTF-8 bytes of the line.
+/// A parsed client line. Keys and values are bytes: those of the line for
+/// bare ones, the decoded bytes (not always UTF-8) for quoted ones.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     Set {
@@ -87,6 +91,11 @@ pub enum ParseError {
     },
     ValueTooLong {
         size: usize,
+    },
+    /// A quoted key or value (`field` names which) does not parse.
+    Quote {
+        field: &'static str,
+        error: QuoteError,
     },
 }
 
@@ -166,6 +175,7 @@ impl fmt::Display for ParseError {
             ParseError::ValueTooLong { .. } => {
                 write!(f, "value longer than {VALUE_SIZE_MAX} bytes")
             }
+            ParseError::Quote { field, error } => write!(f, "{error} in {field}"),
         }
     }
 }
@@ -201,9 +211,11 @@ impl std::error::Error for DecodeError {}
 /// Parses one client line (with or without its line ending).
 ///
 /// Whitespace is Rust's (`char::is_whitespace`). Arguments are separated by
-/// runs of whitespace; a SET value or CAS new value is the rest of the line
-/// after that run, so it may hold spaces and '=' but never starts with
-/// whitespace unless written as `SET key= value`.
+/// runs of whitespace. Each key and value is either bare or a quoted string
+/// (see `quote.rs`). A bare SET value or CAS new value is the rest of the
+/// line after that run, so it may hold spaces and '=' but never starts with
+/// whitespace unless written as `SET key= value`; only a leading `"` makes
+/// it a quoted string.
 pub fn parse_request(line: &str) -> Result<Request, ParseError> {
     // Checked before trimming so the bound holds on what the client sent.
     if line.len() > COMMAND_SIZE_MAX {
@@ -216,7 +228,7 @@ pub fn parse_request(line: &str) -> Result<Request, ParseError> {
     if line.contains(['\n', '\r']) {
         return Err(ParseError::LineBreak);
     }
-    let (verb, arguments) = split_token(line);
+    let (verb, arguments) = split_word(line);
     parse_verb(verb, arguments)
 }
 
@@ -255,81 +267,105 @@ fn parse_verb(verb: &str, arguments: &str) -> Result<Request, ParseError> {
     }
 }
 
-/// Splits off the first token. `text` starts with a non-whitespace character
-/// or is empty; the rest starts at the next token, or is empty.
-fn split_token(text: &str) -> (&str, &str) {
-    match text.find(char::is_whitespace) {
-        Some(index) => (&text[..index], text[index..].trim_start()),
-        None => (text, ""),
-    }
+/// Names the field a quoting error is in.
+fn in_field(field: &'static str) -> impl Fn(QuoteError) -> ParseError {
+    move |error| ParseError::Quote { field, error }
 }
 
-/// `SET key=value` when an '=' comes before any whitespace (the key ends at
-/// the first '='), otherwise `SET key value`.
 fn parse_set(arguments: &str) -> Result<Request, ParseError> {
-    let usage = ParseError::Usage { usage: USAGE_SET };
-    let (token, rest) = split_token(arguments);
-    if token.is_empty() {
-        return Err(usage);
-    }
-    let (key, value) = match token.find('=') {
-        // `token` starts `arguments`, so the index is valid in both; the
-        // value runs to the end of the line, past any whitespace.
-        Some(index) => (&token[..index], &arguments[index + 1..]),
-        None if !rest.is_empty() => (token, rest),
-        None => return Err(usage),
-    };
+    let (key, value) = split_set(arguments)?;
     let key = check_key(key)?;
-    let value = check_value(value)?;
+    let value = check_value(parse_rest(value).map_err(in_field("value"))?)?;
     Ok(Request::Set { key, value })
 }
 
-/// `CAS key expected new`: `expected` is one token (`-` for absent), `new`
-/// is the rest of the line. So an expected value cannot hold whitespace or
-/// be the single character `-`.
+/// The key of a SET and the text of its value: `SET key=value` when an '='
+/// comes right after the key (for a bare key: the first '=', if it comes
+/// before any whitespace), otherwise `SET key value`.
+fn split_set(arguments: &str) -> Result<(Token<'_>, &str), ParseError> {
+    let usage = ParseError::Usage { usage: USAGE_SET };
+    if !arguments.starts_with('"') {
+        let (word, rest) = split_word(arguments);
+        return match word.find('=') {
+            // `word` starts `arguments`, so the index is valid in both; the
+            // value runs to the end of the line, past any whitespace.
+            Some(index) => Ok((Token::Bare(&word[..index]), &arguments[index + 1..])),
+            None if !word.is_empty() && !rest.is_empty() => Ok((Token::Bare(word), rest)),
+            None => Err(usage),
+        };
+    }
+    let (key, after) = parse_quoted(arguments).map_err(in_field("key"))?;
+    if let Some(value) = after.strip_prefix('=') {
+        return Ok((Token::Quoted(key), value));
+    }
+    if !after.is_empty() && !after.starts_with(char::is_whitespace) {
+        let offset = arguments.len() - after.len();
+        return Err(in_field("key")(QuoteError::TextAfterQuote { offset }));
+    }
+    match after.trim_start() {
+        "" => Err(usage),
+        value => Ok((Token::Quoted(key), value)),
+    }
+}
+
+/// `CAS key expected new`: `expected` is one word (a bare `-` for absent),
+/// `new` is the rest of the line. So a bare expected value cannot hold
+/// whitespace or be the single character `-`; a quoted one can.
 fn parse_cas(arguments: &str) -> Result<Request, ParseError> {
-    let (key, rest) = split_token(arguments);
-    let (expected, new) = split_token(rest);
+    let (key, rest) = parse_token(arguments).map_err(in_field("key"))?;
+    let (expected, new) = parse_token(rest).map_err(in_field("expected value"))?;
     if new.is_empty() {
         return Err(ParseError::Usage { usage: USAGE_CAS });
     }
     let key = check_key(key)?;
     let expected = match expected {
-        "-" => None,
+        Token::Bare(ABSENT_EXPECTED) => None,
         expected => Some(check_value(expected)?),
     };
-    let new = check_value(new)?;
+    let new = check_value(parse_rest(new).map_err(in_field("new value"))?)?;
     Ok(Request::Cas { key, expected, new })
 }
 
 fn parse_key_only(arguments: &str, usage: &'static str) -> Result<Vec<u8>, ParseError> {
-    let (key, rest) = split_token(arguments);
-    if key.is_empty() || !rest.is_empty() {
+    let (key, rest) = parse_token(arguments).map_err(in_field("key"))?;
+    if key == Token::Bare("") || !rest.is_empty() {
         return Err(ParseError::Usage { usage });
     }
     check_key(key)
 }
 
-fn check_key(key: &str) -> Result<Vec<u8>, ParseError> {
+/// The limits hold on the decoded bytes, however the key was written.
+fn check_key(key: Token<'_>) -> Result<Vec<u8>, ParseError> {
+    // A bare '=' would have ended the key in `SET key=value`; a quoted key
+    // may hold one.
+    let has_bare_equals = match &key {
+        Token::Bare(text) => {
+            // Bare keys come from `split_word` or stop before the first
+            // whitespace.
+            assert!(!text.contains(char::is_whitespace));
+            text.contains('=')
+        }
+        Token::Quoted(_) => false,
+    };
+    let key = key.into_bytes();
     if key.is_empty() {
         return Err(ParseError::KeyEmpty);
     }
     if key.len() > KEY_SIZE_MAX {
         return Err(ParseError::KeyTooLong { size: key.len() });
     }
-    if key.contains('=') {
+    if has_bare_equals {
         return Err(ParseError::KeyHasEquals);
     }
-    // Keys come from `split_token` or stop before the first whitespace.
-    assert!(!key.contains(char::is_whitespace));
-    Ok(key.as_bytes().to_vec())
+    Ok(key)
 }
 
-fn check_value(value: &str) -> Result<Vec<u8>, ParseError> {
+fn check_value(value: Token<'_>) -> Result<Vec<u8>, ParseError> {
+    let value = value.into_bytes();
     if value.len() > VALUE_SIZE_MAX {
         return Err(ParseError::ValueTooLong { size: value.len() });
     }
-    Ok(value.as_bytes().to_vec())
+    Ok(value)
 }
 
 impl Request {
@@ -522,6 +558,7 @@ impl Reader<'_> {
 mod tests {
     use super::*;
     use crate::core::rng::Rng;
+    use crate::kv::quote::{quote_if_needed, Position};
 
     fn set(key: &str, value: &str) -> Request {
         Request::Set {
@@ -618,6 +655,180 @@ mod tests {
         for (line, expected) in cases {
             assert_eq!(reason(line), expected, "{line:?}");
         }
+    }
+
+    fn bytes_set(key: &[u8], value: &[u8]) -> Request {
+        Request::Set {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }
+    }
+
+    #[test]
+    fn parse_quoted_keys_and_values() {
+        let get = |key: Vec<u8>| Request::Get { key };
+        let del = |key: Vec<u8>| Request::Del { key };
+        let stale_get = |key: Vec<u8>| Request::StaleGet { key };
+        let cases = [
+            (r#"SET "a b"="c d""#, set("a b", "c d")),
+            (r#"SET "a b" "c d""#, set("a b", "c d")),
+            (r#"SET "a b"=c d"#, set("a b", "c d")),
+            (r#"SET "a b"   c d"#, set("a b", "c d")),
+            (r#"SET "a b"="#, set("a b", "")),
+            (r#"SET k "-""#, set("k", "-")),
+            (r#"SET k """#, set("k", "")),
+            (r#"SET k="v w""#, set("k", "v w")),
+            (r#"SET "a=b" c"#, set("a=b", "c")),
+            (r#"SET "a=b"=c"#, set("a=b", "c")),
+            (r#"SET k "\"q\" \\ \t""#, set("k", "\"q\" \\ \t")),
+            (r#"SET k "NOT_FOUND""#, set("k", "NOT_FOUND")),
+            (r#"CAS k "-" new"#, cas("k", Some("-"), "new")),
+            (r#"CAS "a b" - "x y""#, cas("a b", None, "x y")),
+            (r#"CAS k "" """#, cas("k", Some(""), "")),
+            (r#"CAS k "a b" c d"#, cas("k", Some("a b"), "c d")),
+            (r#"GET "a b""#, key_request(get, "a b")),
+            (r#"DEL "a b""#, key_request(del, "a b")),
+            (r#"SGET "a b""#, key_request(stale_get, "a b")),
+            (r#"GET "a=b""#, key_request(get, "a=b")),
+            (r#"GET "-""#, key_request(get, "-")),
+            // Only a leading quote starts a quoted string.
+            (r#"GET a"b"#, key_request(get, "a\"b")),
+            (r#"SET k v "w""#, set("k", "v \"w\"")),
+            (r#"SET k= "v""#, set("k", " \"v\"")),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(parse_request(line), Ok(expected), "{line:?}");
+        }
+        let binary = parse_request(r#"SET "\x00\xff" "\xc3\x28\n""#);
+        assert_eq!(binary, Ok(bytes_set(b"\x00\xff", b"\xc3\x28\n")));
+    }
+
+    #[test]
+    fn parse_quote_errors_say_what_and_where() {
+        let cases = [
+            (r#"GET "a"#, "unterminated quote in key"),
+            (
+                r#"GET "a"b"#,
+                "text after the closing quote at byte 3 in key",
+            ),
+            (
+                r#"SET "a"b=c"#,
+                "text after the closing quote at byte 3 in key",
+            ),
+            (r#"SET "a\q"=1"#, "unknown escape \\q at byte 2 in key"),
+            (
+                r#"SET k "v"x"#,
+                "text after the closing quote at byte 3 in value",
+            ),
+            (
+                r#"SET k "v" x"#,
+                "text after the closing quote at byte 3 in value",
+            ),
+            (
+                r#"SET k="\x4""#,
+                "\\x needs two hex digits at byte 1 in value",
+            ),
+            (r#"SET k "abc"#, "unterminated quote in value"),
+            (r#"CAS k "e x"#, "unterminated quote in expected value"),
+            (
+                r#"CAS k "e"x n"#,
+                "text after the closing quote at byte 3 in expected value",
+            ),
+            (r#"CAS k - "n"#, "unterminated quote in new value"),
+            (r#"CAS "k" "e""#, USAGE_CAS),
+            (r#"GET "a" b"#, USAGE_GET),
+            (r#"SET "a""#, USAGE_SET),
+            (r#"GET """#, "empty key"),
+            (r#"SET ""=v"#, "empty key"),
+            (r#"CAS "" - v"#, "empty key"),
+            (r#"SET k "a\"#, "unterminated quote in value"),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(reason(line), expected, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn parse_limits_hold_on_decoded_bytes() {
+        // Four line bytes per key byte, but the key is at the limit.
+        let key_max = "\\x6b".repeat(KEY_SIZE_MAX);
+        let parsed = parse_request(&format!("GET \"{key_max}\""));
+        let get_max = Request::Get {
+            key: vec![b'k'; KEY_SIZE_MAX],
+        };
+        assert_eq!(parsed, Ok(get_max));
+        let key_long = "\\x6b".repeat(KEY_SIZE_MAX + 1);
+        assert_eq!(
+            reason(&format!("GET \"{key_long}\"")),
+            "key longer than 1024 bytes"
+        );
+        let value_long = "v".repeat(VALUE_SIZE_MAX + 1);
+        assert_eq!(
+            reason(&format!("SET k \"{value_long}\"")),
+            "value longer than 65536 bytes"
+        );
+        let value_max = "v".repeat(VALUE_SIZE_MAX);
+        let parsed = parse_request(&format!("CAS k \"{value_max}\" -"));
+        assert_eq!(parsed, Ok(cas("k", Some(&value_max), "-")));
+    }
+
+    /// A request written with `quote_if_needed` at each position parses
+    /// back to itself, for random keys and values.
+    #[test]
+    fn written_requests_parse_back() {
+        let mut random = Rng::new(0x0051_0a7e_0000_0003);
+        for _ in 0..20_000 {
+            let (key, value) = (random_field(&mut random), random_field(&mut random));
+            if key.is_empty() {
+                continue;
+            }
+            let written_key = quote_if_needed(&key, Position::Key);
+            let lines = [
+                format!(
+                    "SET {written_key}={}",
+                    quote_if_needed(&value, Position::LineEnd)
+                ),
+                format!(
+                    "SET {written_key} {}",
+                    quote_if_needed(&value, Position::LineEnd)
+                ),
+            ];
+            for line in lines {
+                assert_eq!(parse_request(&line), Ok(bytes_set(&key, &value)), "{line}");
+            }
+            let expected = (random.index(3) > 0).then(|| random_field(&mut random));
+            let written_expected = expected.as_deref().map_or(ABSENT_EXPECTED.into(), |bytes| {
+                quote_if_needed(bytes, Position::Expected)
+            });
+            let written_new = quote_if_needed(&value, Position::LineEnd);
+            let line = format!("CAS {written_key} {written_expected} {written_new}");
+            let request = Request::Cas {
+                key,
+                expected,
+                new: value,
+            };
+            assert_eq!(parse_request(&line), Ok(request), "{line}");
+        }
+    }
+
+    fn random_field(random: &mut Rng) -> Vec<u8> {
+        let pieces: [&[u8]; 12] = [
+            b"a",
+            b" ",
+            b"-",
+            b"=",
+            b"\"",
+            b"\\",
+            b"\t",
+            b"\n",
+            b"\xff",
+            b"NOT_FOUND",
+            b"x",
+            b"\r",
+        ];
+        (0..random.index(6))
+            .flat_map(|_| pieces[random.index(pieces.len())].iter().copied())
+            .collect()
     }
 
     #[test]
@@ -875,6 +1086,7 @@ mod tests {
     fn parse_fuzz_round_trips_through_the_log_encoding() {
         let alphabet = [
             "SET", "get", "DEL", "CAS", "SGET", "STATUS", " ", "=", "-", "a", "é", "\t", "\r",
+            "\"", "\\", "\\x",
         ];
         let mut random = Rng::new(42);
         for _ in 0..100_000 {

@@ -163,13 +163,6 @@ impl Fnv1a {
     }
 }
 
-/// A key or value as text for a reply line: invalid UTF-8 becomes U+FFFD,
-/// and so do line breaks, which parsing refuses but a decoded entry could
-/// in principle carry, so that one value is always one reply line.
-pub fn format_value(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).replace(['\r', '\n'], "\u{fffd}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,14 +326,6 @@ mod tests {
         assert_eq!(other.digest(), other.recompute_digest());
     }
 
-    #[test]
-    fn format_value_is_lossy_and_one_line() {
-        assert_eq!(format_value(b"hello world"), "hello world");
-        assert_eq!(format_value(b"a\xffb"), "a\u{fffd}b");
-        assert_eq!(format_value(b"a\r\nb"), "a\u{fffd}\u{fffd}b");
-        assert_eq!(format_value(b""), "");
-    }
-
     /// The state machine must stay pure: the simulator replays it, and every
     /// replica must compute the same thing. The needles are split so this
     /// test does not find itself.
@@ -349,6 +334,7 @@ mod tests {
         let sources = [
             ("mod.rs", include_str!("mod.rs")),
             ("command.rs", include_str!("command.rs")),
+            ("quote.rs", include_str!("quote.rs")),
             ("store.rs", include_str!("store.rs")),
         ];
         let needles = [

@@ -6,7 +6,8 @@
 
 use crate::constants::SESSIONS_MAX;
 use crate::core::{Entry, EntryKind, LogIndex};
-use crate::kv::{Command, LogRecord};
+use crate::kv::{quote_if_needed, Command, LogRecord, Position};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// The values one key took, in log order, with the index that set each
@@ -115,8 +116,10 @@ impl Model {
             Command::Cas { key, expected, new } => {
                 let current = self.map.get(key);
                 if current != expected.as_ref() {
-                    let current = current.map_or("NOT_FOUND".to_string(), |value| text(value));
-                    return format!("MISMATCH current={current}");
+                    return match current {
+                        Some(value) => format!("MISMATCH current={}", line_end(value)),
+                        None => "MISMATCH absent".to_string(),
+                    };
                 }
                 self.set(entry.index, key, Some(new.clone()));
                 ok
@@ -137,15 +140,16 @@ impl Model {
 /// The reply to a read that found `value`.
 pub fn value_line(value: Option<&[u8]>) -> String {
     match value {
-        Some(value) => format!("VALUE {}", text(value)),
+        Some(value) => format!("VALUE {}", line_end(value)),
         None => "NOT_FOUND".to_string(),
     }
 }
 
-/// The workload's keys and values are plain ASCII, so a value's reply text
-/// is its bytes.
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// A value at the end of a reply line, quoted where the bare bytes would be
+/// ambiguous; the quoting rules are shared with the replies, the choice of
+/// reply is the model's own.
+fn line_end(value: &[u8]) -> Cow<'_, str> {
+    quote_if_needed(value, Position::LineEnd)
 }
 
 #[cfg(test)]
@@ -192,5 +196,29 @@ mod tests {
             model.apply(&entry(5, &expired)).as_deref(),
             Some("ERR SESSION_EXPIRED")
         );
+    }
+
+    /// The same reply strings as the state machine's (see the tests in
+    /// `replica.rs`): absence is a word of its own, values that look like
+    /// it are values, and ambiguous values are quoted.
+    #[test]
+    fn replies_tell_absence_from_values_that_look_like_it() {
+        let mut model = Model::default();
+        let apply = |model: &mut Model, index: u64, line: &str| {
+            model.apply(&entry(index, &command(line, None)))
+        };
+        let reply = apply(&mut model, 1, "CAS k x y");
+        assert_eq!(reply.as_deref(), Some("MISMATCH absent"));
+        apply(&mut model, 2, "SET k NOT_FOUND");
+        let reply = apply(&mut model, 3, "CAS k - y");
+        assert_eq!(reply.as_deref(), Some("MISMATCH current=NOT_FOUND"));
+        apply(&mut model, 4, r#"SET "a b" -"#);
+        let reply = apply(&mut model, 5, r#"GET "a b""#);
+        assert_eq!(reply.as_deref(), Some("VALUE -"));
+        apply(&mut model, 6, r#"SET k """#);
+        let reply = apply(&mut model, 7, "CAS k - y");
+        assert_eq!(reply.as_deref(), Some(r#"MISMATCH current="""#));
+        assert_eq!(value_line(Some(b" x")), r#"VALUE " x""#);
+        assert_eq!(value_line(Some(b"hello world")), "VALUE hello world");
     }
 }

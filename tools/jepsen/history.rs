@@ -2,6 +2,7 @@
 //! event log written as JSON lines while the run goes on.
 
 use crate::json::json_string;
+use raftlite::kv::{parse_rest, quote_if_needed, Position, ABSENT_EXPECTED};
 use raftlite::linearizability::{Action, Operation, Outcome};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -71,37 +72,60 @@ pub fn number(name: &str, value: u64) -> String {
     format!("{}:{value}", json_string(name))
 }
 
-/// The command line for an action on `key`.
+/// The command line for an action on `key`, quoting keys and values the
+/// way the server reads them back (the bench's own are plain, but a `-`
+/// expected value or one with spaces must not change meaning).
 pub fn command(key: &str, action: &Action) -> String {
+    let key = quote_if_needed(key.as_bytes(), Position::Key);
+    let line_end = |value: &str| quote_if_needed(value.as_bytes(), Position::LineEnd).into_owned();
     match action {
         Action::Get => format!("GET {key}"),
-        Action::Set(value) => format!("SET {key} {value}"),
+        Action::Set(value) => format!("SET {key} {}", line_end(value)),
         Action::Del => format!("DEL {key}"),
         Action::Cas { expected, new } => {
-            format!("CAS {key} {} {new}", expected.as_deref().unwrap_or("-"))
+            let expected = expected
+                .as_deref()
+                .map_or(ABSENT_EXPECTED.into(), |expected| {
+                    quote_if_needed(expected.as_bytes(), Position::Expected)
+                });
+            format!("CAS {key} {expected} {}", line_end(new))
         }
     }
 }
 
-/// What a reply line says about the operation's effect.
+/// What a reply line says about the operation's effect. A VALUE or
+/// MISMATCH whose value does not parse is a server bug; it still says the
+/// operation changed nothing, so it counts as failed.
 pub fn outcome(reply: &str) -> Outcome {
     if reply.starts_with("OK") {
         return Outcome::Ok;
     }
     if let Some(value) = reply.strip_prefix("VALUE ") {
-        return Outcome::Value(Some(value.to_string()));
+        return read_value(value).map_or(Outcome::Failed, |value| Outcome::Value(Some(value)));
     }
     if reply == "NOT_FOUND" {
         return Outcome::Value(None);
     }
+    if reply == "MISMATCH absent" {
+        return Outcome::Mismatch { current: None };
+    }
     if let Some(current) = reply.strip_prefix("MISMATCH current=") {
-        let current = (current != "NOT_FOUND").then(|| current.to_string());
-        return Outcome::Mismatch { current };
+        return read_value(current).map_or(Outcome::Failed, |current| Outcome::Mismatch {
+            current: Some(current),
+        });
     }
     if reply.starts_with("ERR TIMEOUT") || reply.is_empty() {
         return Outcome::Unknown;
     }
     Outcome::Failed
+}
+
+/// A value that ends a reply line, bare or quoted. The history holds text:
+/// the bench only writes ASCII, so bytes that are not UTF-8 (which it never
+/// wrote) may show as U+FFFD.
+fn read_value(text: &str) -> Option<String> {
+    let bytes = parse_rest(text).ok()?.into_bytes();
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[cfg(test)]
@@ -114,9 +138,28 @@ mod tests {
         assert_eq!(outcome("VALUE a b"), Outcome::Value(Some("a b".into())));
         assert_eq!(outcome("NOT_FOUND"), Outcome::Value(None));
         assert_eq!(
-            outcome("MISMATCH current=NOT_FOUND"),
+            outcome("MISMATCH absent"),
             Outcome::Mismatch { current: None }
         );
+        assert_eq!(
+            outcome("MISMATCH current=NOT_FOUND"),
+            Outcome::Mismatch {
+                current: Some("NOT_FOUND".into())
+            }
+        );
+        assert_eq!(
+            outcome(r#"VALUE "a b ""#),
+            Outcome::Value(Some("a b ".into()))
+        );
+        assert_eq!(outcome(r#"VALUE """#), Outcome::Value(Some(String::new())));
+        assert_eq!(outcome("VALUE -"), Outcome::Value(Some("-".into())));
+        assert_eq!(
+            outcome(r#"MISMATCH current="x\"y""#),
+            Outcome::Mismatch {
+                current: Some("x\"y".into())
+            }
+        );
+        assert_eq!(outcome(r#"VALUE "unterminated"#), Outcome::Failed);
         assert_eq!(
             outcome("MISMATCH current=x"),
             Outcome::Mismatch {
@@ -138,5 +181,12 @@ mod tests {
             new: "v".into(),
         };
         assert_eq!(command("k", &cas), "CAS k - v");
+        let literal_dash = Action::Cas {
+            expected: Some("-".into()),
+            new: "a b".into(),
+        };
+        assert_eq!(command("k", &literal_dash), r#"CAS k "-" a b"#);
+        assert_eq!(command("a b", &Action::Get), r#"GET "a b""#);
+        assert_eq!(command("k", &Action::Set(String::new())), r#"SET k """#);
     }
 }
