@@ -1,18 +1,94 @@
 //! A blocking client for one command at a time: connects, follows leader
-//! hints, and classifies replies. `submit`, the tests and the benchmark use it.
+//! hints, backs off between failed tries, and classifies replies. `submit`,
+//! the tests and the benchmark use it.
+//!
+//! Every try of a command ends in one of three ways: a reply; "not sent"
+//! (the request's bytes certainly never reached a node: the connect failed,
+//! or the connection was found closed before its first byte was written);
+//! or "unknown" (written, then no reply or the node's own `ERR TIMEOUT`).
+//! Only an unknown try of a write can have been applied, so only that may
+//! turn the end result into `ERR TIMEOUT`; a command none of whose tries can
+//! have been applied ends in `ERR UNAVAILABLE reason`, the reason saying
+//! what each node did.
 
 use crate::constants::COMMAND_SIZE_MAX;
+use crate::core::rng::Rng;
 use crate::wire::{encode_frame, ClientRequest, Frame, FrameDecoder};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Redirects followed for one command before giving up on hints.
 const REDIRECTS_MAX: usize = 16;
 /// Longest wait for one reply before trying another node.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
-/// Pause before retrying when no node knows a leader (an election is running).
-pub const RETRY_PAUSE: Duration = Duration::from_millis(25);
+/// First pause after a failed try. A refused loopback connect fails in
+/// microseconds, so without a pause a down cluster is hammered thousands of
+/// times a second; 10 ms is still short next to an election (150-300 ms), so
+/// a node restarting or a leader hint racing an election costs little.
+pub const BACKOFF_INITIAL: Duration = Duration::from_millis(10);
+/// Longest pause between tries: the pauses double up to this. Half a second
+/// keeps a client that waits for a cluster to come back polling each node a
+/// few times a second at most, and stays well inside one command's default
+/// 5 s deadline, so a recovered cluster is found within about that long.
+pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// Longest wait for a TCP connect (a SYN to a host that is gone).
+const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(2);
+/// Nodes named in a synthesized `ERR UNAVAILABLE` reason, and the bytes of
+/// what is said about each: the reply line stays short whatever happened.
+const REASON_NODES_MAX: usize = 8;
+const REASON_PART_SIZE_MAX: usize = 120;
+
+const _: () = assert!(BACKOFF_INITIAL.as_millis() > 0);
+const _: () = assert!(BACKOFF_INITIAL.as_millis() <= BACKOFF_MAX.as_millis());
+const _: () = assert!(BACKOFF_MAX.as_millis() < ATTEMPT_TIMEOUT.as_millis());
+
+/// Capped exponential backoff with "equal" jitter: after `n` failures the
+/// pause is uniform in `[c/2, c]`, `c = min(BACKOFF_MAX, BACKOFF_INITIAL *
+/// 2^n)`. The fixed half makes the pauses grow; the random half keeps
+/// clients that failed together (a node died under all of them) from
+/// retrying in lockstep. Shared by the blocking client and `bench`.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    rng: Rng,
+    /// Failures since the last `reset`; saturates, the pause is capped anyway.
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new(seed: u64) -> Backoff {
+        Backoff {
+            rng: Rng::new(seed),
+            failures: 0,
+        }
+    }
+
+    /// Seeded from the clock and the process id, so that clients started in
+    /// the same instant (a script's loop, a benchmark's processes) still
+    /// draw different pauses.
+    pub fn from_clock() -> Backoff {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+        Backoff::new(nanos ^ (u64::from(std::process::id()) << 32))
+    }
+
+    /// The pause before the next try; each call counts one more failure.
+    pub fn next_delay(&mut self) -> Duration {
+        let initial = BACKOFF_INITIAL.as_micros() as u64;
+        let cap = BACKOFF_MAX.as_micros() as u64;
+        // 2^20 times the initial pause is far beyond the cap: no overflow.
+        let ceiling = (initial << self.failures.min(20)).min(cap);
+        self.failures = self.failures.saturating_add(1);
+        let floor = ceiling / 2;
+        Duration::from_micros(floor + self.rng.range_inclusive(0, ceiling - floor))
+    }
+
+    /// A try succeeded (or a new command starts): pauses start small again.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
 
 /// How a reply line is classified (the `submit` exit codes follow this).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +143,8 @@ pub struct Client {
     /// retried write is applied at most once.
     session_id: Option<u64>,
     sequence: u64,
+    /// Pauses between the failed tries of one command (reset per command).
+    backoff: Backoff,
 }
 
 /// How a command may be retried.
@@ -103,10 +181,6 @@ impl Kind {
     fn retry_safe(self) -> bool {
         matches!(self, Kind::Read | Kind::Write | Kind::Register)
     }
-
-    fn changes_state(self) -> bool {
-        matches!(self, Kind::Write | Kind::Register)
-    }
 }
 
 /// A definite failure may only be reported if no earlier try of the same
@@ -119,13 +193,118 @@ fn settle(reply: String, progress: &Progress) -> String {
     reply
 }
 
+/// The end of a command whose deadline passed without a final reply: unknown
+/// if a try may have been applied, else unavailable, headed by the most
+/// telling thing seen: a node that answered (it is up but knows no leader it
+/// can send us to), a request that went unanswered (for a write, the
+/// REGISTER before it: the command itself was never sent), or only
+/// connections that failed before sending.
+fn conclude(progress: &Progress, kind: Kind) -> String {
+    if progress.maybe_applied {
+        return "ERR TIMEOUT".to_string();
+    }
+    let observations = &progress.observations;
+    let headline = if observations.seen_answer {
+        "no leader"
+    } else if !observations.seen_unanswered {
+        "no node reachable"
+    } else if kind == Kind::Register {
+        "no session opened"
+    } else {
+        "no reply"
+    };
+    observations.unavailable(headline)
+}
+
 /// Where one command stands while it is retried.
 struct Progress {
     deadline: Instant,
     redirects: usize,
-    /// An earlier try may have been applied (unknown outcome).
+    /// A try of the command was written and not definitely answered: it may
+    /// have been applied (unknown outcome). Only writes set it: a read or a
+    /// STATUS changes nothing, and a lost REGISTER at worst leaves an unused
+    /// session while the command behind it has not been sent.
     maybe_applied: bool,
-    last_failure: Option<String>,
+    observations: Observations,
+}
+
+impl Progress {
+    fn new(deadline: Instant) -> Progress {
+        Progress {
+            deadline,
+            redirects: 0,
+            maybe_applied: false,
+            observations: Observations::default(),
+        }
+    }
+}
+
+/// What happened at one node, as far as the client can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    /// The request certainly did not reach it.
+    NotSent,
+    /// The request was written; no reply came, or `ERR TIMEOUT`.
+    Unanswered,
+    /// It answered, but not with what the command needs (`NOT_LEADER`).
+    Answered,
+}
+
+/// The latest event at each node a command tried, for the reason of an
+/// `ERR UNAVAILABLE` line. Bounded: `REASON_NODES_MAX` nodes, each part
+/// `REASON_PART_SIZE_MAX` bytes.
+#[derive(Default)]
+struct Observations {
+    /// (address, what happened there), in the order first tried.
+    nodes: Vec<(String, String)>,
+    /// Some node was left out of `nodes` (it was full).
+    nodes_left_out: bool,
+    seen_answer: bool,
+    seen_unanswered: bool,
+}
+
+impl Observations {
+    fn record(&mut self, address: &str, seen: Seen, what: &str) {
+        self.seen_answer |= seen == Seen::Answered;
+        self.seen_unanswered |= seen == Seen::Unanswered;
+        let what = truncated(what, REASON_PART_SIZE_MAX);
+        let address = truncated(address, REASON_PART_SIZE_MAX);
+        if let Some(node) = self.nodes.iter_mut().find(|node| node.0 == address) {
+            node.1 = what;
+        } else if self.nodes.len() < REASON_NODES_MAX {
+            self.nodes.push((address, what));
+        } else {
+            self.nodes_left_out = true;
+        }
+    }
+
+    /// `ERR UNAVAILABLE headline (node: what; node: what; ...)`.
+    fn unavailable(&self, headline: &str) -> String {
+        let mut parts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|(address, what)| format!("{address}: {what}"))
+            .collect();
+        if self.nodes_left_out {
+            parts.push("other nodes".to_string());
+        }
+        if parts.is_empty() {
+            parts.push("no node tried before the deadline".to_string());
+        }
+        format!("ERR UNAVAILABLE {headline} ({})", parts.join("; "))
+    }
+}
+
+/// `text` cut to at most `size_max` bytes, at a character boundary.
+fn truncated(text: &str, size_max: usize) -> String {
+    if text.len() <= size_max {
+        return text.to_string();
+    }
+    let mut end = size_max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }
 
 impl Client {
@@ -142,6 +321,7 @@ impl Client {
             redirect,
             session_id: None,
             sequence: 0,
+            backoff: Backoff::from_clock(),
         }
     }
 
@@ -152,12 +332,8 @@ impl Client {
             return format!("ERR BAD_REQUEST command longer than {COMMAND_SIZE_MAX} bytes");
         }
         let kind = Kind::of(command);
-        let mut progress = Progress {
-            deadline: Instant::now() + self.timeout,
-            redirects: 0,
-            maybe_applied: false,
-            last_failure: None,
-        };
+        let mut progress = Progress::new(Instant::now() + self.timeout);
+        self.backoff.reset();
         loop {
             let tag = match kind {
                 Kind::Write => match self.session(&mut progress) {
@@ -217,52 +393,49 @@ impl Client {
         loop {
             let remaining = progress.deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                let last = progress.last_failure.take();
-                return Ok(settle(
-                    last.unwrap_or_else(|| "ERR TIMEOUT".to_string()),
-                    progress,
-                ));
+                return Ok(conclude(progress, kind));
             }
             // One unresponsive node (paused, or cut off) must not use up the
             // whole deadline: give each try a slice and move on.
             let reply = match self.attempt(command, tag, remaining.min(ATTEMPT_TIMEOUT)) {
                 Attempt::Reply(reply) => reply,
-                Attempt::NotSent(error) => {
-                    let line = format!(
-                        "ERR UNAVAILABLE no node reachable (last tried {}: {error})",
-                        self.target
-                    );
-                    if kind == Kind::Status {
-                        return Ok(line);
-                    }
-                    progress.last_failure = Some(line);
-                    self.pause_and_move_on(remaining);
+                // STATUS describes the node asked; another node's would
+                // mislead. It changes nothing, so no answer is no outcome.
+                Attempt::NotSent(what) | Attempt::Unknown(what) if kind == Kind::Status => {
+                    return Ok(format!("ERR UNAVAILABLE {}: {what}", self.target));
+                }
+                Attempt::NotSent(what) => {
+                    progress
+                        .observations
+                        .record(&self.target, Seen::NotSent, &what);
+                    self.back_off_and_move_on(progress);
                     continue;
                 }
-                Attempt::Unknown if kind.retry_safe() => {
-                    progress.maybe_applied |= kind.changes_state();
-                    progress.last_failure = Some("ERR TIMEOUT".to_string());
-                    self.next_seed();
+                // A verb this client does not know may change state on a
+                // newer server: sent once, its loss is an unknown outcome.
+                Attempt::Unknown(_) if kind == Kind::Other => return Ok("ERR TIMEOUT".to_string()),
+                Attempt::Unknown(what) => {
+                    progress
+                        .observations
+                        .record(&self.target, Seen::Unanswered, &what);
+                    progress.maybe_applied |= kind == Kind::Write;
+                    // A reset right after the write fails as fast as a refused
+                    // connect does: pause here too, or a node that accepts
+                    // and drops connections is retried in a tight loop.
+                    self.back_off_and_move_on(progress);
                     continue;
                 }
-                Attempt::Unknown => return Ok("ERR TIMEOUT".to_string()),
             };
-            match self.judge(&reply, kind, progress, remaining) {
+            match self.judge(&reply, kind, progress) {
                 Verdict::Final => return Ok(settle(reply, progress)),
-                Verdict::Retry => progress.last_failure = Some(reply),
+                Verdict::Retry => {}
                 Verdict::Expired => return Err(Expired),
             }
         }
     }
 
     /// Decides what a reply means for the command in flight.
-    fn judge(
-        &mut self,
-        reply: &str,
-        kind: Kind,
-        progress: &mut Progress,
-        remaining: Duration,
-    ) -> Verdict {
+    fn judge(&mut self, reply: &str, kind: Kind, progress: &mut Progress) -> Verdict {
         if kind == Kind::Status {
             return Verdict::Final;
         }
@@ -271,17 +444,30 @@ impl Client {
         }
         match classify(reply) {
             ReplyKind::NotLeader if self.redirect => {
+                let what = reply.strip_prefix("ERR ").unwrap_or(reply);
+                progress
+                    .observations
+                    .record(&self.target, Seen::Answered, what);
                 match leader_hint(reply) {
+                    // Following a hint is immediate: the hinted node is
+                    // likely the leader, and no pause would make it more so.
                     Some(address) if progress.redirects < REDIRECTS_MAX => {
                         progress.redirects += 1;
                         self.retarget(address.to_string());
                     }
-                    _ => self.pause_and_move_on(remaining),
+                    // No leader known here (an election is running, or no
+                    // majority is up), or hints that go round in circles.
+                    _ => self.back_off_and_move_on(progress),
                 }
                 Verdict::Retry
             }
+            // The node took the command and gave up on it (it waited, or its
+            // leadership just changed): try the next node at once.
             ReplyKind::Timeout if kind.retry_safe() => {
-                progress.maybe_applied |= kind.changes_state();
+                progress
+                    .observations
+                    .record(&self.target, Seen::Unanswered, "TIMEOUT");
+                progress.maybe_applied |= kind == Kind::Write;
                 self.next_seed();
                 Verdict::Retry
             }
@@ -289,9 +475,12 @@ impl Client {
         }
     }
 
-    fn pause_and_move_on(&mut self, remaining: Duration) {
+    /// Moves to the next seed after a pause that grows with each failure of
+    /// this command (never past its deadline).
+    fn back_off_and_move_on(&mut self, progress: &Progress) {
         self.next_seed();
-        std::thread::sleep(RETRY_PAUSE.min(remaining));
+        let remaining = progress.deadline.saturating_duration_since(Instant::now());
+        std::thread::sleep(self.backoff.next_delay().min(remaining));
     }
 
     fn retarget(&mut self, address: String) {
@@ -308,7 +497,7 @@ impl Client {
         self.connection = None;
     }
 
-    fn attempt(&mut self, command: &str, tag: (u64, u64), remaining: Duration) -> Attempt {
+    fn attempt(&mut self, command: &str, tag: (u64, u64), limit: Duration) -> Attempt {
         let request_id = self.request_id_next;
         self.request_id_next += 1;
         let mut frame = Vec::new();
@@ -319,37 +508,56 @@ impl Client {
             command: command.to_string(),
         });
         encode_frame(&request, &mut frame);
-        let connection = match self.connected(remaining) {
+        let connection = match self.connected(limit) {
             Ok(connection) => connection,
-            Err(error) => return Attempt::NotSent(error.to_string()),
+            Err(what) => return Attempt::NotSent(what),
         };
-        let result = connection
-            .stream
-            .write_all(&frame)
-            .and_then(|()| read_reply(connection, request_id, remaining));
+        let result = match write_request(&mut connection.stream, &frame, limit) {
+            Ok(()) => {
+                read_reply(connection, request_id, limit).map_err(|error| lost(&error, limit))
+            }
+            // Not one byte of this request left: it cannot have reached the
+            // node, whatever the node did with earlier ones.
+            Err((0, error)) => {
+                self.connection = None;
+                return Attempt::NotSent(format!(
+                    "{} before the request was sent",
+                    error_text(&error)
+                ));
+            }
+            // Part of it left. A node cannot act on part of a frame, but
+            // count on nothing the socket layer did not promise: unknown.
+            Err((_, error)) => Err(format!("{} while sending the request", error_text(&error))),
+        };
         match result {
             Ok(reply) => Attempt::Reply(reply),
-            Err(_) => {
+            Err(what) => {
                 self.connection = None;
-                Attempt::Unknown
+                Attempt::Unknown(what)
             }
         }
     }
 
-    /// The open connection to the target, after checking it is still alive
-    /// (a node that died while we were idle left a FIN or RST behind; a
-    /// command written into that socket would end "unknown" for nothing).
-    fn connected(&mut self, remaining: Duration) -> io::Result<&mut Connection> {
+    /// The open connection to the target. A kept connection is checked
+    /// first (a node that died or timed us out while we were idle left a
+    /// FIN or RST behind; a command written into that socket would end
+    /// "unknown" for nothing) and replaced if closed. A fresh one is checked
+    /// too: a node at its connection limit accepts and closes at once, and
+    /// if that close has already arrived, nothing has been sent yet.
+    fn connected(&mut self, limit: Duration) -> Result<&mut Connection, String> {
         let alive = self
             .connection
             .as_ref()
             .is_some_and(|connection| still_open(&connection.stream));
         if !alive {
             self.connection = None;
-            let address = resolve(&self.target)?;
-            let stream =
-                TcpStream::connect_timeout(&address, remaining.min(Duration::from_secs(2)))?;
-            stream.set_nodelay(true)?;
+            let stream = connect(&self.target, limit.min(CONNECT_TIMEOUT_MAX))?;
+            if let Err(error) = check_open(&stream) {
+                return Err(format!(
+                    "{} before the request was sent",
+                    error_text(&error)
+                ));
+            }
             self.connection = Some(Connection {
                 stream,
                 decoder: FrameDecoder::new(),
@@ -357,7 +565,7 @@ impl Client {
         }
         self.connection
             .as_mut()
-            .ok_or_else(|| io::Error::other("no connection"))
+            .ok_or_else(|| "no connection".to_string())
     }
 }
 
@@ -372,10 +580,26 @@ enum Verdict {
 
 enum Attempt {
     Reply(String),
-    /// Certainly not delivered (could not connect).
+    /// Certainly not delivered; says why ("connection refused").
     NotSent(String),
-    /// Sent, then the connection failed: the outcome is unknown.
-    Unknown,
+    /// Written, then no reply: the outcome is unknown; says why.
+    Unknown(String),
+}
+
+fn connect(target: &str, limit: Duration) -> Result<TcpStream, String> {
+    let address = resolve(target).map_err(|error| format!("cannot resolve: {error}"))?;
+    let stream =
+        TcpStream::connect_timeout(&address, limit).map_err(|error| match error.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                format!("connect timed out after {} ms", limit.as_millis())
+            }
+            _ => error_text(&error),
+        })?;
+    // Requests are small and latency is the point: no Nagle delay.
+    stream
+        .set_nodelay(true)
+        .map_err(|error| error_text(&error))?;
+    Ok(stream)
 }
 
 fn resolve(address: &str) -> io::Result<SocketAddr> {
@@ -385,19 +609,73 @@ fn resolve(address: &str) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::other(format!("{address} resolves to nothing")))
 }
 
+/// Short, lower-case words for the socket errors a client meets; others as
+/// the system says them.
+fn error_text(error: &io::Error) -> String {
+    let text = match error.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused",
+        io::ErrorKind::ConnectionReset => "connection reset",
+        io::ErrorKind::ConnectionAborted => "connection aborted",
+        io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => "connection closed",
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out",
+        _ => return error.to_string(),
+    };
+    text.to_string()
+}
+
+/// Why a written request got no reply.
+fn lost(error: &io::Error, limit: Duration) -> String {
+    match error.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            format!("no reply within {} ms", limit.as_millis())
+        }
+        io::ErrorKind::InvalidData => format!("bad reply: {error}"),
+        _ => format!("{} after the request was sent", error_text(error)),
+    }
+}
+
 /// False once the peer has closed or reset the connection (checked without
 /// blocking, before a request is sent on a kept connection).
 pub fn still_open(stream: &TcpStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return false;
-    }
+    check_open(stream).is_ok()
+}
+
+/// `Ok` while the connection is open; the close (`UnexpectedEof`) or reset
+/// the peer left behind otherwise. Reads nothing off the stream.
+fn check_open(stream: &TcpStream) -> io::Result<()> {
+    stream.set_nonblocking(true)?;
     let mut byte = [0u8; 1];
-    let open = match stream.peek(&mut byte) {
-        Ok(0) => false,
-        Ok(_) => true, // unexpected bytes; the read will sort them out
-        Err(error) => error.kind() == io::ErrorKind::WouldBlock,
+    let state = match stream.peek(&mut byte) {
+        Ok(0) => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+        Ok(_) => Ok(()), // unexpected bytes; the read will sort them out
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(error) => Err(error),
     };
-    stream.set_nonblocking(false).is_ok() && open
+    stream.set_nonblocking(false)?;
+    state
+}
+
+/// Writes the whole frame; on failure, how many bytes had been written
+/// (zero means none of this request left the client).
+fn write_request(
+    stream: &mut TcpStream,
+    frame: &[u8],
+    limit: Duration,
+) -> Result<(), (usize, io::Error)> {
+    // A node that stops reading must not block us past the try's limit.
+    stream
+        .set_write_timeout(Some(limit))
+        .map_err(|error| (0, error))?;
+    let mut written = 0;
+    while written < frame.len() {
+        match stream.write(&frame[written..]) {
+            Ok(0) => return Err((written, io::ErrorKind::WriteZero.into())),
+            Ok(count) => written += count,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err((written, error)),
+        }
+    }
+    Ok(())
 }
 
 fn read_reply(
@@ -471,6 +749,58 @@ mod tests {
         );
         assert_eq!(leader_hint("ERR NOT_LEADER leader=unknown"), None);
     }
+
+    #[test]
+    fn backoff_pauses_are_bounded_grow_and_are_jittered() {
+        let steps = 12;
+        let mut pauses_by_step = vec![Vec::new(); steps];
+        for seed in 0..64 {
+            let mut backoff = Backoff::new(seed);
+            for (step, pauses) in pauses_by_step.iter_mut().enumerate() {
+                let pause = backoff.next_delay();
+                let ceiling = (BACKOFF_INITIAL * 2u32.pow(step as u32)).min(BACKOFF_MAX);
+                assert!(
+                    pause <= ceiling && pause >= ceiling / 2,
+                    "{pause:?} at {step}"
+                );
+                pauses.push(pause);
+            }
+            backoff.reset();
+            assert!(backoff.next_delay() <= BACKOFF_INITIAL, "reset starts over");
+        }
+        for step in 1..steps {
+            let shortest = pauses_by_step[step].iter().min();
+            let longest_before = pauses_by_step[step - 1].iter().max();
+            // The floor doubles until the cap: a pause is never shorter than
+            // half the one before could have been.
+            assert!(shortest >= longest_before.map(|pause| *pause / 2).as_ref());
+        }
+        assert!(pauses_by_step[0].iter().max() < pauses_by_step[6].iter().min());
+        for pauses in &pauses_by_step {
+            let mut distinct = pauses.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert!(distinct.len() > 16, "jittered: {} distinct", distinct.len());
+            assert!(pauses.iter().all(|pause| *pause <= BACKOFF_MAX));
+        }
+    }
+
+    #[test]
+    fn an_unavailable_reason_is_bounded() {
+        let mut observations = Observations::default();
+        let long = "x".repeat(1000);
+        for port in 0..20 {
+            observations.record(&format!("10.0.0.1:{port}"), Seen::NotSent, &long);
+        }
+        observations.record("10.0.0.1:0", Seen::NotSent, "connection refused");
+        let line = observations.unavailable("no node reachable");
+        assert!(line.starts_with(
+            "ERR UNAVAILABLE no node reachable (10.0.0.1:0: connection refused; 10.0.0.1:1: xxx"
+        ));
+        observations.record("10.0.0.1:19", Seen::NotSent, "connection refused");
+        assert!(line.ends_with("...; other nodes)"), "{line}");
+        assert!(line.len() < REASON_NODES_MAX * (2 * REASON_PART_SIZE_MAX + 4) + 64);
+    }
 }
 
 #[cfg(test)]
@@ -478,12 +808,9 @@ mod settle_tests {
     use super::*;
 
     fn progress(maybe_applied: bool) -> Progress {
-        Progress {
-            deadline: Instant::now(),
-            redirects: 0,
-            maybe_applied,
-            last_failure: None,
-        }
+        let mut progress = Progress::new(Instant::now());
+        progress.maybe_applied = maybe_applied;
+        progress
     }
 
     #[test]
@@ -499,5 +826,241 @@ mod settle_tests {
             ok,
             "success stays success"
         );
+    }
+
+    #[test]
+    fn the_deadline_ends_in_timeout_only_if_a_write_may_have_been_applied() {
+        let mut never_sent = progress(false);
+        let refused = (Seen::NotSent, "connection refused");
+        never_sent
+            .observations
+            .record("127.0.0.1:1", refused.0, refused.1);
+        assert_eq!(
+            conclude(&never_sent, Kind::Write),
+            "ERR UNAVAILABLE no node reachable (127.0.0.1:1: connection refused)"
+        );
+        let mut lost = progress(false);
+        lost.observations
+            .record("127.0.0.1:2", Seen::Unanswered, "no reply within 1000 ms");
+        lost.observations
+            .record("127.0.0.1:1", refused.0, refused.1);
+        let details = "(127.0.0.1:2: no reply within 1000 ms; 127.0.0.1:1: connection refused)";
+        assert_eq!(
+            conclude(&lost, Kind::Register),
+            format!("ERR UNAVAILABLE no session opened {details}")
+        );
+        assert_eq!(
+            conclude(&lost, Kind::Read),
+            format!("ERR UNAVAILABLE no reply {details}")
+        );
+        lost.observations
+            .record("127.0.0.1:1", Seen::Answered, "NOT_LEADER leader=unknown");
+        assert_eq!(
+            conclude(&lost, Kind::Read),
+            "ERR UNAVAILABLE no leader (127.0.0.1:2: no reply within 1000 ms; 127.0.0.1:1: NOT_LEADER leader=unknown)"
+        );
+        lost.maybe_applied = true;
+        assert_eq!(conclude(&lost, Kind::Write), "ERR TIMEOUT");
+    }
+}
+
+/// The client against stand-in nodes on loopback ports: what it answers
+/// when nothing, or nothing useful, answers it.
+#[cfg(test)]
+mod unavailable_tests {
+    use super::*;
+    use crate::wire::ClientResponse;
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// A loopback port nothing listens on (bound, then released).
+    fn dead_address() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        format!("{address}")
+    }
+
+    /// A node that accepts each connection and closes it at once, as a node
+    /// at its connection limit does; returns its address and the count of
+    /// connections it accepted. The thread ends when `stop` is set.
+    fn dropping_node(stop: Arc<AtomicBool>) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = format!("{}", listener.local_addr().expect("address"));
+        listener.set_nonblocking(true).expect("nonblocking");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        drop(stream);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        });
+        (address, accepted)
+    }
+
+    type Answer = dyn Fn(&ClientRequest) -> Option<String> + Send + Sync;
+
+    /// A node that answers each request with `answer` (`None`: never).
+    fn fake_node(answer: Arc<Answer>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = format!("{}", listener.local_addr().expect("address"));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let answer = Arc::clone(&answer);
+                std::thread::spawn(move || serve(stream, &*answer));
+            }
+        });
+        address
+    }
+
+    fn serve(mut stream: TcpStream, answer: &Answer) {
+        let mut decoder = FrameDecoder::new();
+        loop {
+            let count = match stream.read(decoder.spare(4096)) {
+                Ok(0) | Err(_) => return,
+                Ok(count) => count,
+            };
+            decoder.commit(count);
+            while let Ok(Some(Frame::ClientRequest(request))) = decoder.next_frame() {
+                let Some(reply) = answer(&request) else {
+                    continue;
+                };
+                let response = ClientResponse {
+                    request_id: request.request_id,
+                    reply,
+                };
+                let mut out = Vec::new();
+                encode_frame(&Frame::ClientResponse(response), &mut out);
+                if stream.write_all(&out).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn client(seeds: &[&String], timeout_ms: u64) -> Client {
+        let seeds = seeds.iter().map(|seed| seed.to_string()).collect();
+        Client::new(seeds, Duration::from_millis(timeout_ms), true)
+    }
+
+    /// The "12,000 retries a second": a node that drops every
+    /// connection must be retried at a pace, and a write that never got
+    /// past opening its session is unavailable, not unknown.
+    #[test]
+    fn a_node_that_drops_every_connection_is_not_retried_in_a_tight_loop() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (address, accepted) = dropping_node(Arc::clone(&stop));
+        let started = Instant::now();
+        let reply = client(&[&address], 1000).execute("SET idle=1");
+        let elapsed = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let tries = accepted.load(Ordering::Relaxed);
+        assert!(reply.starts_with("ERR UNAVAILABLE "), "{reply}");
+        assert!(reply.contains(&address), "{reply}");
+        assert!(
+            (1..=40).contains(&tries),
+            "{tries} connections in {elapsed:?}"
+        );
+        assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+    }
+
+    #[test]
+    fn refused_everywhere_names_each_node() {
+        let (first, second) = (dead_address(), dead_address());
+        let reply = client(&[&first, &second], 300).execute("SET x=1");
+        assert_eq!(
+            reply,
+            format!("ERR UNAVAILABLE no node reachable ({first}: connection refused; {second}: connection refused)")
+        );
+        let reply = client(&[&first, &second], 300).execute("STATUS");
+        assert_eq!(
+            reply,
+            format!("ERR UNAVAILABLE {first}: connection refused")
+        );
+    }
+
+    #[test]
+    fn nodes_that_know_no_leader_end_in_no_leader() {
+        let node = fake_node(Arc::new(|_| Some("ERR NOT_LEADER leader=unknown".into())));
+        let dead = dead_address();
+        let reply = client(&[&node, &dead], 400).execute("GET x");
+        assert_eq!(
+            reply,
+            format!("ERR UNAVAILABLE no leader ({node}: NOT_LEADER leader=unknown; {dead}: connection refused)")
+        );
+    }
+
+    /// A leader that lost its majority takes a write and answers TIMEOUT
+    /// when it steps down (CheckQuorum); from then on it knows no leader.
+    /// The first write's outcome is unknown; the next one was refused by a
+    /// node that is up, and says so.
+    #[test]
+    fn a_leader_losing_its_majority_times_out_then_knows_no_leader() {
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&writes);
+        let node = fake_node(Arc::new(move |request: &ClientRequest| {
+            let mut writes = seen.lock().expect("lock");
+            if request.command == "REGISTER" {
+                return Some("SESSION id=7".to_string());
+            }
+            writes.push((request.command.clone(), request.sequence));
+            let first = writes.len() == 1;
+            Some(
+                if first {
+                    "ERR TIMEOUT"
+                } else {
+                    "ERR NOT_LEADER leader=unknown"
+                }
+                .to_string(),
+            )
+        }));
+        let dead = dead_address();
+        let mut client = client(&[&node, &dead], 500);
+        assert_eq!(client.execute("SET a=1"), "ERR TIMEOUT");
+        // It starts where the first command ended, so either node is first.
+        let reply = client.execute("SET b=2");
+        assert!(reply.starts_with("ERR UNAVAILABLE no leader ("), "{reply}");
+        assert!(
+            reply.contains(&format!("{node}: NOT_LEADER leader=unknown")),
+            "{reply}"
+        );
+        assert!(
+            reply.contains(&format!("{dead}: connection refused")),
+            "{reply}"
+        );
+        let writes = writes.lock().expect("lock");
+        assert!(writes.len() >= 3, "{writes:?}");
+        for (command, sequence) in writes.iter() {
+            // Retries keep their command's number in the session.
+            let expected = if command == "SET a=1" { 1 } else { 2 };
+            assert_eq!(*sequence, expected, "{writes:?}");
+        }
+    }
+
+    /// A read or a STATUS changes nothing: sent and never answered, it ends
+    /// unavailable (certainly not applied), not unknown.
+    #[test]
+    fn a_read_never_answered_is_unavailable() {
+        let node = fake_node(Arc::new(|_| None));
+        let reply = client(&[&node], 300).execute("GET x");
+        let expected = format!("ERR UNAVAILABLE no reply ({node}: no reply within ");
+        assert!(reply.starts_with(&expected), "{reply}");
+        let reply = client(&[&node], 300).execute("STATUS");
+        let expected = format!("ERR UNAVAILABLE {node}: no reply within ");
+        assert!(reply.starts_with(&expected), "{reply}");
+    }
+
+    #[test]
+    fn a_write_sent_and_never_answered_stays_unknown() {
+        let node = fake_node(Arc::new(|request: &ClientRequest| {
+            (request.command == "REGISTER").then(|| "SESSION id=3".to_string())
+        }));
+        assert_eq!(client(&[&node], 300).execute("SET x=1"), "ERR TIMEOUT");
     }
 }

@@ -10,17 +10,29 @@ use std::time::Duration;
 const TIMEOUT_DEFAULT_MS: u64 = 5000;
 const CLUSTER_DEFAULT: &str = "127.0.0.1:8000,127.0.0.1:8001,127.0.0.1:8002";
 
+const EXIT_SUCCESS: u8 = 0;
 const EXIT_DEFINITE_ERROR: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_NOT_LEADER: u8 = 3;
 const EXIT_TIMEOUT: u8 = 4;
+
+/// Exit codes of a reply, least severe first. Reading stdin, submit exits
+/// with the most severe code of its lines: an unknown outcome (4) needs a
+/// person to look, a definite failure (1) means something was not done,
+/// NOT_LEADER with --no-redirect (3) only that this node would not do it.
+const EXIT_SEVERITY: [u8; 4] = [
+    EXIT_SUCCESS,
+    EXIT_NOT_LEADER,
+    EXIT_DEFINITE_ERROR,
+    EXIT_TIMEOUT,
+];
 
 fn option_table() -> getopts::Options {
     let mut table = getopts::Options::new();
     table.optopt(
         "",
         "leader",
-        "node to contact first (default: the --cluster list)",
+        "node to try first; when it is down, the --cluster nodes follow (or, without --no-redirect, the default list)",
         "HOST:PORT",
     );
     table.optopt(
@@ -50,12 +62,30 @@ fn option_table() -> getopts::Options {
     table
 }
 
+const USAGE: &str = "\
+Usage: submit [--leader HOST:PORT] [--cluster HOST:PORT,...] [--cmd \"CMD\"] [--timeout MS] [--no-redirect]
+
+Runs one command (--cmd), or one per stdin line with one reply line for
+every line, blank ones included. Commands and their replies:
+  SET key=value         OK index=I term=T
+  SET key value         OK index=I term=T  (the value is the rest of the line)
+  GET key               VALUE v | NOT_FOUND  (linearizable, from the leader)
+  SGET key              VALUE v stale applied=I | NOT_FOUND stale applied=I
+  DEL key               OK index=I term=T  (also when the key was absent)
+  CAS key expected new  OK index=I term=T | MISMATCH current=v|NOT_FOUND
+                        (expected - means: only if absent)
+  STATUS                STATUS id=.. role=.. term=.. leader=.. ...  (node asked)
+Errors, and whether the command was applied:
+  ERR NOT_LEADER ...    no; shown only with --no-redirect (else followed)
+  ERR UNAVAILABLE why   no: e.g. no leader (...), no node reachable (...)
+  ERR BAD_REQUEST why   no
+  ERR TIMEOUT           unknown: it may still be applied (retries apply once)
+Exit codes: 0 success, 1 definite error or MISMATCH, 2 usage, 3 NOT_LEADER
+  with --no-redirect, 4 TIMEOUT. From stdin: the most severe of the lines,
+  in the order 4, 1, 3, 0.";
+
 fn usage() -> String {
-    let brief = "Usage: submit [--leader HOST:PORT | --cluster HOST:PORT,...] [--cmd \"CMD\"] [--timeout MS] [--no-redirect]\n\n\
-                 Commands: SET key=value | SET key value | GET key | DEL key | CAS key expected new | STATUS\n\
-                 Exit codes with --cmd: 0 OK/VALUE/NOT_FOUND/STATUS, 1 definite error (or MISMATCH),\n\
-                 2 usage, 3 NOT_LEADER with --no-redirect, 4 TIMEOUT (outcome unknown).";
-    option_table().usage(brief)
+    option_table().usage(USAGE)
 }
 
 struct Arguments {
@@ -77,18 +107,12 @@ fn parse_arguments(arguments: &[String]) -> Result<Option<Arguments>, String> {
             "unexpected argument {extra:?} (quote the command: --cmd \"SET x=5\")"
         ));
     }
-    let mut seeds = Vec::new();
-    if let Some(leader) = matches.opt_str("leader") {
-        seeds.push(normalize_address(&leader)?);
-    }
-    if let Some(cluster) = matches.opt_str("cluster") {
-        for address in cluster.split(',').filter(|item| !item.trim().is_empty()) {
-            seeds.push(normalize_address(address)?);
-        }
-    }
-    if seeds.is_empty() {
-        seeds = CLUSTER_DEFAULT.split(',').map(String::from).collect();
-    }
+    let redirect = !matches.opt_present("no-redirect");
+    let seeds = seeds(
+        matches.opt_str("leader").as_deref(),
+        matches.opt_str("cluster").as_deref(),
+        redirect,
+    )?;
     let timeout_ms = match matches.opt_str("timeout") {
         None => TIMEOUT_DEFAULT_MS,
         Some(text) => match text.parse::<u64>() {
@@ -100,8 +124,36 @@ fn parse_arguments(arguments: &[String]) -> Result<Option<Arguments>, String> {
         seeds,
         command: matches.opt_str("cmd"),
         timeout: Duration::from_millis(timeout_ms),
-        redirect: !matches.opt_present("no-redirect"),
+        redirect,
     }))
+}
+
+/// The addresses to try, in order, each once: --leader, then --cluster.
+/// Without --cluster the default list stands in, after --leader too so that
+/// a dead --leader is not the end; with --no-redirect it does not, since
+/// that flag asks for the node named and no other (a client pinned to one
+/// node must not end up talking to whatever listens on the default ports).
+fn seeds(
+    leader: Option<&str>,
+    cluster: Option<&str>,
+    redirect: bool,
+) -> Result<Vec<String>, String> {
+    let mut seeds = Vec::new();
+    if let Some(leader) = leader {
+        seeds.push(normalize_address(leader)?);
+    }
+    let others = match cluster {
+        Some(cluster) => cluster,
+        None if leader.is_some() && !redirect => "",
+        None => CLUSTER_DEFAULT,
+    };
+    for address in others.split(',').filter(|item| !item.trim().is_empty()) {
+        let address = normalize_address(address)?;
+        if !seeds.contains(&address) {
+            seeds.push(address);
+        }
+    }
+    Ok(seeds)
 }
 
 /// Accepts `HOST:PORT`, and the seed lab's `http://HOST:PORT` too.
@@ -122,10 +174,20 @@ fn normalize_address(text: &str) -> Result<String, String> {
 
 fn exit_code(reply: &str, redirect: bool) -> u8 {
     match classify(reply) {
-        ReplyKind::Success => 0,
+        ReplyKind::Success => EXIT_SUCCESS,
         ReplyKind::NotLeader if !redirect => EXIT_NOT_LEADER,
         ReplyKind::Timeout => EXIT_TIMEOUT,
         ReplyKind::NotLeader | ReplyKind::Mismatch | ReplyKind::Error => EXIT_DEFINITE_ERROR,
+    }
+}
+
+/// The more severe of two exit codes (`EXIT_SEVERITY`).
+fn worse(first: u8, second: u8) -> u8 {
+    let rank = |code| EXIT_SEVERITY.iter().position(|known| *known == code);
+    if rank(second) > rank(first) {
+        second
+    } else {
+        first
     }
 }
 
@@ -149,29 +211,87 @@ fn main() -> ExitCode {
         println!("{reply}");
         return ExitCode::from(exit_code(&reply, arguments.redirect));
     }
-    run_lines(&mut client)
+    ExitCode::from(run_lines(&mut client, arguments.redirect))
 }
 
 /// One reply line per input line, in order, flushed each time so another
-/// program can drive this through a pipe.
-fn run_lines(client: &mut Client) -> ExitCode {
+/// program can drive this through a pipe. A blank line is sent like any
+/// other (the node answers `ERR BAD_REQUEST empty command`): a driver that
+/// writes a line and reads a line must never wait for a reply that does not
+/// come. Returns the most severe exit code of the lines.
+fn run_lines(client: &mut Client, redirect: bool) -> u8 {
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
+    let mut code = EXIT_SUCCESS;
     for line in stdin.lock().lines() {
         let line = match line {
             Ok(line) => line,
             Err(error) => {
                 eprintln!("submit: cannot read stdin: {error}");
-                return ExitCode::from(EXIT_DEFINITE_ERROR);
+                return worse(code, EXIT_DEFINITE_ERROR);
             }
         };
         let reply = client.execute(&line);
+        code = worse(code, exit_code(&reply, redirect));
         if writeln!(stdout, "{reply}")
             .and_then(|()| stdout.flush())
             .is_err()
         {
-            return ExitCode::from(EXIT_DEFINITE_ERROR); // the reader went away
+            return worse(code, EXIT_DEFINITE_ERROR); // the reader went away
         }
     }
-    ExitCode::SUCCESS
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_most_severe_exit_code_wins() {
+        let order = [
+            EXIT_SUCCESS,
+            EXIT_NOT_LEADER,
+            EXIT_DEFINITE_ERROR,
+            EXIT_TIMEOUT,
+        ];
+        for (low, &lower) in order.iter().enumerate() {
+            for &higher in &order[low..] {
+                assert_eq!(worse(lower, higher), higher);
+                assert_eq!(worse(higher, lower), higher);
+            }
+        }
+    }
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|item| item.to_string()).collect()
+    }
+
+    #[test]
+    fn a_dead_leader_is_followed_by_the_other_nodes_once_each() {
+        let default = strings(&["127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002"]);
+        assert_eq!(seeds(None, None, true), Ok(default.clone()));
+        let with_leader = seeds(Some("10.0.0.1:9"), None, true).expect("valid");
+        assert_eq!(with_leader[0], "10.0.0.1:9");
+        assert_eq!(with_leader[1..], default[..]);
+        assert_eq!(
+            seeds(Some("127.0.0.1:8001"), None, true),
+            Ok(strings(&[
+                "127.0.0.1:8001",
+                "127.0.0.1:8000",
+                "127.0.0.1:8002"
+            ]))
+        );
+        assert_eq!(
+            seeds(Some("a:1"), Some("b:2,a:1,,b:2"), true),
+            Ok(strings(&["a:1", "b:2"]))
+        );
+        // --no-redirect: the nodes named, no others.
+        assert_eq!(seeds(Some("a:1"), None, false), Ok(strings(&["a:1"])));
+        assert_eq!(
+            seeds(Some("a:1"), Some("b:2"), false),
+            Ok(strings(&["a:1", "b:2"]))
+        );
+        assert!(seeds(Some("nonsense"), None, true).is_err());
+    }
 }

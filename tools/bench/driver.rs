@@ -14,16 +14,12 @@ use crate::report::{write_stdout, CpuSeconds, CpuTicks};
 use crate::stats::{classify_reply, ErrorKind, ReplyClass, Stats};
 use crate::workload::{OperationKind, Random, Schedule, Workload};
 use mio::{Events, Poll, Token};
-use raftlite::client::leader_hint;
+use raftlite::client::{leader_hint, Backoff};
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-/// Pause before trying again when no node knows a leader or a node cannot be
-/// reached: elections take hundreds of milliseconds, and a refused loopback
-/// connect fails at once, so retrying without a pause would only spin.
-const RETRY_PAUSE: Duration = Duration::from_millis(25);
 /// Granularity of deadlines and pauses; open-loop sends do not wait for it.
 const TIMER_SCAN_INTERVAL: Duration = Duration::from_millis(10);
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -125,6 +121,12 @@ struct Client {
     waiting: Waiting,
     operation: Option<Operation>,
     redirects: u32,
+    /// Pauses before trying again when no node knows a leader or a
+    /// connection was refused or lost: elections take hundreds of
+    /// milliseconds and a refused loopback connect fails at once, so
+    /// retrying without a pause would only spin. The blocking client's
+    /// backoff (capped, jittered), reset by each success.
+    backoff: Backoff,
     /// Set once the client has made its first request (setup admits
     /// clients a window at a time); an inactive client starts no operation.
     active: bool,
@@ -224,6 +226,9 @@ impl Driver {
                 waiting: Waiting::Nothing,
                 operation: None,
                 redirects: 0,
+                backoff: Backoff::new(
+                    settings.seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                ),
                 active: false,
                 registered_once: false,
                 released: 0,
@@ -491,6 +496,7 @@ impl Driver {
         client.session_id = Some(session_id);
         client.sequence = 0;
         client.redirects = 0;
+        client.backoff.reset();
         let first_session = !client.registered_once;
         client.registered_once = true;
         if client.operation.is_some() {
@@ -646,6 +652,7 @@ impl Driver {
         client.waiting = Waiting::Nothing;
         if succeeded {
             client.redirects = 0;
+            client.backoff.reset();
         }
         if operation.kind == OperationKind::Write && client.session_id.is_some() {
             client.sequence += 1;
@@ -666,12 +673,13 @@ impl Driver {
         self.enqueue_ready(index);
     }
 
+    /// Waits out the client's next backoff pause, then tries the next node.
     fn pause_and_rotate(&mut self, index: usize, now: Instant) {
         self.rotate_target(index);
         let client = &mut self.clients[index];
         client.redirects = 0;
         client.waiting = Waiting::Pause {
-            until: now + RETRY_PAUSE,
+            until: now + client.backoff.next_delay(),
         };
     }
 
@@ -986,6 +994,28 @@ mod tests {
         }
     }
 
+    /// Answers REGISTER; closes the connection on anything else.
+    fn serve_sessions_only(mut stream: TcpStream) {
+        let mut decoder = FrameDecoder::new();
+        while let Ok(count @ 1..) = stream.read(decoder.spare(4096)) {
+            decoder.commit(count);
+            while let Ok(Some(Frame::ClientRequest(request))) = decoder.next_frame() {
+                if request.command != "REGISTER" {
+                    return;
+                }
+                let response = ClientResponse {
+                    request_id: request.request_id,
+                    reply: "SESSION id=7".to_string(),
+                };
+                let mut out = Vec::new();
+                encode_frame(&Frame::ClientResponse(response), &mut out);
+                if stream.write_all(&out).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
     fn leader_answer(command: &str, session_id: u64, sequence: u64) -> Option<String> {
         match command.split(' ').next() {
             Some("REGISTER") => Some("SESSION id=7".to_string()),
@@ -1067,6 +1097,31 @@ mod tests {
         let finished = outcome.measured.operations_succeeded + outcome.operations_unfinished;
         assert_eq!(finished, 600);
         assert_eq!(outcome.measured.operations_failed, 0);
+    }
+
+    /// A node that opens sessions but drops the connection on every
+    /// operation, as a node at its connection limit or one that just died
+    /// would: clients count the lost connections and reconnect at a pace.
+    #[test]
+    fn lost_connections_are_counted_and_retried_with_backoff() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static ACCEPTED: AtomicUsize = AtomicUsize::new(0);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                ACCEPTED.fetch_add(1, Ordering::Relaxed);
+                std::thread::spawn(move || serve_sessions_only(stream));
+            }
+        });
+        let outcome = run(settings(vec![address], 0.5, 1000)).expect("runs");
+        let measured = &outcome.measured;
+        assert_eq!(measured.operations_succeeded, 0);
+        assert!(measured.error_count(ErrorKind::ConnectionLost) > 0);
+        // 4 clients for 300 ms plus up to 1 s of drain: a fixed 25 ms pause
+        // made about 130 connections, the backoff about 30.
+        let accepted = ACCEPTED.load(Ordering::Relaxed);
+        assert!(accepted <= 4 * 20, "{accepted} connections");
     }
 
     #[test]

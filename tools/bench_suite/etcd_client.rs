@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 // leader it last knew, and if that leader is dead the PUT is lost while the
 // follower holds the request for its own timeout (5 s plus two election
 // timeouts), so ATTEMPT_TIMEOUT decides when the client moves on.
-use raftlite::client::{still_open, ATTEMPT_TIMEOUT, RETRY_PAUSE};
+use raftlite::client::{still_open, Backoff, ATTEMPT_TIMEOUT};
 /// raftlite's client never waits longer than this for a connect.
 const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(2);
 /// Bytes read for one response before giving up on it: two of the largest
@@ -33,6 +33,9 @@ pub struct EtcdClient {
     member_next: usize,
     /// Kept open between PUTs to `target`.
     stream: Option<TcpStream>,
+    /// raftlite's pauses between failed tries, reset per PUT as its
+    /// client's are per command.
+    backoff: Backoff,
 }
 
 enum Attempt {
@@ -53,6 +56,7 @@ impl EtcdClient {
             target: 0,
             member_next: 1,
             stream: None,
+            backoff: Backoff::from_clock(),
         }
     }
 
@@ -72,6 +76,7 @@ impl EtcdClient {
         let deadline = Instant::now() + timeout;
         let command = format!("SET {key} {value}");
         let mut last_failure = "no try".to_string();
+        self.backoff.reset();
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -79,16 +84,14 @@ impl EtcdClient {
             }
             match self.attempt(&command, remaining.min(ATTEMPT_TIMEOUT)) {
                 Attempt::Reply(reply) if reply == "OK" => return Ok(()),
-                // raftlite's "no leader known here" and "no node reachable"
-                // get the same treatment: pause, then the next member.
-                Attempt::Reply(failure) | Attempt::NotSent(failure) => {
+                // raftlite's client pauses after a refused or lost connection
+                // and after "no leader known here"; etcd sends no leader
+                // hints, so every failure here is one of those.
+                Attempt::Reply(failure) | Attempt::NotSent(failure) | Attempt::Unknown(failure) => {
                     last_failure = failure;
                     self.next_member();
-                    std::thread::sleep(RETRY_PAUSE.min(remaining));
-                }
-                Attempt::Unknown(failure) => {
-                    last_failure = failure;
-                    self.next_member();
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    std::thread::sleep(self.backoff.next_delay().min(remaining));
                 }
             }
         }
