@@ -182,3 +182,26 @@ fn daemon_refuses_a_port_in_use_with_exit_1() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("cannot listen"), "{stderr}");
 }
+
+#[test]
+fn a_flag_where_a_value_belongs_is_reported_as_the_missing_value() {
+    let (code, _, stderr) = run_daemon(&["--id", "A", "--port", "--peers", "B:8001"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(
+        stderr.lines().next(),
+        Some("raftlite: --port needs a value"),
+        "{stderr}"
+    );
+    let output = Command::new(SUBMIT)
+        .args(["--leader", "--cmd", "STATUS"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run submit");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.lines().next(),
+        Some("submit: --leader needs a value"),
+        "{stderr}"
+    );
+}

@@ -95,7 +95,7 @@ fn parse_options() -> Result<Options, String> {
     );
     table.optflag("h", "help", "print this help");
     let arguments: Vec<String> = std::env::args().skip(1).collect();
-    let matches = table.parse(&arguments).map_err(|error| error.to_string())?;
+    let matches = raftlite::cli::parse(&table, &arguments)?;
     if matches.opt_present("help") {
         print!("{}", table.usage("Usage: bench-suite [--duration S] [--trials N] [--catch-up N] [--fsync MODE] [--out DIR] [--compare-etcd] [--failover-only]"));
         std::process::exit(0);

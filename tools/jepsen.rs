@@ -93,9 +93,7 @@ fn parse_number(
 }
 
 fn parse_options(arguments: &[String]) -> Result<Option<Options>, String> {
-    let matches = option_table()
-        .parse(arguments)
-        .map_err(|error| error.to_string())?;
+    let matches = raftlite::cli::parse(&option_table(), arguments)?;
     if matches.opt_present("help") {
         return Ok(None);
     }

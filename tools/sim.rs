@@ -85,9 +85,7 @@ fn parse(arguments: &[String]) -> Result<Arguments, String> {
         "plant a known bug (needs the feature)",
         "NAME",
     );
-    let matches = getopts
-        .parse(arguments)
-        .map_err(|error| error.to_string())?;
+    let matches = raftlite::cli::parse(&getopts, arguments)?;
     let number = |name: &str| -> Result<Option<u64>, String> {
         matches
             .opt_str(name)

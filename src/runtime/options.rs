@@ -144,10 +144,7 @@ pub fn usage() -> String {
 }
 
 pub fn parse(arguments: &[String]) -> Result<Parsed, UsageError> {
-    let matches = match option_table().parse(arguments) {
-        Ok(matches) => matches,
-        Err(error) => return usage_error(error.to_string()),
-    };
+    let matches = crate::cli::parse(&option_table(), arguments).map_err(UsageError)?;
     if matches.opt_present("help") {
         return Ok(Parsed::Help(usage()));
     }
@@ -383,6 +380,8 @@ mod tests {
                 "log-level",
             ),
             ("--id A,B --port 8000 --peers C:8001", "may only contain"),
+            ("--id A --port --peers B:8001", "--port needs a value"),
+            ("--id A --port 8000 --peers", "--peers needs a value"),
             (
                 "--id A --port 8000 --peers B:8001 --fsync sometimes",
                 "--fsync",

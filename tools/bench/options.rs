@@ -125,9 +125,7 @@ could not be reached (no session opened within --timeout, at least 5 s),\n\
 
 /// `Ok(Parsed::Help)` for --help; `Err` is the one-line usage error.
 pub fn parse(arguments: &[String]) -> Result<Parsed, String> {
-    let matches = option_table()
-        .parse(arguments)
-        .map_err(|error| error.to_string())?;
+    let matches = raftlite::cli::parse(&option_table(), arguments)?;
     if matches.opt_present("help") {
         return Ok(Parsed::Help);
     }
@@ -420,6 +418,8 @@ mod tests {
             ("--protocol http", "--protocol"),
             ("--frobnicate", "frobnicate"),
             ("stray", "stray"),
+            ("--clients --duration 5", "--clients needs a value"),
+            ("--duration 5 --json", "--json needs a value"),
         ];
         for (line, expected) in cases {
             let error = run(line).expect_err(line);
