@@ -136,11 +136,20 @@ fn parse_planted_bug(
     Ok(None)
 }
 
+/// What `main` returns, listed by `--help`.
+const EXIT_CODES: &str = "Exit codes:\n\
+\x20 0  --help\n\
+\x20 1  could not start or had to stop: port in use, data dir locked, corrupt log or\n\
+\x20    hard state, a disk error (one ERROR line on stderr names it)\n\
+\x20 2  usage error (one line naming the flag)\n\
+A node stopped by a signal (make stop sends SIGTERM, kill_node.sh SIGKILL) ends\n\
+with that signal, not an exit code.\n";
+
 pub fn usage() -> String {
     let brief = "Usage: raftlite --id ID --port PORT --peers LIST [--host ADDR] [--data-dir DIR]\n\
                  \x20               [--election-timeout MIN-MAX] [--heartbeat MS] [--fsync always|never]\n\
                  \x20               [--log-level LEVEL]";
-    option_table().usage(brief)
+    format!("{}\n{EXIT_CODES}", option_table().usage(brief))
 }
 
 pub fn parse(arguments: &[String]) -> Result<Parsed, UsageError> {

@@ -118,8 +118,8 @@ Output: a progress line per second, then a summary, on stdout. Latency is\n\
 measured on successful operations, including their retries. Client CPU time\n\
 comes from /proc/self/stat (fields 14 and 15, at 100 clock ticks per second).\n\n\
 Exit codes: 0 run completed (errors are counted, not fatal), 1 the cluster\n\
-could not be reached (no session opened within --timeout, at least 5 s),\n\
-2 usage error, 3 a --json or --hist file could not be written.";
+could not be reached (no session opened within --timeout, at least 5 s) or the\n\
+event loop failed, 2 usage error, 3 a --json or --hist file could not be written.";
     option_table().usage(brief)
 }
 
