@@ -1,4 +1,4 @@
-//! tools/kill_node.sh acts on the local cluster only.
+//! tools/kill_node.sh and tools/cluster.sh act on the local cluster only.
 //! Each test lays out a run/ dir in a temp dir (RAFTLITE_RUN_DIR points the
 //! scripts at it), starts real single-node raftlite processes on free
 //! loopback ports, and next to them a node with the same id in another dir:
@@ -92,6 +92,23 @@ impl Drop for Node {
     }
 }
 
+/// A process this test started through cluster.sh (not our child, so only
+/// its pid is known): SIGKILLed by that pid on drop.
+struct Launched(Vec<u32>);
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let command_line = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if running(*pid) && command_line.starts_with(RAFTLITE.as_bytes()) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
 /// The process state letter from /proc/PID/stat (R, S, T, Z...), if it exists.
 fn state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -101,6 +118,16 @@ fn state(pid: u32) -> Option<char> {
 
 fn running(pid: u32) -> bool {
     !matches!(state(pid), None | Some('Z'))
+}
+
+/// The pid in "... (pid N)" of a script's output line.
+fn pid_in(line: &str) -> u32 {
+    let start = line.find("(pid ").expect("a pid") + 5;
+    let digits: String = line[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().expect("a pid number")
 }
 
 /// A local run/ with node A, and another cluster's A beside it.
@@ -194,4 +221,103 @@ fn kill_node_refuses_bad_ids_and_signals_without_signalling_anything() {
         assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     }
     assert!(running(setup.local.pid()) && running(setup.other.pid()));
+}
+
+#[test]
+fn cluster_sh_restarts_stops_and_reports_one_node_of_the_local_cluster() {
+    let mut setup = Setup::new("cluster-sh");
+    let port = free_ports(1).expect("port")[0];
+    let run = setup.run();
+    // The test's own A gives way to one that cluster.sh starts from run/cmd.
+    std::fs::create_dir_all(run.join("cmd")).expect("cmd dir");
+    let command = format!(
+        "{RAFTLITE} --id A --port {port} --peers= --data-dir {}\n",
+        run.join("data/A").display()
+    );
+    std::fs::write(run.join("cmd/A"), command).expect("write cmd");
+    let mut launched = Launched(Vec::new());
+
+    // Running (the test's A): restart stops it, then starts the saved line.
+    let output = run_script("cluster.sh", &run, &["restart", "A"]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], format!("stopped A (pid {})", setup.local.pid()));
+    assert!(lines[1].starts_with("started A (pid "), "{stdout}");
+    let first = pid_in(lines[1]);
+    launched.0.push(first);
+    assert!(setup.local.exited_within(SECOND));
+
+    // A single node elects itself within an election timeout.
+    let leader_line = format!("A 127.0.0.1:{port} STATUS id=A role=leader ");
+    let status = poll_until(2 * SECOND, || {
+        let stdout = text(&run_script("cluster.sh", &run, &["status"]).stdout);
+        stdout.starts_with(&leader_line).then_some(stdout)
+    });
+    assert!(status.is_some(), "no {leader_line:?} line");
+
+    // Paused: status names the node and says it did not answer.
+    let output = run_script("kill_node.sh", &run, &["A", "STOP"]);
+    assert_eq!(output.status.code(), Some(0));
+    let status = run_script("cluster.sh", &run, &["status"]);
+    assert_eq!(
+        text(&status.stdout).trim(),
+        format!(
+            "A 127.0.0.1:{port} no answer within 1 s (paused? see {}/logs/A.log)",
+            run.display()
+        )
+    );
+
+    // Restart of a paused node: SIGTERM then SIGCONT, so it exits at once.
+    let output = run_script("cluster.sh", &run, &["restart", "A"]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(stdout.starts_with(&format!("stopped A (pid {first})\nstarted A (pid ")));
+    let second = pid_in(stdout.lines().nth(1).expect("started line"));
+    launched.0.push(second);
+    assert!(!running(first), "the old process still runs");
+
+    // Stop one node; stopping it again is not an error.
+    let output = run_script("cluster.sh", &run, &["stop", "A"]);
+    assert_eq!(
+        text(&output.stdout).trim(),
+        format!("stopped A (pid {second})")
+    );
+    assert!(!running(second), "stop returned before A exited");
+    let output = run_script("cluster.sh", &run, &["stop", "A"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(text(&output.stdout).trim(), "A was not running");
+    let status = run_script("cluster.sh", &run, &["status"]);
+    assert_eq!(
+        text(&status.stdout).trim(),
+        format!("A 127.0.0.1:{port} down")
+    );
+
+    // Not running: restart just starts it. Then stop every node.
+    let output = run_script("cluster.sh", &run, &["restart", "A"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let third = pid_in(&text(&output.stdout));
+    launched.0.push(third);
+    let output = run_script("cluster.sh", &run, &["stop"]);
+    assert_eq!(
+        text(&output.stdout).trim(),
+        format!("stopped A (pid {third})")
+    );
+    assert!(!running(third));
+
+    // A start that fails (the port is taken) exits non-zero.
+    let holder = std::net::TcpListener::bind(("127.0.0.1", port)).expect("hold the port");
+    let output = run_script("cluster.sh", &run, &["restart", "A"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("A failed to start"), "{stderr}");
+    drop(holder);
+
+    // Unknown and malformed ids.
+    let output = run_script("cluster.sh", &run, &["stop", "B"]);
+    assert_eq!(output.status.code(), Some(1));
+    let output = run_script("cluster.sh", &run, &["restart", "A|B"]);
+    assert_eq!(output.status.code(), Some(2));
+
+    assert!(running(setup.other.pid()), "the other cluster's A was hit");
 }
