@@ -15,19 +15,21 @@ build:
 cluster: build
 	tools/cluster.sh start $(N)
 
+# Stops NODE if it runs (SIGTERM, SIGKILL after 5 s), then starts it again.
 restart: build
 	@test -n "$(NODE)" || { echo "usage: make restart NODE=A"; exit 2; }
-	tools/cluster.sh restart $(NODE)
+	@tools/cluster.sh restart "$(NODE)"
 
 status:
 	@tools/cluster.sh status
 
+# Every node, or just NODE: SIGTERM, waiting (5 s at most) for each to exit.
 stop:
-	@tools/cluster.sh stop
+	@tools/cluster.sh stop "$(NODE)"
 
 kill:
 	@test -n "$(NODE)" || { echo "usage: make kill NODE=A"; exit 2; }
-	tools/kill_node.sh $(NODE)
+	@tools/kill_node.sh "$(NODE)"
 
 clean:
 	rm -rf run

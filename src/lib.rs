@@ -5,8 +5,10 @@
 //! a deterministic simulation (pure); `wire` is the frame codec; `storage`
 //! keeps the log; `runtime` is the mio event loop, the only code the daemon
 //! runs that touches sockets and the clock. `client` is the blocking client,
-//! `fault` and `linearizability` serve the test bench.
+//! `cli` the command-line parsing every binary shares, `fault` and
+//! `linearizability` serve the test bench.
 
+pub mod cli;
 pub mod client;
 pub mod constants;
 pub mod core;

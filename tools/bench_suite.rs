@@ -44,24 +44,43 @@ struct Row {
     errors: f64,
 }
 
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+/// What `main` returns, listed by `--help`.
+const EXIT_CODES: &str = "Exit codes:\n\
+\x20 0  every row ran; the table is printed and saved as table.md under --out (and --help)\n\
+\x20 1  a step failed and the suite stopped (message on stderr): a cluster or etcd did\n\
+\x20    not start or elect a leader, a bench run failed, a failover write was not\n\
+\x20    acknowledged, a follower did not catch up, or a result could not be written\n\
+\x20 2  usage error\n";
+
+const USAGE: &str = "Usage: bench-suite [--duration S] [--trials N] [--catch-up N] [--fsync MODE] [--out DIR] [--compare-etcd] [--failover-only]";
+
 fn main() -> ExitCode {
-    let options = match parse_options() {
-        Ok(options) => options,
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let options = match parse_options(&arguments) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            print!("{}\n{EXIT_CODES}", option_table().usage(USAGE));
+            return ExitCode::SUCCESS;
+        }
         Err(error) => {
             eprintln!("bench-suite: {error}");
-            return ExitCode::from(2);
+            eprintln!("Try 'bench-suite --help'.");
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     match run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("bench-suite: {error}");
-            ExitCode::from(1)
+            ExitCode::from(EXIT_FAILED)
         }
     }
 }
 
-fn parse_options() -> Result<Options, String> {
+fn option_table() -> getopts::Options {
     let mut table = getopts::Options::new();
     table.optopt("", "duration", "seconds per workload (default 10)", "S");
     table.optopt("", "trials", "leader failover trials (default 10)", "N");
@@ -94,11 +113,17 @@ fn parse_options() -> Result<Options, String> {
         "run only the failover trials (with --compare-etcd, etcd's too): a quick check",
     );
     table.optflag("h", "help", "print this help");
-    let arguments: Vec<String> = std::env::args().skip(1).collect();
-    let matches = table.parse(&arguments).map_err(|error| error.to_string())?;
+    table
+}
+
+/// `Ok(None)` for --help.
+fn parse_options(arguments: &[String]) -> Result<Option<Options>, String> {
+    let matches = raftlite::cli::parse(&option_table(), arguments)?;
     if matches.opt_present("help") {
-        print!("{}", table.usage("Usage: bench-suite [--duration S] [--trials N] [--catch-up N] [--fsync MODE] [--out DIR] [--compare-etcd] [--failover-only]"));
-        std::process::exit(0);
+        return Ok(None);
+    }
+    if let Some(extra) = matches.free.first() {
+        return Err(format!("unexpected argument {extra:?}"));
     }
     let number = |name: &str, default: u64| -> Result<u64, String> {
         matches.opt_str(name).map_or(Ok(default), |text| {
@@ -116,7 +141,7 @@ fn parse_options() -> Result<Options, String> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs());
-    Ok(Options {
+    Ok(Some(Options {
         duration_s: number("duration", 10)?,
         trials: number("trials", 10)? as usize,
         catch_up_entries: number("catch-up", 100_000)?,
@@ -127,7 +152,7 @@ fn parse_options() -> Result<Options, String> {
         ),
         compare_etcd: matches.opt_present("compare-etcd"),
         failover_only: matches.opt_present("failover-only"),
-    })
+    }))
 }
 
 fn sibling(name: &str) -> Result<PathBuf, String> {

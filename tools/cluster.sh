@@ -1,62 +1,103 @@
 #!/usr/bin/env bash
 # Local cluster control for `make cluster|restart|status|stop`.
-# Nodes A, B, C, ... listen on 127.0.0.1:8000, 8001, ...; logs go to
-# run/logs/<ID>.log and data to run/data/<ID> (kept across restarts).
+# Nodes A, B, C, ... listen on 127.0.0.1:8000, 8001, ... (BASE_PORT moves
+# them); logs go to run/logs/<ID>.log and data to run/data/<ID> (kept across
+# restarts); run/cmd/<ID> holds each node's command line. RAFTLITE_RUN_DIR
+# replaces run/ and RAFTLITE_BIN_DIR target/release (the tests use both).
+# Nodes are found by their pid files (tools/lib/node.sh).
+#
+#   tools/cluster.sh start [N] | restart ID | stop [ID] | status
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-RUN=run
-BIN=target/release
+TOOLS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tools/lib/node.sh
+source "$TOOLS/lib/node.sh"
+RUN=$(node_run_dir)
+cd "$TOOLS/.."
+BIN=${RAFTLITE_BIN_DIR:-target/release}
 BASE_PORT=${BASE_PORT:-8000}
 IDS=(A B C D E F G H I J K L M N O)
+# Bounds: a stopped node's exit (0.1 s polls), a started node's first answer.
+STOP_WAIT_TENTHS=50
+START_WAIT_SECONDS=5
+USAGE="usage: tools/cluster.sh start [N] | restart ID | stop [ID] | status"
 
 die() { echo "cluster: $*" >&2; exit 1; }
+usage() { echo "cluster: $1" >&2; echo "$USAGE" >&2; exit 2; }
 
-node_port() { # ID -> port
-  local index
-  for index in "${!IDS[@]}"; do
-    if [[ ${IDS[$index]} == "$1" ]]; then echo $((BASE_PORT + index)); return; fi
+node_ids() { # the local cluster's nodes, one per line, from run/cmd
+  local file
+  for file in "$RUN"/cmd/*; do
+    if [[ -f $file ]]; then echo "${file##*/}"; fi
   done
-  die "unknown node id $1"
 }
 
-node_pid() { # ID -> pid if that node runs
-  local pid_file="$RUN/data/$1/raftlite.pid" pid
-  [[ -f $pid_file ]] || return 1
-  pid=$(cat "$pid_file")
-  [[ -r /proc/$pid/cmdline ]] || return 1
-  tr '\0' ' ' </proc/"$pid"/cmdline | grep -Eq -- "--id $1( |$)" || return 1
-  echo "$pid"
+node_address() { # ID -> HOST:PORT, from its saved command line
+  local words=() index host=127.0.0.1 port=''
+  read -r -a words <"$RUN/cmd/$1" || true
+  for ((index = 0; index < ${#words[@]}; index++)); do
+    case ${words[index]} in
+      --host) host=${words[index + 1]-} ;;
+      --host=*) host=${words[index]#--host=} ;;
+      --port) port=${words[index + 1]-} ;;
+      --port=*) port=${words[index]#--port=} ;;
+    esac
+  done
+  [[ -n $port ]] || die "no --port in $RUN/cmd/$1"
+  echo "$host:$port"
+}
+
+check_node() { # ID: a node of the local cluster, or exit
+  node_valid_id "$1" || usage "bad node id \"$1\": 1 to 64 letters, digits, '_', '-' or '.'"
+  [[ -f $RUN/cmd/$1 ]] || die "no node $1 in $RUN/cmd (make cluster first)"
+}
+
+answers_status() { # ADDRESS: the node there answers STATUS
+  "$BIN/submit" --leader "$1" --cmd STATUS --timeout 300 2>/dev/null | grep -q '^STATUS '
 }
 
 launch() { # ID: run the node's saved command line in the background
-  local id=$1
-  if pid=$(node_pid "$id"); then echo "$id is already running (pid $pid)"; return; fi
-  mkdir -p "$RUN/logs"
-  # shellcheck disable=SC2046
-  nohup $(cat "$RUN/cmd/$id") >>"$RUN/logs/$id.log" 2>&1 </dev/null &
-  local pid=$!
-  sleep 0.1
-  if ! kill -0 "$pid" 2>/dev/null; then
-    tail -n 3 "$RUN/logs/$id.log" >&2
-    die "$id failed to start (see $RUN/logs/$id.log)"
+  local id=$1 command=() pid address code deadline=$((SECONDS + START_WAIT_SECONDS))
+  if node_lookup "$id"; then
+    echo "$id is already running (pid $NODE_PID)"
+    return 0
   fi
-  echo "started $id (pid $pid): $(cat "$RUN/cmd/$id")"
+  mkdir -p "$RUN/logs"
+  read -r -a command <"$RUN/cmd/$id" || true
+  nohup "${command[@]}" >>"$RUN/logs/$id.log" 2>&1 </dev/null &
+  pid=$!
+  address=$(node_address "$id")
+  while ((SECONDS < deadline)); do
+    if ! node_alive "$pid"; then
+      code=0
+      wait "$pid" || code=$?
+      tail -n 3 "$RUN/logs/$id.log" >&2
+      die "$id failed to start (exit code $code; see $RUN/logs/$id.log)"
+    fi
+    if answers_status "$address"; then
+      echo "started $id (pid $pid): ${command[*]}"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "started $id (pid $pid): ${command[*]}"
+  echo "cluster: $id does not answer on $address yet; see $RUN/logs/$id.log" >&2
 }
 
 addresses() { # all nodes' HOST:PORT, comma-separated
   local id list=()
-  for id in $(ls "$RUN/cmd"); do list+=("127.0.0.1:$(node_port "$id")"); done
+  for id in $(node_ids); do list+=("$(node_address "$id")"); done
   (IFS=,; echo "${list[*]}")
 }
 
 wait_for_leader() {
-  local deadline=$((SECONDS + 10)) id
+  local deadline=$((SECONDS + 10)) id address
   while ((SECONDS < deadline)); do
-    for id in $(ls "$RUN/cmd"); do
-      if "$BIN/submit" --leader "127.0.0.1:$(node_port "$id")" --cmd STATUS --timeout 500 2>/dev/null |
+    for id in $(node_ids); do
+      address=$(node_address "$id")
+      if "$BIN/submit" --leader "$address" --cmd STATUS --timeout 500 2>/dev/null |
         grep -q "role=leader"; then
-        echo "leader: $id (127.0.0.1:$(node_port "$id"))"
+        echo "leader: $id ($address)"
         return 0
       fi
     done
@@ -66,11 +107,14 @@ wait_for_leader() {
 }
 
 start() { # N
-  local count=$1 index id peers other
-  ((count >= 1 && count <= ${#IDS[@]})) || die "N must be 1..${#IDS[@]}"
+  local count=$1 index id peers other existing peer_argument
+  if [[ ! $count =~ ^[1-9][0-9]?$ ]] || ((count < 1 || count > ${#IDS[@]})); then
+    die "N must be 1..${#IDS[@]}"
+  fi
   [[ -x $BIN/raftlite ]] || die "build first: cargo build --release"
-  if [[ -d $RUN/cmd && $(ls "$RUN/cmd" | wc -l) -ne $count ]]; then
-    die "run/ holds a cluster of $(ls "$RUN/cmd" | wc -l) nodes; 'make stop clean' first"
+  existing=$(node_ids | wc -l)
+  if ((existing > 0 && existing != count)); then
+    die "$RUN/ holds a cluster of $existing nodes; 'make stop clean' first"
   fi
   mkdir -p "$RUN/cmd" "$RUN/data" "$RUN/logs"
   for ((index = 0; index < count; index++)); do
@@ -79,7 +123,14 @@ start() { # N
     for ((other = 0; other < count; other++)); do
       ((other == index)) || peers+=("${IDS[$other]}:$((BASE_PORT + other))")
     done
-    echo "$BIN/raftlite --id $id --port $((BASE_PORT + index)) --peers $(IFS=,; echo "${peers[*]}") --data-dir $RUN/data/$id" \
+    # One word per argument (launch splits the line on spaces), so a lone
+    # node's empty peer list is written --peers= .
+    if ((count > 1)); then
+      peer_argument="--peers $(IFS=,; echo "${peers[*]}")"
+    else
+      peer_argument="--peers="
+    fi
+    echo "$BIN/raftlite --id $id --port $((BASE_PORT + index)) $peer_argument --data-dir $RUN/data/$id" \
       >"$RUN/cmd/$id"
     launch "$id"
   done
@@ -97,34 +148,100 @@ Try:
 EOT
 }
 
+# One line per node, starting with its id and address: the node's own STATUS
+# reply, "no answer within 1 s" (paused or stuck) or "down" (no process).
 status() {
   [[ -d $RUN/cmd ]] || die "no cluster in $RUN/ (make cluster)"
-  local id
-  for id in $(ls "$RUN/cmd"); do
-    if node_pid "$id" >/dev/null; then
-      "$BIN/submit" --leader "127.0.0.1:$(node_port "$id")" --cmd STATUS --timeout 1000 || true
+  local id address reply
+  for id in $(node_ids); do
+    address=$(node_address "$id")
+    if ! node_lookup "$id"; then
+      echo "$id $address down"
+      continue
+    fi
+    reply=$("$BIN/submit" --leader "$address" --cmd STATUS --timeout 1000 2>/dev/null) || true
+    case $reply in
+      "STATUS "*) echo "$id $address $reply" ;;
+      "ERR TIMEOUT"*) echo "$id $address no answer within 1 s (paused? see $RUN/logs/$id.log)" ;;
+      *) echo "$id $address ${reply:-no reply} (see $RUN/logs/$id.log)" ;;
+    esac
+  done
+}
+
+# PID: SIGTERM, then SIGCONT so that a paused node acts on it.
+send_stop() {
+  kill -TERM "$1" 2>/dev/null || true
+  kill -CONT "$1" 2>/dev/null || true
+}
+
+# ID PID...: wait (bounded) for each node's process to exit, SIGKILL those
+# that do not; one line per node.
+wait_stopped() {
+  local ids=() pids=() index tenths left
+  while (($# > 0)); do
+    ids+=("$1")
+    pids+=("$2")
+    shift 2
+  done
+  for ((tenths = 0; tenths < STOP_WAIT_TENTHS; tenths++)); do
+    left=0
+    for index in "${!pids[@]}"; do
+      if node_is "${pids[index]}" "${ids[index]}"; then left=$((left + 1)); fi
+    done
+    ((left > 0)) || break
+    sleep 0.1
+  done
+  for index in "${!pids[@]}"; do
+    if node_is "${pids[index]}" "${ids[index]}"; then
+      kill -KILL "${pids[index]}" 2>/dev/null || true
+      echo "${ids[index]} (pid ${pids[index]}) did not exit within $((STOP_WAIT_TENTHS / 10)) s of SIGTERM: sent SIGKILL" >&2
     else
-      echo "STATUS id=$id down"
+      echo "stopped ${ids[index]} (pid ${pids[index]})"
     fi
   done
 }
 
-stop() {
-  [[ -d $RUN/cmd ]] || { echo "no cluster in $RUN/"; return; }
-  local id pid
-  for id in $(ls "$RUN/cmd"); do
-    if pid=$(node_pid "$id"); then kill "$pid" && echo "stopped $id (pid $pid)"; fi
+stop() { # [ID]: one node, or every node
+  local id targets=()
+  if (($# == 0)); then
+    [[ -d $RUN/cmd ]] || { echo "no cluster in $RUN/"; return; }
+    for id in $(node_ids); do targets+=("$id"); done
+  else
+    targets=("$1")
+  fi
+  local waiting=()
+  for id in "${targets[@]}"; do
+    if node_lookup "$id"; then
+      send_stop "$NODE_PID"
+      waiting+=("$id" "$NODE_PID")
+    else
+      echo "$id was not running"
+    fi
   done
+  ((${#waiting[@]} == 0)) || wait_stopped "${waiting[@]}"
+}
+
+restart() { # ID: stop it if it runs, then start its saved command line
+  if node_lookup "$1"; then stop "$1"; fi
+  launch "$1"
 }
 
 case ${1:-} in
-  start) start "${2:-3}" ;;
+  start) (($# <= 2)) || usage "start takes at most N"; start "${2:-3}" ;;
   restart)
-    [[ -n ${2:-} ]] || die "usage: $0 restart ID"
-    [[ -f $RUN/cmd/$2 ]] || die "no node $2 in $RUN/cmd (make cluster first)"
-    launch "$2"
+    (($# == 2)) || usage "restart takes one node id"
+    check_node "$2"
+    restart "$2"
     ;;
-  status) status ;;
-  stop) stop ;;
-  *) die "usage: $0 start [N] | restart ID | status | stop" ;;
+  status) (($# == 1)) || usage "status takes no argument"; status ;;
+  stop)
+    (($# <= 2)) || usage "stop takes at most one node id"
+    if [[ -n ${2:-} ]]; then
+      check_node "$2"
+      stop "$2"
+    else
+      stop
+    fi
+    ;;
+  *) usage "unknown command \"${1:-}\"" ;;
 esac

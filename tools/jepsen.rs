@@ -28,6 +28,19 @@ use std::time::{Duration, Instant};
 const EXIT_VIOLATION: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
+/// What `main` returns, listed by `--help`.
+const EXIT_CODES: &str = "Exit codes:\n\
+\x20 0  the run passed: the history is linearizable, no term jumped, the cluster\n\
+\x20    recovered and converged after healing and answered the final reads (and --help)\n\
+\x20 1  the run failed one of those checks (the summary says which), or it could not\n\
+\x20    run at all: the cluster did not start or elect a leader, a file could not be\n\
+\x20    written (message on stderr)\n\
+\x20 2  usage error\n";
+
+const USAGE: &str =
+    "Usage: jepsen [--time S] [--seed N] [--nodes 3|5] [--clients N] [--keys N] [--out DIR]\n\
+\x20             [--faults LIST] [--plant-bug NAME]";
+
 struct Options {
     time: Duration,
     seed: u64,
@@ -93,11 +106,12 @@ fn parse_number(
 }
 
 fn parse_options(arguments: &[String]) -> Result<Option<Options>, String> {
-    let matches = option_table()
-        .parse(arguments)
-        .map_err(|error| error.to_string())?;
+    let matches = raftlite::cli::parse(&option_table(), arguments)?;
     if matches.opt_present("help") {
         return Ok(None);
+    }
+    if let Some(extra) = matches.free.first() {
+        return Err(format!("unexpected argument {extra:?}"));
     }
     let clock_seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -139,11 +153,12 @@ fn main() -> ExitCode {
     let options = match parse_options(&arguments) {
         Ok(Some(options)) => options,
         Ok(None) => {
-            print!("{}", option_table().usage("Usage: jepsen [--time S] [--seed N] [--nodes 3|5] [--clients N] [--keys N] [--out DIR]"));
+            print!("{}\n{EXIT_CODES}", option_table().usage(USAGE));
             return ExitCode::SUCCESS;
         }
         Err(error) => {
             eprintln!("jepsen: {error}");
+            eprintln!("Try 'jepsen --help'.");
             return ExitCode::from(EXIT_USAGE);
         }
     };

@@ -2,13 +2,15 @@
 //!
 //!     sim --seeds N [--start S] [--size K] [--steps M] [--plant-bug NAME] [--keep-going]
 //!     sim --seed S [--size K] [--steps M] [--trace] [--plant-bug NAME]
+//!     sim --help
 //!
 //! A sweep runs seeds S..S+N (the size cycles 1/3/5/7 with the seed unless
 //! --size is given), prints a progress line every second and a summary, and
 //! stops at the first failure with its report (with --keep-going it prints
 //! one line per failure and counts them instead). Exit status: 0 all passed,
-//! 1 a property failed, 2 bad usage. The wall clock here only paces the
-//! progress line; runs themselves never read it.
+//! 1 a property failed, 2 bad usage, 141 stdout closed (see `EXIT_CODES`).
+//! The wall clock here only paces the progress line; runs themselves never
+//! read it.
 
 use getopts::Options as Getopts;
 use raftlite::core::PlantedBug;
@@ -17,7 +19,15 @@ use raftlite::sim::{
 };
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: sim --seeds N [--start S] [--size K] [--steps M] [--plant-bug NAME] [--keep-going]\n       sim --seed S [--size K] [--steps M] [--trace] [--plant-bug NAME]";
+const USAGE: &str = "usage: sim --seeds N [--start S] [--size K] [--steps M] [--plant-bug NAME] [--keep-going]\n       sim --seed S [--size K] [--steps M] [--trace] [--plant-bug NAME]\n       sim --help";
+
+/// What `main` returns, listed by `--help`.
+const EXIT_CODES: &str = "Exit codes:\n\
+\x20 0    every seed passed (and --help)\n\
+\x20 1    a property failed: the first failure's report on stdout (with --keep-going,\n\
+\x20      one line per failure and a count); a panic in the code under test counts\n\
+\x20 2    usage error\n\
+\x20 141  stdout was closed (e.g. piped into head)\n";
 
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -54,7 +64,11 @@ struct Arguments {
 fn main() {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let code = match parse(&arguments) {
-        Ok(arguments) => match arguments.mode {
+        Ok(None) => {
+            print!("{}\n{EXIT_CODES}", option_table().usage(USAGE));
+            0
+        }
+        Ok(Some(arguments)) => match arguments.mode {
             Mode::Sweep {
                 start,
                 count,
@@ -70,7 +84,7 @@ fn main() {
     std::process::exit(code);
 }
 
-fn parse(arguments: &[String]) -> Result<Arguments, String> {
+fn option_table() -> Getopts {
     let mut getopts = Getopts::new();
     getopts.optopt("", "seeds", "run this many seeds", "N");
     getopts.optopt("", "start", "first seed of a sweep (default 0)", "S");
@@ -85,9 +99,19 @@ fn parse(arguments: &[String]) -> Result<Arguments, String> {
         "plant a known bug (needs the feature)",
         "NAME",
     );
-    let matches = getopts
-        .parse(arguments)
-        .map_err(|error| error.to_string())?;
+    getopts.optflag("h", "help", "print this help");
+    getopts
+}
+
+/// `Ok(None)` for --help.
+fn parse(arguments: &[String]) -> Result<Option<Arguments>, String> {
+    let matches = raftlite::cli::parse(&option_table(), arguments)?;
+    if matches.opt_present("help") {
+        return Ok(None);
+    }
+    if let Some(extra) = matches.free.first() {
+        return Err(format!("unexpected argument {extra:?}"));
+    }
     let number = |name: &str| -> Result<Option<u64>, String> {
         matches
             .opt_str(name)
@@ -123,12 +147,12 @@ fn parse(arguments: &[String]) -> Result<Arguments, String> {
         },
         _ => return Err("give exactly one of --seeds and --seed".to_string()),
     };
-    Ok(Arguments {
+    Ok(Some(Arguments {
         mode,
         size,
         steps,
         planted_bug,
-    })
+    }))
 }
 
 fn planted_bug(name: &str) -> Result<PlantedBug, String> {

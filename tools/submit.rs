@@ -96,9 +96,7 @@ struct Arguments {
 }
 
 fn parse_arguments(arguments: &[String]) -> Result<Option<Arguments>, String> {
-    let matches = option_table()
-        .parse(arguments)
-        .map_err(|error| error.to_string())?;
+    let matches = raftlite::cli::parse(&option_table(), arguments)?;
     if matches.opt_present("help") {
         return Ok(None);
     }

@@ -144,18 +144,24 @@ fn parse_planted_bug(
     Ok(None)
 }
 
+/// What `main` returns, listed by `--help`.
+const EXIT_CODES: &str = "Exit codes:\n\
+\x20 0  --help, or a clean stop on SIGTERM or SIGINT (make stop)\n\
+\x20 1  could not start or had to stop: port in use, data dir locked or created for\n\
+\x20    another --id, corrupt log or hard state, a bad --peer-secret, a disk error\n\
+\x20    (one ERROR line on stderr names it)\n\
+\x20 2  usage error (one line naming the flag)\n\
+A node killed by another signal (kill_node.sh sends SIGKILL) ends with it.\n";
+
 pub fn usage() -> String {
     let brief = "Usage: raftlite --id ID --port PORT --peers LIST [--host ADDR] [--data-dir DIR]\n\
                  \x20               [--election-timeout MIN-MAX] [--heartbeat MS] [--fsync always|never]\n\
                  \x20               [--log-level LEVEL] [--peer-secret FILE]";
-    option_table().usage(brief)
+    format!("{}\n{EXIT_CODES}", option_table().usage(brief))
 }
 
 pub fn parse(arguments: &[String]) -> Result<Parsed, UsageError> {
-    let matches = match option_table().parse(arguments) {
-        Ok(matches) => matches,
-        Err(error) => return usage_error(error.to_string()),
-    };
+    let matches = crate::cli::parse(&option_table(), arguments).map_err(UsageError)?;
     if matches.opt_present("help") {
         return Ok(Parsed::Help(usage()));
     }
@@ -392,6 +398,8 @@ mod tests {
                 "log-level",
             ),
             ("--id A,B --port 8000 --peers C:8001", "may only contain"),
+            ("--id A --port --peers B:8001", "--port needs a value"),
+            ("--id A --port 8000 --peers", "--peers needs a value"),
             (
                 "--id A --port 8000 --peers B:8001 --fsync sometimes",
                 "--fsync",

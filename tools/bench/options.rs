@@ -118,16 +118,14 @@ Output: a progress line per second, then a summary, on stdout. Latency is\n\
 measured on successful operations, including their retries. Client CPU time\n\
 comes from /proc/self/stat (fields 14 and 15, at 100 clock ticks per second).\n\n\
 Exit codes: 0 run completed (errors are counted, not fatal), 1 the cluster\n\
-could not be reached (no session opened within --timeout, at least 5 s),\n\
-2 usage error, 3 a --json or --hist file could not be written.";
+could not be reached (no session opened within --timeout, at least 5 s) or the\n\
+event loop failed, 2 usage error, 3 a --json or --hist file could not be written.";
     option_table().usage(brief)
 }
 
 /// `Ok(Parsed::Help)` for --help; `Err` is the one-line usage error.
 pub fn parse(arguments: &[String]) -> Result<Parsed, String> {
-    let matches = option_table()
-        .parse(arguments)
-        .map_err(|error| error.to_string())?;
+    let matches = raftlite::cli::parse(&option_table(), arguments)?;
     if matches.opt_present("help") {
         return Ok(Parsed::Help);
     }
@@ -420,6 +418,8 @@ mod tests {
             ("--protocol http", "--protocol"),
             ("--frobnicate", "frobnicate"),
             ("stray", "stray"),
+            ("--clients --duration 5", "--clients needs a value"),
+            ("--duration 5 --json", "--json needs a value"),
         ];
         for (line, expected) in cases {
             let error = run(line).expect_err(line);
