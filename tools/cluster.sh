@@ -162,7 +162,8 @@ status() {
     reply=$("$BIN/submit" --leader "$address" --cmd STATUS --timeout 1000 2>/dev/null) || true
     case $reply in
       "STATUS "*) echo "$id $address $reply" ;;
-      "ERR TIMEOUT"*) echo "$id $address no answer within 1 s (paused? see $RUN/logs/$id.log)" ;;
+      "ERR TIMEOUT"* | "ERR UNAVAILABLE "*"no reply within"*)
+        echo "$id $address no answer within 1 s (paused? see $RUN/logs/$id.log)" ;;
       *) echo "$id $address ${reply:-no reply} (see $RUN/logs/$id.log)" ;;
     esac
   done
