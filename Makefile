@@ -47,6 +47,7 @@ test: lint
 
 # The same checks against builds with known bugs planted: they must fail.
 test-planted:
+	$(PLANTED) cargo test --release --features planted-bugs --lib planted
 	$(PLANTED) cargo test --release --features planted-bugs --test simulation planted
 	$(PLANTED) cargo test --release --features planted-bugs --test jepsen
 

@@ -221,6 +221,24 @@ mod planted {
         assert_property(&failure, &expected);
     }
 
+    /// Nodes of the cluster take the term, votes and entries of a stale
+    /// member (another cluster's data dir at a member's address): it wins
+    /// elections with its higher term and rewrites their logs, committed
+    /// entries included; the core's own assertions, or the history checks,
+    /// stop it.
+    #[test]
+    fn admit_foreign_cluster() {
+        let failure = first_failure(PlantedBug::AdmitForeignCluster);
+        let expected = [
+            Property::CoreAssertion,
+            Property::StateMachineSafety,
+            Property::LeaderCompleteness,
+            Property::Durability,
+            Property::ClientSemantics,
+        ];
+        assert_property(&failure, &expected);
+    }
+
     /// Not in `PlantedBug::ALL` (the process-level bench is meant to find
     /// it), but the simulator's read check finds it too: a leader that
     /// answers reads without confirming its leadership, or before it has

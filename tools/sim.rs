@@ -160,11 +160,7 @@ fn planted_bug(name: &str) -> Result<PlantedBug, String> {
         return Err("--plant-bug needs a build with --features planted-bugs".to_string());
     }
     PlantedBug::from_name(name).ok_or_else(|| {
-        let names: Vec<&str> = PlantedBug::ALL
-            .iter()
-            .chain(&[PlantedBug::StaleLeaderReads])
-            .map(|bug| bug.name())
-            .collect();
+        let names: Vec<&str> = PlantedBug::NAMED.iter().map(|bug| bug.name()).collect();
         format!("unknown bug {name:?}; known: {}", names.join(", "))
     })
 }

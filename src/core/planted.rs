@@ -26,12 +26,27 @@ pub enum PlantedBug {
 impl PlantedBug {
     /// The bugs the simulator's planted-bug tests must find. StaleLeaderReads
     /// is left out here because it is the one the process-level bench must
-    /// find (the simulator finds it too, as "client semantics").
-    pub const ALL: [PlantedBug; 4] = [
+    /// find (the simulator finds it too, as "client semantics");
+    /// CountUnboundAcks because only a stale member arriving in the
+    /// milliseconds before a new cluster's majority is bound can exploit
+    /// it, which the simulator does not stage: a core test finds it.
+    pub const ALL: [PlantedBug; 5] = [
         PlantedBug::CommitOldTermByCount,
         PlantedBug::SecondVoteInTerm,
         PlantedBug::VoteBeforePersist,
         PlantedBug::TruncateOnMatchingAppend,
+        PlantedBug::AdmitForeignCluster,
+    ];
+
+    /// Every bug a test build can plant.
+    pub const NAMED: [PlantedBug; 7] = [
+        PlantedBug::CommitOldTermByCount,
+        PlantedBug::SecondVoteInTerm,
+        PlantedBug::VoteBeforePersist,
+        PlantedBug::TruncateOnMatchingAppend,
+        PlantedBug::AdmitForeignCluster,
+        PlantedBug::StaleLeaderReads,
+        PlantedBug::CountUnboundAcks,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,7 +62,6 @@ impl PlantedBug {
     }
 
     pub fn from_name(name: &str) -> Option<PlantedBug> {
-        let all = Self::ALL.into_iter().chain([PlantedBug::StaleLeaderReads]);
-        all.into_iter().find(|bug| bug.name() == name)
+        Self::NAMED.into_iter().find(|bug| bug.name() == name)
     }
 }

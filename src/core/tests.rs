@@ -893,3 +893,57 @@ fn an_answer_to_an_earlier_terms_request_confirms_nothing() {
         .any(|event| matches!(event, Event::FollowerLostEntries { .. }));
     assert!(!lost, "a stale answer is not a follower that lost its log");
 }
+
+/// Every node that acknowledges a client's write is bound to the cluster
+/// first (`HardState::cluster_id`), so a stale member of another cluster
+/// can never win over a majority that holds it: a leader does not count a
+/// command held by followers that do not know the Bootstrap committed.
+fn unbound_followers_hold_a_command(prepare: impl Fn(&mut Cluster)) -> Cluster {
+    let mut cluster = Cluster::new(3);
+    prepare(&mut cluster);
+    cluster.filter = Box::new(|message| {
+        !(message.to == NodeId(0) && matches!(message.body, MessageBody::AppendEntriesResponse(_)))
+    });
+    cluster.campaign(0);
+    cluster.nodes[0].propose(b"x").expect("leader");
+    cluster.heartbeat(0); // re-sends the unanswered probe, with the command
+    assert_eq!(
+        cluster.log_terms(1),
+        vec![1, 1],
+        "followers hold the command"
+    );
+    assert!(!cluster.nodes[1].cluster_tag().bound);
+    cluster.filter = Box::new(|_| true);
+    cluster.heartbeat(0); // answered by followers still unbound
+    cluster
+}
+
+#[test]
+fn a_command_held_only_by_unbound_followers_does_not_commit() {
+    let mut cluster = unbound_followers_hold_a_command(|_| {});
+    assert_eq!(
+        cluster.nodes[0].status().commit_index,
+        LogIndex(1),
+        "the Bootstrap commits, the command does not"
+    );
+    assert!(
+        cluster.nodes[0].cluster_id().is_some(),
+        "the leader is bound"
+    );
+    cluster.heartbeat(0); // tells the followers: they bind, and answer so
+    assert!(cluster.nodes[1].cluster_tag().bound);
+    assert_eq!(cluster.nodes[0].status().commit_index, LogIndex(2));
+}
+
+/// The planted bug `count-unbound-acks` makes that test fail.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn planted_count_unbound_acks_commits_a_command_no_bound_majority_holds() {
+    let cluster = unbound_followers_hold_a_command(|cluster| {
+        for node in &mut cluster.nodes {
+            node.plant_bug(Some(PlantedBug::CountUnboundAcks));
+        }
+    });
+    assert_eq!(cluster.nodes[0].status().commit_index, LogIndex(2));
+    assert!(!cluster.nodes[1].cluster_tag().bound);
+}

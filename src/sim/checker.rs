@@ -98,6 +98,9 @@ impl Checker {
         let Some(replica) = nodes[node].replica.as_ref() else {
             return Ok(()); // crashed: only its disk remains, checked apart
         };
+        if nodes[node].is_stale() {
+            return Ok(()); // another cluster's history (stale_member.rs)
+        }
         let raft = replica.raft();
         raft.check_invariants();
         let status = raft.status();
@@ -465,6 +468,13 @@ impl Checker {
         self.commits_checked[node] = LogIndex(0);
     }
 
+    /// Another data dir now runs as `node` (stale_member.rs): what the
+    /// one before promised does not bind it.
+    pub fn node_replaced(&mut self, node: usize) {
+        self.node_crashed(node);
+        self.promised_terms[node] = Term(0);
+    }
+
     /// A node restarts from its disk: never below a term it promised.
     pub fn node_restarted(&mut self, node: usize, hard_state: HardState) -> Result<(), Violation> {
         let promised = self.promised_terms[node];
@@ -496,10 +506,10 @@ impl Checker {
         let committed = self.history.last_index();
         let mut held = Vec::with_capacity(nodes.len());
         for (node, state) in nodes.iter().enumerate() {
-            if let Some(from) = changed_from[node] {
+            if let (Some(from), false) = (changed_from[node], state.is_stale()) {
                 self.register_durable(node, &state.disk, from)?;
             }
-            held.push(self.durable_prefix(&state.disk));
+            held.push(self.durable_prefix(state.own_disk()));
         }
         held.sort_unstable_by(|a, b| b.cmp(a));
         let majority_holds = held[self.quorum - 1];

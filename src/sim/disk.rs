@@ -60,6 +60,18 @@ impl Disk {
         self.hard_state
     }
 
+    /// A disk that already holds `entries` and `hard_state`, synced: the
+    /// data dir of another cluster, for the stale-member fault.
+    pub fn with_image(hard_state: HardState, entries: &[Entry]) -> Disk {
+        let mut disk = Disk {
+            hard_state,
+            ..Disk::default()
+        };
+        disk.append(entries);
+        disk.changed_from = None;
+        disk
+    }
+
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }

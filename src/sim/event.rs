@@ -83,6 +83,11 @@ pub enum Event {
         node: usize,
         generation: u64,
     },
+    /// The stale member's time is up: its own data dir comes back.
+    StaleMemberEnd {
+        node: usize,
+        incarnation: u64,
+    },
 }
 
 impl Event {

@@ -20,6 +20,7 @@ enum Fault {
     Pause,
     Partition,
     SlowDisk,
+    StaleMember,
 }
 
 impl Simulator {
@@ -42,6 +43,7 @@ impl Simulator {
             Some(Fault::Pause) => self.pause_some_node(),
             Some(Fault::Partition) => self.partition(),
             Some(Fault::SlowDisk) => self.slow_some_disk(),
+            Some(Fault::StaleMember) => self.stale_member(),
             None => {}
         }
     }
@@ -53,6 +55,7 @@ impl Simulator {
             (Fault::Pause, profile.pause_weight),
             (Fault::Partition, profile.partition_weight),
             (Fault::SlowDisk, profile.disk_weight),
+            (Fault::StaleMember, profile.stale_member_weight),
         ];
         let total = profile.weight_total();
         if total == 0 {
@@ -440,6 +443,7 @@ impl Simulator {
         self.record(TraceEvent::FaultsStop);
         self.network.calm();
         self.profile.sync_stall_per_mille = 0;
+        self.end_stale_members();
         for node in 0..self.nodes.len() {
             let state = &mut self.nodes[node];
             state.disk_slow = false;

@@ -26,6 +26,7 @@ pub mod options;
 mod property;
 mod queue;
 mod simulator;
+mod stale_member;
 mod stats;
 mod sweep;
 mod trace;

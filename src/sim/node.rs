@@ -44,6 +44,9 @@ pub struct Node {
     pub lost_outbox_below: u64,
     /// The commit index this process was last seen to reach.
     pub commit_seen: LogIndex,
+    /// While another cluster's data dir runs in this node's place (the
+    /// stale-member fault), its own disk, set aside until it comes back.
+    pub own_disk: Option<Disk>,
 }
 
 impl Node {
@@ -62,6 +65,7 @@ impl Node {
             disk_slow_always: false,
             lost_outbox_below: 0,
             commit_seen: LogIndex(0),
+            own_disk: None,
         }
     }
 
@@ -72,6 +76,17 @@ impl Node {
 
     pub fn is_up(&self) -> bool {
         self.state == NodeState::Up
+    }
+
+    /// Running another cluster's data dir: the checkers leave it out.
+    pub fn is_stale(&self) -> bool {
+        self.own_disk.is_some()
+    }
+
+    /// The disk that belongs to this member: its own, even while a stale
+    /// one runs in its place (durability counts it).
+    pub fn own_disk(&self) -> &Disk {
+        self.own_disk.as_ref().unwrap_or(&self.disk)
     }
 
     pub fn replica(&self) -> &Replica {

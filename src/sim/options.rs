@@ -36,6 +36,10 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 50;
 pub const CLIENTS_MAX: u64 = 4;
 pub const OPERATIONS_PER_CLIENT_MAX: u64 = 300;
 pub const KEYS_COUNT: u64 = 4;
+
+/// How long a stale member runs before its own data dir comes back, at
+/// most.
+pub const STALE_MEMBER_MS_MAX: u64 = 3000;
 /// A client gives up on an attempt after this long and retries elsewhere.
 pub const CLIENT_ATTEMPT_TIMEOUT_MS: u64 = 1000;
 /// Pause before a retry when no leader is known. `client.rs` backs off
@@ -145,6 +149,9 @@ pub struct FaultProfile {
     pub pause_weight: u64,
     pub partition_weight: u64,
     pub disk_weight: u64,
+    /// A member is replaced, for a while, by another cluster's data dir
+    /// with a higher term (stale_member.rs).
+    pub stale_member_weight: u64,
     /// A normal disk syncs in 0..=this.
     pub sync_latency_ms_max: u64,
     /// Chance that one sync stalls (up to DISK_SLOW_SYNC_MS_MAX), as fsync
@@ -169,6 +176,10 @@ impl FaultProfile {
             2 => profile.storm_elections(rng),
             _ => {}
         }
+        // Drawn last, so the other knobs of a seed stay as they were.
+        if profile.family == Family::Mixed {
+            profile.stale_member_weight = pick(rng, &[0, 0, 1, 3]);
+        }
         profile
     }
 
@@ -188,6 +199,7 @@ impl FaultProfile {
             pause_weight: pick(rng, &[0, 2, 4]),
             partition_weight: pick(rng, &[0, 2, 6]),
             disk_weight: pick(rng, &[0, 2, 4]),
+            stale_member_weight: 0,
             sync_latency_ms_max: pick(rng, &[1, 5, 30]),
             sync_stall_per_mille: pick(rng, &[0, 20, 100]),
             one_slow_disk: rng.chance(1, 2),
@@ -228,7 +240,11 @@ impl FaultProfile {
     /// The sum of the fault weights; zero means a run without node or
     /// network faults beyond message loss and delay.
     pub fn weight_total(&self) -> u64 {
-        self.crash_weight + self.pause_weight + self.partition_weight + self.disk_weight
+        self.crash_weight
+            + self.pause_weight
+            + self.partition_weight
+            + self.disk_weight
+            + self.stale_member_weight
     }
 }
 

@@ -14,6 +14,7 @@ pub struct FaultCounts {
     pub partitions_one_way: u64,
     pub partition_heals: u64,
     pub disks_slowed: u64,
+    pub stale_members: u64,
     pub messages_lost: u64,
     pub messages_blocked: u64,
     pub messages_duplicated: u64,
@@ -32,6 +33,7 @@ impl FaultCounts {
         self.partitions_one_way += other.partitions_one_way;
         self.partition_heals += other.partition_heals;
         self.disks_slowed += other.disks_slowed;
+        self.stale_members += other.stale_members;
         self.messages_lost += other.messages_lost;
         self.messages_blocked += other.messages_blocked;
         self.messages_duplicated += other.messages_duplicated;
@@ -45,7 +47,7 @@ impl fmt::Display for FaultCounts {
         write!(
             f,
             "crash={} torn={} restart={} pause={} partition={} one-way={} heal={} slow-disk={} \
-             lost={} blocked={} duplicated={} delayed={} strikes={}",
+             stale-member={} lost={} blocked={} duplicated={} delayed={} strikes={}",
             self.crashes,
             self.torn_writes,
             self.restarts,
@@ -54,6 +56,7 @@ impl fmt::Display for FaultCounts {
             self.partitions_one_way,
             self.partition_heals,
             self.disks_slowed,
+            self.stale_members,
             self.messages_lost,
             self.messages_blocked,
             self.messages_duplicated,

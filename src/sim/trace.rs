@@ -185,6 +185,14 @@ pub enum TraceEvent {
     DiskRecovered {
         node: usize,
     },
+    StaleMember {
+        node: usize,
+        term: Term,
+        entries: u64,
+    },
+    StaleMemberEnd {
+        node: usize,
+    },
     ClientSend {
         client: usize,
         node: usize,
@@ -322,6 +330,15 @@ fn write_fault_or_client(f: &mut fmt::Formatter<'_>, event: &TraceEvent) -> fmt:
         TraceEvent::PartitionHealed => write!(f, "HEAL partition"),
         TraceEvent::DiskSlow { node } => write!(f, "SLOW DISK n{node}"),
         TraceEvent::DiskRecovered { node } => write!(f, "disk of n{node} back to normal"),
+        TraceEvent::StaleMember {
+            node,
+            term,
+            entries,
+        } => write!(
+            f,
+            "STALE MEMBER n{node}: another cluster's data dir (term {term}, {entries} entries) in its place"
+        ),
+        TraceEvent::StaleMemberEnd { node } => write!(f, "n{node} gets its own data dir back"),
         TraceEvent::FaultsStop => write!(f, "FAULTS STOP: liveness phase begins"),
         TraceEvent::Strike {
             leader,
