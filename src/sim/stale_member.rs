@@ -25,9 +25,10 @@ const STALE_ENTRIES_MAX: u64 = 6;
 
 impl Simulator {
     pub(super) fn stale_member(&mut self) {
+        let quorum = self.options.size / 2 + 1;
         let candidates: Vec<usize> = (0..self.nodes.len())
             .filter(|&node| self.nodes[node].is_up() && !self.nodes[node].is_stale())
-            .filter(|&node| self.others_bound(node) >= self.options.size / 2 + 1)
+            .filter(|&node| self.others_bound(node) >= quorum)
             .collect();
         let Some(node) = self.pick_stale_victim(candidates) else {
             return;
