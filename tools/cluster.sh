@@ -106,6 +106,15 @@ wait_for_leader() {
   die "no leader after 10 s; see $RUN/logs/"
 }
 
+# The local cluster's peer secret (docs/OPERATIONS.md, "Security"): 32
+# random bytes as 64 hex digits, made once and kept with the data under
+# run/, readable by its owner only.
+make_secret() {
+  local secret=$RUN/peer-secret
+  [[ -s $secret ]] && return
+  (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$secret" && echo >>"$secret")
+}
+
 start() { # N
   local count=$1 index id peers other existing peer_argument
   if [[ ! $count =~ ^[1-9][0-9]?$ ]] || ((count < 1 || count > ${#IDS[@]})); then
@@ -117,6 +126,7 @@ start() { # N
     die "$RUN/ holds a cluster of $existing nodes; 'make stop clean' first"
   fi
   mkdir -p "$RUN/cmd" "$RUN/data" "$RUN/logs"
+  make_secret
   for ((index = 0; index < count; index++)); do
     id=${IDS[$index]}
     peers=()
@@ -130,7 +140,7 @@ start() { # N
     else
       peer_argument="--peers="
     fi
-    echo "$BIN/raftlite --id $id --port $((BASE_PORT + index)) $peer_argument --data-dir $RUN/data/$id" \
+    echo "$BIN/raftlite --id $id --port $((BASE_PORT + index)) $peer_argument --data-dir $RUN/data/$id --peer-secret $RUN/peer-secret" \
       >"$RUN/cmd/$id"
     launch "$id"
   done

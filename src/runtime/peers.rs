@@ -116,6 +116,7 @@ impl<S: Storage> Server<S> {
         self.client_activity.remove(&(active_ms, token));
         let view = &mut self.views[peer.0 as usize];
         view.advertised = Some(inbound.hello.address.clone());
+        view.cluster_id = inbound.hello.cluster_id;
         view.inbound_absent_since_ms = None;
         // One inbound connection per peer: a reconnect replaces the old one.
         if let Some(old) = self.inbound[peer.0 as usize].replace(token) {
@@ -170,7 +171,9 @@ impl<S: Storage> Server<S> {
                 return self.refuse(token, refusal, Some(name));
             }
         };
-        self.views[peer.0 as usize].expects_us_at = Some(challenge.your_address.clone());
+        let view = &mut self.views[peer.0 as usize];
+        view.expects_us_at = Some(challenge.your_address.clone());
+        view.cluster_id = challenge.cluster_id;
         self.send_frame(token, &Frame::PeerProof(crate::wire::PeerProof { proof }));
         if let Some(connection) = self.connections.get_mut(&token) {
             if let ConnectionKind::OutboundHandshake { proved, .. } = &mut connection.kind {
@@ -249,24 +252,31 @@ impl<S: Storage> Server<S> {
         self.check_cluster_id();
     }
 
-    /// Once this node knows its cluster, every peer connection is dropped
-    /// and made again, so each is checked against it (the core refuses
-    /// foreign messages too; this keeps the connections honest and the
-    /// refusals visible).
+    /// Once this node is bound to its cluster, the connections of peers
+    /// whose handshake named another cluster are dropped: they are made
+    /// again, and refused with the reason (the core already ignores their
+    /// requests; this keeps the refusal visible).
     pub(super) fn check_cluster_id(&mut self) {
         let now = self.replica.raft().cluster_id();
         if now == self.cluster_id_seen {
             return;
         }
         self.cluster_id_seen = now;
-        let peers: Vec<Token> = self
+        let foreign: Vec<Token> = self
             .connections
             .iter()
-            .filter(|(_, connection)| !connection.kind.is_client_slot())
+            .filter(|(_, connection)| {
+                let peer = match connection.kind {
+                    ConnectionKind::InboundPeer(peer) | ConnectionKind::OutboundPeer(peer) => peer,
+                    _ => return false,
+                };
+                let theirs = self.views[peer.0 as usize].cluster_id;
+                !crate::core::ClusterId::admits(now, theirs)
+            })
             .map(|(&token, _)| token)
             .collect();
-        for token in peers {
-            self.close(token, "this node learned its cluster id: reconnecting");
+        for token in foreign {
+            self.close(token, "its handshake named another cluster");
         }
     }
 

@@ -63,6 +63,8 @@ pub(super) struct PeerView {
     pub expects_us_at: Option<String>,
     /// Since when it has had no connection to us.
     pub inbound_absent_since_ms: Option<u64>,
+    /// The cluster its latest handshake said it is bound to.
+    pub cluster_id: Option<ClusterId>,
 }
 
 impl PeerView {
@@ -71,6 +73,7 @@ impl PeerView {
             advertised: None,
             expects_us_at: None,
             inbound_absent_since_ms: Some(now_ms),
+            cluster_id: None,
         }
     }
 }
