@@ -98,7 +98,8 @@ pub struct TornTail {
     pub path: PathBuf,
     /// The file was cut to this many bytes (0 when it was removed).
     pub offset: u64,
-    /// Bytes dropped from the end of the file.
+    /// Bytes of data dropped from the end of the file (the preallocated
+    /// zeros after them are not counted).
     pub size_dropped: u64,
     pub reason: TornReason,
     /// The segment header itself was torn, so the whole file was removed.
@@ -880,7 +881,7 @@ fn scan_segment(
             log.torn_tail = Some(TornTail {
                 path,
                 offset: 0,
-                size_dropped: bytes.len() as u64,
+                size_dropped: written_size_after(bytes, 0),
                 reason,
                 file_removed: true,
             });
@@ -911,7 +912,7 @@ fn scan_segment(
             log.torn_tail = Some(TornTail {
                 path: path.clone(),
                 offset,
-                size_dropped: bytes.len() as u64 - offset,
+                size_dropped: written_size_after(bytes, offset),
                 reason,
                 file_removed: false,
             });
@@ -924,6 +925,18 @@ fn scan_segment(
         records,
         size,
     }))
+}
+
+/// Bytes a torn tail from `offset` held that were ever written: up to its
+/// last nonzero byte. The newest segment's preallocated zeros after it were
+/// never data, and counting them (4 MiB for one cut record) misled.
+fn written_size_after(bytes: &[u8], offset: u64) -> u64 {
+    let start = offset as usize;
+    let written = bytes[start..]
+        .iter()
+        .rposition(|&byte| byte != 0)
+        .map_or(0, |last| last + 1);
+    written as u64
 }
 
 /// The name, the header and the previous segment agree on where this

@@ -371,11 +371,13 @@ fn torn_tail_at_every_offset_of_the_newest_segment() {
             continue;
         }
         let torn_tail = report.torn_tail.expect("torn tail reported");
-        assert_eq!(
-            torn_tail.size_dropped,
-            (cut - good_size) as u64,
-            "cut at {cut}"
-        );
+        // What was written of the torn record: zero bytes at its end are
+        // counted with the free space after it.
+        let written = full[good_size..cut]
+            .iter()
+            .rposition(|&byte| byte != 0)
+            .map_or(0, |last| last + 1);
+        assert_eq!(torn_tail.size_dropped, written as u64, "cut at {cut}");
         assert_eq!(torn_tail.offset, good_size as u64);
         if cut < SEGMENT_HEADER_SIZE {
             assert!(torn_tail.file_removed);
@@ -501,6 +503,11 @@ fn a_half_written_last_record_before_zeros_is_torn() {
     let torn_tail = report.torn_tail.unwrap();
     assert_eq!(torn_tail.reason, TornReason::CrcMismatchAtEnd);
     assert_eq!(torn_tail.offset, (size - record_size) as u64);
+    assert!(
+        torn_tail.size_dropped <= record_size as u64,
+        "only the record's written bytes count, not the preallocated zeros: {torn_tail}"
+    );
+    assert!(bytes.len() > size + 1024, "it was preallocated");
     assert_eq!(file_size(&newest), (size - record_size) as u64);
 }
 
