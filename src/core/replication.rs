@@ -9,7 +9,7 @@ use super::raft::Raft;
 use super::raft_log::RaftLog;
 use super::ready::Event;
 use super::types::*;
-use crate::constants::{APPEND_BATCH_ENTRIES_MAX, APPEND_BATCH_SIZE_MAX};
+use crate::constants::{APPEND_BATCH_ENTRIES_MAX, APPEND_BATCH_SIZE_MAX, CLUSTER_SIZE_MAX};
 
 impl Raft {
     pub(super) fn step_leader(&mut self, message: Message) {
@@ -234,12 +234,15 @@ impl Raft {
             self.durable_cluster_id.is_some(),
             self.log.persisted_index(),
         );
-        let mut matched: Vec<LogIndex> = self
-            .progress
-            .values()
-            .map(|progress| count(progress.bound, progress.match_index))
-            .chain([own])
-            .collect();
+        // On the stack: this runs on every acknowledgement.
+        let mut matched = [LogIndex(0); CLUSTER_SIZE_MAX];
+        let members = self.progress.len() + 1;
+        let counted = self.progress.values();
+        for (slot, progress) in matched.iter_mut().zip(counted) {
+            *slot = count(progress.bound, progress.match_index);
+        }
+        matched[members - 1] = own;
+        let matched = &mut matched[..members];
         matched.sort_unstable_by(|a, b| b.cmp(a));
         matched[self.config.quorum() - 1]
     }
