@@ -136,7 +136,7 @@ impl<S: Storage> Server<S> {
     fn refuse(&mut self, token: Token, refusal: PeerRefused, claimed_name: Option<String>) {
         let remote = self.remote_of(token);
         let now_ms = self.clock.now_ms();
-        let who = claimed_name.unwrap_or_else(|| "?".to_string());
+        let who = shown_id(claimed_name.as_deref());
         log_limited!(
             self.limiter,
             now_ms,
@@ -146,9 +146,9 @@ impl<S: Storage> Server<S> {
             "Refused peer {who} from {remote}: {}",
             refusal.text
         );
-        self.refusals_given
-            .insert((who, refusal.reason.name()), now_ms);
-        self.update_status_extra();
+        if note_refusal(&mut self.refusals_given, (who, refusal.reason.name()), now_ms) {
+            self.update_status_extra();
+        }
         self.send_frame(token, &Frame::PeerRefused(refusal));
         self.flush_connection(token);
         self.close(token, "refused");
@@ -215,9 +215,11 @@ impl<S: Storage> Server<S> {
             "Peer {who} ({remote}) refused us: {}",
             refused.text
         );
-        self.refusals_received
-            .insert((who, refused.reason.name()), now_ms);
-        self.update_status_extra();
+        // `who` is our link's name or the remote address: ours, not theirs.
+        let key = (who, refused.reason.name());
+        if note_refusal(&mut self.refusals_received, key, now_ms) {
+            self.update_status_extra();
+        }
         if let Some(peer) = peer {
             self.note_link_refused(peer);
         }
@@ -480,6 +482,40 @@ impl<S: Storage> Server<S> {
             .members
             .get(id.0 as usize)
             .map_or("?", |(name, _)| name.as_str())
+    }
+}
+
+/// Refusals kept for STATUS at once: the names come from whoever
+/// connected, so the table must not grow with them.
+const REFUSALS_SHOWN_MAX: usize = 16;
+
+/// Remembers a refusal; returns whether it is a new one. The oldest is
+/// forgotten to make room.
+fn note_refusal(
+    refusals: &mut std::collections::BTreeMap<(String, &'static str), u64>,
+    key: (String, &'static str),
+    now_ms: u64,
+) -> bool {
+    let new = !refusals.contains_key(&key);
+    if new && refusals.len() >= REFUSALS_SHOWN_MAX {
+        let oldest = refusals
+            .iter()
+            .min_by_key(|(_, at_ms)| **at_ms)
+            .map(|(key, _)| key.clone());
+        if let Some(oldest) = oldest {
+            refusals.remove(&oldest);
+        }
+    }
+    refusals.insert(key, now_ms);
+    new
+}
+
+/// A node id as a peer claimed it, fit for a log line and a STATUS field:
+/// anything but a well-formed id (whoever connected chose it) shows as `?`.
+fn shown_id(claimed: Option<&str>) -> String {
+    match claimed {
+        Some(name) if super::options::check_node_id(name).is_ok() => name.to_string(),
+        _ => "?".to_string(),
     }
 }
 
