@@ -213,7 +213,7 @@ impl<S: Storage> Server<S> {
             "refused by a peer",
             refused.reason as u64 * 64 + peer.map_or(63, |peer| u64::from(peer.0)),
             "Peer {who} ({remote}) refused us: {}",
-            refused.text
+            one_line(&refused.text)
         );
         // `who` is our link's name or the remote address: ours, not theirs.
         let key = (who, refused.reason.name());
@@ -483,6 +483,16 @@ impl<S: Storage> Server<S> {
             .get(id.0 as usize)
             .map_or("?", |(name, _)| name.as_str())
     }
+}
+
+/// Text from the other side, as one log line: control characters escaped.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// Refusals kept for STATUS at once: the names come from whoever
