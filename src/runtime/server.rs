@@ -254,6 +254,7 @@ impl<S: Storage> Server<S> {
             self.connect(peer);
         }
         self.schedule_core_timer();
+        self.update_status_extra();
         let sweep_at = self.clock.now_ms() + CONNECTION_SWEEP_INTERVAL_MS;
         self.timers.insert(sweep_at, Timer::Sweep);
         while !self.shutdown_requested {
