@@ -146,7 +146,11 @@ impl<S: Storage> Server<S> {
             "Refused peer {who} from {remote}: {}",
             refusal.text
         );
-        if note_refusal(&mut self.refusals_given, (who, refusal.reason.name()), now_ms) {
+        if note_refusal(
+            &mut self.refusals_given,
+            (who, refusal.reason.name()),
+            now_ms,
+        ) {
             self.update_status_extra();
         }
         self.send_frame(token, &Frame::PeerRefused(refusal));

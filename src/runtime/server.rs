@@ -537,6 +537,18 @@ impl<S: Storage> Server<S> {
         }
     }
 
+    fn step_down_reason(&self, term: Term, reason: &StepDownReason) -> String {
+        match reason {
+            StepDownReason::HigherTerm { from } => {
+                format!("saw term {term} from {}", self.name(*from))
+            }
+            StepDownReason::LeaderExists { leader } => format!("{} is leader", self.name(*leader)),
+            StepDownReason::QuorumLost => {
+                "no majority heard from within an election timeout".to_string()
+            }
+        }
+    }
+
     fn log_event(&mut self, event: &Event) {
         match event {
             Event::ElectionTimeout {
@@ -556,17 +568,7 @@ impl<S: Storage> Server<S> {
                 self.identity.members.len()
             ),
             Event::BecameFollower { term, reason } => {
-                let why = match reason {
-                    StepDownReason::HigherTerm { from } => {
-                        format!("saw term {term} from {}", self.name(*from))
-                    }
-                    StepDownReason::LeaderExists { leader } => {
-                        format!("{} is leader", self.name(*leader))
-                    }
-                    StepDownReason::QuorumLost => {
-                        "no majority heard from within an election timeout".to_string()
-                    }
-                };
+                let why = self.step_down_reason(*term, reason);
                 log!(Info, "Step down → Follower (term {term}): {why}");
             }
             Event::LeaderChanged { term, leader } => {
