@@ -30,8 +30,9 @@ const EXIT_USAGE: u8 = 2;
 
 /// What `main` returns, listed by `--help`.
 const EXIT_CODES: &str = "Exit codes:\n\
-\x20 0  the run passed: the history is linearizable, no term jumped, the cluster\n\
-\x20    recovered and converged after healing and answered the final reads (and --help)\n\
+\x20 0  the run passed: the history is linearizable, no term jumped, no node\n\
+\x20    stopped on its own, the cluster recovered and converged after healing and\n\
+\x20    answered the final reads (and --help)\n\
 \x20 1  the run failed one of those checks (the summary says which), or it could not\n\
 \x20    run at all: the cluster did not start or elect a leader, a file could not be\n\
 \x20    written (message on stderr)\n\
@@ -246,6 +247,7 @@ fn run(options: &Options) -> Result<bool, String> {
     }
     final_reads(&cluster, &recorder, options.keys);
     let converged = cluster.wait_converged(Duration::from_secs(15));
+    let exits = cluster.exits();
     recorder.flush();
     let operations = recorder.operations();
     let verdict = raftlite::linearizability::check(&operations, SearchBudget::default());
@@ -256,6 +258,7 @@ fn run(options: &Options) -> Result<bool, String> {
         recovered,
         converged,
         faults_ms,
+        exits,
     );
     report
         .write(&options.out)

@@ -57,6 +57,8 @@ pub struct LocalCluster {
     dir: PathBuf,
     binary: PathBuf,
     remove_dir_on_drop: bool,
+    /// Nodes found exited by themselves when they were to be killed.
+    exits: Vec<String>,
 }
 
 impl LocalCluster {
@@ -78,6 +80,7 @@ impl LocalCluster {
             dir: spec.dir,
             binary: spec.binary,
             remove_dir_on_drop: spec.remove_dir_on_drop,
+            exits: Vec::new(),
         };
         for index in 0..spec.size {
             cluster.start_node(index)?;
@@ -117,12 +120,31 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// SIGKILL, and reap it.
+    /// SIGKILL, and reap it. A node found already exited is remembered
+    /// (`exits`): a restart must not hide that it stopped on its own.
     pub fn kill(&mut self, index: usize) {
         if let Some(mut child) = self.nodes[index].child.take() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let id = &self.nodes[index].id;
+                self.exits.push(format!("{id} ({status})"));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Every node that exited by itself — a panic, an assertion, a failed
+    /// start — rather than by a signal from here: those found by `kill`,
+    /// and those still counted as running that have exited.
+    pub fn exits(&mut self) -> Vec<String> {
+        let mut exits = self.exits.clone();
+        for node in &mut self.nodes {
+            let exited = node.child.as_mut().map(Child::try_wait);
+            if let Some(Ok(Some(status))) = exited {
+                exits.push(format!("{} ({status})", node.id));
+            }
+        }
+        exits
     }
 
     /// Sends a signal by name (STOP, CONT, TERM, ...); false if not running.
@@ -130,10 +152,7 @@ impl LocalCluster {
         let Some(child) = self.nodes[index].child.as_ref() else {
             return false;
         };
-        Command::new("kill")
-            .args([format!("-{signal}"), child.id().to_string()])
-            .status()
-            .is_ok_and(|status| status.success())
+        signal_pid(child.id(), signal)
     }
 
     pub fn is_running(&self, index: usize) -> bool {
@@ -342,6 +361,16 @@ fn node(
         arguments,
         child: None,
     }
+}
+
+/// Sends a signal by name to a process this code started. Quiet: a
+/// process that already exited is reported by `exits`, not by `kill`.
+pub(crate) fn signal_pid(pid: u32, signal: &str) -> bool {
+    Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 pub fn parse_fields(line: &str) -> HashMap<String, String> {

@@ -19,6 +19,8 @@ pub struct Summary {
     recovered: bool,
     converged: Option<(u64, String)>,
     final_reads_answered: bool,
+    /// Nodes that exited by themselves (a panic, an assertion).
+    exits: Vec<String>,
 }
 
 impl Summary {
@@ -29,6 +31,7 @@ impl Summary {
         recovered: bool,
         converged: Option<(u64, String)>,
         faults_ms: u64,
+        exits: Vec<String>,
     ) -> Summary {
         let final_reads_answered = operations
             .iter()
@@ -44,6 +47,7 @@ impl Summary {
             recovered,
             converged,
             final_reads_answered,
+            exits,
         }
     }
 
@@ -53,6 +57,7 @@ impl Summary {
             && self.recovered
             && self.converged.is_some()
             && self.final_reads_answered
+            && self.exits.is_empty()
     }
 
     pub fn text(&self) -> String {
@@ -92,6 +97,12 @@ impl Summary {
         text.push_str(&format!(
             "term jumps PreVote should have prevented: {jumps}\n"
         ));
+        let exits = if self.exits.is_empty() {
+            "none".to_string()
+        } else {
+            self.exits.join(", ")
+        };
+        text.push_str(&format!("nodes that stopped on their own: {exits}\n"));
         text.push_str(&format!(
             "result: {}",
             if self.passed() { "PASS" } else { "FAIL" }
@@ -116,6 +127,7 @@ impl Summary {
             .iter()
             .map(|jump| json_string(jump))
             .collect();
+        let exits: Vec<String> = self.exits.iter().map(|exit| json_string(exit)).collect();
         let converged = self
             .converged
             .as_ref()
@@ -126,14 +138,15 @@ impl Summary {
                 )
             });
         format!(
-            "{{\"passed\":{},\"linearizable\":{},\"verdict\":{},\"operations\":{outcomes},\"faults\":{faults},\"longest_unavailable_ms\":{},\"recovered\":{},\"converged\":{converged},\"final_reads_answered\":{},\"term_jumps\":[{}]}}\n",
+            "{{\"passed\":{},\"linearizable\":{},\"verdict\":{},\"operations\":{outcomes},\"faults\":{faults},\"longest_unavailable_ms\":{},\"recovered\":{},\"converged\":{converged},\"final_reads_answered\":{},\"term_jumps\":[{}],\"exits\":[{}]}}\n",
             self.passed(),
             self.linearizable,
             json_string(&self.verdict),
             self.longest_unavailable_ms,
             self.recovered,
             self.final_reads_answered,
-            jumps.join(",")
+            jumps.join(","),
+            exits.join(",")
         )
     }
 
