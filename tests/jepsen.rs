@@ -28,13 +28,20 @@ fn run_bench(seed: &str, seconds: &str, extra: &[&str]) -> (bool, String, String
 #[cfg(not(feature = "planted-bugs"))]
 #[test]
 fn a_minute_of_faults_leaves_a_linearizable_history() {
-    let (passed, stdout, summary) = run_bench("7", "50", &[]);
+    // Fifty seconds draw about fifteen faults of eleven kinds: the stale
+    // member goes first so that every run has one.
+    let (passed, stdout, summary) = run_bench("7", "50", &["--first-fault", "stale-member"]);
     assert!(passed, "{stdout}");
     assert!(summary.contains("\"linearizable\":true"), "{summary}");
     assert!(stdout.contains("verdict: linearizable"), "{stdout}");
     assert!(
         !summary.contains("\"faults\":{}"),
         "faults were injected: {summary}"
+    );
+    assert!(summary.contains("\"stale-member\":"), "{summary}");
+    assert!(
+        !summary.contains("\"returned\":0,"),
+        "a stale member returned: {summary}"
     );
 }
 

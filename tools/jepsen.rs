@@ -30,9 +30,9 @@ const EXIT_USAGE: u8 = 2;
 
 /// What `main` returns, listed by `--help`.
 const EXIT_CODES: &str = "Exit codes:\n\
-\x20 0  the run passed: the history is linearizable, no term jumped, no node\n\
-\x20    stopped on its own, the cluster recovered and converged after healing and\n\
-\x20    answered the final reads (and --help)\n\
+\x20 0  the run passed: the history is linearizable, no term jumped, every stale\n\
+\x20    member was refused by all its peers, no node stopped on its own, the cluster\n\
+\x20    recovered and converged after healing and answered the final reads (and --help)\n\
 \x20 1  the run failed one of those checks (the summary says which), or it could not\n\
 \x20    run at all: the cluster did not start or elect a leader, a file could not be\n\
 \x20    written (message on stderr)\n\
@@ -40,7 +40,7 @@ const EXIT_CODES: &str = "Exit codes:\n\
 
 const USAGE: &str =
     "Usage: jepsen [--time S] [--seed N] [--nodes 3|5] [--clients N] [--keys N] [--out DIR]\n\
-\x20             [--faults LIST] [--plant-bug NAME]";
+\x20             [--faults LIST] [--first-fault NAME] [--plant-bug NAME]";
 
 struct Options {
     time: Duration,
@@ -51,6 +51,7 @@ struct Options {
     out: PathBuf,
     plant_bug: Option<String>,
     faults: Vec<nemesis::Fault>,
+    first_fault: Option<nemesis::Fault>,
 }
 
 fn option_table() -> getopts::Options {
@@ -76,7 +77,13 @@ fn option_table() -> getopts::Options {
         "where to write the run (default run/jepsen/<timestamp>)",
         "DIR",
     );
-    table.optopt("", "faults", "comma-separated faults to inject (default: all of kill-leader, kill-follower, kill-minority, kill-all, pause-leader, pause-follower, isolate-leader, isolate-follower, bridge, one-way-from-leader)", "LIST");
+    table.optopt("", "faults", "comma-separated faults to inject (default: all of kill-leader, kill-follower, kill-minority, kill-all, pause-leader, pause-follower, isolate-leader, isolate-follower, bridge, one-way-from-leader, stale-member)", "LIST");
+    table.optopt(
+        "",
+        "first-fault",
+        "inject this fault first, then draw from --faults as usual",
+        "NAME",
+    );
     table.optopt(
         "",
         "plant-bug",
@@ -134,6 +141,7 @@ fn parse_options(arguments: &[String]) -> Result<Option<Options>, String> {
         out,
         plant_bug: matches.opt_str("plant-bug"),
         faults: parse_faults(matches.opt_str("faults"))?,
+        first_fault: parse_first_fault(matches.opt_str("first-fault"))?,
     }))
 }
 
@@ -147,6 +155,14 @@ fn parse_faults(list: Option<String>) -> Result<Vec<nemesis::Fault>, String> {
                 .ok_or(format!("--faults: unknown fault {name:?}"))
         })
         .collect()
+}
+
+fn parse_first_fault(name: Option<String>) -> Result<Option<nemesis::Fault>, String> {
+    let Some(name) = name else { return Ok(None) };
+    let fault = nemesis::Fault::from_name(&name);
+    fault
+        .map(Some)
+        .ok_or(format!("--first-fault: unknown fault {name:?}"))
 }
 
 fn main() -> ExitCode {
@@ -231,7 +247,11 @@ fn run(options: &Options) -> Result<bool, String> {
         &recorder,
         options.seed,
         options.faults.clone(),
+        options.keys,
     );
+    if let Some(fault) = options.first_fault {
+        nemesis.inject_first(fault);
+    }
     let faults_started = Instant::now();
     while faults_started.elapsed() < options.time {
         nemesis.round();

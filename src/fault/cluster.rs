@@ -92,6 +92,11 @@ impl LocalCluster {
         &self.dir
     }
 
+    /// The `raftlite` binary the nodes run.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
     pub fn log_path(&self, index: usize) -> PathBuf {
         self.dir.join(format!("{}.log", self.nodes[index].id))
     }
@@ -153,6 +158,44 @@ impl LocalCluster {
             return false;
         };
         signal_pid(child.id(), signal)
+    }
+
+    /// Where node `index`'s own data dir waits while it runs on another.
+    pub fn data_dir_aside(&self, index: usize) -> PathBuf {
+        self.dir
+            .join("data")
+            .join(format!("{}.aside", self.nodes[index].id))
+    }
+
+    /// Kills node `index` (SIGKILL), moves its data dir aside, and restarts
+    /// it with its original command line on a copy of `foreign` (a stale
+    /// data dir at its address). `restore_data` undoes it. If the copy
+    /// fails, the node restarts on its own data dir and the error is
+    /// returned.
+    pub fn start_on_foreign_data(&mut self, index: usize, foreign: &Path) -> io::Result<()> {
+        let (data, aside) = (self.data_dir(index), self.data_dir_aside(index));
+        if aside.exists() {
+            let text = format!("{} is in use: restore_data first", aside.display());
+            return Err(io::Error::other(text));
+        }
+        self.kill(index);
+        let swapped = swap_in(foreign, &data, &aside);
+        self.start_node(index)?;
+        swapped
+    }
+
+    /// Kills node `index` and restarts it on its own data dir again, if
+    /// `start_on_foreign_data` had put it aside; the foreign copy is
+    /// deleted. The node is restarted even if that fails.
+    pub fn restore_data(&mut self, index: usize) -> io::Result<()> {
+        let (data, aside) = (self.data_dir(index), self.data_dir_aside(index));
+        if !aside.exists() {
+            return Ok(());
+        }
+        self.kill(index);
+        let restored = std::fs::remove_dir_all(&data).and_then(|()| std::fs::rename(&aside, &data));
+        self.start_node(index)?;
+        restored
     }
 
     pub fn is_running(&self, index: usize) -> bool {
@@ -371,6 +414,33 @@ pub(crate) fn signal_pid(pid: u32, signal: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success())
+}
+
+/// Moves `data` to `aside` and puts a copy of `foreign` in its place; if
+/// that fails, `data` is put back as it was.
+fn swap_in(foreign: &Path, data: &Path, aside: &Path) -> io::Result<()> {
+    std::fs::rename(data, aside)?;
+    let copied = copy_dir(foreign, data);
+    if copied.is_err() {
+        let _ = std::fs::remove_dir_all(data);
+        std::fs::rename(aside, data)?;
+    }
+    copied
+}
+
+/// Copies a data dir (files and the `log/` subdir), with fresh files.
+fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 pub fn parse_fields(line: &str) -> HashMap<String, String> {
