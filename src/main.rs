@@ -116,6 +116,9 @@ fn identity(options: &Options) -> Result<LocalIdentity, String> {
         members: resolved,
         self_id: NodeId(self_index as u32),
         secret,
+        #[cfg(feature = "planted-bugs")]
+        admit_foreign_cluster: options.planted_bug
+            == Some(raftlite::core::PlantedBug::AdmitForeignCluster),
     })
 }
 

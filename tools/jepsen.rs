@@ -30,7 +30,8 @@ const EXIT_USAGE: u8 = 2;
 
 /// What `main` returns, listed by `--help`.
 const EXIT_CODES: &str = "Exit codes:\n\
-\x20 0  the run passed: the history is linearizable, no term jumped, the cluster\n\
+\x20 0  the run passed: the history is linearizable, no term jumped, every stale\n\
+\x20    member was refused by all its peers, no node stopped on its own, the cluster\n\
 \x20    recovered and converged after healing and answered the final reads (and --help)\n\
 \x20 1  the run failed one of those checks (the summary says which), or it could not\n\
 \x20    run at all: the cluster did not start or elect a leader, a file could not be\n\
@@ -39,7 +40,7 @@ const EXIT_CODES: &str = "Exit codes:\n\
 
 const USAGE: &str =
     "Usage: jepsen [--time S] [--seed N] [--nodes 3|5] [--clients N] [--keys N] [--out DIR]\n\
-\x20             [--faults LIST] [--plant-bug NAME]";
+\x20             [--faults LIST] [--first-fault NAME] [--plant-bug NAME]";
 
 struct Options {
     time: Duration,
@@ -50,6 +51,7 @@ struct Options {
     out: PathBuf,
     plant_bug: Option<String>,
     faults: Vec<nemesis::Fault>,
+    first_fault: Option<nemesis::Fault>,
 }
 
 fn option_table() -> getopts::Options {
@@ -75,7 +77,13 @@ fn option_table() -> getopts::Options {
         "where to write the run (default run/jepsen/<timestamp>)",
         "DIR",
     );
-    table.optopt("", "faults", "comma-separated faults to inject (default: all of kill-leader, kill-follower, kill-minority, kill-all, pause-leader, pause-follower, isolate-leader, isolate-follower, bridge, one-way-from-leader)", "LIST");
+    table.optopt("", "faults", "comma-separated faults to inject (default: all of kill-leader, kill-follower, kill-minority, kill-all, pause-leader, pause-follower, isolate-leader, isolate-follower, bridge, one-way-from-leader, stale-member)", "LIST");
+    table.optopt(
+        "",
+        "first-fault",
+        "inject this fault first, then draw from --faults as usual",
+        "NAME",
+    );
     table.optopt(
         "",
         "plant-bug",
@@ -133,6 +141,7 @@ fn parse_options(arguments: &[String]) -> Result<Option<Options>, String> {
         out,
         plant_bug: matches.opt_str("plant-bug"),
         faults: parse_faults(matches.opt_str("faults"))?,
+        first_fault: parse_first_fault(matches.opt_str("first-fault"))?,
     }))
 }
 
@@ -146,6 +155,14 @@ fn parse_faults(list: Option<String>) -> Result<Vec<nemesis::Fault>, String> {
                 .ok_or(format!("--faults: unknown fault {name:?}"))
         })
         .collect()
+}
+
+fn parse_first_fault(name: Option<String>) -> Result<Option<nemesis::Fault>, String> {
+    let Some(name) = name else { return Ok(None) };
+    let fault = nemesis::Fault::from_name(&name);
+    fault
+        .map(Some)
+        .ok_or(format!("--first-fault: unknown fault {name:?}"))
 }
 
 fn main() -> ExitCode {
@@ -230,7 +247,11 @@ fn run(options: &Options) -> Result<bool, String> {
         &recorder,
         options.seed,
         options.faults.clone(),
+        options.keys,
     );
+    if let Some(fault) = options.first_fault {
+        nemesis.inject_first(fault);
+    }
     let faults_started = Instant::now();
     while faults_started.elapsed() < options.time {
         nemesis.round();
@@ -246,6 +267,7 @@ fn run(options: &Options) -> Result<bool, String> {
     }
     final_reads(&cluster, &recorder, options.keys);
     let converged = cluster.wait_converged(Duration::from_secs(15));
+    let exits = cluster.exits();
     recorder.flush();
     let operations = recorder.operations();
     let verdict = raftlite::linearizability::check(&operations, SearchBudget::default());
@@ -256,6 +278,7 @@ fn run(options: &Options) -> Result<bool, String> {
         recovered,
         converged,
         faults_ms,
+        exits,
     );
     report
         .write(&options.out)

@@ -30,6 +30,7 @@ impl PlantedBug {
     /// CountUnboundAcks because only a stale member arriving in the
     /// milliseconds before a new cluster's majority is bound can exploit
     /// it, which the simulator does not stage: a core test finds it.
+    /// AdmitForeignCluster is found by both the simulator and the bench.
     pub const ALL: [PlantedBug; 5] = [
         PlantedBug::CommitOldTermByCount,
         PlantedBug::SecondVoteInTerm,

@@ -57,6 +57,8 @@ pub struct LocalCluster {
     dir: PathBuf,
     binary: PathBuf,
     remove_dir_on_drop: bool,
+    /// Nodes found exited by themselves when they were to be killed.
+    exits: Vec<String>,
 }
 
 impl LocalCluster {
@@ -78,6 +80,7 @@ impl LocalCluster {
             dir: spec.dir,
             binary: spec.binary,
             remove_dir_on_drop: spec.remove_dir_on_drop,
+            exits: Vec::new(),
         };
         for index in 0..spec.size {
             cluster.start_node(index)?;
@@ -87,6 +90,11 @@ impl LocalCluster {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The `raftlite` binary the nodes run.
+    pub fn binary(&self) -> &Path {
+        &self.binary
     }
 
     pub fn log_path(&self, index: usize) -> PathBuf {
@@ -117,12 +125,31 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// SIGKILL, and reap it.
+    /// SIGKILL, and reap it. A node found already exited is remembered
+    /// (`exits`): a restart must not hide that it stopped on its own.
     pub fn kill(&mut self, index: usize) {
         if let Some(mut child) = self.nodes[index].child.take() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let id = &self.nodes[index].id;
+                self.exits.push(format!("{id} ({status})"));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Every node that exited by itself — a panic, an assertion, a failed
+    /// start — rather than by a signal from here: those found by `kill`,
+    /// and those still counted as running that have exited.
+    pub fn exits(&mut self) -> Vec<String> {
+        let mut exits = self.exits.clone();
+        for node in &mut self.nodes {
+            let exited = node.child.as_mut().map(Child::try_wait);
+            if let Some(Ok(Some(status))) = exited {
+                exits.push(format!("{} ({status})", node.id));
+            }
+        }
+        exits
     }
 
     /// Sends a signal by name (STOP, CONT, TERM, ...); false if not running.
@@ -130,10 +157,45 @@ impl LocalCluster {
         let Some(child) = self.nodes[index].child.as_ref() else {
             return false;
         };
-        Command::new("kill")
-            .args([format!("-{signal}"), child.id().to_string()])
-            .status()
-            .is_ok_and(|status| status.success())
+        signal_pid(child.id(), signal)
+    }
+
+    /// Where node `index`'s own data dir waits while it runs on another.
+    pub fn data_dir_aside(&self, index: usize) -> PathBuf {
+        self.dir
+            .join("data")
+            .join(format!("{}.aside", self.nodes[index].id))
+    }
+
+    /// Kills node `index` (SIGKILL), moves its data dir aside, and restarts
+    /// it with its original command line on a copy of `foreign` (a stale
+    /// data dir at its address). `restore_data` undoes it. If the copy
+    /// fails, the node restarts on its own data dir and the error is
+    /// returned.
+    pub fn start_on_foreign_data(&mut self, index: usize, foreign: &Path) -> io::Result<()> {
+        let (data, aside) = (self.data_dir(index), self.data_dir_aside(index));
+        if aside.exists() {
+            let text = format!("{} is in use: restore_data first", aside.display());
+            return Err(io::Error::other(text));
+        }
+        self.kill(index);
+        let swapped = swap_in(foreign, &data, &aside);
+        self.start_node(index)?;
+        swapped
+    }
+
+    /// Kills node `index` and restarts it on its own data dir again, if
+    /// `start_on_foreign_data` had put it aside; the foreign copy is
+    /// deleted. The node is restarted even if that fails.
+    pub fn restore_data(&mut self, index: usize) -> io::Result<()> {
+        let (data, aside) = (self.data_dir(index), self.data_dir_aside(index));
+        if !aside.exists() {
+            return Ok(());
+        }
+        self.kill(index);
+        let restored = std::fs::remove_dir_all(&data).and_then(|()| std::fs::rename(&aside, &data));
+        self.start_node(index)?;
+        restored
     }
 
     pub fn is_running(&self, index: usize) -> bool {
@@ -342,6 +404,43 @@ fn node(
         arguments,
         child: None,
     }
+}
+
+/// Sends a signal by name to a process this code started. Quiet: a
+/// process that already exited is reported by `exits`, not by `kill`.
+pub(crate) fn signal_pid(pid: u32, signal: &str) -> bool {
+    Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Moves `data` to `aside` and puts a copy of `foreign` in its place; if
+/// that fails, `data` is put back as it was.
+fn swap_in(foreign: &Path, data: &Path, aside: &Path) -> io::Result<()> {
+    std::fs::rename(data, aside)?;
+    let copied = copy_dir(foreign, data);
+    if copied.is_err() {
+        let _ = std::fs::remove_dir_all(data);
+        std::fs::rename(aside, data)?;
+    }
+    copied
+}
+
+/// Copies a data dir (files and the `log/` subdir), with fresh files.
+fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 pub fn parse_fields(line: &str) -> HashMap<String, String> {

@@ -1,9 +1,11 @@
 //! Fault injection for the test bench and process-level tests (never used
-//! by the daemon): local clusters of real processes and link proxies that
-//! cut real TCP traffic.
+//! by the daemon): local clusters of real processes, link proxies that
+//! cut real TCP traffic, and foreign data dirs for stale members.
 
 pub mod cluster;
 pub mod proxy;
+pub mod stale;
 
 pub use cluster::{free_ports, parse_fields, poll_until, ClusterSpec, LocalCluster, LocalNode};
 pub use proxy::LinkProxy;
+pub use stale::ForeignDir;

@@ -209,7 +209,14 @@ impl<S: Storage> Server<S> {
         let remote = self.remote_of(token);
         let now_ms = self.clock.now_ms();
         let peer = kind.outbound_peer();
-        let who = peer.map_or(remote.clone(), |peer| self.name(peer).to_string());
+        // On a connection the peer opened, the refusal answers our
+        // challenge: its hello named it (the address is only a proxy's or
+        // an ephemeral port, and would break STATUS's `ID:reason` list).
+        let who = match (peer, kind) {
+            (Some(peer), _) => self.name(peer).to_string(),
+            (None, ConnectionKind::InboundHandshake(inbound)) => inbound.hello.node_id.clone(),
+            (None, _) => remote.clone(),
+        };
         log_limited!(
             self.limiter,
             now_ms,

@@ -1,13 +1,24 @@
 //! The nemesis: from a seed, a schedule of faults on real processes — kill
 //! -9 and restart, SIGSTOP/SIGCONT pauses longer than an election timeout,
-//! and partitions cut at the link proxies (majority/minority, a bridge,
-//! one-way). Each fault is healed before the next one starts.
+//! partitions cut at the link proxies (majority/minority, a bridge,
+//! one-way), and a stale member (another cluster's data dir at a member's
+//! address). Each fault is healed before the next one starts.
 
 use crate::history::{self, Recorder};
 use raftlite::core::rng::Rng;
-use raftlite::fault::LocalCluster;
+use raftlite::fault::{poll_until, ForeignDir, LocalCluster};
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// A stale member's term is pushed this far above the cluster's, so that
+/// it would win any election it were let into and its log would replace
+/// theirs.
+const STALE_TERM_MARGIN: u64 = 50;
+
+/// How long to wait, at the end of a stale-member fault, for every peer's
+/// refusal to show in the stale member's STATUS (they come within
+/// milliseconds of its start; the bound is for a loaded machine).
+const STALE_REFUSALS_WITHIN: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Fault {
@@ -21,10 +32,11 @@ pub enum Fault {
     IsolateFollower,
     Bridge,
     OneWayFromLeader,
+    StaleMember,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::KillLeader,
         Fault::KillFollower,
         Fault::KillMinority,
@@ -35,6 +47,7 @@ impl Fault {
         Fault::IsolateFollower,
         Fault::Bridge,
         Fault::OneWayFromLeader,
+        Fault::StaleMember,
     ];
 
     pub fn from_name(name: &str) -> Option<Fault> {
@@ -53,6 +66,7 @@ impl Fault {
             Fault::IsolateFollower => "isolate-follower",
             Fault::Bridge => "bridge",
             Fault::OneWayFromLeader => "one-way-from-leader",
+            Fault::StaleMember => "stale-member",
         }
     }
 }
@@ -63,6 +77,32 @@ pub struct NemesisReport {
     pub faults: BTreeMap<&'static str, u64>,
     /// PreVote violations: a follower rejoined and the term rose anyway.
     pub term_jumps: Vec<String>,
+    pub stale: StaleReport,
+}
+
+/// What the stale-member faults saw.
+#[derive(Debug, Default)]
+pub struct StaleReport {
+    /// Stale members that came back (faults set up), and the peers they
+    /// had between them: how many refusals there could be.
+    pub returned: u64,
+    pub peers: u64,
+    /// Peers that refused a stale member's handshake (their cluster is not
+    /// its), summed over the faults; each fault adds at most one per peer.
+    pub refused_by_peers: u64,
+    /// Peers whose handshake a stale member refused in turn, summed alike.
+    pub refused_peers: u64,
+    /// The highest term a stale member came back with.
+    pub term_max: u64,
+    /// Faults that proved nothing or worse: a stale member that could not
+    /// be set up, or that some peer did not refuse.
+    pub problems: Vec<String>,
+}
+
+/// The member running on a foreign data dir during a stale-member fault.
+struct StaleRun {
+    index: usize,
+    term: u64,
 }
 
 pub struct Nemesis<'a> {
@@ -74,6 +114,13 @@ pub struct Nemesis<'a> {
     pub report: NemesisReport,
     killed: Vec<usize>,
     paused: Vec<usize>,
+    /// Keys the stale members write into (the workload's keys).
+    keys: Vec<String>,
+    /// One foreign data dir per member, made when first needed and reused.
+    foreign: BTreeMap<usize, ForeignDir>,
+    stale: Option<StaleRun>,
+    /// Injected first, whatever the seed draws (`--first-fault`).
+    first: Option<Fault>,
 }
 
 impl<'a> Nemesis<'a> {
@@ -82,6 +129,7 @@ impl<'a> Nemesis<'a> {
         recorder: &'a Recorder,
         seed: u64,
         faults: Vec<Fault>,
+        keys: usize,
     ) -> Nemesis<'a> {
         assert!(!faults.is_empty(), "the nemesis needs at least one fault");
         Nemesis {
@@ -92,13 +140,25 @@ impl<'a> Nemesis<'a> {
             report: NemesisReport::default(),
             killed: Vec::new(),
             paused: Vec::new(),
+            keys: (0..keys).map(|index| format!("k{index}")).collect(),
+            foreign: BTreeMap::new(),
+            stale: None,
+            first: None,
         }
+    }
+
+    /// Makes `fault` the first one injected.
+    pub fn inject_first(&mut self, fault: Fault) {
+        self.first = Some(fault);
     }
 
     /// One quiet period, then one fault held for a while, then healing.
     pub fn round(&mut self) {
         self.sleep_between(800, 2000);
-        let fault = self.faults[self.rng.range_inclusive(0, self.faults.len() as u64 - 1) as usize];
+        // Drawn even when `first` overrides it, so that the rest of the
+        // seed's schedule stays the same.
+        let drawn = self.faults[self.rng.range_inclusive(0, self.faults.len() as u64 - 1) as usize];
+        let fault = self.first.take().unwrap_or(drawn);
         let leader = self.cluster.wait_for_leader(Duration::from_secs(3));
         let before = leader.and_then(|leader| self.term_of(leader)).zip(leader);
         let nodes = self.inject(fault, leader);
@@ -107,17 +167,16 @@ impl<'a> Nemesis<'a> {
             .iter()
             .map(|&index| self.cluster.nodes[index].id.clone())
             .collect();
-        self.recorder.event(
-            "fault",
-            &[
-                history::field("fault", fault.name()),
-                history::field("nodes", &names.join(",")),
-            ],
-        );
+        let mut fields = vec![
+            history::field("fault", fault.name()),
+            history::field("nodes", &names.join(",")),
+        ];
+        fields.extend(self.stale_fields(leader));
+        self.recorder.event("fault", &fields);
         self.sleep_between(700, 2500);
-        self.heal();
-        self.recorder
-            .event("heal", &[history::field("fault", fault.name())]);
+        let mut fields = vec![history::field("fault", fault.name())];
+        fields.extend(self.heal());
+        self.recorder.event("heal", &fields);
         if fault == Fault::IsolateFollower {
             self.check_term_kept(before);
         }
@@ -151,6 +210,14 @@ impl<'a> Nemesis<'a> {
             Fault::OneWayFromLeader => {
                 self.cluster.block_link(leader, follower, true);
                 vec![leader, follower]
+            }
+            Fault::StaleMember => {
+                let victim = if self.rng.chance(1, 2) {
+                    leader
+                } else {
+                    follower
+                };
+                self.stale_member(victim)
             }
         }
     }
@@ -203,8 +270,9 @@ impl<'a> Nemesis<'a> {
         vec![bridge]
     }
 
-    /// Restarts, resumes and reconnects everything.
-    pub fn heal(&mut self) {
+    /// Restarts, resumes and reconnects everything, and puts a stale
+    /// member's own data dir back. Returns fields for the heal record.
+    pub fn heal(&mut self) -> Vec<String> {
         self.cluster.heal();
         for index in std::mem::take(&mut self.paused) {
             self.cluster.signal(index, "CONT");
@@ -212,6 +280,109 @@ impl<'a> Nemesis<'a> {
         for index in std::mem::take(&mut self.killed) {
             let _ = self.cluster.start_node(index);
         }
+        match self.stale.take() {
+            Some(stale) => self.end_stale_member(&stale),
+            None => Vec::new(),
+        }
+    }
+
+    /// A stale member returns: `index` is killed and restarted, with its
+    /// original command line, on a copy of a foreign data dir made under
+    /// its id — another cluster's, holding the workload's keys with values
+    /// no client writes (`stale-<id>-<n>`) and a term far above the
+    /// cluster's. Its peers must refuse it, so none of those values may
+    /// ever be read: one that were would be a value the checker's register
+    /// model cannot explain (nothing in the history wrote it), and the
+    /// history would not be linearizable.
+    fn stale_member(&mut self, index: usize) -> Vec<usize> {
+        let term_now = (0..self.cluster.nodes.len())
+            .filter_map(|node| self.term_of(node))
+            .max()
+            .unwrap_or(0);
+        let (binary, parent) = (self.cluster.binary(), self.cluster.dir().join("foreign"));
+        let id = self.cluster.nodes[index].id.clone();
+        let foreign = self
+            .foreign
+            .entry(index)
+            .or_insert_with(|| ForeignDir::new(binary, &id, &parent));
+        let started = foreign
+            .prepare(term_now + STALE_TERM_MARGIN, &self.keys)
+            .and_then(|()| self.cluster.start_on_foreign_data(index, &foreign.dir));
+        if let Err(error) = started {
+            let problem = format!("stale member {id} could not be set up: {error}");
+            self.report.stale.problems.push(problem);
+            return Vec::new();
+        }
+        let term = foreign.term;
+        self.report.stale.term_max = self.report.stale.term_max.max(term);
+        self.stale = Some(StaleRun { index, term });
+        vec![index]
+    }
+
+    /// For the fault record: whether the stale member was the leader, and
+    /// what it came back with.
+    fn stale_fields(&self, leader: Option<usize>) -> Vec<String> {
+        let Some(stale) = &self.stale else {
+            return Vec::new();
+        };
+        let role = if leader == Some(stale.index) {
+            "leader"
+        } else {
+            "follower"
+        };
+        let cluster = self
+            .foreign
+            .get(&stale.index)
+            .map_or("", |foreign| foreign.cluster.as_str());
+        vec![
+            history::field("was", role),
+            history::number("stale_term", stale.term),
+            history::field("stale_cluster", cluster),
+        ]
+    }
+
+    /// Counts the refusals its STATUS shows (waiting until every peer has
+    /// refused it), then gives the member its own data dir back.
+    fn end_stale_member(&mut self, stale: &StaleRun) -> Vec<String> {
+        let id = self.cluster.nodes[stale.index].id.clone();
+        let peers = self.cluster.nodes.len() - 1;
+        let refusals = |cluster: &LocalCluster| {
+            let status = cluster.status(stale.index)?;
+            let by = cluster_refusals(status.get("refused_by"));
+            Some((by, cluster_refusals(status.get("refused"))))
+        };
+        let all_refused = poll_until(STALE_REFUSALS_WITHIN, || {
+            refusals(self.cluster).filter(|(by, _)| by.len() == peers)
+        });
+        let (by, refused) = all_refused
+            .or_else(|| refusals(self.cluster))
+            .unwrap_or_default();
+        let report = &mut self.report.stale;
+        report.returned += 1;
+        report.peers += peers as u64;
+        report.refused_by_peers += by.len() as u64;
+        report.refused_peers += refused.len() as u64;
+        if by.len() < peers {
+            let names = if by.is_empty() {
+                "none".to_string()
+            } else {
+                by.join(",")
+            };
+            report.problems.push(format!(
+                "stale member {id} (term {}): only {} of its {peers} peers refused it ({names})",
+                stale.term,
+                by.len()
+            ));
+        }
+        if let Err(error) = self.cluster.restore_data(stale.index) {
+            report.problems.push(format!(
+                "{id}'s own data dir could not be put back: {error}"
+            ));
+        }
+        vec![
+            history::field("refused_by", &by.join(",")),
+            history::field("refused", &refused.join(",")),
+        ]
     }
 
     /// PreVote: a follower cut off and reconnected must not raise the term
@@ -227,5 +398,31 @@ impl<'a> Nemesis<'a> {
                 now_term.unwrap_or(0)
             ));
         }
+    }
+}
+
+/// The ids in a STATUS `refused=`/`refused_by=` list (`ID:reason,...` or
+/// `none`) refused for their cluster id.
+fn cluster_refusals(list: Option<&String>) -> Vec<String> {
+    let Some(list) = list else {
+        return Vec::new();
+    };
+    list.split(',')
+        .filter_map(|item| item.split_once(':'))
+        .filter(|(_, reason)| *reason == "cluster_id")
+        .map(|(id, _)| id.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_refusals_name_the_nodes_refused_for_their_cluster() {
+        let list = |text: &str| cluster_refusals(Some(&text.to_string()));
+        assert_eq!(list("B:cluster_id,C:member_list,D:cluster_id"), ["B", "D"]);
+        assert!(list("none").is_empty());
+        assert!(cluster_refusals(None).is_empty());
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::history::number;
 use crate::json::json_string;
-use crate::nemesis::NemesisReport;
+use crate::nemesis::{NemesisReport, StaleReport};
 use raftlite::linearizability::{Action, Operation, Outcome, Verdict};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,12 +13,15 @@ pub struct Summary {
     outcomes: BTreeMap<String, u64>,
     faults: BTreeMap<&'static str, u64>,
     term_jumps: Vec<String>,
+    stale: StaleReport,
     longest_unavailable_ms: u64,
     verdict: String,
     linearizable: bool,
     recovered: bool,
     converged: Option<(u64, String)>,
     final_reads_answered: bool,
+    /// Nodes that exited by themselves (a panic, an assertion).
+    exits: Vec<String>,
 }
 
 impl Summary {
@@ -29,6 +32,7 @@ impl Summary {
         recovered: bool,
         converged: Option<(u64, String)>,
         faults_ms: u64,
+        exits: Vec<String>,
     ) -> Summary {
         let final_reads_answered = operations
             .iter()
@@ -38,21 +42,25 @@ impl Summary {
             outcomes: count_outcomes(operations),
             faults: nemesis.faults,
             term_jumps: nemesis.term_jumps,
+            stale: nemesis.stale,
             longest_unavailable_ms: longest_gap_ms(operations, faults_ms),
             verdict: verdict.to_string(),
             linearizable: verdict.linearizable,
             recovered,
             converged,
             final_reads_answered,
+            exits,
         }
     }
 
     pub fn passed(&self) -> bool {
         self.linearizable
             && self.term_jumps.is_empty()
+            && self.stale.problems.is_empty()
             && self.recovered
             && self.converged.is_some()
             && self.final_reads_answered
+            && self.exits.is_empty()
     }
 
     pub fn text(&self) -> String {
@@ -92,11 +100,51 @@ impl Summary {
         text.push_str(&format!(
             "term jumps PreVote should have prevented: {jumps}\n"
         ));
+        let exits = if self.exits.is_empty() {
+            "none".to_string()
+        } else {
+            self.exits.join(", ")
+        };
+        text.push_str(&format!("nodes that stopped on their own: {exits}\n"));
+        text.push_str(&self.stale_text());
         text.push_str(&format!(
             "result: {}",
             if self.passed() { "PASS" } else { "FAIL" }
         ));
         text
+    }
+
+    /// One line on the stale members: how often each side refused the
+    /// other, and what went wrong.
+    fn stale_text(&self) -> String {
+        let stale = &self.stale;
+        let problems = if stale.problems.is_empty() {
+            "none".to_string()
+        } else {
+            stale.problems.join("; ")
+        };
+        format!(
+            "stale members: {} returned (terms up to {}); refused by {} of their {} peers, refusing {} in turn; problems: {problems}\n",
+            stale.returned, stale.term_max, stale.refused_by_peers, stale.peers, stale.refused_peers
+        )
+    }
+
+    fn stale_json(&self) -> String {
+        let stale = &self.stale;
+        let problems: Vec<String> = stale
+            .problems
+            .iter()
+            .map(|problem| json_string(problem))
+            .collect();
+        format!(
+            "{{\"returned\":{},\"term_max\":{},\"peers\":{},\"refused_by_peers\":{},\"refused_peers\":{},\"problems\":[{}]}}",
+            stale.returned,
+            stale.term_max,
+            stale.peers,
+            stale.refused_by_peers,
+            stale.refused_peers,
+            problems.join(",")
+        )
     }
 
     pub fn json(&self) -> String {
@@ -116,6 +164,7 @@ impl Summary {
             .iter()
             .map(|jump| json_string(jump))
             .collect();
+        let exits: Vec<String> = self.exits.iter().map(|exit| json_string(exit)).collect();
         let converged = self
             .converged
             .as_ref()
@@ -126,14 +175,16 @@ impl Summary {
                 )
             });
         format!(
-            "{{\"passed\":{},\"linearizable\":{},\"verdict\":{},\"operations\":{outcomes},\"faults\":{faults},\"longest_unavailable_ms\":{},\"recovered\":{},\"converged\":{converged},\"final_reads_answered\":{},\"term_jumps\":[{}]}}\n",
+            "{{\"passed\":{},\"linearizable\":{},\"verdict\":{},\"operations\":{outcomes},\"faults\":{faults},\"longest_unavailable_ms\":{},\"recovered\":{},\"converged\":{converged},\"final_reads_answered\":{},\"term_jumps\":[{}],\"exits\":[{}],\"stale_member\":{}}}\n",
             self.passed(),
             self.linearizable,
             json_string(&self.verdict),
             self.longest_unavailable_ms,
             self.recovered,
             self.final_reads_answered,
-            jumps.join(",")
+            jumps.join(","),
+            exits.join(","),
+            self.stale_json()
         )
     }
 
