@@ -690,6 +690,16 @@ fn a_node_the_cluster_refuses_backs_off_and_both_sides_say_why() {
     assert_eq!(terms_and_leaders(&cluster), before, "the cluster changed");
 }
 
+/// Changes the value of `flag` in node `index`'s saved command line.
+fn set_argument(cluster: &mut Cluster, index: usize, flag: &str, value: &str) {
+    let arguments = &mut cluster.nodes[index].arguments;
+    let position = arguments
+        .iter()
+        .position(|argument| argument == flag)
+        .unwrap_or_else(|| panic!("{flag} in {arguments:?}"));
+    arguments[position + 1] = value.to_string();
+}
+
 #[test]
 fn a_member_restarted_on_another_port_is_named_on_both_sides() {
     let _machine = shared_machine();
@@ -701,12 +711,7 @@ fn a_member_restarted_on_another_port_is_named_on_both_sides() {
         .collect();
     cluster.kill(2);
     let other_port = free_ports(1).expect("a free port")[0];
-    let arguments = &mut cluster.nodes[2].arguments;
-    let flag = arguments
-        .iter()
-        .position(|argument| argument == "--port")
-        .expect("--port");
-    arguments[flag + 1] = other_port.to_string();
+    set_argument(&mut cluster, 2, "--port", &other_port.to_string());
     cluster.nodes[2].port = other_port;
     cluster.start_node(2).expect("start C on another port");
     let moved = format!("127.0.0.1:{other_port}");
@@ -740,6 +745,42 @@ fn a_member_restarted_on_another_port_is_named_on_both_sides() {
     assert!(
         explained.is_some(),
         "C's log does not say '{mismatch}': {}",
+        cluster.log_tails(20)
+    );
+}
+
+/// The other way round: C comes back with a wrong address for A in its
+/// member list. A, which reached C all along and was connected to by C
+/// before, must notice that C no longer connects to it, and say why.
+#[test]
+fn a_member_restarted_with_a_wrong_address_for_a_peer_is_named_by_that_peer() {
+    let _machine = shared_machine();
+    let mut cluster = common::cluster(3, &[]);
+    cluster.require_leader(2 * SECOND);
+    cluster.require_converged(3 * SECOND);
+    let a_address = cluster.nodes[0].address();
+    let wrong_port = free_ports(1).expect("a free port")[0];
+    let peers = format!("A:{wrong_port},B:{}", cluster.nodes[1].port);
+    let a_log_start = file_size(&cluster.log_path(0));
+    cluster.kill(2);
+    set_argument(&mut cluster, 2, "--peers", &peers);
+    cluster
+        .start_node(2)
+        .expect("restart C with a wrong address for A");
+
+    let mismatch = format!(
+        "Peer C has not connected to us for 5 s though we reach it: its member list has this node at 127.0.0.1:{wrong_port}, but it listens on {a_address}"
+    );
+    let explained = poll_until(10 * SECOND, || {
+        let lines = lines_after(&cluster.log_path(0), a_log_start);
+        lines
+            .iter()
+            .any(|line| line.contains(&mismatch))
+            .then_some(())
+    });
+    assert!(
+        explained.is_some(),
+        "A's log does not say '{mismatch}': {}",
         cluster.log_tails(20)
     );
 }
