@@ -317,23 +317,37 @@ fn a_member_back_with_an_old_clusters_data_dir_changes_nothing_in_the_new_one() 
             "the old cluster's key old{index} leaked into the new one"
         );
     }
+    // Each side refuses the other's handshake (whichever dialled), and
+    // names it by id.
     for index in [0, 2] {
         let status = status_of(&cluster, index);
-        assert!(
-            status["refused"].contains("B:cluster_id"),
-            "{} does not show B refused for its cluster id: {status:?}",
-            cluster.nodes[index].id
-        );
+        for field in ["refused", "refused_by"] {
+            assert_eq!(
+                status[field], "B:cluster_id",
+                "{}'s {field}: {status:?}",
+                cluster.nodes[index].id
+            );
+        }
     }
     let b_status = status_of(&cluster, 1);
+    for field in ["refused", "refused_by"] {
+        assert_eq!(
+            b_status[field], "A:cluster_id,C:cluster_id",
+            "B's {field}: {b_status:?}"
+        );
+    }
     assert_eq!(b_status["cluster"], old_cluster, "B keeps its own cluster");
     assert_ne!(b_status["role"], "leader");
-    assert!(
-        b_lines
-            .iter()
-            .any(|line| line.contains("refused us") && line.contains("cluster")),
-        "B's log does not say it was refused: {b_lines:#?}"
-    );
+    for other in ["A", "C"] {
+        assert!(
+            b_lines
+                .iter()
+                .any(|line| line.contains(&format!("Peer {other} ("))
+                    && line.contains("refused us")
+                    && line.contains("cluster")),
+            "B's log does not say {other} refused it: {b_lines:#?}"
+        );
+    }
     assert!(
         b_lines.len() < 50,
         "B wrote {} lines in 5 s: {b_lines:#?}",

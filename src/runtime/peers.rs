@@ -202,13 +202,32 @@ impl<S: Storage> Server<S> {
         let remote = self.remote_of(token);
         let now_ms = self.clock.now_ms();
         let peer = kind.outbound_peer();
-        let who = peer.map_or(remote.clone(), |peer| self.name(peer).to_string());
+        // On a connection it made to us, a peer is named by the id its hello
+        // claimed (as in refusals we give), not by its ephemeral port: one
+        // entry per peer in STATUS and one log line per peer, not one per
+        // attempt and one for all.
+        let (who, member) = match kind {
+            ConnectionKind::OutboundHandshake { peer, .. }
+            | ConnectionKind::OutboundPeer(peer)
+            | ConnectionKind::InboundPeer(peer) => (self.name(*peer).to_string(), Some(*peer)),
+            ConnectionKind::InboundHandshake(inbound) => {
+                let claimed = inbound.hello.node_id.clone();
+                let member = self
+                    .identity
+                    .members
+                    .iter()
+                    .position(|(name, _)| *name == claimed)
+                    .map(|index| NodeId(index as u32));
+                (claimed, member)
+            }
+            ConnectionKind::Unidentified | ConnectionKind::Client => (remote.clone(), None),
+        };
         log_limited!(
             self.limiter,
             now_ms,
             Warn,
             "refused by a peer",
-            refused.reason as u64 * 64 + peer.map_or(63, |peer| u64::from(peer.0)),
+            refused.reason as u64 * 64 + member.map_or(63, |member| u64::from(member.0)),
             "Peer {who} ({remote}) refused us: {}",
             refused.text
         );
