@@ -17,7 +17,7 @@ use raftlite::fault::{free_ports, LinkProxy};
 use raftlite::kv::{parse_request, LogRecord};
 use raftlite::wire::{
     encode_frame, encode_message, ClientRequest, Frame, FrameDecoder, PeerHello, PeerProof,
-    RefusalReason, NONCE_SIZE, PROOF_SIZE,
+    PeerRefused, RefusalReason, NONCE_SIZE, PROOF_SIZE,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::io::{ErrorKind, Read, Write};
@@ -980,6 +980,65 @@ fn a_stranger_without_the_peer_secret_cannot_pose_as_the_leader() {
         "NOT_FOUND"
     );
     assert_eq!(cluster.client(5 * SECOND).execute("GET before"), "VALUE 1");
+}
+
+/// Before any proof, a stranger may call itself anything and refuse our
+/// challenge with any text: none of it may become a log line of its own or
+/// a STATUS field.
+#[test]
+fn what_a_stranger_claims_cannot_forge_log_lines_or_status_fields() {
+    let _machine = shared_machine();
+    let dir = TempDir::new("forged");
+    let secret = secret_file(&dir).display().to_string();
+    let cluster = common::cluster(1, &["--peer-secret", &secret]);
+    cluster.require_leader(2 * SECOND);
+    let address = cluster.nodes[0].address();
+    let hello = |node_id: &str, authenticated: bool| {
+        Frame::PeerHello(PeerHello {
+            node_id: node_id.to_string(),
+            address: "127.0.0.1:1\n00:00:00.000 [A] forged".to_string(),
+            members: vec!["A".to_string()],
+            cluster_id: None,
+            nonce: [9; NONCE_SIZE],
+            authenticated,
+        })
+    };
+    // Refused at its hello (it offers no secret), under the id it claims.
+    let forged_id = "Z role=candidate term=999\n00:00:00.000 [A] forged";
+    let (frames, _) = send_and_read(&address, &frame_bytes(&[hello(forged_id, false)]));
+    assert_eq!(
+        refusal_of(&frames),
+        Some(RefusalReason::SecretConfiguration)
+    );
+    // Refuses our challenge, saying what it likes.
+    let text = "no\n00:00:00.000 [A] forged";
+    let refusal = Frame::PeerRefused(PeerRefused::new(RefusalReason::Authentication, text));
+    let (frames, closed) = send_and_read(&address, &frame_bytes(&[hello("A", true), refusal]));
+    assert!(closed, "{frames:?}");
+
+    let reply = Client::new(vec![address], 2 * SECOND, false).execute("STATUS");
+    assert!(
+        !reply.contains('\n') && !reply.contains("term=999") && !reply.contains("role=candidate"),
+        "STATUS carries what the stranger claimed: {reply:?}"
+    );
+    let status = status_of(&cluster, 0);
+    assert_eq!(status["role"], "leader");
+    assert_eq!(status["refused"], "?:secret_configuration", "{status:?}");
+    assert_eq!(status["refused_by"], "A:authentication", "{status:?}");
+    let log = lines_after(&cluster.log_path(0), 0);
+    let forged: Vec<&String> = log
+        .iter()
+        .filter(|line| line.get(12..17) != Some(" [A] ") || line.as_bytes().get(2) != Some(&b':'))
+        .collect();
+    assert!(
+        forged.is_empty(),
+        "lines the node did not write: {forged:#?}"
+    );
+    assert_eq!(
+        count_containing(&log, "forged"),
+        2,
+        "both refusals are logged, escaped, each on its line: {log:#?}"
+    );
 }
 
 /// A local address that is not loopback (the one a default route would

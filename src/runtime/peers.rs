@@ -5,6 +5,7 @@
 
 use super::connection::{Connection, ConnectionKind};
 use super::handshake::InboundHello;
+use super::logging::one_line;
 use super::server::{Server, Timer};
 use crate::constants::{
     RECONNECT_DELAY_MS_MAX, RECONNECT_DELAY_MS_MIN, REFUSED_RECONNECT_DELAY_MS_MAX,
@@ -115,7 +116,7 @@ impl<S: Storage> Server<S> {
         let active_ms = connection.active_ms;
         self.client_activity.remove(&(active_ms, token));
         let view = &mut self.views[peer.0 as usize];
-        view.advertised = Some(inbound.hello.address.clone());
+        view.advertised = Some(one_line(&inbound.hello.address));
         view.inbound_absent_since_ms = None;
         // One inbound connection per peer: a reconnect replaces the old one.
         if let Some(old) = self.inbound[peer.0 as usize].replace(token) {
@@ -135,7 +136,7 @@ impl<S: Storage> Server<S> {
     fn refuse(&mut self, token: Token, refusal: PeerRefused, claimed_name: Option<String>) {
         let remote = self.remote_of(token);
         let now_ms = self.clock.now_ms();
-        let who = claimed_name.unwrap_or_else(|| "?".to_string());
+        let who = claimed_name.map_or("?".to_string(), |name| shown_id(&name));
         log_limited!(
             self.limiter,
             now_ms,
@@ -143,7 +144,7 @@ impl<S: Storage> Server<S> {
             "refused a peer",
             refusal.reason as u64,
             "Refused peer {who} from {remote}: {}",
-            refusal.text
+            one_line(&refusal.text) // it may quote what the peer claimed
         );
         self.refusals_given
             .insert((who, refusal.reason.name()), now_ms);
@@ -170,7 +171,7 @@ impl<S: Storage> Server<S> {
                 return self.refuse(token, refusal, Some(name));
             }
         };
-        self.views[peer.0 as usize].expects_us_at = Some(challenge.your_address.clone());
+        self.views[peer.0 as usize].expects_us_at = Some(one_line(&challenge.your_address));
         self.send_frame(token, &Frame::PeerProof(crate::wire::PeerProof { proof }));
         if let Some(connection) = self.connections.get_mut(&token) {
             if let ConnectionKind::OutboundHandshake { proved, .. } = &mut connection.kind {
@@ -211,7 +212,7 @@ impl<S: Storage> Server<S> {
             | ConnectionKind::OutboundPeer(peer)
             | ConnectionKind::InboundPeer(peer) => (self.name(*peer).to_string(), Some(*peer)),
             ConnectionKind::InboundHandshake(inbound) => {
-                let claimed = inbound.hello.node_id.clone();
+                let claimed = shown_id(&inbound.hello.node_id);
                 let member = self
                     .identity
                     .members
@@ -229,7 +230,7 @@ impl<S: Storage> Server<S> {
             "refused by a peer",
             refused.reason as u64 * 64 + member.map_or(63, |member| u64::from(member.0)),
             "Peer {who} ({remote}) refused us: {}",
-            refused.text
+            one_line(&refused.text)
         );
         self.refusals_received
             .insert((who, refused.reason.name()), now_ms);
@@ -489,6 +490,16 @@ impl<S: Storage> Server<S> {
             .members
             .get(id.0 as usize)
             .map_or("?", |(name, _)| name.as_str())
+    }
+}
+
+/// An id another node claimed (in a hello or a challenge), as logs and
+/// STATUS show it: only if it is a valid node id, for anyone may claim
+/// anything before a handshake is proved, spaces, `=` and line breaks too.
+fn shown_id(claimed: &str) -> String {
+    match super::options::check_node_id(claimed) {
+        Ok(()) => claimed.to_string(),
+        Err(_) => "?".to_string(),
     }
 }
 
