@@ -8,8 +8,8 @@ use super::handshake::InboundHello;
 use super::logging::one_line;
 use super::server::{Server, Timer};
 use crate::constants::{
-    RECONNECT_DELAY_MS_MAX, RECONNECT_DELAY_MS_MIN, REFUSED_RECONNECT_DELAY_MS_MAX,
-    REFUSED_RECONNECT_DELAY_MS_MIN,
+    RECONNECT_DELAY_MS_MAX, RECONNECT_DELAY_MS_MIN, REFUSALS_REMEMBERED_MAX,
+    REFUSED_RECONNECT_DELAY_MS_MAX, REFUSED_RECONNECT_DELAY_MS_MIN,
 };
 use crate::core::{Message, MessageBody, NodeId};
 use crate::log;
@@ -18,6 +18,7 @@ use crate::storage::Storage;
 use crate::wire::{Frame, PeerChallenge, PeerHello, PeerRefused, RefusalReason};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
+use std::collections::BTreeMap;
 use std::io;
 
 /// A connect that has not completed by then is abandoned and retried; the
@@ -146,8 +147,7 @@ impl<S: Storage> Server<S> {
             "Refused peer {who} from {remote}: {}",
             one_line(&refusal.text) // it may quote what the peer claimed
         );
-        self.refusals_given
-            .insert((who, refusal.reason.name()), now_ms);
+        self.refusals_given.note(who, refusal.reason.name(), now_ms);
         self.update_status_extra();
         self.send_frame(token, &Frame::PeerRefused(refusal));
         self.flush_connection(token);
@@ -233,7 +233,7 @@ impl<S: Storage> Server<S> {
             one_line(&refused.text)
         );
         self.refusals_received
-            .insert((who, refused.reason.name()), now_ms);
+            .note(who, refused.reason.name(), now_ms);
         self.update_status_extra();
         if let Some(peer) = peer {
             self.note_link_refused(peer);
@@ -323,26 +323,6 @@ impl<S: Storage> Server<S> {
                 PEER_SILENT_WARN_MS / 1000
             );
         }
-    }
-
-    /// Refusals seen within REFUSAL_SHOWN_MS, as `ID:reason,...` or `none`.
-    pub(super) fn refusals_text(&mut self, received: bool) -> String {
-        let now_ms = self.clock.now_ms();
-        let refusals = if received {
-            &mut self.refusals_received
-        } else {
-            &mut self.refusals_given
-        };
-        refusals.retain(|_, at_ms| now_ms < *at_ms + REFUSAL_SHOWN_MS);
-        if refusals.is_empty() {
-            return "none".to_string();
-        }
-        let items: Vec<String> = refusals
-            .keys()
-            .take(8)
-            .map(|(name, reason)| format!("{name}:{reason}"))
-            .collect();
-        items.join(",")
     }
 
     // ---- outgoing links --------------------------------------------------
@@ -493,6 +473,50 @@ impl<S: Storage> Server<S> {
     }
 }
 
+/// Refusals given or received, by (peer id as claimed, reason), with when
+/// each was last seen: what STATUS shows. Anyone who connects may claim a
+/// new id each time, so the table is bounded: when it is full, the entry
+/// seen longest ago makes room.
+#[derive(Debug, Default)]
+pub(super) struct Refusals {
+    seen_ms: BTreeMap<(String, &'static str), u64>,
+}
+
+impl Refusals {
+    pub(super) fn note(&mut self, name: String, reason: &'static str, now_ms: u64) {
+        let key = (name, reason);
+        if !self.seen_ms.contains_key(&key) && self.seen_ms.len() >= REFUSALS_REMEMBERED_MAX {
+            let oldest = self
+                .seen_ms
+                .iter()
+                .min_by_key(|(_, at_ms)| **at_ms)
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                self.seen_ms.remove(&oldest);
+            }
+        }
+        self.seen_ms.insert(key, now_ms);
+        assert!(self.seen_ms.len() <= REFUSALS_REMEMBERED_MAX);
+    }
+
+    /// Those seen within REFUSAL_SHOWN_MS, as `ID:reason,...` (the first
+    /// 8 by id) or `none`.
+    pub(super) fn text(&mut self, now_ms: u64) -> String {
+        self.seen_ms
+            .retain(|_, at_ms| now_ms < *at_ms + REFUSAL_SHOWN_MS);
+        if self.seen_ms.is_empty() {
+            return "none".to_string();
+        }
+        let items: Vec<String> = self
+            .seen_ms
+            .keys()
+            .take(8)
+            .map(|(name, reason)| format!("{name}:{reason}"))
+            .collect();
+        items.join(",")
+    }
+}
+
 /// An id another node claimed (in a hello or a challenge), as logs and
 /// STATUS show it: only if it is a valid node id, for anyone may claim
 /// anything before a handshake is proved, spaces, `=` and line breaks too.
@@ -511,5 +535,37 @@ fn kind_name(kind: &ConnectionKind) -> &'static str {
             "handshaking peer"
         }
         ConnectionKind::InboundPeer(_) | ConnectionKind::OutboundPeer(_) => "peer",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_shown_for_a_while_and_the_table_stays_bounded() {
+        let mut refusals = Refusals::default();
+        assert_eq!(refusals.text(0), "none");
+        refusals.note("D".to_string(), "unknown_node", 0);
+        refusals.note("B".to_string(), "cluster_id", 10);
+        refusals.note("D".to_string(), "unknown_node", 20);
+        assert_eq!(refusals.text(30), "B:cluster_id,D:unknown_node");
+        assert_eq!(refusals.text(REFUSAL_SHOWN_MS + 15), "D:unknown_node");
+        assert_eq!(refusals.text(REFUSAL_SHOWN_MS + 20), "none");
+        // A stranger claiming a new id on each connection.
+        let start_ms = 10 * REFUSAL_SHOWN_MS;
+        refusals.note("B".to_string(), "cluster_id", start_ms);
+        for count in 0..10 * REFUSALS_REMEMBERED_MAX as u64 {
+            refusals.note(format!("x{count:05}"), "unknown_node", start_ms + 1 + count);
+            assert!(refusals.seen_ms.len() <= REFUSALS_REMEMBERED_MAX);
+        }
+        assert!(
+            !refusals
+                .seen_ms
+                .contains_key(&("B".to_string(), "cluster_id")),
+            "the oldest made room"
+        );
+        let newest = format!("x{:05}", 10 * REFUSALS_REMEMBERED_MAX - 1);
+        assert!(refusals.seen_ms.contains_key(&(newest, "unknown_node")));
     }
 }
