@@ -1,9 +1,10 @@
 //! Process tests of a node's edges (issue 11, "At the edges"): a member back
 //! with another cluster's data dir, a data dir started under another id,
 //! thousands of idle and half-written connections, a node the cluster
-//! refuses, a member restarted on another port, a stranger that claims to
-//! be the leader of a cluster with a peer secret, and SIGTERM. Each of them
-//! failed on the code before that change.
+//! refuses, a member restarted on another port (or with a wrong address
+//! for a peer), a stranger that claims to be the leader of a cluster with
+//! a peer secret or tries to forge log lines, and SIGTERM. Each of them
+//! fails on the code before issue 11 (6e13101).
 
 mod common;
 
@@ -565,11 +566,11 @@ fn thousands_of_idle_and_half_written_connections_neither_lock_out_a_client_nor_
         "clients holding half a frame still open {:?} after they were opened",
         opened_at.elapsed()
     );
-    // ... and keeps idle clients until the (longer) idle timeout.
+    // ... and keeps idle clients until the (longer) idle timeout, but for
+    // the idlest, closed to admit newer connections.
     let idle_clients = open.len();
-    let evicted_at_most = count.saturating_sub(slots) + 16;
     assert!(
-        idle_clients + evicted_at_most >= count / OPENINGS.len(),
+        idle_clients >= count / OPENINGS.len() / 2,
         "only {idle_clients} idle clients left open"
     );
     let (_, last) = open.last_mut().expect("an idle client left");
