@@ -79,6 +79,11 @@ pub const CONNECTION_SWEEP_INTERVAL_MS: u64 = 1_000;
 pub const REFUSED_RECONNECT_DELAY_MS_MIN: u64 = 1_000;
 pub const REFUSED_RECONNECT_DELAY_MS_MAX: u64 = 30_000;
 
+/// Refusals (given, and received) remembered for STATUS. Members cause a
+/// few; anyone who connects can cause one per connection under a made-up
+/// id, so beyond this the oldest is forgotten.
+pub const REFUSALS_REMEMBERED_MAX: usize = 128;
+
 /// Repeated log lines for one reason: at most one per this interval, with
 /// the count of those left out.
 pub const LOG_REPEAT_INTERVAL_MS: u64 = 10_000;

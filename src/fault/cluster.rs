@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub const NODE_IDS: [&str; 7] = ["A", "B", "C", "D", "E", "F", "G"];
@@ -150,6 +150,21 @@ impl LocalCluster {
             }
         }
         exits
+    }
+
+    /// The process id of node `index`, if the harness runs it.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.nodes[index].child.as_ref().map(Child::id)
+    }
+
+    /// Waits up to `timeout` for node `index` to exit by itself (after a
+    /// SIGTERM, or a refused start) and reaps it. None if it is still
+    /// running then, or was not running.
+    pub fn wait_exit(&mut self, index: usize, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.nodes[index].child.as_mut()?;
+        let status = poll_until(timeout, || child.try_wait().ok().flatten())?;
+        self.nodes[index].child = None;
+        Some(status)
     }
 
     /// Sends a signal by name (STOP, CONT, TERM, ...); false if not running.

@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -14,6 +14,8 @@ pub struct LinkProxy {
     pub port: u16,
     blocked: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
+    /// Connections accepted so far (blocked ones included).
+    accepted: Arc<AtomicU64>,
     streams: Arc<Mutex<Vec<TcpStream>>>,
     acceptor: Option<JoinHandle<()>>,
 }
@@ -24,20 +26,32 @@ impl LinkProxy {
         let port = listener.local_addr()?.port();
         let blocked = Arc::new(AtomicBool::new(false));
         let stopping = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicU64::new(0));
         let streams = Arc::new(Mutex::new(Vec::new()));
         let acceptor = {
-            let (blocked, stopping, streams) = (blocked.clone(), stopping.clone(), streams.clone());
-            std::thread::spawn(move || {
-                accept_loop(listener, target_port, &blocked, &stopping, &streams)
-            })
+            let link = Link {
+                target_port,
+                blocked: blocked.clone(),
+                stopping: stopping.clone(),
+                accepted: accepted.clone(),
+                streams: streams.clone(),
+            };
+            std::thread::spawn(move || accept_loop(listener, &link))
         };
         Ok(LinkProxy {
             port,
             blocked,
             stopping,
+            accepted,
             streams,
             acceptor: Some(acceptor),
         })
+    }
+
+    /// How many connections were made through the proxy: how often the
+    /// node behind it was dialled.
+    pub fn connections_accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     pub fn is_blocked(&self) -> bool {
@@ -74,22 +88,26 @@ impl Drop for LinkProxy {
     }
 }
 
-fn accept_loop(
-    listener: TcpListener,
+/// What the acceptor thread shares with its `LinkProxy`.
+struct Link {
     target_port: u16,
-    blocked: &AtomicBool,
-    stopping: &AtomicBool,
-    streams: &Mutex<Vec<TcpStream>>,
-) {
+    blocked: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
+    accepted: Arc<AtomicU64>,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+fn accept_loop(listener: TcpListener, link: &Link) {
     for incoming in listener.incoming() {
-        if stopping.load(Ordering::SeqCst) {
+        if link.stopping.load(Ordering::SeqCst) {
             return;
         }
         let Ok(client) = incoming else { continue };
-        if blocked.load(Ordering::SeqCst) {
+        link.accepted.fetch_add(1, Ordering::SeqCst);
+        if link.blocked.load(Ordering::SeqCst) {
             continue; // dropped: the connection is refused by closing it
         }
-        let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)) else {
+        let Ok(server) = TcpStream::connect(("127.0.0.1", link.target_port)) else {
             continue;
         };
         let _ = client.set_nodelay(true);
@@ -97,7 +115,7 @@ fn accept_loop(
         let (Ok(client_copy), Ok(server_copy)) = (client.try_clone(), server.try_clone()) else {
             continue;
         };
-        if let Ok(mut list) = streams.lock() {
+        if let Ok(mut list) = link.streams.lock() {
             list.retain(|stream| stream.peer_addr().is_ok());
             list.push(client_copy);
             list.push(server_copy);

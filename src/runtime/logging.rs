@@ -170,6 +170,21 @@ pub fn suppressed_note(suppressed: u64) -> String {
     format!(" ({suppressed} more like this in the last {seconds} s)")
 }
 
+/// Text another node sent (a refusal's reason, an address), made safe for
+/// one log line or STATUS field: control characters, line breaks among
+/// them, are escaped, so whoever sends it cannot forge lines.
+pub fn one_line(text: &str) -> String {
+    let mut line = String::with_capacity(text.len());
+    for character in text.chars() {
+        if character.is_control() {
+            line.extend(character.escape_default());
+        } else {
+            line.push(character);
+        }
+    }
+    line
+}
+
 /// `log_limited!(limiter, now_ms, Warn, "reason", detail, "format", args...)`:
 /// one line per (reason, detail) per LOG_REPEAT_INTERVAL_MS, with the count
 /// of those left out.
@@ -234,6 +249,19 @@ mod tests {
         assert_eq!(throttle.due(20), None);
         assert_eq!(throttle.due(Throttle::INTERVAL_MS), Some(10));
         assert_eq!(throttle.due(Throttle::INTERVAL_MS * 3), None);
+    }
+
+    #[test]
+    fn text_from_other_nodes_stays_on_one_line() {
+        assert_eq!(
+            one_line("member lists differ: \"D\""),
+            "member lists differ: \"D\""
+        );
+        assert_eq!(
+            one_line("x\n12:00:00.000 [A] forged\r\t"),
+            "x\\n12:00:00.000 [A] forged\\r\\t"
+        );
+        assert_eq!(one_line("é → ok"), "é → ok");
     }
 
     #[test]

@@ -446,6 +446,10 @@ impl<S: Storage> Server<S> {
                 );
                 if self.inbound[peer.0 as usize] == Some(token) {
                     self.inbound[peer.0 as usize] = None;
+                    // From now on it is a peer that does not connect to us
+                    // (check_silent_peers), as at start.
+                    let now_ms = self.clock.now_ms();
+                    self.views[peer.0 as usize].inbound_absent_since_ms = Some(now_ms);
                 }
             }
             ConnectionKind::OutboundHandshake { peer, .. } | ConnectionKind::OutboundPeer(peer) => {

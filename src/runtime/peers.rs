@@ -5,10 +5,11 @@
 
 use super::connection::{Connection, ConnectionKind};
 use super::handshake::InboundHello;
+use super::logging::one_line;
 use super::server::{Server, Timer};
 use crate::constants::{
-    RECONNECT_DELAY_MS_MAX, RECONNECT_DELAY_MS_MIN, REFUSED_RECONNECT_DELAY_MS_MAX,
-    REFUSED_RECONNECT_DELAY_MS_MIN,
+    RECONNECT_DELAY_MS_MAX, RECONNECT_DELAY_MS_MIN, REFUSALS_REMEMBERED_MAX,
+    REFUSED_RECONNECT_DELAY_MS_MAX, REFUSED_RECONNECT_DELAY_MS_MIN,
 };
 use crate::core::{Message, MessageBody, NodeId};
 use crate::log;
@@ -17,6 +18,7 @@ use crate::storage::Storage;
 use crate::wire::{Frame, PeerChallenge, PeerHello, PeerRefused, RefusalReason};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
+use std::collections::BTreeMap;
 use std::io;
 
 /// A connect that has not completed by then is abandoned and retried; the
@@ -115,7 +117,7 @@ impl<S: Storage> Server<S> {
         let active_ms = connection.active_ms;
         self.client_activity.remove(&(active_ms, token));
         let view = &mut self.views[peer.0 as usize];
-        view.advertised = Some(inbound.hello.address.clone());
+        view.advertised = Some(one_line(&inbound.hello.address));
         view.cluster_id = inbound.hello.cluster_id;
         view.inbound_absent_since_ms = None;
         // One inbound connection per peer: a reconnect replaces the old one.
@@ -136,7 +138,7 @@ impl<S: Storage> Server<S> {
     fn refuse(&mut self, token: Token, refusal: PeerRefused, claimed_name: Option<String>) {
         let remote = self.remote_of(token);
         let now_ms = self.clock.now_ms();
-        let who = shown_id(claimed_name.as_deref());
+        let who = claimed_name.map_or("?".to_string(), |name| shown_id(&name));
         log_limited!(
             self.limiter,
             now_ms,
@@ -144,15 +146,10 @@ impl<S: Storage> Server<S> {
             "refused a peer",
             refusal.reason as u64,
             "Refused peer {who} from {remote}: {}",
-            refusal.text
+            one_line(&refusal.text) // it may quote what the peer claimed
         );
-        if note_refusal(
-            &mut self.refusals_given,
-            (who, refusal.reason.name()),
-            now_ms,
-        ) {
-            self.update_status_extra();
-        }
+        self.refusals_given.note(who, refusal.reason.name(), now_ms);
+        self.update_status_extra();
         self.send_frame(token, &Frame::PeerRefused(refusal));
         self.flush_connection(token);
         self.close(token, "refused");
@@ -176,7 +173,7 @@ impl<S: Storage> Server<S> {
             }
         };
         let view = &mut self.views[peer.0 as usize];
-        view.expects_us_at = Some(challenge.your_address.clone());
+        view.expects_us_at = Some(one_line(&challenge.your_address));
         view.cluster_id = challenge.cluster_id;
         self.send_frame(token, &Frame::PeerProof(crate::wire::PeerProof { proof }));
         if let Some(connection) = self.connections.get_mut(&token) {
@@ -209,28 +206,38 @@ impl<S: Storage> Server<S> {
         let remote = self.remote_of(token);
         let now_ms = self.clock.now_ms();
         let peer = kind.outbound_peer();
-        // On a connection the peer opened, the refusal answers our
-        // challenge: its hello named it (the address is only a proxy's or
-        // an ephemeral port, and would break STATUS's `ID:reason` list).
-        let who = match (peer, kind) {
-            (Some(peer), _) => self.name(peer).to_string(),
-            (None, ConnectionKind::InboundHandshake(inbound)) => inbound.hello.node_id.clone(),
-            (None, _) => remote.clone(),
+        // On a connection it made to us, a peer is named by the id its hello
+        // claimed (as in refusals we give), not by its ephemeral port: one
+        // entry per peer in STATUS and one log line per peer, not one per
+        // attempt and one for all.
+        let (who, member) = match kind {
+            ConnectionKind::OutboundHandshake { peer, .. }
+            | ConnectionKind::OutboundPeer(peer)
+            | ConnectionKind::InboundPeer(peer) => (self.name(*peer).to_string(), Some(*peer)),
+            ConnectionKind::InboundHandshake(inbound) => {
+                let claimed = shown_id(&inbound.hello.node_id);
+                let member = self
+                    .identity
+                    .members
+                    .iter()
+                    .position(|(name, _)| *name == claimed)
+                    .map(|index| NodeId(index as u32));
+                (claimed, member)
+            }
+            ConnectionKind::Unidentified | ConnectionKind::Client => (remote.clone(), None),
         };
         log_limited!(
             self.limiter,
             now_ms,
             Warn,
             "refused by a peer",
-            refused.reason as u64 * 64 + peer.map_or(63, |peer| u64::from(peer.0)),
+            refused.reason as u64 * 64 + member.map_or(63, |member| u64::from(member.0)),
             "Peer {who} ({remote}) refused us: {}",
             one_line(&refused.text)
         );
-        // `who` is our link's name or the remote address: ours, not theirs.
-        let key = (who, refused.reason.name());
-        if note_refusal(&mut self.refusals_received, key, now_ms) {
-            self.update_status_extra();
-        }
+        self.refusals_received
+            .note(who, refused.reason.name(), now_ms);
+        self.update_status_extra();
         if let Some(peer) = peer {
             self.note_link_refused(peer);
         }
@@ -326,26 +333,6 @@ impl<S: Storage> Server<S> {
                 PEER_SILENT_WARN_MS / 1000
             );
         }
-    }
-
-    /// Refusals seen within REFUSAL_SHOWN_MS, as `ID:reason,...` or `none`.
-    pub(super) fn refusals_text(&mut self, received: bool) -> String {
-        let now_ms = self.clock.now_ms();
-        let refusals = if received {
-            &mut self.refusals_received
-        } else {
-            &mut self.refusals_given
-        };
-        refusals.retain(|_, at_ms| now_ms < *at_ms + REFUSAL_SHOWN_MS);
-        if refusals.is_empty() {
-            return "none".to_string();
-        }
-        let items: Vec<String> = refusals
-            .keys()
-            .take(8)
-            .map(|(name, reason)| format!("{name}:{reason}"))
-            .collect();
-        items.join(",")
     }
 
     // ---- outgoing links --------------------------------------------------
@@ -496,47 +483,57 @@ impl<S: Storage> Server<S> {
     }
 }
 
-/// Text from the other side, as one log line: control characters escaped.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| match c.is_control() {
-            true => c.escape_default().to_string(),
-            false => c.to_string(),
-        })
-        .collect()
+/// Refusals given or received, by (peer id as claimed, reason), with when
+/// each was last seen: what STATUS shows. Anyone who connects may claim a
+/// new id each time, so the table is bounded: when it is full, the entry
+/// seen longest ago makes room.
+#[derive(Debug, Default)]
+pub(super) struct Refusals {
+    seen_ms: BTreeMap<(String, &'static str), u64>,
 }
 
-/// Refusals kept for STATUS at once: the names come from whoever
-/// connected, so the table must not grow with them.
-const REFUSALS_SHOWN_MAX: usize = 16;
-
-/// Remembers a refusal; returns whether it is a new one. The oldest is
-/// forgotten to make room.
-fn note_refusal(
-    refusals: &mut std::collections::BTreeMap<(String, &'static str), u64>,
-    key: (String, &'static str),
-    now_ms: u64,
-) -> bool {
-    let new = !refusals.contains_key(&key);
-    if new && refusals.len() >= REFUSALS_SHOWN_MAX {
-        let oldest = refusals
-            .iter()
-            .min_by_key(|(_, at_ms)| **at_ms)
-            .map(|(key, _)| key.clone());
-        if let Some(oldest) = oldest {
-            refusals.remove(&oldest);
+impl Refusals {
+    pub(super) fn note(&mut self, name: String, reason: &'static str, now_ms: u64) {
+        let key = (name, reason);
+        if !self.seen_ms.contains_key(&key) && self.seen_ms.len() >= REFUSALS_REMEMBERED_MAX {
+            let oldest = self
+                .seen_ms
+                .iter()
+                .min_by_key(|(_, at_ms)| **at_ms)
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                self.seen_ms.remove(&oldest);
+            }
         }
+        self.seen_ms.insert(key, now_ms);
+        assert!(self.seen_ms.len() <= REFUSALS_REMEMBERED_MAX);
     }
-    refusals.insert(key, now_ms);
-    new
+
+    /// Those seen within REFUSAL_SHOWN_MS, as `ID:reason,...` (the first
+    /// 8 by id) or `none`.
+    pub(super) fn text(&mut self, now_ms: u64) -> String {
+        self.seen_ms
+            .retain(|_, at_ms| now_ms < *at_ms + REFUSAL_SHOWN_MS);
+        if self.seen_ms.is_empty() {
+            return "none".to_string();
+        }
+        let items: Vec<String> = self
+            .seen_ms
+            .keys()
+            .take(8)
+            .map(|(name, reason)| format!("{name}:{reason}"))
+            .collect();
+        items.join(",")
+    }
 }
 
-/// A node id as a peer claimed it, fit for a log line and a STATUS field:
-/// anything but a well-formed id (whoever connected chose it) shows as `?`.
-fn shown_id(claimed: Option<&str>) -> String {
-    match claimed {
-        Some(name) if super::options::check_node_id(name).is_ok() => name.to_string(),
-        _ => "?".to_string(),
+/// An id another node claimed (in a hello or a challenge), as logs and
+/// STATUS show it: only if it is a valid node id, for anyone may claim
+/// anything before a handshake is proved, spaces, `=` and line breaks too.
+fn shown_id(claimed: &str) -> String {
+    match super::options::check_node_id(claimed) {
+        Ok(()) => claimed.to_string(),
+        Err(_) => "?".to_string(),
     }
 }
 
@@ -548,5 +545,37 @@ fn kind_name(kind: &ConnectionKind) -> &'static str {
             "handshaking peer"
         }
         ConnectionKind::InboundPeer(_) | ConnectionKind::OutboundPeer(_) => "peer",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_shown_for_a_while_and_the_table_stays_bounded() {
+        let mut refusals = Refusals::default();
+        assert_eq!(refusals.text(0), "none");
+        refusals.note("D".to_string(), "unknown_node", 0);
+        refusals.note("B".to_string(), "cluster_id", 10);
+        refusals.note("D".to_string(), "unknown_node", 20);
+        assert_eq!(refusals.text(30), "B:cluster_id,D:unknown_node");
+        assert_eq!(refusals.text(REFUSAL_SHOWN_MS + 15), "D:unknown_node");
+        assert_eq!(refusals.text(REFUSAL_SHOWN_MS + 20), "none");
+        // A stranger claiming a new id on each connection.
+        let start_ms = 10 * REFUSAL_SHOWN_MS;
+        refusals.note("B".to_string(), "cluster_id", start_ms);
+        for count in 0..10 * REFUSALS_REMEMBERED_MAX as u64 {
+            refusals.note(format!("x{count:05}"), "unknown_node", start_ms + 1 + count);
+            assert!(refusals.seen_ms.len() <= REFUSALS_REMEMBERED_MAX);
+        }
+        assert!(
+            !refusals
+                .seen_ms
+                .contains_key(&("B".to_string(), "cluster_id")),
+            "the oldest made room"
+        );
+        let newest = format!("x{:05}", 10 * REFUSALS_REMEMBERED_MAX - 1);
+        assert!(refusals.seen_ms.contains_key(&(newest, "unknown_node")));
     }
 }

@@ -10,6 +10,7 @@ use super::disk_sync::DiskSyncer;
 use super::handshake::LocalIdentity;
 use super::logging::{RateLimiter, Throttle};
 use super::peer_auth::NonceSource;
+use super::peers::Refusals;
 use super::timer_wheel::{TimerId, TimerWheel};
 use crate::constants::{
     CLIENT_CONNECTIONS_MAX, CLIENT_REQUESTS_IN_FLIGHT_MAX, CONNECTION_SWEEP_INTERVAL_MS,
@@ -23,7 +24,7 @@ use crate::replica::{ClientToken, NodeCounters, Replica};
 use crate::storage::{Storage, StorageError, SyncJob};
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Poll, Token};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -140,8 +141,8 @@ pub struct Server<S: Storage> {
     pub(super) cluster_id_seen: Option<ClusterId>,
     /// Refusals we gave and got, by (peer id as claimed, reason), with
     /// when, for STATUS.
-    pub(super) refusals_given: BTreeMap<(String, &'static str), u64>,
-    pub(super) refusals_received: BTreeMap<(String, &'static str), u64>,
+    pub(super) refusals_given: Refusals,
+    pub(super) refusals_received: Refusals,
     pub(super) limiter: RateLimiter,
     pub(super) replica: Replica,
     pub(super) storage: S,
@@ -226,8 +227,8 @@ impl<S: Storage> Server<S> {
             identity: parts.identity,
             nonces: NonceSource::new(parts.nonce_seed),
             cluster_id_seen,
-            refusals_given: BTreeMap::new(),
-            refusals_received: BTreeMap::new(),
+            refusals_given: Refusals::default(),
+            refusals_received: Refusals::default(),
             limiter: RateLimiter::default(),
             replica: parts.replica,
             storage: parts.storage,
@@ -314,10 +315,11 @@ impl<S: Storage> Server<S> {
     /// Hands the runtime's STATUS fields to the replica, which answers
     /// STATUS: called when they change and by every sweep (they expire).
     pub(super) fn update_status_extra(&mut self) {
+        let now_ms = self.clock.now_ms();
         let extra = format!(
             "refused={} refused_by={} clients={}",
-            self.refusals_text(false),
-            self.refusals_text(true),
+            self.refusals_given.text(now_ms),
+            self.refusals_received.text(now_ms),
             self.client_slot_count()
         );
         self.replica.set_status_extra(extra);
