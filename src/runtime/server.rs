@@ -553,13 +553,23 @@ impl<S: Storage> Server<S> {
 
     fn log_event(&mut self, event: &Event) {
         match event {
+            // A node that cannot win (cut off, refused, moved) asks again
+            // every election timeout for the same term: one line per term
+            // per interval, with the count.
             Event::ElectionTimeout {
                 term,
                 pre_vote: true,
-            } => log!(
-                Info,
-                "Timeout → PreCandidate (asking pre-votes for term {term})"
-            ),
+            } => {
+                let now_ms = self.clock.now_ms();
+                crate::log_limited!(
+                    self.limiter,
+                    now_ms,
+                    Info,
+                    "pre-vote",
+                    term.0,
+                    "Timeout → PreCandidate (asking pre-votes for term {term})"
+                )
+            }
             Event::ElectionTimeout {
                 term,
                 pre_vote: false,
