@@ -53,6 +53,16 @@ pub const SESSIONS_MAX: usize = 16384;
 /// slots of their own beyond it.
 pub const CLIENT_CONNECTIONS_MAX: usize = 4096;
 
+/// Descriptors kept for everything that is not a client connection (the
+/// listener, peers, log segments, the hard state, stdio, the poll): client
+/// slots are what the open-files limit leaves beyond these.
+pub const DESCRIPTORS_RESERVED: usize = 64;
+
+/// Client connections looked at, from the idlest, for one that may be
+/// closed to admit a new one (those with requests in flight are skipped):
+/// a bound, so that a full table of busy clients costs little to scan.
+pub const EVICTION_SCAN_MAX: usize = 64;
+
 /// Accepted connections the kernel queues before we accept them. mio and
 /// the standard library ask for 128; 256 clients reconnecting at once after
 /// a failover would then wait out SYN retries (1 s, then 3 s). The kernel

@@ -1,6 +1,6 @@
 //! raftlite: one node of a Raft cluster serving a replicated key-value store.
 
-use raftlite::constants::{CLIENT_CONNECTIONS_MAX, LISTEN_BACKLOG};
+use raftlite::constants::{CLIENT_CONNECTIONS_MAX, DESCRIPTORS_RESERVED, LISTEN_BACKLOG};
 use raftlite::core::{ClusterId, Config, NodeId, Raft};
 use raftlite::log;
 use raftlite::replica::{Member, Replica};
@@ -20,10 +20,6 @@ use std::process::ExitCode;
 /// Usage errors exit 2; failures to start or run exit 1.
 const EXIT_USAGE: u8 = 2;
 const EXIT_FAILURE: u8 = 1;
-
-/// Descriptors kept for everything that is not a client connection: the
-/// listener, peers, log segments, the hard state, stdio, the poll itself.
-const DESCRIPTORS_RESERVED: u64 = 64;
 
 fn main() -> ExitCode {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
@@ -73,6 +69,9 @@ fn remove_pid_file(path: &Path) {
 }
 
 fn run(options: &Options) -> Result<(), Failure> {
+    // First, so that a SIGTERM at any point from here on is a clean stop
+    // (it is noticed once the loop runs).
+    let shutdown_socket = shutdown_signals().map_err(Failure::BeforeStart)?;
     let identity = identity(options).map_err(Failure::BeforeStart)?;
     let (storage, recovered) = open_storage(options).map_err(Failure::BeforeStart)?;
     let listener = listen(identity.address()).map_err(Failure::BeforeStart)?;
@@ -81,8 +80,15 @@ fn run(options: &Options) -> Result<(), Failure> {
     std::fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(|error| {
         Failure::BeforeStart(format!("cannot write {}: {error}", pid_path.display()))
     })?;
-    let parts =
-        server_parts(options, identity, storage, recovered, listener).map_err(Failure::Running)?;
+    let parts = server_parts(
+        options,
+        identity,
+        storage,
+        recovered,
+        listener,
+        shutdown_socket,
+    )
+    .map_err(Failure::Running)?;
     let mut server = Server::new(parts).map_err(|error| Failure::Running(error.to_string()))?;
     server
         .run()
@@ -202,7 +208,9 @@ fn listen(address: SocketAddr) -> Result<mio::net::TcpListener, String> {
 /// constant.
 fn client_slots() -> usize {
     let limit = os::raise_open_files_limit().unwrap_or(1024);
-    let slots = limit.saturating_sub(DESCRIPTORS_RESERVED).max(16) as usize;
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    // At least one slot, so that a node under a tiny limit still serves.
+    let slots = limit.saturating_sub(DESCRIPTORS_RESERVED).max(1);
     if slots < CLIENT_CONNECTIONS_MAX {
         log!(
             Warn,
@@ -218,11 +226,26 @@ fn server_parts(
     storage: DiskStorage,
     recovered: Recovered,
     listener: mio::net::TcpListener,
+    shutdown_socket: mio::net::UnixStream,
 ) -> Result<ServerParts<DiskStorage>, String> {
     let clock = Clock::new();
     let replica = replica(options, &identity, recovered, clock.now_ms())?;
     log_start(options, &identity);
-    // SIGTERM and SIGINT write to one end; the loop polls the other.
+    Ok(ServerParts {
+        listener,
+        shutdown_socket,
+        replica,
+        storage,
+        clock,
+        identity,
+        nonce_seed: random_bytes()?,
+        client_slots_max: client_slots(),
+    })
+}
+
+/// SIGTERM and SIGINT write to one end of a socket pair; the loop polls
+/// the other (os.rs).
+fn shutdown_signals() -> Result<mio::net::UnixStream, String> {
     let (signal_end, loop_end) = std::os::unix::net::UnixStream::pair()
         .map_err(|error| format!("cannot create the signal socket: {error}"))?;
     for end in [&signal_end, &loop_end] {
@@ -231,16 +254,7 @@ fn server_parts(
     }
     os::on_shutdown_signals(signal_end.as_raw_fd());
     std::mem::forget(signal_end); // the handler writes to it until exit
-    Ok(ServerParts {
-        listener,
-        shutdown_socket: mio::net::UnixStream::from_std(loop_end),
-        replica,
-        storage,
-        clock,
-        identity,
-        nonce_seed: random_bytes()?,
-        client_slots_max: client_slots(),
-    })
+    Ok(mio::net::UnixStream::from_std(loop_end))
 }
 
 fn replica(

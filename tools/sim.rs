@@ -90,7 +90,12 @@ fn option_table() -> Getopts {
     getopts.optopt("", "start", "first seed of a sweep (default 0)", "S");
     getopts.optopt("", "seed", "run one seed", "S");
     getopts.optopt("", "size", "cluster size (default: 1/3/5/7 by seed)", "K");
-    getopts.optopt("", "steps", "steps of the fault phase", "M");
+    getopts.optopt(
+        "",
+        "steps",
+        &format!("steps of the fault phase (default {STEPS_DEFAULT})"),
+        "M",
+    );
     getopts.optflag("", "trace", "print every event of the run");
     getopts.optflag("", "keep-going", "count failures instead of stopping");
     getopts.optopt(

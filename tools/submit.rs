@@ -72,9 +72,13 @@ every line, blank ones included. Commands and their replies:
   GET key               VALUE v | NOT_FOUND  (linearizable, from the leader)
   SGET key              VALUE v stale applied=I | NOT_FOUND stale applied=I
   DEL key               OK index=I term=T  (also when the key was absent)
-  CAS key expected new  OK index=I term=T | MISMATCH current=v|NOT_FOUND
-                        (expected - means: only if absent)
+  CAS key expected new  OK index=I term=T | MISMATCH current=v | MISMATCH absent
+                        (a bare - as expected means: only if absent; \"-\" is
+                        the value -)
   STATUS                STATUS id=.. role=.. term=.. leader=.. ...  (node asked)
+Keys and values may be double-quoted with backslash escapes (\\\" \\\\ \\n \\t
+\\xHH), redis-cli style: SET \"a b\" \"c d\"; GET \"a b\". A bare value loses the
+spaces around it: quote it to keep them.
 Errors, and whether the command was applied:
   ERR NOT_LEADER ...    no; shown only with --no-redirect (else followed)
   ERR UNAVAILABLE why   no: e.g. no leader (...), no node reachable (...)

@@ -164,6 +164,11 @@ impl Raft {
             return; // a faulty peer must not break the log's invariants
         }
         if self.is_foreign(&message) {
+            let from = message.from;
+            let cluster = message.cluster;
+            self.ready
+                .events
+                .push(Event::ForeignMessageIgnored { from, cluster });
             return;
         }
         if message.term > self.hard_state.current_term {
@@ -453,21 +458,40 @@ impl Raft {
         }
     }
 
-    /// A message this node must not act on: from a node of another cluster,
-    /// or a request (a vote, entries) whose sender's log cannot hold our
-    /// committed first entry. Answers from such a node still count: it may
-    /// be one of ours whose uncommitted first entry we are about to replace.
+    /// Whether this node's first entry is its cluster's for good: it is
+    /// bound, or about to be (it knows the Bootstrap committed; only the
+    /// binding's write waits for its copy of the entry to be durable).
+    pub(super) fn knows_cluster(&self) -> bool {
+        self.hard_state.cluster_id.is_some()
+            || (self.log.commit_index() >= LogIndex(1) && self.log.first_is_bootstrap())
+    }
+
+    /// A message this node must not act on (it does not even take the
+    /// term): (1) from a node bound to another cluster, once this node
+    /// knows its own; (2) a request from a node whose log begins with
+    /// another cluster's Bootstrap, once this node knows its own; (3) a vote
+    /// request from a node bound to another cluster, whenever this node's
+    /// log begins with a Bootstrap of its own. (3) is what keeps a stale
+    /// member from gathering, in a new cluster's first heartbeat, the votes
+    /// of nodes that hold a committed Bootstrap and do not know it yet:
+    /// they all refuse it, and they are a majority. Answers from a node
+    /// whose first entry differs still count: it may be one of ours whose
+    /// uncommitted first entry we are about to replace.
     fn is_foreign(&self, message: &Message) -> bool {
-        let ours = self.cluster_tag();
         if self.planted(PlantedBug::AdmitForeignCluster) {
             return false;
         }
-        let request = matches!(
-            message.body,
-            MessageBody::RequestVote(_) | MessageBody::AppendEntries(_)
-        );
-        message.cluster.foreign_to(ours)
-            || (ours.bound && request && message.cluster.diverges_from(ours))
+        let diverges = message.cluster.diverges_from(self.cluster_tag());
+        if !diverges {
+            return false;
+        }
+        let known = self.knows_cluster();
+        match message.body {
+            _ if message.cluster.bound && known => true,
+            MessageBody::RequestVote(_) | MessageBody::AppendEntries(_) if known => true,
+            MessageBody::RequestVote(_) => message.cluster.bound,
+            _ => false,
+        }
     }
 
     pub(super) fn send(&mut self, to: NodeId, body: MessageBody) {

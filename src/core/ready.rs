@@ -1,12 +1,12 @@
 //! What one pass through the core asks of the runtime.
 
-use super::message::Message;
+use super::message::{ClusterTag, Message};
 use super::types::{ClusterId, Entry, HardState, LogIndex, NodeId, Term};
 
 /// The runtime must, in this order: make `hard_state` and `entries` durable
 /// (entries whose first index is at or below the stored last index replace
 /// that suffix), then send `messages_after_persist` and call
-/// `Raft::persisted` (and `Raft::hard_state_persisted` for a hard state). `messages` may leave at once, before the write (§10.2.1
+/// `Raft::persisted` (and, for a hard state, `Raft::hard_state_persisted`). `messages` may leave at once, before the write (§10.2.1
 /// of the dissertation: a leader may send AppendEntries in parallel with its
 /// own write). `committed_entries` are durable on a majority (not
 /// necessarily here yet) and are applied in order.
@@ -95,6 +95,12 @@ pub enum Event {
     /// cluster it belongs to.
     ClusterIdLearned {
         cluster_id: ClusterId,
+    },
+    /// A message from a node of another cluster (or of none this node
+    /// recognises) was ignored, term and all (`Raft::is_foreign`).
+    ForeignMessageIgnored {
+        from: NodeId,
+        cluster: ClusterTag,
     },
 }
 

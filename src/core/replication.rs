@@ -93,10 +93,7 @@ impl Raft {
         if prev_index != LogIndex(0) {
             return false;
         }
-        assert!(
-            self.hard_state.cluster_id.is_none(),
-            "dropping a known cluster's log"
-        );
+        assert!(!self.knows_cluster(), "dropping a known cluster's log");
         if self.log.last_index() > LogIndex(0) {
             self.log.truncate_all_uncommitted();
             self.ready

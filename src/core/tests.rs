@@ -947,3 +947,108 @@ fn planted_count_unbound_acks_commits_a_command_no_bound_majority_holds() {
     assert_eq!(cluster.nodes[0].status().commit_index, LogIndex(2));
     assert!(!cluster.nodes[1].cluster_tag().bound);
 }
+
+// ---- cluster identity: interleavings found in review ------------------------
+
+fn bootstrap(index: u64, term: u64, id: u64) -> Entry {
+    Entry {
+        term: Term(term),
+        index: LogIndex(index),
+        kind: EntryKind::Bootstrap,
+        data: ClusterId(id).to_bytes().as_slice().into(),
+    }
+}
+
+fn append_from(from: u32, term: u64, tag: ClusterTag, entries: Vec<Entry>, commit: u64) -> Message {
+    Message {
+        from: NodeId(from),
+        to: NodeId(1),
+        term: Term(term),
+        cluster: tag,
+        body: MessageBody::AppendEntries(AppendEntries {
+            prev_log_index: LogIndex(0),
+            prev_log_term: Term(0),
+            leader_commit: LogIndex(commit),
+            round: 0,
+            entries,
+        }),
+    }
+}
+
+/// A follower that knows its Bootstrap committed, but whose copy is not
+/// durable yet (so it is not bound), ignores a stale member leading a
+/// higher term with another cluster's log: it neither takes the term nor
+/// drops its committed first entry (which used to stop it on an assertion).
+#[test]
+fn a_node_that_knows_its_bootstrap_committed_ignores_another_clusters_leader() {
+    let mut follower = Raft::new(config(1, 3), HardState::default(), Vec::new(), 0).unwrap();
+    let ours = ClusterTag {
+        log_id: Some(ClusterId(0xC)),
+        bound: true,
+    };
+    follower.step(append_from(0, 1, ours, vec![bootstrap(1, 1, 0xC)], 1));
+    let _write_in_flight = follower.ready();
+    assert_eq!(follower.status().commit_index, LogIndex(1));
+    assert!(
+        follower.cluster_id().is_none(),
+        "not durable: not bound yet"
+    );
+    let theirs = ClusterTag {
+        log_id: Some(ClusterId(0xD)),
+        bound: true,
+    };
+    follower.step(append_from(2, 9, theirs, vec![bootstrap(1, 9, 0xD)], 0));
+    assert_eq!(
+        follower.current_term(),
+        Term(1),
+        "the stale term is not taken"
+    );
+    assert_eq!(follower.log().term_at(LogIndex(1)), Some(Term(1)));
+    let ready = follower.ready();
+    assert!(ready
+        .events
+        .iter()
+        .any(|event| matches!(event, Event::ForeignMessageIgnored { .. })));
+}
+
+/// A node whose log begins with a Bootstrap grants no vote to a candidate
+/// bound to another cluster, even before it knows its own Bootstrap is
+/// committed: a stale member cannot win, in a new cluster's first
+/// heartbeat, the nodes that hold its committed Bootstrap (it used to,
+/// leaving the first leader bound to a cluster of one).
+#[test]
+fn a_stale_member_cannot_win_the_votes_of_nodes_holding_a_bootstrap() {
+    let mut cluster = Cluster::new(3);
+    let stale_log = vec![bootstrap(1, 3, 0xD), Entry::command(2, 10, b"old")];
+    let stale_hard_state = HardState {
+        current_term: Term(10),
+        voted_for: None,
+        cluster_id: Some(ClusterId(0xD)),
+    };
+    cluster.nodes[2] = Raft::new(config(2, 3), stale_hard_state, stale_log.clone(), 0).unwrap();
+    cluster.stored[2] = stale_log;
+    cluster.filter = Box::new(|message| message.from != NodeId(2) && message.to != NodeId(2));
+    cluster.campaign(0);
+    assert!(
+        cluster.nodes[0].cluster_id().is_some(),
+        "the first leader is bound"
+    );
+    assert!(
+        cluster.nodes[1].cluster_id().is_none(),
+        "its follower not yet"
+    );
+    cluster.filter = Box::new(|message| message.from != NodeId(0) && message.to != NodeId(0));
+    cluster.campaign(2);
+    assert_ne!(
+        cluster.nodes[2].role(),
+        Role::Leader,
+        "no vote for the stale member"
+    );
+    assert_eq!(cluster.nodes[1].current_term(), Term(1), "nor its term");
+    cluster.filter = Box::new(|_| true);
+    cluster.heartbeat(0);
+    assert_eq!(cluster.nodes[1].cluster_id(), cluster.nodes[0].cluster_id());
+    let (index, _) = cluster.nodes[0].propose(b"w").expect("leader");
+    cluster.heartbeat(0);
+    assert!(cluster.nodes[0].status().commit_index >= index);
+}

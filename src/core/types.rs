@@ -147,8 +147,9 @@ pub struct HardState {
     pub voted_for: Option<NodeId>,
     /// The cluster this node is bound to: the id its first entry (the
     /// cluster's `Bootstrap`) names, set once the node knows that entry is
-    /// committed, and never changed after. A node takes (as follower) or
-    /// counts (as leader) no client command before this is durable, so every
+    /// committed and its own copy is durable, and never changed after. A
+    /// leader counts a node's acknowledgement of a client command only once
+    /// that node is bound (its own, once its binding is durable), so every
     /// acknowledged write lives on a majority bound to the cluster, whose
     /// members refuse the votes and entries of a node bound to another (a
     /// stale data dir at a member's address); and a node that is not bound

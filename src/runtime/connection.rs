@@ -5,7 +5,7 @@ use super::handshake::InboundHello;
 use super::timer_wheel::TimerId;
 use crate::constants::CONNECTION_OUTPUT_SIZE_MAX;
 use crate::core::NodeId;
-use crate::wire::{FrameDecoder, PeerHello};
+use crate::wire::{Frame, FrameDecoder, PeerHello, WireError};
 use mio::net::TcpStream;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -114,14 +114,18 @@ impl Connection {
         }
     }
 
-    /// Notes, after the decoder took every complete frame, whether part of
-    /// one is left waiting (a client that stalls mid-frame is closed).
-    pub fn note_partial_frame(&mut self, now_ms: u64) {
-        if self.decoder.buffered_len() == 0 {
+    /// The next complete frame, keeping track of how long part of one has
+    /// waited: since the end of the last complete frame, so that a stream
+    /// whose reads always end mid-frame (a busy peer link, a pipelining
+    /// client) is not taken for one that stalls.
+    pub fn next_frame(&mut self, now_ms: u64) -> Result<Option<Frame>, WireError> {
+        let frame = self.decoder.next_frame()?;
+        if frame.is_some() {
             self.partial_since_ms = None;
-        } else if self.partial_since_ms.is_none() {
-            self.partial_since_ms = Some(now_ms);
+        } else if self.decoder.buffered_len() > 0 {
+            self.partial_since_ms.get_or_insert(now_ms);
         }
+        Ok(frame)
     }
 
     /// One read into the decoder's free space. The caller drains complete
@@ -186,5 +190,58 @@ impl Connection {
             self.output_offset = 0;
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{encode_frame, ClientRequest};
+
+    /// Review finding: a stream that always ends a read mid-frame kept the
+    /// time of its first partial frame, and was closed as stalled after
+    /// PARTIAL_FRAME_TIMEOUT_MS though every frame completed in time.
+    #[test]
+    fn the_partial_frame_clock_starts_again_with_each_complete_frame() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, address) = listener.accept().unwrap();
+        let stream = TcpStream::from_std(client);
+        let mut connection = Connection::new(stream, address, ConnectionKind::Client, false, 0);
+        let mut bytes = Vec::new();
+        for request_id in 0..3 {
+            let command = "GET k".to_string();
+            let request = ClientRequest {
+                request_id,
+                session_id: 0,
+                sequence: 0,
+                command,
+            };
+            encode_frame(&Frame::ClientRequest(request), &mut bytes);
+        }
+        let frame_size = bytes.len() / 3;
+        let feed = |connection: &mut Connection, chunk: &[u8], now_ms: u64| {
+            connection.decoder.spare(chunk.len())[..chunk.len()].copy_from_slice(chunk);
+            connection.decoder.commit(chunk.len());
+            while connection.next_frame(now_ms).unwrap().is_some() {}
+        };
+        feed(&mut connection, &bytes[..frame_size / 2], 0);
+        assert_eq!(connection.partial_since_ms, Some(0));
+        feed(
+            &mut connection,
+            &bytes[frame_size / 2..frame_size + frame_size / 2],
+            9_000,
+        );
+        assert_eq!(
+            connection.partial_since_ms,
+            Some(9_000),
+            "frame 1 completed at 9 s"
+        );
+        feed(
+            &mut connection,
+            &bytes[frame_size + frame_size / 2..],
+            18_000,
+        );
+        assert_eq!(connection.partial_since_ms, None, "nothing left over");
     }
 }

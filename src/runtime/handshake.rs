@@ -6,7 +6,8 @@
 //!   PeerHello(id, address, members, cluster, nonce) ──▶
 //!         ◀── PeerChallenge(id, cluster, nonce, proof of the secret)
 //!   PeerProof(proof of the secret) ──▶
-//!         ◀── PeerWelcome            (or PeerRefused(reason) at any step)
+//!         ◀── PeerWelcome(where the acceptor will dial the connector)
+//!                              (or PeerRefused(reason) at any step)
 //! ```
 //!
 //! The acceptor checks who the connector is only after its proof, so a
@@ -15,7 +16,9 @@
 
 use super::peer_auth::{PeerSecret, Side, Transcript};
 use crate::core::{ClusterId, NodeId};
-use crate::wire::{PeerChallenge, PeerHello, PeerRefused, RefusalReason, NONCE_SIZE, PROOF_SIZE};
+use crate::wire::{
+    PeerChallenge, PeerHello, PeerRefused, PeerWelcome, RefusalReason, NONCE_SIZE, PROOF_SIZE,
+};
 use std::net::SocketAddr;
 
 /// What this node is, as the handshake needs it.
@@ -87,14 +90,8 @@ impl LocalIdentity {
             _ => {}
         }
         let transcript = inbound.transcript(self.name());
-        let your_address = self
-            .members
-            .iter()
-            .find(|(name, _)| *name == hello.node_id)
-            .map_or(String::new(), |(_, address)| address.to_string());
         Ok(PeerChallenge {
             node_id: self.name().to_string(),
-            your_address,
             cluster_id: inbound.our_cluster,
             nonce: inbound.our_nonce,
             proof: self.prove(Side::Acceptor, &transcript),
@@ -102,19 +99,23 @@ impl LocalIdentity {
     }
 
     /// The acceptor checks the connector's proof, then who it is. Returns
-    /// the peer it is.
+    /// the peer it is, and the welcome to send it.
     pub fn admit(
         &self,
         inbound: &InboundHello,
         proof: &[u8; PROOF_SIZE],
         cluster_now: Option<ClusterId>,
-    ) -> Result<NodeId, PeerRefused> {
+    ) -> Result<(NodeId, PeerWelcome), PeerRefused> {
         let transcript = inbound.transcript(self.name());
         if !self.verifies(Side::Connector, &transcript, proof) {
             let text = "the proof of the peer secret does not verify (a different --peer-secret?)";
             return Err(PeerRefused::new(RefusalReason::Authentication, text));
         }
-        self.check_connector(&inbound.hello, cluster_now)
+        let peer = self.check_connector(&inbound.hello, cluster_now)?;
+        let welcome = PeerWelcome {
+            your_address: self.members[peer.0 as usize].1.to_string(),
+        };
+        Ok((peer, welcome))
     }
 
     fn check_connector(
@@ -287,7 +288,9 @@ mod tests {
         };
         let challenge = acceptor.challenge(&inbound)?;
         let proof = connector.answer_challenge(NodeId(1), &hello, &challenge)?;
-        acceptor.admit(&inbound, &proof, clusters.1)
+        acceptor
+            .admit(&inbound, &proof, clusters.1)
+            .map(|(peer, _)| peer)
     }
 
     fn refusal(result: Result<NodeId, PeerRefused>) -> (RefusalReason, String) {

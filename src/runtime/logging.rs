@@ -166,8 +166,7 @@ pub fn suppressed_note(suppressed: u64) -> String {
     if suppressed == 0 {
         return String::new();
     }
-    let seconds = crate::constants::LOG_REPEAT_INTERVAL_MS / 1000;
-    format!(" ({suppressed} more like this in the last {seconds} s)")
+    format!(" ({suppressed} more like this since the last such line)")
 }
 
 /// Text another node sent (a refusal's reason, an address), made safe for

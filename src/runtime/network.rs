@@ -9,7 +9,8 @@ use super::connection::{Connection, ConnectionKind, ReadOutcome};
 use super::server::{Server, Timer, LISTENER};
 use crate::constants::{
     CLIENT_IDLE_TIMEOUT_MS, CLIENT_REQUESTS_IN_FLIGHT_MAX, CONNECTION_READ_SIZE_PER_TURN_MAX,
-    CONNECTION_SWEEP_INTERVAL_MS, HANDSHAKE_TIMEOUT_MS, PARTIAL_FRAME_TIMEOUT_MS,
+    CONNECTION_SWEEP_INTERVAL_MS, EVICTION_SCAN_MAX, HANDSHAKE_TIMEOUT_MS,
+    PARTIAL_FRAME_TIMEOUT_MS,
 };
 use crate::log;
 use crate::log_limited;
@@ -24,10 +25,6 @@ use std::net::SocketAddr;
 
 /// Pause before accepting again after accept failed (out of descriptors).
 const ACCEPT_RETRY_MS: u64 = 50;
-
-/// Connections looked at, from the idlest, for one that may be closed to
-/// admit a new client (those with requests in flight are skipped).
-const EVICTION_SCAN_MAX: usize = 64;
 
 impl<S: Storage> Server<S> {
     pub(super) fn handle_event(&mut self, event: &Event) {
@@ -79,7 +76,11 @@ impl<S: Storage> Server<S> {
             "Accept failed: {error}; retrying in {ACCEPT_RETRY_MS} ms"
         );
         self.evict_idlest_client("out of file descriptors");
-        self.timers.insert(now_ms + ACCEPT_RETRY_MS, Timer::Accept);
+        // One retry at a time, however many readiness events failed.
+        if !self.accept_retry_pending {
+            self.accept_retry_pending = true;
+            self.timers.insert(now_ms + ACCEPT_RETRY_MS, Timer::Accept);
+        }
     }
 
     fn accepted(&mut self, mut stream: TcpStream, address: SocketAddr) {
@@ -221,12 +222,9 @@ impl<S: Storage> Server<S> {
             if connection.requests_in_flight.len() >= CLIENT_REQUESTS_IN_FLIGHT_MAX {
                 return false;
             }
-            match connection.decoder.next_frame() {
+            match connection.next_frame(now_ms) {
                 Ok(Some(frame)) => self.dispatch(token, frame),
-                Ok(None) => {
-                    connection.note_partial_frame(now_ms);
-                    return true;
-                }
+                Ok(None) => return true,
                 Err(error) => {
                     self.malformed_frame(token, &error.to_string());
                     return true;
@@ -499,9 +497,16 @@ fn expiry(connection: &Connection, now_ms: u64) -> Option<&'static str> {
     if handshaking && since(connection.opened_ms) >= HANDSHAKE_TIMEOUT_MS {
         return Some("no request or peer handshake within the handshake timeout");
     }
-    if connection
-        .partial_since_ms
-        .is_some_and(|at_ms| since(at_ms) >= PARTIAL_FRAME_TIMEOUT_MS)
+    // An established peer may send a 4 MiB batch over a slow link; the
+    // timeout is for clients and strangers.
+    let established_peer = matches!(
+        connection.kind,
+        ConnectionKind::InboundPeer(_) | ConnectionKind::OutboundPeer(_)
+    );
+    if !established_peer
+        && connection
+            .partial_since_ms
+            .is_some_and(|at_ms| since(at_ms) >= PARTIAL_FRAME_TIMEOUT_MS)
     {
         return Some("part of a frame held longer than the partial-frame timeout");
     }
@@ -519,7 +524,7 @@ pub(super) fn frame_name(frame: &Frame) -> &'static str {
         Frame::PeerHello(_) => "PeerHello",
         Frame::PeerChallenge(_) => "PeerChallenge",
         Frame::PeerProof(_) => "PeerProof",
-        Frame::PeerWelcome => "PeerWelcome",
+        Frame::PeerWelcome(_) => "PeerWelcome",
         Frame::PeerRefused(_) => "PeerRefused",
         Frame::Peer(_) => "peer message",
         Frame::ClientRequest(_) => "ClientRequest",

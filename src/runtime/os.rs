@@ -7,16 +7,42 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
+/// `rlim_t`: an unsigned long on Linux (32 bits on 32-bit targets), 64
+/// bits on macOS and the BSDs.
+#[cfg(target_os = "linux")]
+type RlimT = std::ffi::c_ulong;
+#[cfg(not(target_os = "linux"))]
+type RlimT = u64;
+
 #[repr(C)]
 struct Rlimit {
-    current: u64,
-    maximum: u64,
+    current: RlimT,
+    maximum: RlimT,
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", any(target_arch = "mips", target_arch = "mips64")))]
+const RLIMIT_NOFILE: i32 = 5;
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "sparc", target_arch = "sparc64")
+))]
+const RLIMIT_NOFILE: i32 = 6;
+#[cfg(all(
+    target_os = "linux",
+    not(any(
+        target_arch = "mips",
+        target_arch = "mips64",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    ))
+))]
 const RLIMIT_NOFILE: i32 = 7;
 #[cfg(not(target_os = "linux"))]
 const RLIMIT_NOFILE: i32 = 8; // macOS and the BSDs
+
+/// macOS reports an unlimited hard limit but refuses a soft limit above
+/// OPEN_MAX: ask for at most this.
+const OPEN_FILES_WANTED_MAX: RlimT = 10240;
 
 pub const SIGINT: i32 = 2;
 pub const SIGTERM: i32 = 15;
@@ -27,6 +53,12 @@ extern "C" {
     fn setrlimit(resource: i32, limit: *const Rlimit) -> i32;
     fn signal(signal: i32, handler: extern "C" fn(i32)) -> usize;
     fn write(fd: i32, buffer: *const u8, count: usize) -> isize;
+    fn _exit(status: i32) -> !;
+    #[cfg(target_os = "linux")]
+    fn __errno_location() -> *mut i32;
+    #[cfg(not(target_os = "linux"))]
+    #[link_name = "__error"]
+    fn __errno_location() -> *mut i32;
 }
 
 /// Sets the accept queue of a listening socket. mio and the standard
@@ -55,17 +87,23 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
     if unsafe { getrlimit(RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    if limit.current < limit.maximum {
+    let wanted = match cfg!(target_os = "linux") {
+        true => limit.maximum,
+        false => limit.maximum.min(OPEN_FILES_WANTED_MAX),
+    };
+    if limit.current < wanted {
         let raised = Rlimit {
-            current: limit.maximum,
+            current: wanted,
             maximum: limit.maximum,
         };
         // SAFETY: setrlimit only reads the struct we pass.
         if unsafe { setrlimit(RLIMIT_NOFILE, &raised) } == 0 {
-            return Ok(raised.current);
+            #[allow(clippy::useless_conversion)] // u32 on 32-bit Linux
+            return Ok(u64::from(raised.current));
         }
     }
-    Ok(limit.current)
+    #[allow(clippy::useless_conversion)] // u32 on 32-bit Linux
+    Ok(u64::from(limit.current))
 }
 
 static SHUTDOWN_REQUESTED: AtomicBool = AtomicBool::new(false);
@@ -73,23 +111,34 @@ static SHUTDOWN_SIGNAL: AtomicI32 = AtomicI32::new(0);
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_shutdown_signal(number: i32) {
-    // Only async-signal-safe work here: atomics and one write(2).
+    // Only async-signal-safe work here: atomics, write(2) and _exit(2).
+    if SHUTDOWN_REQUESTED.swap(true, Ordering::SeqCst) {
+        // A second signal: the clean stop is stuck (a disk that hangs);
+        // stop now, as the shell's convention for a signal has it.
+        // SAFETY: _exit is async-signal-safe and never returns.
+        unsafe { _exit(128 + number) };
+    }
     SHUTDOWN_SIGNAL.store(number, Ordering::SeqCst);
-    if !SHUTDOWN_REQUESTED.swap(true, Ordering::SeqCst) {
-        let fd = WAKE_FD.load(Ordering::SeqCst);
-        if fd >= 0 {
-            let byte = 1u8;
-            // SAFETY: writes one byte from a live stack variable to a
-            // descriptor that stays open for the life of the process.
-            unsafe { write(fd, &byte, 1) };
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: errno is the calling thread's; the handler must leave it
+        // as it found it. The write is of one byte from a live stack
+        // variable to a descriptor that stays open for the whole process.
+        unsafe {
+            let errno = __errno_location();
+            let saved = *errno;
+            write(fd, &byte, 1);
+            *errno = saved;
         }
     }
 }
 
 /// Makes SIGTERM and SIGINT ask for a clean stop: the handler writes one
 /// byte to `wake_fd` (one end of a socket pair whose other end the event
-/// loop polls), so the loop wakes and shuts down in its own time. The
-/// descriptor must stay open for the rest of the process.
+/// loop polls), so the loop wakes and shuts down in its own time; a second
+/// signal ends the process at once. The descriptor must stay open for the
+/// rest of the process.
 pub fn on_shutdown_signals(wake_fd: RawFd) {
     WAKE_FD.store(wake_fd, Ordering::SeqCst);
     for number in [SIGTERM, SIGINT] {

@@ -53,11 +53,11 @@ impl<S: Storage> Server<S> {
                 },
             ) => self.challenge(token, peer, &hello, &challenge),
             (
-                Frame::PeerWelcome,
+                Frame::PeerWelcome(welcome),
                 ConnectionKind::OutboundHandshake {
                     peer, proved: true, ..
                 },
-            ) => self.welcomed(token, peer),
+            ) => self.welcomed(token, peer, &welcome),
             (Frame::PeerRefused(refused), kind) => self.refused_by_peer(token, &kind, &refused),
             (
                 Frame::Peer(message),
@@ -102,14 +102,14 @@ impl<S: Storage> Server<S> {
 
     fn proof(&mut self, token: Token, inbound: &InboundHello, proof: &[u8; 32]) {
         let cluster_now = self.replica.raft().cluster_id();
-        let peer = match self.identity.admit(inbound, proof, cluster_now) {
-            Ok(peer) => peer,
+        let (peer, welcome) = match self.identity.admit(inbound, proof, cluster_now) {
+            Ok(admitted) => admitted,
             Err(refusal) => {
                 let name = inbound.hello.node_id.clone();
                 return self.refuse(token, refusal, Some(name));
             }
         };
-        self.send_frame(token, &Frame::PeerWelcome);
+        self.send_frame(token, &Frame::PeerWelcome(welcome));
         let Some(connection) = self.connections.get_mut(&token) else {
             return;
         };
@@ -136,19 +136,29 @@ impl<S: Storage> Server<S> {
 
     /// Sends the refusal, closes, and remembers it for STATUS and the log.
     fn refuse(&mut self, token: Token, refusal: PeerRefused, claimed_name: Option<String>) {
-        let remote = self.remote_of(token);
+        let whence = self.whence(token);
         let now_ms = self.clock.now_ms();
-        let who = claimed_name.map_or("?".to_string(), |name| shown_id(&name));
+        // With a secret, who a connection is counts only once its proof
+        // verified: a refusal before that is the claim of anyone at all.
+        let unproved = matches!(
+            refusal.reason,
+            RefusalReason::SecretConfiguration | RefusalReason::Authentication
+        ) && self.identity.secret.is_some();
+        let who = match (claimed_name, unproved) {
+            (Some(name), false) => shown_id(&name),
+            _ => "?".to_string(),
+        };
         log_limited!(
             self.limiter,
             now_ms,
             Warn,
             "refused a peer",
             refusal.reason as u64,
-            "Refused peer {who} from {remote}: {}",
+            "Refused peer {who} ({whence}): {}",
             one_line(&refusal.text) // it may quote what the peer claimed
         );
         self.refusals_given.note(who, refusal.reason.name(), now_ms);
+        self.check_stale(refusal.reason);
         self.update_status_extra();
         self.send_frame(token, &Frame::PeerRefused(refusal));
         self.flush_connection(token);
@@ -172,9 +182,7 @@ impl<S: Storage> Server<S> {
                 return self.refuse(token, refusal, Some(name));
             }
         };
-        let view = &mut self.views[peer.0 as usize];
-        view.expects_us_at = Some(one_line(&challenge.your_address));
-        view.cluster_id = challenge.cluster_id;
+        self.views[peer.0 as usize].cluster_id = challenge.cluster_id;
         self.send_frame(token, &Frame::PeerProof(crate::wire::PeerProof { proof }));
         if let Some(connection) = self.connections.get_mut(&token) {
             if let ConnectionKind::OutboundHandshake { proved, .. } = &mut connection.kind {
@@ -183,7 +191,8 @@ impl<S: Storage> Server<S> {
         }
     }
 
-    fn welcomed(&mut self, token: Token, peer: NodeId) {
+    fn welcomed(&mut self, token: Token, peer: NodeId, welcome: &crate::wire::PeerWelcome) {
+        self.views[peer.0 as usize].expects_us_at = Some(one_line(&welcome.your_address));
         if let Some(connection) = self.connections.get_mut(&token) {
             connection.kind = ConnectionKind::OutboundPeer(peer);
         }
@@ -203,17 +212,15 @@ impl<S: Storage> Server<S> {
     /// The other side refused the handshake: say why, once in a while, and
     /// (if it was our link) wait long before trying again.
     fn refused_by_peer(&mut self, token: Token, kind: &ConnectionKind, refused: &PeerRefused) {
-        let remote = self.remote_of(token);
-        let now_ms = self.clock.now_ms();
-        let peer = kind.outbound_peer();
-        // On a connection it made to us, a peer is named by the id its hello
-        // claimed (as in refusals we give), not by its ephemeral port: one
-        // entry per peer in STATUS and one log line per peer, not one per
-        // attempt and one for all.
-        let (who, member) = match kind {
-            ConnectionKind::OutboundHandshake { peer, .. }
-            | ConnectionKind::OutboundPeer(peer)
-            | ConnectionKind::InboundPeer(peer) => (self.name(*peer).to_string(), Some(*peer)),
+        let (who, member, trusted) = match kind {
+            ConnectionKind::OutboundHandshake { peer, .. } | ConnectionKind::OutboundPeer(peer) => {
+                (self.name(*peer).to_string(), Some(*peer), true)
+            }
+            ConnectionKind::InboundPeer(peer) => (self.name(*peer).to_string(), Some(*peer), true),
+            // Its hello said who it is. With a secret, nothing proved it
+            // yet (a refusal carries no proof): logged as a claim, kept out
+            // of STATUS. Without one, no claim is ever proved, and this one
+            // is as good as any.
             ConnectionKind::InboundHandshake(inbound) => {
                 let claimed = shown_id(&inbound.hello.node_id);
                 let member = self
@@ -222,26 +229,131 @@ impl<S: Storage> Server<S> {
                     .iter()
                     .position(|(name, _)| *name == claimed)
                     .map(|index| NodeId(index as u32));
-                (claimed, member)
+                match self.identity.secret.is_some() {
+                    true => (format!("claiming to be {claimed}"), member, false),
+                    false => (claimed, member, true),
+                }
             }
-            ConnectionKind::Unidentified | ConnectionKind::Client => (remote.clone(), None),
+            ConnectionKind::Unidentified | ConnectionKind::Client => {
+                let text = "a PeerRefused frame before any handshake";
+                return self.close(token, text);
+            }
         };
+        let whence = self.whence(token);
+        let now_ms = self.clock.now_ms();
         log_limited!(
             self.limiter,
             now_ms,
             Warn,
             "refused by a peer",
             refused.reason as u64 * 64 + member.map_or(63, |member| u64::from(member.0)),
-            "Peer {who} ({remote}) refused us: {}",
+            "Peer {who} ({whence}) refused us: {}",
             one_line(&refused.text)
         );
-        self.refusals_received
-            .note(who, refused.reason.name(), now_ms);
-        self.update_status_extra();
-        if let Some(peer) = peer {
+        if trusted {
+            self.refusals_received
+                .note(who, refused.reason.name(), now_ms);
+            self.check_stale(refused.reason);
+            self.update_status_extra();
+        }
+        if let Some(peer) = kind.outbound_peer() {
             self.note_link_refused(peer);
         }
         self.close(token, "refused by the other side");
+    }
+
+    /// The core ignored a message from `peer`, of another cluster: say so,
+    /// and, if both are bound, drop its connections so that the handshake
+    /// refuses it with the reason (both sides log it, STATUS shows it).
+    pub(super) fn foreign_peer_seen(&mut self, peer: NodeId, cluster: crate::core::ClusterTag) {
+        let now_ms = self.clock.now_ms();
+        let name = self.name(peer).to_string();
+        let theirs = cluster
+            .log_id
+            .map_or("none".to_string(), |id| id.to_string());
+        let ours = self
+            .replica
+            .raft()
+            .cluster_tag()
+            .log_id
+            .map_or("none".to_string(), |id| id.to_string());
+        log_limited!(
+            self.limiter,
+            now_ms,
+            Warn,
+            "foreign message",
+            u64::from(peer.0),
+            "Ignored a message from {name}: its log begins with cluster {theirs}, this node's with {ours}"
+        );
+        let both_bound = cluster.bound && self.replica.raft().cluster_id().is_some();
+        if !both_bound {
+            return;
+        }
+        self.views[peer.0 as usize].cluster_id = cluster.log_id;
+        let tokens: Vec<Token> = [
+            self.inbound[peer.0 as usize],
+            self.links[peer.0 as usize]
+                .as_ref()
+                .and_then(|link| link.token),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for token in tokens {
+            self.close(token, "it belongs to another cluster");
+        }
+    }
+
+    /// Which way a connection goes, for log lines: an address we dialled is
+    /// the peer's; one it came from is an ephemeral port of the peer's.
+    fn whence(&self, token: Token) -> String {
+        let remote = self.remote_of(token);
+        let outbound = self
+            .connections
+            .get(&token)
+            .is_some_and(|connection| connection.kind.outbound_peer().is_some());
+        match outbound {
+            true => format!("dialled at {remote}"),
+            false => format!("connecting from {remote}"),
+        }
+    }
+
+    /// When a majority of the other members refuse this node for its
+    /// cluster, this node is the stale one: say so plainly, and what to do.
+    fn check_stale(&mut self, reason: RefusalReason) {
+        if reason != RefusalReason::ClusterId {
+            return;
+        }
+        let now_ms = self.clock.now_ms();
+        let names = self.identity.member_names();
+        // Whichever side spoke first, the pair disagrees on the cluster.
+        let mut refusing = self
+            .refusals_received
+            .members_refusing(&names, "cluster_id", now_ms);
+        let given = self
+            .refusals_given
+            .members_refusing(&names, "cluster_id", now_ms);
+        refusing.extend(given);
+        refusing.sort();
+        refusing.dedup();
+        let others_needed = self.identity.members.len() / 2 + 1;
+        if refusing.len() < others_needed.min(self.identity.members.len() - 1) {
+            return;
+        }
+        let ours = self
+            .replica
+            .raft()
+            .cluster_id()
+            .map_or("none".to_string(), |id| id.to_string());
+        log_limited!(
+            self.limiter,
+            now_ms,
+            Error,
+            "stale member",
+            0,
+            "This node belongs to cluster {ours}, but {} (a majority) do not: its data dir is from another cluster. Stop it, move its data dir aside, and start it again to rejoin empty (docs/OPERATIONS.md, \"A stale data dir\")",
+            refusing.join(", ")
+        );
     }
 
     /// The next reconnect to `peer` waits the long, growing refusal delay.
@@ -507,6 +619,22 @@ impl Refusals {
         }
         self.seen_ms.insert(key, now_ms);
         assert!(self.seen_ms.len() <= REFUSALS_REMEMBERED_MAX);
+    }
+
+    /// Which of `members` refused with `reason` within REFUSAL_SHOWN_MS.
+    pub(super) fn members_refusing(
+        &self,
+        members: &[String],
+        reason: &'static str,
+        now_ms: u64,
+    ) -> Vec<String> {
+        self.seen_ms
+            .iter()
+            .filter(|((name, why), at_ms)| {
+                *why == reason && now_ms < **at_ms + REFUSAL_SHOWN_MS && members.contains(name)
+            })
+            .map(|((name, _), _)| name.clone())
+            .collect()
     }
 
     /// Those seen within REFUSAL_SHOWN_MS, as `ID:reason,...` (the first

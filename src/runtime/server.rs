@@ -123,6 +123,8 @@ pub struct Server<S: Storage> {
     /// Registered with `poll` for as long as the server runs.
     _shutdown_socket: UnixStream,
     pub(super) shutdown_requested: bool,
+    /// A Timer::Accept is scheduled (accept failed; one retry at a time).
+    pub(super) accept_retry_pending: bool,
     pub(super) connections: HashMap<Token, Connection>,
     pub(super) token_next: usize,
     /// Connections in client slots (clients, and accepted connections not
@@ -217,6 +219,7 @@ impl<S: Storage> Server<S> {
             listener,
             _shutdown_socket: shutdown_socket,
             shutdown_requested: false,
+            accept_retry_pending: false,
             connections: HashMap::new(),
             token_next: CONNECTION_TOKEN_FIRST,
             client_activity: BTreeSet::new(),
@@ -354,7 +357,10 @@ impl<S: Storage> Server<S> {
             match timer {
                 Timer::Core => self.core_timer = None,
                 Timer::Peer(peer) => self.peer_timer_fired(peer),
-                Timer::Accept => self.accept_all(),
+                Timer::Accept => {
+                    self.accept_retry_pending = false;
+                    self.accept_all();
+                }
                 Timer::Sweep => self.sweep_connections(),
                 Timer::ClientRequest { index, token } => {
                     if let Some(connection) =
@@ -619,6 +625,9 @@ impl<S: Storage> Server<S> {
             ),
             Event::CommitAdvanced { .. } => {
                 self.throttles.committed.add(1);
+            }
+            Event::ForeignMessageIgnored { from, cluster } => {
+                self.foreign_peer_seen(*from, *cluster)
             }
             Event::ClusterIdLearned { cluster_id } => log!(
                 Info,

@@ -693,6 +693,10 @@ impl Storage for DiskStorage {
             "vote changed within term {}",
             hard_state.current_term
         );
+        assert!(
+            previous.cluster_id.is_none() || hard_state.cluster_id == previous.cluster_id,
+            "cluster id changed once set"
+        );
         self.hard_state = hard_state;
         self.hard_state_pending = true;
         Ok(())

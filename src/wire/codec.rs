@@ -12,10 +12,10 @@ use std::fmt;
 use byteorder::{BigEndian, ByteOrder};
 
 use super::handshake::{
-    encode_challenge, encode_hello, encode_refused, read_challenge, read_hello, read_proof,
-    read_refused,
+    encode_challenge, encode_hello, encode_refused, encode_welcome, read_challenge, read_hello,
+    read_proof, read_refused, read_welcome,
 };
-use super::handshake::{PeerChallenge, PeerHello, PeerProof, PeerRefused};
+use super::handshake::{PeerChallenge, PeerHello, PeerProof, PeerRefused, PeerWelcome};
 use crate::constants::{
     APPEND_BATCH_ENTRIES_MAX, COMMAND_SIZE_MAX, ENTRY_DATA_SIZE_MAX, FRAME_SIZE_MAX,
 };
@@ -34,7 +34,7 @@ pub enum Frame {
     /// The connecting side proves itself (frame type 9).
     PeerProof(PeerProof),
     /// The handshake succeeded; Raft RPCs may follow (frame type 10).
-    PeerWelcome,
+    PeerWelcome(PeerWelcome),
     /// Either side ends a handshake, saying why (frame type 11).
     PeerRefused(PeerRefused),
     /// A Raft RPC between peers (frame types 2 to 5).
@@ -227,7 +227,7 @@ pub(super) fn frame_type(frame: &Frame) -> FrameType {
         Frame::PeerHello(_) => FrameType::PeerHello,
         Frame::PeerChallenge(_) => FrameType::PeerChallenge,
         Frame::PeerProof(_) => FrameType::PeerProof,
-        Frame::PeerWelcome => FrameType::PeerWelcome,
+        Frame::PeerWelcome(_) => FrameType::PeerWelcome,
         Frame::PeerRefused(_) => FrameType::PeerRefused,
         Frame::Peer(message) => message_frame_type(&message.body),
         Frame::ClientRequest(_) => FrameType::ClientRequest,
@@ -253,7 +253,7 @@ pub(super) fn encode_payload(frame: &Frame, out: &mut Vec<u8>) {
         Frame::PeerHello(hello) => encode_hello(hello, out),
         Frame::PeerChallenge(challenge) => encode_challenge(challenge, out),
         Frame::PeerProof(proof) => out.extend_from_slice(&proof.proof),
-        Frame::PeerWelcome => {}
+        Frame::PeerWelcome(welcome) => encode_welcome(welcome, out),
         Frame::PeerRefused(refused) => encode_refused(refused, out),
         Frame::Peer(message) => encode_message_payload(message, out),
         Frame::ClientRequest(request) => {
@@ -371,7 +371,7 @@ pub(super) fn decode_payload(frame_type: FrameType, payload: &[u8]) -> Result<Fr
         FrameType::PeerHello => Frame::PeerHello(read_hello(&mut reader)?),
         FrameType::PeerChallenge => Frame::PeerChallenge(read_challenge(&mut reader)?),
         FrameType::PeerProof => Frame::PeerProof(read_proof(&mut reader)?),
-        FrameType::PeerWelcome => Frame::PeerWelcome,
+        FrameType::PeerWelcome => Frame::PeerWelcome(read_welcome(&mut reader)?),
         FrameType::PeerRefused => Frame::PeerRefused(read_refused(&mut reader)?),
         FrameType::RequestVote => Frame::Peer(read_message(&mut reader, read_request_vote)?),
         FrameType::RequestVoteResponse => {
@@ -785,13 +785,14 @@ pub(super) mod tests {
             }),
             Frame::PeerChallenge(PeerChallenge {
                 node_id: "B".into(),
-                your_address: "10.0.0.1:8000".into(),
                 cluster_id: Some(ClusterId(3)),
                 nonce: [1; 32],
                 proof: [2; 32],
             }),
             Frame::PeerProof(PeerProof { proof: [9; 32] }),
-            Frame::PeerWelcome,
+            Frame::PeerWelcome(PeerWelcome {
+                your_address: "10.0.0.1:8000".into(),
+            }),
             Frame::PeerRefused(PeerRefused::new(
                 RefusalReason::ClusterId,
                 "another cluster",

@@ -41,13 +41,19 @@ pub struct PeerHello {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerChallenge {
     pub node_id: String,
-    /// Where the accepting side will connect to the connecting side (its
-    /// member list's address for it), so a node restarted on another port
-    /// can say why nobody answers it.
-    pub your_address: String,
     pub cluster_id: Option<ClusterId>,
     pub nonce: [u8; NONCE_SIZE],
     pub proof: [u8; PROOF_SIZE],
+}
+
+/// Frame type 10: the handshake succeeded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerWelcome {
+    /// Where the accepting side will connect to the connecting side (its
+    /// member list's address for it), so a node restarted on another port
+    /// can say why nobody answers it. Sent only now, to a proven peer: it
+    /// would tell a stranger who the members are.
+    pub your_address: String,
 }
 
 /// Frame type 9: the connecting side's proof.
@@ -181,7 +187,6 @@ pub(super) fn read_hello(reader: &mut Reader<'_>) -> Result<PeerHello, PayloadEr
 
 pub(super) fn encode_challenge(challenge: &PeerChallenge, out: &mut Vec<u8>) {
     put_string(out, &challenge.node_id, NODE_ID_SIZE_MAX);
-    put_string(out, &challenge.your_address, ADDRESS_SIZE_MAX);
     put_cluster_id(out, challenge.cluster_id);
     out.extend_from_slice(&challenge.nonce);
     out.extend_from_slice(&challenge.proof);
@@ -190,10 +195,19 @@ pub(super) fn encode_challenge(challenge: &PeerChallenge, out: &mut Vec<u8>) {
 pub(super) fn read_challenge(reader: &mut Reader<'_>) -> Result<PeerChallenge, PayloadError> {
     Ok(PeerChallenge {
         node_id: reader.read_string("node_id", NODE_ID_SIZE_MAX)?,
-        your_address: reader.read_string("your_address", ADDRESS_SIZE_MAX)?,
         cluster_id: read_cluster_id(reader)?,
         nonce: read_array(reader, "nonce")?,
         proof: read_array(reader, "proof")?,
+    })
+}
+
+pub(super) fn encode_welcome(welcome: &PeerWelcome, out: &mut Vec<u8>) {
+    put_string(out, &welcome.your_address, ADDRESS_SIZE_MAX);
+}
+
+pub(super) fn read_welcome(reader: &mut Reader<'_>) -> Result<PeerWelcome, PayloadError> {
+    Ok(PeerWelcome {
+        your_address: reader.read_string("your_address", ADDRESS_SIZE_MAX)?,
     })
 }
 

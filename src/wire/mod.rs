@@ -14,6 +14,6 @@ mod handshake;
 pub use codec::{ClientRequest, ClientResponse, Frame, PayloadError};
 pub use frame::{encode_frame, encode_message, FrameDecoder, WireError};
 pub use handshake::{
-    PeerChallenge, PeerHello, PeerProof, PeerRefused, RefusalReason, ADDRESS_SIZE_MAX, NONCE_SIZE,
-    PROOF_SIZE,
+    PeerChallenge, PeerHello, PeerProof, PeerRefused, PeerWelcome, RefusalReason, ADDRESS_SIZE_MAX,
+    NONCE_SIZE, PROOF_SIZE,
 };
