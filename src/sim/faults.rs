@@ -77,7 +77,7 @@ impl Simulator {
         self.pick_from(&candidates)
     }
 
-    fn pick_from(&mut self, candidates: &[usize]) -> Option<usize> {
+    pub(super) fn pick_from(&mut self, candidates: &[usize]) -> Option<usize> {
         if candidates.is_empty() {
             return None;
         }

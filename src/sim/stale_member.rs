@@ -30,7 +30,7 @@ impl Simulator {
             .filter(|&node| self.nodes[node].is_up() && !self.nodes[node].is_stale())
             .filter(|&node| self.others_bound(node) >= quorum)
             .collect();
-        let Some(node) = self.pick_stale_victim(candidates) else {
+        let Some(node) = self.pick_from(&candidates) else {
             return;
         };
         self.power_off(node);
@@ -51,17 +51,6 @@ impl Simulator {
         let incarnation = self.nodes[node].incarnation;
         let event = Event::StaleMemberEnd { node, incarnation };
         self.queue.push(self.now_ms + duration_ms, event);
-    }
-
-    fn pick_stale_victim(&mut self, candidates: Vec<usize>) -> Option<usize> {
-        if candidates.is_empty() {
-            return None;
-        }
-        let index = self
-            .rng
-            .faults
-            .range_inclusive(0, candidates.len() as u64 - 1);
-        Some(candidates[index as usize])
     }
 
     /// Members other than `node` whose disks say they are bound.
