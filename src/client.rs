@@ -27,11 +27,12 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// times a second; 10 ms is still short next to an election (150-300 ms), so
 /// a node restarting or a leader hint racing an election costs little.
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(10);
-/// Longest pause between tries: the pauses double up to this. Half a second
-/// keeps a client that waits for a cluster to come back polling each node a
-/// few times a second at most, and stays well inside one command's default
-/// 5 s deadline, so a recovered cluster is found within about that long.
-pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// Longest pause between rounds of tries (one try of each known node): the
+/// pauses double up to this. A tenth of a second keeps a client that waits
+/// for a cluster to come back at a few dozen tries a second, and adds at
+/// most that much to a failover (an election takes 150-300 ms; 500 ms
+/// here doubled the median failover the bench measures).
+pub const BACKOFF_MAX: Duration = Duration::from_millis(100);
 /// Longest wait for a TCP connect (a SYN to a host that is gone).
 const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(2);
 /// Nodes named in a synthesized `ERR UNAVAILABLE` reason, and the bytes of
@@ -133,6 +134,8 @@ pub struct Client {
     /// Where to look for the cluster.
     seeds: Vec<String>,
     seed_next: usize,
+    /// Failed tries since the last backoff pause (a round is one per seed).
+    tries_since_pause: usize,
     /// Where to send the next command (the last known leader).
     target: String,
     connection: Option<Connection>,
@@ -315,6 +318,7 @@ impl Client {
             target: seeds[0].clone(),
             seeds,
             seed_next: 1,
+            tries_since_pause: 0,
             connection: None,
             request_id_next: 1,
             timeout,
@@ -334,6 +338,7 @@ impl Client {
         let kind = Kind::of(command);
         let mut progress = Progress::new(Instant::now() + self.timeout);
         self.backoff.reset();
+        self.tries_since_pause = 0;
         loop {
             let tag = match kind {
                 Kind::Write => match self.session(&mut progress) {
@@ -475,10 +480,18 @@ impl Client {
         }
     }
 
-    /// Moves to the next seed after a pause that grows with each failure of
-    /// this command (never past its deadline).
+    /// Moves to the next seed; once every seed was tried since the last
+    /// pause, pauses first, longer with each round that failed (never past
+    /// the command's deadline). Trying the other nodes at once is what
+    /// finds a new leader quickly; the pause is what keeps a cluster that
+    /// is down from being hammered.
     fn back_off_and_move_on(&mut self, progress: &Progress) {
         self.next_seed();
+        self.tries_since_pause += 1;
+        if self.tries_since_pause < self.seeds.len() {
+            return;
+        }
+        self.tries_since_pause = 0;
         let remaining = progress.deadline.saturating_duration_since(Instant::now());
         std::thread::sleep(self.backoff.next_delay().min(remaining));
     }

@@ -127,6 +127,8 @@ struct Client {
     /// retrying without a pause would only spin. The blocking client's
     /// backoff (capped, jittered), reset by each success.
     backoff: Backoff,
+    /// Failed tries since the last pause (a round is one try per node).
+    tries_since_pause: usize,
     /// Set once the client has made its first request (setup admits
     /// clients a window at a time); an inactive client starts no operation.
     active: bool,
@@ -226,6 +228,7 @@ impl Driver {
                 waiting: Waiting::Nothing,
                 operation: None,
                 redirects: 0,
+                tries_since_pause: 0,
                 backoff: Backoff::new(
                     settings.seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
                 ),
@@ -653,6 +656,7 @@ impl Driver {
         if succeeded {
             client.redirects = 0;
             client.backoff.reset();
+            client.tries_since_pause = 0;
         }
         if operation.kind == OperationKind::Write && client.session_id.is_some() {
             client.sequence += 1;
@@ -673,14 +677,23 @@ impl Driver {
         self.enqueue_ready(index);
     }
 
-    /// Waits out the client's next backoff pause, then tries the next node.
+    /// Tries the next node; once every node was tried since the last
+    /// pause, waits out the client's next backoff pause first (the client
+    /// library's rule: other nodes at once, a down cluster gently).
     fn pause_and_rotate(&mut self, index: usize, now: Instant) {
         self.rotate_target(index);
+        let seeds = self.settings.seeds.len();
         let client = &mut self.clients[index];
         client.redirects = 0;
-        client.waiting = Waiting::Pause {
-            until: now + client.backoff.next_delay(),
+        client.tries_since_pause += 1;
+        let pause = match client.tries_since_pause >= seeds {
+            true => client.backoff.next_delay(),
+            false => std::time::Duration::ZERO,
         };
+        if client.tries_since_pause >= seeds {
+            client.tries_since_pause = 0;
+        }
+        client.waiting = Waiting::Pause { until: now + pause };
     }
 
     /// Moves to the next --cluster address on a fresh connection.
