@@ -12,6 +12,7 @@ pub mod cli;
 pub mod client;
 pub mod constants;
 pub mod core;
+pub mod driver;
 pub mod fault;
 pub mod kv;
 pub mod linearizability;

@@ -21,6 +21,9 @@ pub enum PlantedBug {
     CountUnboundAcks,
     /// Peers of different clusters are admitted to each other.
     AdmitForeignCluster,
+    /// The driver sends a follower's append acknowledgements before the
+    /// sync that covers them has finished (src/driver.rs).
+    AckBeforeSync,
 }
 
 impl PlantedBug {
@@ -40,7 +43,7 @@ impl PlantedBug {
     ];
 
     /// Every bug a test build can plant.
-    pub const NAMED: [PlantedBug; 7] = [
+    pub const NAMED: [PlantedBug; 8] = [
         PlantedBug::CommitOldTermByCount,
         PlantedBug::SecondVoteInTerm,
         PlantedBug::VoteBeforePersist,
@@ -48,6 +51,7 @@ impl PlantedBug {
         PlantedBug::AdmitForeignCluster,
         PlantedBug::StaleLeaderReads,
         PlantedBug::CountUnboundAcks,
+        PlantedBug::AckBeforeSync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +63,7 @@ impl PlantedBug {
             PlantedBug::StaleLeaderReads => "stale-leader-reads",
             PlantedBug::CountUnboundAcks => "count-unbound-acks",
             PlantedBug::AdmitForeignCluster => "admit-foreign-cluster",
+            PlantedBug::AckBeforeSync => "ack-before-sync",
         }
     }
 

@@ -305,6 +305,12 @@ impl Raft {
         self.planted_bug = bug;
     }
 
+    /// Test builds only: the bug this node runs with, for the driver's own.
+    #[cfg(feature = "planted-bugs")]
+    pub fn planted_bug(&self) -> Option<PlantedBug> {
+        self.planted_bug
+    }
+
     #[cfg(feature = "planted-bugs")]
     pub(super) fn planted(&self, bug: PlantedBug) -> bool {
         self.planted_bug == Some(bug)

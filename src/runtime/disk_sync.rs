@@ -11,7 +11,7 @@
 //! already written) comes here. At most one job runs; the next waits in the
 //! server until it finishes, and covers everything written meanwhile.
 
-use super::server::RuntimeError;
+use crate::driver::{DriveError, SyncExecutor};
 use crate::storage::{StorageError, SyncJob};
 use mio::{Registry, Token, Waker};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
@@ -55,8 +55,10 @@ impl DiskSyncer {
             thread: Some(thread),
         })
     }
+}
 
-    pub fn submit(&self, job: SyncJob) -> Result<(), RuntimeError> {
+impl SyncExecutor<SyncJob> for DiskSyncer {
+    fn submit(&mut self, job: SyncJob) -> Result<(), DriveError> {
         let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
         match sent {
             Some(Ok(())) => Ok(()),
@@ -64,8 +66,7 @@ impl DiskSyncer {
         }
     }
 
-    /// A finished job, if one is waiting.
-    pub fn try_finished(&self) -> Option<Result<SyncJob, RuntimeError>> {
+    fn try_finished(&mut self) -> Option<Result<SyncJob, DriveError>> {
         match self.results.try_recv() {
             Ok((job, result)) => Some(finished(job, result)),
             Err(TryRecvError::Empty) => None,
@@ -74,7 +75,7 @@ impl DiskSyncer {
     }
 
     /// Blocks until the job in flight finishes.
-    pub fn wait_finished(&self) -> Result<SyncJob, RuntimeError> {
+    fn wait_finished(&mut self) -> Result<SyncJob, DriveError> {
         match self.results.recv() {
             Ok((job, result)) => finished(job, result),
             Err(_) => Err(thread_gone()),
@@ -82,12 +83,12 @@ impl DiskSyncer {
     }
 }
 
-fn finished(job: SyncJob, result: Result<(), StorageError>) -> Result<SyncJob, RuntimeError> {
-    result.map(|()| job).map_err(RuntimeError::Storage)
+fn finished(job: SyncJob, result: Result<(), StorageError>) -> Result<SyncJob, DriveError> {
+    result.map(|()| job).map_err(DriveError::Storage)
 }
 
-fn thread_gone() -> RuntimeError {
-    RuntimeError::Io("the disk-sync thread ended".to_string())
+fn thread_gone() -> DriveError {
+    DriveError::SyncExecutor("the disk-sync thread ended".to_string())
 }
 
 impl Drop for DiskSyncer {
@@ -120,7 +121,7 @@ mod tests {
     #[test]
     fn a_job_runs_and_wakes_the_loop() {
         let mut poll = Poll::new().unwrap();
-        let syncer = DiskSyncer::start(poll.registry()).unwrap();
+        let mut syncer = DiskSyncer::start(poll.registry()).unwrap();
         let path = std::env::temp_dir().join(format!("raftlite-syncer-{}", std::process::id()));
         let file = File::create(&path).unwrap();
         syncer.submit(job(file, path.clone())).unwrap();
@@ -139,12 +140,12 @@ mod tests {
     #[test]
     fn a_failed_sync_is_an_error() {
         let poll = Poll::new().unwrap();
-        let syncer = DiskSyncer::start(poll.registry()).unwrap();
+        let mut syncer = DiskSyncer::start(poll.registry()).unwrap();
         let (reader, _writer) = std::io::pipe().unwrap();
         let file = File::from(OwnedFd::from(reader));
         syncer.submit(job(file, PathBuf::from("pipe"))).unwrap();
         match syncer.wait_finished() {
-            Err(RuntimeError::Storage(error)) => {
+            Err(DriveError::Storage(error)) => {
                 let text = error.to_string();
                 assert!(
                     text.contains("pipe") && text.contains("fdatasync"),

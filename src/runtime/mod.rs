@@ -13,3 +13,4 @@ pub mod peer_auth;
 mod peers;
 pub mod server;
 pub mod timer_wheel;
+mod transport;

@@ -7,6 +7,7 @@
 
 use super::connection::{Connection, ConnectionKind, ReadOutcome};
 use super::server::{Server, Timer, LISTENER};
+use super::transport::flush_one;
 use crate::constants::{
     CLIENT_IDLE_TIMEOUT_MS, CLIENT_REQUESTS_IN_FLIGHT_MAX, CONNECTION_READ_SIZE_PER_TURN_MAX,
     CONNECTION_SWEEP_INTERVAL_MS, EVICTION_SCAN_MAX, HANDSHAKE_TIMEOUT_MS,
@@ -16,7 +17,7 @@ use crate::log;
 use crate::log_limited;
 use crate::replica::{ClientToken, SessionTag};
 use crate::storage::Storage;
-use crate::wire::{encode_frame, encode_message, ClientRequest, ClientResponse, Frame};
+use crate::wire::{encode_frame, ClientRequest, ClientResponse, Frame};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
@@ -26,7 +27,7 @@ use std::net::SocketAddr;
 /// Pause before accepting again after accept failed (out of descriptors).
 const ACCEPT_RETRY_MS: u64 = 50;
 
-impl<S: Storage> Server<S> {
+impl<S: Storage<Job = crate::storage::SyncJob>> Server<S> {
     pub(super) fn handle_event(&mut self, event: &Event) {
         let token = event.token();
         if token == LISTENER {
@@ -359,27 +360,6 @@ impl<S: Storage> Server<S> {
         self.dirty.push(token);
     }
 
-    pub(super) fn send_peer_message(&mut self, message: &crate::core::Message) {
-        let Some(link) = self
-            .links
-            .get(message.to.0 as usize)
-            .and_then(Option::as_ref)
-        else {
-            return;
-        };
-        let Some(token) = link.token.filter(|_| link.connected) else {
-            return; // Raft tolerates loss; the peer catches up once connected
-        };
-        let Some(connection) = self.connections.get_mut(&token) else {
-            return;
-        };
-        encode_message(message, connection.output());
-        if connection.output_overflowed() {
-            return self.close(token, "peer is not reading");
-        }
-        self.dirty.push(token);
-    }
-
     pub(super) fn flush_dirty(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
@@ -390,32 +370,10 @@ impl<S: Storage> Server<S> {
     }
 
     pub(super) fn flush_connection(&mut self, token: Token) {
-        let Some(connection) = self.connections.get_mut(&token) else {
-            return;
-        };
-        let queued = connection.queued_len();
-        let flushed = connection.flush();
-        self.counters.bytes_out += (queued - connection.queued_len()) as u64;
-        let remaining = match flushed {
-            Ok(remaining) => remaining,
-            Err(error) => return self.close(token, &format!("write failed: {error}")),
-        };
-        if remaining == connection.writable_registered {
-            return;
-        }
-        // WRITABLE interest only while output is queued.
-        let interest = if remaining {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        connection.writable_registered = remaining;
-        if let Err(error) = self
-            .poll
-            .registry()
-            .reregister(&mut connection.stream, token, interest)
-        {
-            self.close(token, &format!("cannot reregister: {error}"));
+        let registry = self.poll.registry();
+        let flushed = flush_one(&mut self.connections, registry, &mut self.counters, token);
+        if let Err(reason) = flushed {
+            self.close(token, &reason);
         }
     }
 

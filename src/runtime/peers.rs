@@ -32,7 +32,7 @@ const REFUSAL_SHOWN_MS: u64 = 60_000;
 /// it sends us nothing, and the usual cause is an address mix-up.
 const PEER_SILENT_WARN_MS: u64 = 5_000;
 
-impl<S: Storage> Server<S> {
+impl<S: Storage<Job = crate::storage::SyncJob>> Server<S> {
     /// A frame on a connection that is not a client's: the handshake, or
     /// Raft RPCs once it is done. Anything out of place ends the connection.
     pub(super) fn peer_frame(&mut self, token: Token, frame: Frame) {

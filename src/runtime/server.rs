@@ -12,16 +12,16 @@ use super::logging::{RateLimiter, Throttle};
 use super::peer_auth::NonceSource;
 use super::peers::Refusals;
 use super::timer_wheel::{TimerId, TimerWheel};
+use super::transport::PeerTransport;
 use crate::constants::{
     CLIENT_CONNECTIONS_MAX, CLIENT_REQUESTS_IN_FLIGHT_MAX, CONNECTION_SWEEP_INTERVAL_MS,
     POLL_EVENTS_MAX,
 };
-use crate::core::{
-    ClusterId, Event, LogIndex, Message, MessageBody, NodeId, Ready, Role, StepDownReason, Term,
-};
+use crate::core::{ClusterId, Event, LogIndex, NodeId, Ready, Role, StepDownReason, Term};
+use crate::driver::{DriveError, Driver, NodeIo, ReadyObserver};
 use crate::log;
 use crate::replica::{ClientToken, NodeCounters, Replica};
-use crate::storage::{Storage, StorageError, SyncJob};
+use crate::storage::{Storage, SyncJob};
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Poll, Token};
 use std::collections::{BTreeSet, HashMap};
@@ -36,10 +36,6 @@ const CONNECTION_TOKEN_FIRST: usize = 16;
 
 /// Longest the loop sleeps with nothing scheduled.
 const POLL_TIMEOUT_MS_MAX: u64 = 1000;
-
-/// Ready passes per loop turn before the loop polls again (a bound, not a
-/// tuning knob: a pass normally settles in two).
-const READY_PASSES_PER_TURN_MAX: usize = 16;
 
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Timer {
@@ -97,14 +93,14 @@ pub(super) struct PeerLink {
 #[derive(Debug)]
 pub enum RuntimeError {
     Io(String),
-    Storage(StorageError),
+    Drive(DriveError),
 }
 
 impl std::fmt::Display for RuntimeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RuntimeError::Io(message) => write!(f, "{message}"),
-            RuntimeError::Storage(error) => write!(f, "storage failed: {error}"),
+            RuntimeError::Drive(error) => write!(f, "{error}"),
         }
     }
 }
@@ -117,7 +113,7 @@ struct LogThrottles {
     last_appended_term: u64,
 }
 
-pub struct Server<S: Storage> {
+pub struct Server<S: Storage<Job = SyncJob>> {
     pub(super) poll: Poll,
     pub(super) listener: TcpListener,
     /// Registered with `poll` for as long as the server runs.
@@ -159,14 +155,12 @@ pub struct Server<S: Storage> {
     throttles: LogThrottles,
     pub(super) counters: NodeCounters,
     syncer: DiskSyncer,
-    /// The last entry the sync running on the syncer makes durable.
-    sync_in_flight: Option<(LogIndex, Term)>,
-    /// Records written while that sync ran: the next job, and its last entry.
-    sync_waiting: Option<(SyncJob, LogIndex, Term)>,
+    /// Owns the Ready contract, and the deferred syncs it owes the core.
+    driver: Driver<SyncJob>,
 }
 
 /// What the daemon needs to start the loop.
-pub struct ServerParts<S: Storage> {
+pub struct ServerParts<S: Storage<Job = SyncJob>> {
     pub listener: TcpListener,
     /// Readable when a shutdown signal arrived (os::on_shutdown_signals).
     pub shutdown_socket: UnixStream,
@@ -179,7 +173,7 @@ pub struct ServerParts<S: Storage> {
     pub client_slots_max: usize,
 }
 
-impl<S: Storage> Server<S> {
+impl<S: Storage<Job = SyncJob>> Server<S> {
     pub fn new(parts: ServerParts<S>) -> Result<Server<S>, RuntimeError> {
         let poll = Poll::new()
             .map_err(|error| RuntimeError::Io(format!("cannot create poll: {error}")))?;
@@ -244,8 +238,7 @@ impl<S: Storage> Server<S> {
             throttles: LogThrottles::default(),
             counters: NodeCounters::default(),
             syncer,
-            sync_in_flight: None,
-            sync_waiting: None,
+            driver: Driver::default(),
         })
     }
 
@@ -298,7 +291,10 @@ impl<S: Storage> Server<S> {
     /// A clean stop: what was written is made durable, the pending progress
     /// lines are written, and one line says the node stopped and where.
     fn shut_down(&mut self) -> Result<(), RuntimeError> {
-        self.settle_syncs()?;
+        let settled =
+            self.driver
+                .settle_syncs(&mut self.replica, &mut self.storage, &mut self.syncer);
+        settled.map_err(RuntimeError::Drive)?;
         self.flush_dirty();
         self.log_throttled(self.clock.now_ms(), true);
         let status = self.replica.raft().status();
@@ -389,106 +385,52 @@ impl<S: Storage> Server<S> {
         self.core_timer = Some((id, deadline));
     }
 
-    /// Passes through the replica until it has nothing more to do: log,
-    /// send, persist and sync, send what waited for the sync, apply.
+    /// The driver's Ready passes (src/driver.rs): send, write and sync or
+    /// defer the sync, send what waited for it, tell the core. The log
+    /// lines for what the core reported come after, as do the connections
+    /// the transport found broken.
     fn drive(&mut self) -> Result<(), RuntimeError> {
-        self.ready_left_over = false;
-        for _ in 0..READY_PASSES_PER_TURN_MAX {
-            if !self.replica.has_ready() {
-                return Ok(());
-            }
-            let mut ready = self.replica.ready();
-            self.log_ready(&ready);
-            self.send_messages(std::mem::take(&mut ready.messages));
-            let mut sync_deferred = false;
-            if ready.needs_persist() {
-                // Let followers start on their copy while ours is synced
-                // (dissertation §10.2.1): commit latency becomes the slower
-                // of the two syncs, not their sum.
-                self.flush_dirty();
-                if may_defer_sync(&ready) {
-                    sync_deferred = self.persist_deferring_sync(&ready)?;
-                } else {
-                    self.settle_syncs()?;
-                    self.persist(&ready)?;
-                }
-            }
-            self.send_messages(ready.messages_after_persist);
-            if let (Some(last), false) = (ready.entries.last(), sync_deferred) {
-                self.replica.persisted(last.index, last.term);
-            }
-            if let Some(hard_state) = ready.hard_state {
-                // Never deferred (may_defer_sync): durable by now.
-                self.replica.hard_state_persisted(hard_state);
-            }
-        }
-        self.ready_left_over = self.replica.has_ready();
-        Ok(())
-    }
-
-    /// Writes the records and leaves their fdatasync to the syncer. True
-    /// when `persisted` will come from `sync_finished`, false when they are
-    /// durable already.
-    fn persist_deferring_sync(&mut self, ready: &Ready) -> Result<bool, RuntimeError> {
-        let Some(last) = ready.entries.last() else {
-            return Ok(false);
+        let mut broken = Vec::new();
+        let mut observer = ServerObserver::default();
+        let mut transport = PeerTransport {
+            connections: &mut self.connections,
+            links: &self.links,
+            registry: self.poll.registry(),
+            dirty: &mut self.dirty,
+            counters: &mut self.counters,
+            broken: &mut broken,
         };
-        self.storage
-            .append(&ready.entries)
-            .map_err(RuntimeError::Storage)?;
-        self.counters.entries_appended += ready.entries.len() as u64;
-        let job = self
-            .storage
-            .write_deferring_sync()
-            .map_err(RuntimeError::Storage)?;
-        let Some(mut job) = job else {
-            self.note_storage_stats();
-            return Ok(false);
+        let io = NodeIo {
+            storage: &mut self.storage,
+            transport: &mut transport,
+            syncer: &mut self.syncer,
         };
-        if self.sync_in_flight.is_none() {
-            self.syncer.submit(job)?;
-            self.sync_in_flight = Some((last.index, last.term));
-            return Ok(true);
-        }
-        // The newer job covers every record the waiting one does: those in
-        // an older segment were synced when that segment was sealed.
-        if let Some((waiting, _, _)) = self.sync_waiting.take() {
-            job.entries += waiting.entries;
-        }
-        self.sync_waiting = Some((job, last.index, last.term));
-        Ok(true)
-    }
-
-    /// Takes the results of finished syncs without waiting.
-    fn collect_finished_syncs(&mut self) -> Result<(), RuntimeError> {
-        while let Some(result) = self.syncer.try_finished() {
-            self.sync_finished(result?)?;
-        }
+        let left_over = self.driver.drive(&mut self.replica, io, &mut observer);
+        self.ready_left_over = left_over.map_err(RuntimeError::Drive)?;
+        self.after_drive(observer, broken);
         Ok(())
     }
 
-    /// Waits until every deferred sync is done: what follows promises
-    /// durable state, or syncs on the loop, and must come after them.
-    fn settle_syncs(&mut self) -> Result<(), RuntimeError> {
-        while self.sync_in_flight.is_some() {
-            let job = self.syncer.wait_finished()?;
-            self.sync_finished(job)?;
+    fn after_drive(&mut self, observer: ServerObserver, broken: Vec<(Token, String)>) {
+        for (token, reason) in broken {
+            self.close(token, &reason);
         }
-        Ok(())
-    }
-
-    fn sync_finished(&mut self, job: SyncJob) -> Result<(), RuntimeError> {
-        self.storage.deferred_sync_done(&job);
+        for event in &observer.events {
+            self.log_event(event);
+        }
+        self.throttles.applied.add(observer.applied);
         self.note_storage_stats();
-        let (index, term) = self
-            .sync_in_flight
-            .take()
-            .expect("a finished sync was submitted");
-        self.replica.persisted(index, term);
-        if let Some((next, index, term)) = self.sync_waiting.take() {
-            self.syncer.submit(next)?;
-            self.sync_in_flight = Some((index, term));
-        }
+    }
+
+    /// Takes the results of finished deferred syncs without waiting.
+    fn collect_finished_syncs(&mut self) -> Result<(), RuntimeError> {
+        let collected = self.driver.collect_finished_syncs(
+            &mut self.replica,
+            &mut self.storage,
+            &mut self.syncer,
+        );
+        collected.map_err(RuntimeError::Drive)?;
+        self.note_storage_stats();
         Ok(())
     }
 
@@ -496,23 +438,7 @@ impl<S: Storage> Server<S> {
         let stats = self.storage.stats();
         self.counters.fsyncs = stats.fsyncs;
         self.counters.synced_entries = stats.synced_entries;
-    }
-
-    fn persist(&mut self, ready: &Ready) -> Result<(), RuntimeError> {
-        if !ready.entries.is_empty() {
-            self.storage
-                .append(&ready.entries)
-                .map_err(RuntimeError::Storage)?;
-        }
-        if let Some(hard_state) = ready.hard_state {
-            self.storage
-                .set_hard_state(hard_state)
-                .map_err(RuntimeError::Storage)?;
-        }
-        self.storage.sync().map_err(RuntimeError::Storage)?;
-        self.note_storage_stats();
-        self.counters.entries_appended += ready.entries.len() as u64;
-        Ok(())
+        self.counters.entries_appended = self.driver.entries_appended;
     }
 
     fn deliver_replies(&mut self) {
@@ -522,28 +448,6 @@ impl<S: Storage> Server<S> {
     }
 
     // ---- log lines -------------------------------------------------------
-
-    fn log_ready(&mut self, ready: &Ready) {
-        for event in &ready.events {
-            self.log_event(event);
-        }
-        if !ready.committed_entries.is_empty() {
-            self.throttles
-                .applied
-                .add(ready.committed_entries.len() as u64);
-            if crate::runtime::logging::enabled(crate::runtime::logging::Level::Debug) {
-                for entry in &ready.committed_entries {
-                    log!(
-                        Debug,
-                        "Applied entry (index={}, term={}, cmd={})",
-                        entry.index,
-                        entry.term,
-                        super::describe::entry(entry)
-                    );
-                }
-            }
-        }
-    }
 
     fn step_down_reason(&self, term: Term, reason: &StepDownReason) -> String {
         match reason {
@@ -667,20 +571,6 @@ impl<S: Storage> Server<S> {
             );
         }
     }
-
-    // ---- messages --------------------------------------------------------
-
-    fn send_messages(&mut self, messages: Vec<Message>) {
-        for message in messages {
-            if let MessageBody::AppendEntries(request) = &message.body {
-                let entries = request.entries.len() as u64;
-                self.counters.appends_sent += 1;
-                self.counters.appends_sent_with_entries += u64::from(entries > 0);
-                self.counters.appended_entries_sent += entries;
-            }
-            self.send_peer_message(&message);
-        }
-    }
 }
 
 fn role_name(role: Role) -> &'static str {
@@ -692,12 +582,28 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
-/// Only records whose durability promises nothing to anyone may wait for
-/// the syncer: a new hard state (a term, a vote) and acks or votes that
-/// ride on this write are synced on the loop, in order, as before. In
-/// practice that is a leader appending its own entries.
-fn may_defer_sync(ready: &Ready) -> bool {
-    ready.hard_state.is_none()
-        && ready.messages_after_persist.is_empty()
-        && !ready.entries.is_empty()
+/// Collects what the core reported in each Ready of one drive, for the log
+/// lines after it (they need the whole server; the driver holds parts).
+#[derive(Default)]
+struct ServerObserver {
+    events: Vec<Event>,
+    applied: u64,
+}
+
+impl ReadyObserver for ServerObserver {
+    fn ready(&mut self, ready: &Ready, _replica: &Replica) {
+        self.events.extend(ready.events.iter().cloned());
+        self.applied += ready.committed_entries.len() as u64;
+        if crate::runtime::logging::enabled(crate::runtime::logging::Level::Debug) {
+            for entry in &ready.committed_entries {
+                log!(
+                    Debug,
+                    "Applied entry (index={}, term={}, cmd={})",
+                    entry.index,
+                    entry.term,
+                    super::describe::entry(entry)
+                );
+            }
+        }
+    }
 }

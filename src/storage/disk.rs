@@ -636,6 +636,13 @@ impl DiskStorage {
 }
 
 impl Storage for DiskStorage {
+    type Job = SyncJob;
+
+    fn merge_jobs(older: SyncJob, mut newer: SyncJob) -> SyncJob {
+        newer.entries += older.entries;
+        newer
+    }
+
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         self.check_running()?;
         let Some(first) = entries.first() else {

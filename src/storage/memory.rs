@@ -8,6 +8,10 @@ use crate::core::{Entry, HardState};
 pub struct MemoryStorage;
 
 impl Storage for MemoryStorage {
+    type Job = ();
+
+    fn merge_jobs(_older: (), _newer: ()) {}
+
     fn append(&mut self, _entries: &[Entry]) -> Result<(), StorageError> {
         Ok(())
     }

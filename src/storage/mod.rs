@@ -189,6 +189,8 @@ impl SyncJob {
 }
 
 pub trait Storage {
+    /// A deferred fdatasync (`write_deferring_sync`), run elsewhere.
+    type Job;
     /// Appends `entries` (consecutive). If the first index is at or below the
     /// stored last index, the stored suffix from there is replaced.
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
@@ -199,12 +201,15 @@ pub trait Storage {
     /// fdatasync still owed, for the caller to run (once, to completion,
     /// then report with `deferred_sync_done`) before it treats them as
     /// durable. None: everything is durable already.
-    fn write_deferring_sync(&mut self) -> Result<Option<SyncJob>, StorageError> {
+    fn write_deferring_sync(&mut self) -> Result<Option<Self::Job>, StorageError> {
         self.sync()?;
         Ok(None)
     }
     /// A job from `write_deferring_sync` finished without error.
-    fn deferred_sync_done(&mut self, _job: &SyncJob) {}
+    fn deferred_sync_done(&mut self, _job: &Self::Job) {}
+    /// One job that does what `older` and then `newer` would: the caller
+    /// runs one job at a time, and a newer one covers everything written.
+    fn merge_jobs(older: Self::Job, newer: Self::Job) -> Self::Job;
     /// Counters for STATUS; storage that never syncs reports zeros.
     fn stats(&self) -> StorageStats {
         StorageStats::default()

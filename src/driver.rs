@@ -1,0 +1,315 @@
+//! The node driver: the one place that turns the core's `Ready`s into
+//! sends, writes and syncs, in the order docs/STORAGE.md states. The daemon
+//! (src/runtime/server.rs) and the simulator (src/sim/) both run it; only
+//! the storage, the transport and the sync executor under it differ.
+//!
+//! For each Ready, in this order:
+//! 1. send `messages` (a leader's AppendEntries may leave before its own
+//!    write: dissertation §10.2.1), and put them on the wire;
+//! 2. write `entries` and `hard_state`, and make them durable: either on the
+//!    spot (`Storage::sync`), or, when the Ready promises nothing to anyone
+//!    (entries only: a leader's own proposals), by handing the fsync to the
+//!    sync executor and going on;
+//! 3. send `messages_after_persist` (votes and acknowledgements: they
+//!    promise durable state, §3.8), only once everything written before
+//!    them is durable, deferred syncs included;
+//! 4. tell the core what is durable (`persisted`, `hard_state_persisted`);
+//!    a deferred sync reports its entries when it finishes
+//!    (`collect_finished_syncs`).
+
+use crate::core::{LogIndex, Message, Ready, Term};
+use crate::replica::Replica;
+use crate::storage::{Storage, StorageError};
+use std::fmt;
+
+/// Ready passes per `drive` call before it returns (a bound, not a tuning
+/// knob: a pass normally settles in two; the caller drives again later).
+pub const READY_PASSES_PER_DRIVE_MAX: usize = 16;
+
+/// Where a node's messages to its peers go. Sending never blocks and may
+/// lose the message (Raft tolerates it).
+pub trait Transport {
+    fn send(&mut self, message: Message);
+    /// Puts what was sent so far on the wire now: the driver calls it
+    /// before a sync it will wait for, so that followers start on their
+    /// copies meanwhile.
+    fn flush(&mut self);
+}
+
+/// Runs the fdatasyncs the driver defers, one at a time, in order.
+pub trait SyncExecutor<J> {
+    fn submit(&mut self, job: J) -> Result<(), DriveError>;
+    /// A finished job, if one is.
+    fn try_finished(&mut self) -> Option<Result<J, DriveError>>;
+    /// Waits for the job in flight to finish.
+    fn wait_finished(&mut self) -> Result<J, DriveError>;
+}
+
+/// Sees each Ready before the driver acts on it (log lines, traces,
+/// checkers). The default sees nothing.
+pub trait ReadyObserver {
+    fn ready(&mut self, _ready: &Ready, _replica: &Replica) {}
+}
+
+/// An observer that sees nothing.
+pub struct Unobserved;
+
+impl ReadyObserver for Unobserved {}
+
+#[derive(Debug)]
+pub enum DriveError {
+    Storage(StorageError),
+    /// The sync executor is gone (its thread ended).
+    SyncExecutor(String),
+}
+
+impl fmt::Display for DriveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DriveError::Storage(error) => write!(f, "storage failed: {error}"),
+            DriveError::SyncExecutor(problem) => write!(f, "{problem}"),
+        }
+    }
+}
+
+impl From<StorageError> for DriveError {
+    fn from(error: StorageError) -> DriveError {
+        DriveError::Storage(error)
+    }
+}
+
+/// What the driver keeps between calls: the deferred syncs it owes the
+/// core, and a counter for STATUS.
+#[derive(Debug)]
+pub struct Driver<J> {
+    /// The last entry the job running on the executor makes durable.
+    sync_in_flight: Option<(LogIndex, Term)>,
+    /// Records written while that job ran: the next job, and its last entry.
+    sync_waiting: Option<(J, LogIndex, Term)>,
+    /// Entries handed to storage.
+    pub entries_appended: u64,
+}
+
+impl<J> Default for Driver<J> {
+    fn default() -> Self {
+        Driver {
+            sync_in_flight: None,
+            sync_waiting: None,
+            entries_appended: 0,
+        }
+    }
+}
+
+/// The three things a node's IO is made of, borrowed for one call.
+pub struct NodeIo<'a, S, T, X> {
+    pub storage: &'a mut S,
+    pub transport: &'a mut T,
+    pub syncer: &'a mut X,
+}
+
+impl<J> Driver<J> {
+    /// Ready passes until the replica has nothing left to do, or the bound.
+    /// Returns whether work is left over (the caller drives again soon).
+    pub fn drive<S, T, X>(
+        &mut self,
+        replica: &mut Replica,
+        io: NodeIo<'_, S, T, X>,
+        observer: &mut impl ReadyObserver,
+    ) -> Result<bool, DriveError>
+    where
+        S: Storage<Job = J>,
+        T: Transport,
+        X: SyncExecutor<J>,
+    {
+        for _ in 0..READY_PASSES_PER_DRIVE_MAX {
+            if !replica.has_ready() {
+                return Ok(false);
+            }
+            let ready = replica.ready();
+            observer.ready(&ready, replica);
+            self.handle(ready, replica, io.storage, io.transport, io.syncer)?;
+        }
+        Ok(replica.has_ready())
+    }
+
+    fn handle<S, T, X>(
+        &mut self,
+        ready: Ready,
+        replica: &mut Replica,
+        storage: &mut S,
+        transport: &mut T,
+        syncer: &mut X,
+    ) -> Result<(), DriveError>
+    where
+        S: Storage<Job = J>,
+        T: Transport,
+        X: SyncExecutor<J>,
+    {
+        let mut ready = ready;
+        for message in std::mem::take(&mut ready.messages) {
+            transport.send(message);
+        }
+        let mut after_persist = std::mem::take(&mut ready.messages_after_persist);
+        if ready.hard_state.is_none() && planted_ack_before_sync(replica) {
+            // The planted bug: acknowledgements leave with the messages,
+            // before the write they acknowledge is durable.
+            for message in std::mem::take(&mut after_persist) {
+                transport.send(message);
+            }
+        }
+        let deferrable = ready.hard_state.is_none() && after_persist.is_empty();
+        let mut deferred = false;
+        if ready.hard_state.is_some() || !ready.entries.is_empty() {
+            transport.flush();
+            if deferrable {
+                deferred = self.write_deferring_sync(&ready.entries, storage, syncer)?;
+            } else {
+                self.settle_syncs(replica, storage, syncer)?;
+                self.write_and_sync(&ready, storage)?;
+            }
+        }
+        if !after_persist.is_empty() {
+            // What they promise may rest on records an earlier deferred
+            // sync still owes.
+            self.settle_syncs(replica, storage, syncer)?;
+        }
+        for message in after_persist {
+            transport.send(message);
+        }
+        if let (Some(last), false) = (ready.entries.last(), deferred) {
+            replica.persisted(last.index, last.term);
+        }
+        if let Some(hard_state) = ready.hard_state {
+            replica.hard_state_persisted(hard_state);
+        }
+        Ok(())
+    }
+
+    fn write_and_sync<S: Storage<Job = J>>(
+        &mut self,
+        ready: &Ready,
+        storage: &mut S,
+    ) -> Result<(), DriveError> {
+        if !ready.entries.is_empty() {
+            storage.append(&ready.entries)?;
+        }
+        if let Some(hard_state) = ready.hard_state {
+            storage.set_hard_state(hard_state)?;
+        }
+        storage.sync()?;
+        self.entries_appended += ready.entries.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the records and leaves their fdatasync to the executor. True
+    /// when `persisted` will come from `sync_finished`, false when they are
+    /// durable already.
+    fn write_deferring_sync<S, X>(
+        &mut self,
+        entries: &[crate::core::Entry],
+        storage: &mut S,
+        syncer: &mut X,
+    ) -> Result<bool, DriveError>
+    where
+        S: Storage<Job = J>,
+        X: SyncExecutor<J>,
+    {
+        let Some(last) = entries.last() else {
+            return Ok(false);
+        };
+        storage.append(entries)?;
+        self.entries_appended += entries.len() as u64;
+        let Some(job) = storage.write_deferring_sync()? else {
+            return Ok(false);
+        };
+        if self.sync_in_flight.is_none() {
+            syncer.submit(job)?;
+            self.sync_in_flight = Some((last.index, last.term));
+            return Ok(true);
+        }
+        // The newer job covers every record the waiting one does (those in
+        // an older segment were synced when it was sealed): it replaces it.
+        let job = match self.sync_waiting.take() {
+            Some((waiting, _, _)) => S::merge_jobs(waiting, job),
+            None => job,
+        };
+        self.sync_waiting = Some((job, last.index, last.term));
+        Ok(true)
+    }
+
+    /// Takes the results of finished syncs without waiting.
+    pub fn collect_finished_syncs<S, X>(
+        &mut self,
+        replica: &mut Replica,
+        storage: &mut S,
+        syncer: &mut X,
+    ) -> Result<(), DriveError>
+    where
+        S: Storage<Job = J>,
+        X: SyncExecutor<J>,
+    {
+        while let Some(result) = syncer.try_finished() {
+            self.sync_finished(result?, replica, storage, syncer)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every deferred sync is done: what follows promises
+    /// durable state, or syncs on the spot, and must come after them.
+    pub fn settle_syncs<S, X>(
+        &mut self,
+        replica: &mut Replica,
+        storage: &mut S,
+        syncer: &mut X,
+    ) -> Result<(), DriveError>
+    where
+        S: Storage<Job = J>,
+        X: SyncExecutor<J>,
+    {
+        while self.sync_in_flight.is_some() {
+            let job = syncer.wait_finished()?;
+            self.sync_finished(job, replica, storage, syncer)?;
+        }
+        Ok(())
+    }
+
+    fn sync_finished<S, X>(
+        &mut self,
+        job: J,
+        replica: &mut Replica,
+        storage: &mut S,
+        syncer: &mut X,
+    ) -> Result<(), DriveError>
+    where
+        S: Storage<Job = J>,
+        X: SyncExecutor<J>,
+    {
+        storage.deferred_sync_done(&job);
+        let Some((index, term)) = self.sync_in_flight.take() else {
+            panic!("a sync finished that was never submitted");
+        };
+        replica.persisted(index, term);
+        if let Some((next, index, term)) = self.sync_waiting.take() {
+            syncer.submit(next)?;
+            self.sync_in_flight = Some((index, term));
+        }
+        Ok(())
+    }
+
+    /// Whether a deferred sync is still owed (the core waits for it).
+    pub fn syncing(&self) -> bool {
+        self.sync_in_flight.is_some()
+    }
+}
+
+/// The planted bug `ack-before-sync`: a follower's acknowledgements leave
+/// before the sync that covers them has finished.
+#[cfg(feature = "planted-bugs")]
+fn planted_ack_before_sync(replica: &Replica) -> bool {
+    replica.raft().planted_bug() == Some(crate::core::PlantedBug::AckBeforeSync)
+}
+
+#[cfg(not(feature = "planted-bugs"))]
+fn planted_ack_before_sync(_replica: &Replica) -> bool {
+    false
+}
