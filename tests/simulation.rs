@@ -197,11 +197,16 @@ mod planted {
 
     /// A vote lost in a crash is cast again in the same term for another
     /// candidate: two leaders of one term, or a leader elected on a log a
-    /// majority never vouched for.
+    /// majority never vouched for. Most often the checker sees it first:
+    /// the voter restarts below the term its vote promised was durable.
     #[test]
     fn vote_before_persist() {
         let failure = first_failure(PlantedBug::VoteBeforePersist);
-        let expected = [Property::ElectionSafety, Property::LeaderCompleteness];
+        let expected = [
+            Property::Monotonicity,
+            Property::ElectionSafety,
+            Property::LeaderCompleteness,
+        ];
         assert_property(&failure, &expected);
     }
 
@@ -235,6 +240,21 @@ mod planted {
             Property::LeaderCompleteness,
             Property::Durability,
             Property::ClientSemantics,
+        ];
+        assert_property(&failure, &expected);
+    }
+
+    /// A follower acknowledges entries before the fsync that makes them
+    /// durable (the driver's ordering, src/driver.rs): the leader commits
+    /// on acks a crash can take back, and a committed entry ends up on
+    /// fewer disks than a majority, or a leader is elected without it.
+    #[test]
+    fn ack_before_sync() {
+        let failure = first_failure(PlantedBug::AckBeforeSync);
+        let expected = [
+            Property::Durability,
+            Property::LeaderCompleteness,
+            Property::StateMachineSafety,
         ];
         assert_property(&failure, &expected);
     }

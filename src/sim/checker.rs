@@ -11,7 +11,7 @@ use super::node::Node;
 use super::property::{violated, Property, Violation};
 use super::workload::{AttemptState, OperationKind};
 use crate::core::raft_log::RaftLog;
-use crate::core::{EntryKind, HardState, LogIndex, Message, Role, Status, Term};
+use crate::core::{EntryKind, HardState, LogIndex, Role, Status, Term};
 use std::collections::btree_map::Entry as MapEntry;
 use std::collections::BTreeMap;
 
@@ -454,11 +454,10 @@ impl Checker {
         Ok(())
     }
 
-    /// A reply promising durable state went out: remember its term.
-    pub fn promised(&mut self, node: usize, messages: &[Message]) {
-        for message in messages {
-            self.promised_terms[node] = self.promised_terms[node].max(message.term);
-        }
+    /// A message promising durable state left `node` at `term`: its disk
+    /// must not come back below it.
+    pub fn promised_term(&mut self, node: usize, term: Term) {
+        self.promised_terms[node] = self.promised_terms[node].max(term);
     }
 
     pub fn node_crashed(&mut self, node: usize) {
@@ -482,7 +481,7 @@ impl Checker {
             return violated(
                 Property::Monotonicity,
                 format!(
-                    "n{node} restarted at term {} after replying at term {promised} once synced",
+                    "n{node} restarted at term {}, below term {promised} that a vote or an acknowledgement it sent promised was durable",
                     hard_state.current_term
                 ),
             );

@@ -55,7 +55,12 @@ impl Simulator {
         }
         if self.nodes[node].state == NodeState::Crashed {
             self.workload.connection_lost(request_id);
-            self.reply_to_client(token.connection as usize, request_id, Reply::Disconnected);
+            self.reply_to_client(
+                token.connection as usize,
+                request_id,
+                Reply::Disconnected,
+                None,
+            );
             return;
         }
         let local_ms = self.nodes[node].local_ms(self.now_ms);

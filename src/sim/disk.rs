@@ -1,9 +1,12 @@
 //! A node's simulated disk, modelled as a write-ahead log: each Ready's hard
 //! state and entries are appended, in that order, to one stream of records,
-//! and become durable only when a sync completes, some time later.
+//! and become durable only when a sync that covers them completes, some
+//! time later: an fsync on the spot (the node waits for it) or a deferred
+//! one (it does not). The driver decides which (src/driver.rs); `io.rs`
+//! turns its calls into these writes and sync times.
 //!
-//! A crash keeps a random prefix of the records written since the last
-//! completed sync and loses the rest (a torn tail), as a real disk may. The
+//! A crash keeps a random prefix of the records not durable by then and
+//! loses the rest (a torn tail), as a real disk may. The
 //! hard state goes before the entries of the same Ready because entries of a
 //! term are only written after that term is; a disk that kept the entries
 //! without the hard state would restart with a log ahead of its term, which
@@ -11,23 +14,26 @@
 
 use super::hash::prefix_hash;
 use crate::core::rng::Rng;
-use crate::core::{Entry, HardState, LogIndex, Message, Term};
+use crate::core::{Entry, HardState, LogIndex, Term};
 use std::collections::VecDeque;
 
 /// Writes waiting for their sync on one disk. A runtime that kept writing
 /// without ever syncing would be broken; this catches it.
 pub const WRITES_PENDING_MAX: usize = 4096;
 
-/// One Ready's write, and what waits for it to be durable.
+/// One Ready's write.
 #[derive(Debug)]
 pub struct Write {
     pub hard_state: Option<HardState>,
     /// Consecutive; if the first index is at or below the stored last index,
     /// the stored suffix from there is replaced (the Ready contract).
     pub entries: Vec<Entry>,
-    /// Sent once the write is durable.
-    pub messages_after_persist: Vec<Message>,
-    pub complete_at_ms: u64,
+    /// When a sync that covers it completes; None until one is issued.
+    /// Never decreasing along the queue: syncs complete in order.
+    pub durable_at_ms: Option<u64>,
+    /// Counts this disk's writes, so that a deferred sync can say how far
+    /// it reaches.
+    pub sequence: u64,
 }
 
 /// What a crash did to the unsynced tail, in records (a hard state is one
@@ -44,9 +50,10 @@ pub struct Disk {
     entries: Vec<Entry>,
     /// prefix_hashes[i] is the prefix hash of entries[..=i].
     prefix_hashes: Vec<u64>,
-    /// Written, not yet synced, oldest first; completion times never
-    /// decrease along the queue (one write stream, synced in order).
+    /// Written, not yet durable, oldest first.
     pending: VecDeque<Write>,
+    /// The sequence of the last write made.
+    sequence_last: u64,
     /// The lowest index rewritten since `take_changed_from` last ran.
     changed_from: Option<LogIndex>,
 }
@@ -109,52 +116,90 @@ impl Disk {
         !self.pending.is_empty()
     }
 
-    /// When the last queued write completes, if any is queued.
-    pub fn last_complete_at_ms(&self) -> Option<u64> {
-        self.pending.back().map(|write| write.complete_at_ms)
-    }
-
-    pub fn submit(&mut self, write: Write) {
+    /// Writes a Ready's records; returns the write's sequence.
+    pub fn write(&mut self, hard_state: Option<HardState>, entries: Vec<Entry>) -> u64 {
         assert!(
             self.pending.len() < WRITES_PENDING_MAX,
             "disk queue overflow"
         );
-        if let Some(last) = self.last_complete_at_ms() {
-            assert!(write.complete_at_ms >= last, "syncs complete in order");
-        }
-        self.pending.push_back(write);
+        self.sequence_last += 1;
+        self.pending.push_back(Write {
+            hard_state,
+            entries,
+            durable_at_ms: None,
+            sequence: self.sequence_last,
+        });
+        self.sequence_last
     }
 
-    /// Completes every write due by `now_ms`: they become durable and are
-    /// returned, oldest first, for the node to be told.
-    pub fn complete_due(&mut self, now_ms: u64) -> Vec<Write> {
-        let mut completed = Vec::new();
+    pub fn sequence_last(&self) -> u64 {
+        self.sequence_last
+    }
+
+    /// The latest time a sync issued so far completes (0: none pending).
+    pub fn durable_at_last_ms(&self) -> u64 {
+        self.pending
+            .iter()
+            .filter_map(|write| write.durable_at_ms)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// A sync completing at `at_ms` covers every write up to `sequence`;
+    /// writes an earlier sync covers keep the earlier time.
+    pub fn sync_through(&mut self, sequence: u64, at_ms: u64) {
+        for write in self.pending.iter_mut() {
+            if write.sequence > sequence {
+                break;
+            }
+            let at = write
+                .durable_at_ms
+                .map_or(at_ms, |earlier| earlier.min(at_ms));
+            write.durable_at_ms = Some(at);
+        }
+        debug_assert!(
+            self.pending
+                .iter()
+                .filter_map(|write| write.durable_at_ms)
+                .collect::<Vec<_>>()
+                .windows(2)
+                .all(|pair| pair[0] <= pair[1]),
+            "syncs complete out of order"
+        );
+    }
+
+    /// Makes durable what syncs completed by `now_ms`. Returns whether
+    /// anything became durable.
+    pub fn settle(&mut self, now_ms: u64) -> bool {
+        let mut changed = false;
         while self
             .pending
             .front()
-            .is_some_and(|write| write.complete_at_ms <= now_ms)
+            .is_some_and(|write| write.durable_at_ms.is_some_and(|at| at <= now_ms))
         {
             let write = self.pending.pop_front().expect("front exists");
             if let Some(hard_state) = write.hard_state {
                 self.hard_state = hard_state;
             }
             self.append(&write.entries);
-            completed.push(write);
+            changed = true;
         }
-        completed
+        changed
     }
 
-    /// The node crashed: keep a random prefix of the unsynced records, lose
-    /// the rest (and every message that waited for them).
-    pub fn crash(&mut self, rng: &mut Rng) -> TornTail {
+    /// The node crashed at `now_ms`: what was durable by then stays; of the
+    /// rest, a random prefix of the records survives (a torn tail).
+    pub fn crash(&mut self, now_ms: u64, rng: &mut Rng) -> TornTail {
+        self.settle(now_ms);
         let records_total: u64 = self.pending.iter().map(record_count).sum();
         let records_kept = rng.range_inclusive(0, records_total);
         self.crash_keeping(records_kept)
     }
 
-    /// The power went: the disk's volatile cache is gone with everything
-    /// not synced.
-    pub fn lose_unsynced(&mut self) -> TornTail {
+    /// The power went at `now_ms`: the disk's volatile cache is gone with
+    /// everything not durable by then.
+    pub fn lose_unsynced(&mut self, now_ms: u64) -> TornTail {
+        self.settle(now_ms);
         self.crash_keeping(0)
     }
 
@@ -231,26 +276,42 @@ mod tests {
             .collect()
     }
 
-    fn write(hard_state: Option<HardState>, entries: Vec<Entry>, at: u64) -> Write {
-        Write {
-            hard_state,
-            entries,
-            messages_after_persist: Vec::new(),
-            complete_at_ms: at,
-        }
-    }
-
     #[test]
     fn writes_become_durable_in_order_and_replace_suffixes() {
         let mut disk = Disk::new();
-        disk.submit(write(None, entries(1, 4, 1), 10));
-        disk.submit(write(None, entries(3, 3, 2), 20));
-        assert_eq!(disk.complete_due(9).len(), 0);
-        assert_eq!(disk.complete_due(10).len(), 1);
+        let first = disk.write(None, entries(1, 4, 1));
+        disk.sync_through(first, 10);
+        let second = disk.write(None, entries(3, 3, 2));
+        disk.sync_through(second, 20);
+        assert!(!disk.settle(9));
+        assert!(disk.settle(10));
         assert_eq!(disk.last_index(), LogIndex(4));
-        disk.complete_due(20);
+        disk.settle(20);
         assert_eq!(disk.last_index(), LogIndex(3));
         assert_eq!(disk.entries()[2].term, Term(2));
+    }
+
+    #[test]
+    fn a_write_no_sync_covers_yet_is_never_durable() {
+        let mut disk = Disk::new();
+        disk.write(None, entries(1, 2, 1));
+        assert!(!disk.settle(u64::MAX));
+        assert!(disk.has_pending());
+        let torn = disk.lose_unsynced(100);
+        assert_eq!((torn.records_kept, torn.records_lost), (0, 2));
+    }
+
+    #[test]
+    fn an_earlier_sync_keeps_its_time_when_a_later_one_covers_it_too() {
+        let mut disk = Disk::new();
+        let deferred = disk.write(None, entries(1, 1, 1));
+        let inline = disk.write(None, entries(2, 2, 1));
+        disk.sync_through(inline, 50);
+        disk.sync_through(deferred, 30);
+        disk.settle(30);
+        assert_eq!(disk.last_index(), LogIndex(1));
+        disk.settle(50);
+        assert_eq!(disk.last_index(), LogIndex(2));
     }
 
     #[test]
@@ -262,8 +323,9 @@ mod tests {
         };
         for seed in 0..50 {
             let mut disk = Disk::new();
-            disk.submit(write(Some(hard_state), entries(1, 5, 3), 10));
-            let torn = disk.crash(&mut Rng::new(seed));
+            let write = disk.write(Some(hard_state), entries(1, 5, 3));
+            disk.sync_through(write, 10);
+            let torn = disk.crash(9, &mut Rng::new(seed));
             assert_eq!(torn.records_kept + torn.records_lost, 6);
             let entries_kept = torn.records_kept.saturating_sub(1);
             assert_eq!(disk.last_index(), LogIndex(entries_kept));

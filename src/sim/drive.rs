@@ -1,42 +1,77 @@
-//! How the simulator drives one node, following the daemon's `drive` loop
-//! (src/runtime/server.rs) with one difference that matters: the write is
-//! asynchronous. A Ready's `messages` leave at once; its hard state and
-//! entries become durable only when the disk's sync completes, later; only
-//! then do `messages_after_persist` leave and `persisted` get called.
+//! How the simulator drives one node: with the daemon's own driver
+//! (src/driver.rs) over the simulated IO of `io.rs`. A node blocked in an
+//! fsync (its `busy_until`) holds what arrives until the fsync completes,
+//! and what it sends after the fsync leaves only then; a deferred fsync
+//! completes on its sync thread after a drawn while.
 
 use super::checker::{Applied, ObservedReply};
-use super::disk::Write;
 use super::event::{Event, Reply};
 use super::hash::entry_hash;
+use super::io::{promises_durable_state, Latency, SimStorage, SimSyncer, SimTransport};
 use super::network::{DropReason, Route};
-use super::options::{CLIENT_DELAY_MS_MAX, DISK_SLOW_SYNC_MS_MAX, READY_PASSES_MAX};
+use super::options::{CLIENT_DELAY_MS_MAX, DISK_SLOW_SYNC_MS_MAX};
 use super::simulator::Simulator;
 use super::trace::{MessageSummary, TraceEvent};
-use crate::core::{Entry, Event as CoreEvent, HardState, Message, Ready};
+use crate::core::{Event as CoreEvent, LogIndex, Message, Ready};
+use crate::driver::{DriveError, NodeIo, ReadyObserver};
+use crate::replica::Replica;
+use std::cell::Cell;
+
+/// What the driver did in one call, for the simulator to carry out.
+struct Outputs {
+    sent: Vec<(Message, u64)>,
+    submitted: Vec<(super::io::SimJob, u64)>,
+    writes: Vec<TraceEvent>,
+    busy_until: u64,
+    left_over: bool,
+}
+
+/// Sees each Ready: the core's events for the trace and the checkers, and
+/// what was applied with the state digest after it.
+struct SimObserver {
+    node: usize,
+    events: Vec<CoreEvent>,
+    applied: Option<Applied>,
+}
+
+impl ReadyObserver for SimObserver {
+    fn ready(&mut self, ready: &Ready, replica: &Replica) {
+        self.events.extend(ready.events.iter().cloned());
+        let Some(last) = ready.committed_entries.last() else {
+            return;
+        };
+        let applied = self.applied.get_or_insert(Applied {
+            node: self.node,
+            entries: Vec::new(),
+            last_applied: LogIndex(0),
+            digest: 0,
+        });
+        let hashed = ready.committed_entries.iter();
+        applied
+            .entries
+            .extend(hashed.map(|entry| (entry.index, entry.term, entry_hash(entry))));
+        applied.last_applied = last.index;
+        applied.digest = replica.machine().digest();
+    }
+}
 
 impl Simulator {
-    pub(super) fn deliver(&mut self, message: Message, sender_incarnation: u64) {
+    pub(super) fn deliver(&mut self, message: Message, sender_incarnation: u64, leaves_ms: u64) {
         let (from, to) = (message.from.0 as usize, message.to.0 as usize);
         let summary = MessageSummary::of(&message);
-        if sender_incarnation < self.nodes[from].lost_outbox_below {
-            let reason = DropReason::PowerLoss;
-            self.record(TraceEvent::Drop {
-                message: summary,
-                reason,
-            });
-            return;
-        }
-        if !self.nodes[to].is_up() {
-            let reason = DropReason::NodeDown;
-            self.record(TraceEvent::Drop {
-                message: summary,
-                reason,
-            });
-            return;
-        }
-        if self.network.is_blocked(from, to) {
+        let drop = if sender_incarnation < self.nodes[from].lost_outbox_below {
+            Some(DropReason::PowerLoss)
+        } else if !self.nodes[from].was_alive_at(sender_incarnation, leaves_ms) {
+            Some(DropReason::SenderCrashed)
+        } else if !self.nodes[to].is_up() {
+            Some(DropReason::NodeDown)
+        } else if self.network.is_blocked(from, to) {
             self.stats.faults.messages_blocked += 1;
-            let reason = DropReason::Partitioned;
+            Some(DropReason::Partitioned)
+        } else {
+            None
+        };
+        if let Some(reason) = drop {
             self.record(TraceEvent::Drop {
                 message: summary,
                 reason,
@@ -61,37 +96,138 @@ impl Simulator {
         self.drive(node);
     }
 
-    /// Ready passes until the node has nothing to do, as the daemon's
-    /// `drive`; then its replies go out and its timer is rescheduled.
+    /// The driver's Ready passes, then what they sent goes out, deferred
+    /// syncs are scheduled, replies go to the clients and the timer is set.
+    ///
+    /// What the node did after an fsync it waits in happens, for the
+    /// checkers, when that fsync completes: until then it is kept on the
+    /// node, and a crash before then discards it with the process.
     pub(super) fn drive(&mut self, node: usize) {
-        self.observed.touch(node);
-        for _ in 0..READY_PASSES_MAX {
-            if !self.nodes[node].replica().has_ready() {
-                break;
-            }
-            let ready = self.nodes[node].replica_mut().ready();
-            self.handle_ready(node, ready);
-        }
-        if self.nodes[node].replica().has_ready() {
-            let incarnation = self.nodes[node].incarnation;
-            self.queue
-                .push(self.now_ms, Event::Drive { node, incarnation });
-        }
-        self.flush_replies(node);
-        self.schedule_timer(node);
+        self.as_node_sees_it(node, |simulator| simulator.drive_now(node));
     }
 
-    fn handle_ready(&mut self, node: usize, ready: Ready) {
-        let Ready {
-            hard_state,
-            entries,
-            messages,
-            messages_after_persist,
-            committed_entries,
-            read_states: _, // the replica serves its reads itself
-            events,
-        } = ready;
-        for event in events {
+    /// Runs `f` on the node, keeping what it observes until the node's
+    /// fsync completes if it waits in one then.
+    fn as_node_sees_it(&mut self, node: usize, f: impl FnOnce(&mut Simulator)) {
+        let outer = std::mem::take(&mut self.observed);
+        f(self);
+        let mut this_call = std::mem::replace(&mut self.observed, outer);
+        self.observed.disks_changed |= std::mem::take(&mut this_call.disks_changed);
+        let busy_until_ms = self.nodes[node].busy_until_ms;
+        if busy_until_ms <= self.now_ms {
+            return self.observed.merge(this_call);
+        }
+        self.nodes[node].after_fsync.merge(this_call);
+        self.queue.push(busy_until_ms, Event::Unblocked);
+    }
+
+    fn drive_now(&mut self, node: usize) {
+        self.observed.touch(node);
+        let mut observer = SimObserver {
+            node,
+            events: Vec::new(),
+            applied: None,
+        };
+        let outputs = self.with_io(node, |driver, replica, io| {
+            driver.drive(replica, io, &mut observer)
+        });
+        self.observe(node, observer);
+        self.carry_out(node, outputs);
+    }
+
+    /// A deferred sync's time has come: its writes are durable, and the
+    /// driver reports them to the core.
+    pub(super) fn complete_syncs(&mut self, node: usize, incarnation: u64) {
+        if !self.is_live(node, incarnation) {
+            return;
+        }
+        if self.nodes[node].disk.settle(self.now_ms) {
+            self.observed.disks_changed = true;
+        }
+        self.record(TraceEvent::Synced { node });
+        self.as_node_sees_it(node, |simulator| {
+            let outputs = simulator.with_io(node, |driver, replica, io| {
+                driver
+                    .collect_finished_syncs(replica, io.storage, io.syncer)
+                    .map(|()| false)
+            });
+            simulator.carry_out(node, outputs);
+            simulator.drive_now(node);
+        });
+    }
+
+    /// Runs `f` with the node's driver, replica and simulated IO.
+    fn with_io(
+        &mut self,
+        node: usize,
+        f: impl FnOnce(
+            &mut crate::driver::Driver<super::io::SimJob>,
+            &mut Replica,
+            NodeIo<'_, SimStorage<'_>, SimTransport<'_>, SimSyncer<'_>>,
+        ) -> Result<bool, DriveError>,
+    ) -> Outputs {
+        let latency = self.latency(node);
+        let now_ms = self.now_ms;
+        let state = &mut self.nodes[node];
+        let busy = Cell::new(now_ms.max(state.busy_until_ms));
+        let Some(replica) = state.replica.as_mut() else {
+            panic!("driving a crashed node");
+        };
+        let mut storage = SimStorage::new(&mut state.disk, &busy, latency, &mut self.rng.disk);
+        let mut transport = SimTransport {
+            busy_until: &busy,
+            now_ms,
+            sent: Vec::new(),
+        };
+        let mut syncer = SimSyncer {
+            queue: &mut state.sync_queue,
+            busy_until: &busy,
+            now_ms,
+            latency,
+            rng: &mut self.rng.syncs,
+            submitted: Vec::new(),
+        };
+        let io = NodeIo {
+            storage: &mut storage,
+            transport: &mut transport,
+            syncer: &mut syncer,
+        };
+        let result = f(&mut state.driver, replica, io);
+        let left_over = result.unwrap_or_else(|error| panic!("simulated IO cannot fail: {error}"));
+        let writes = storage
+            .writes
+            .iter()
+            .map(|write| TraceEvent::Write {
+                node,
+                hard_state: write.hard_state,
+                entries: write
+                    .entries
+                    .map(|(first, last)| (LogIndex(first), LogIndex(last))),
+                durable_at_ms: write.durable_at_ms,
+            })
+            .collect();
+        Outputs {
+            sent: transport.sent,
+            submitted: syncer.submitted,
+            writes,
+            busy_until: busy.get(),
+            left_over,
+        }
+    }
+
+    fn latency(&self, node: usize) -> Latency {
+        let state = &self.nodes[node];
+        Latency {
+            normal_ms_max: self.profile.sync_latency_ms_max,
+            slow_ms_max: DISK_SLOW_SYNC_MS_MAX,
+            slow: state.disk_slow || state.disk_slow_always,
+            stall_per_mille: self.profile.sync_stall_per_mille,
+        }
+    }
+
+    /// The core's events and what it applied, for the trace and checkers.
+    fn observe(&mut self, node: usize, observer: SimObserver) {
+        for event in observer.events {
             match event {
                 CoreEvent::BecameLeader { .. } => self.observed.elected.push(node),
                 CoreEvent::CommitAdvanced { .. } => self.observed.commits.push(node),
@@ -99,37 +235,45 @@ impl Simulator {
             }
             self.record(TraceEvent::Core { node, event });
         }
-        if !committed_entries.is_empty() {
-            self.observe_applied(node, &committed_entries);
+        if let Some(applied) = observer.applied {
+            self.observed.applied.push(applied);
         }
-        for message in messages {
-            self.send_message(message, false);
-        }
-        self.submit_write(node, hard_state, entries, messages_after_persist);
     }
 
-    /// The replica applied `entries` in `ready()`: note them, and its state
-    /// digest after, for the checkers.
-    fn observe_applied(&mut self, node: usize, entries: &[Entry]) {
-        let replica = self.nodes[node].replica();
-        let applied = Applied {
-            node,
-            entries: entries
-                .iter()
-                .map(|entry| (entry.index, entry.term, entry_hash(entry)))
-                .collect(),
-            last_applied: entries.last().expect("not empty").index,
-            digest: replica.machine().digest(),
-        };
-        self.observed.applied.push(applied);
+    /// Sends, schedules and replies as the driver's call left them.
+    fn carry_out(&mut self, node: usize, outputs: Outputs) {
+        for write in outputs.writes {
+            self.record(write);
+        }
+        let incarnation = self.nodes[node].incarnation;
+        for (job, at_ms) in outputs.submitted {
+            self.nodes[node].disk.sync_through(job.sequence, at_ms);
+            self.queue
+                .push(at_ms, Event::SyncComplete { node, incarnation });
+        }
+        self.nodes[node].busy_until_ms = outputs.busy_until;
+        for (message, leaves_ms) in outputs.sent {
+            self.send_message(message, leaves_ms);
+        }
+        if outputs.left_over {
+            let at_ms = outputs.busy_until.max(self.now_ms);
+            self.queue.push(at_ms, Event::Drive { node, incarnation });
+        }
+        self.flush_replies(node);
+        self.schedule_timer(node);
     }
 
-    pub(super) fn send_message(&mut self, message: Message, after_sync: bool) {
+    /// Routes a message that leaves its sender at `leaves_ms` (later than
+    /// now if the sender is blocked in an fsync until then).
+    pub(super) fn send_message(&mut self, message: Message, leaves_ms: u64) {
         let (from, to) = (message.from.0 as usize, message.to.0 as usize);
+        if promises_durable_state(&message) {
+            self.nodes[from].promises.push((leaves_ms, message.term));
+        }
         let summary = MessageSummary::of(&message);
         self.record(TraceEvent::Send {
             message: summary,
-            after_sync,
+            after_sync: leaves_ms > self.now_ms,
         });
         match self.network.route(&mut self.rng.network, from, to) {
             Route::Dropped(reason) => {
@@ -148,134 +292,32 @@ impl Simulator {
                 spiked,
             } => {
                 self.stats.faults.messages_delayed_long += u64::from(spiked);
+                let sender_incarnation = self.nodes[from].incarnation;
                 if let Some(duplicate_delay_ms) = duplicate_delay_ms {
                     self.stats.faults.messages_duplicated += 1;
-                    let sender_incarnation = self.nodes[from].incarnation;
                     let copy = Event::Deliver {
                         message: message.clone(),
                         sender_incarnation,
+                        leaves_ms,
                     };
-                    self.queue.push(self.now_ms + duplicate_delay_ms, copy);
+                    self.queue.push(leaves_ms + duplicate_delay_ms, copy);
                 }
-                let sender_incarnation = self.nodes[from].incarnation;
                 let event = Event::Deliver {
                     message,
                     sender_incarnation,
+                    leaves_ms,
                 };
-                self.queue.push(self.now_ms + delay_ms, event);
+                self.queue.push(leaves_ms + delay_ms, event);
             }
         }
     }
 
-    /// Queues the Ready's write. Messages that wait for durability wait for
-    /// every write before them too, even when this Ready writes nothing:
-    /// an acknowledgement may cover entries an earlier write carries.
-    fn submit_write(
-        &mut self,
-        node: usize,
-        hard_state: Option<HardState>,
-        entries: Vec<Entry>,
-        messages_after_persist: Vec<Message>,
-    ) {
-        let writes = hard_state.is_some() || !entries.is_empty();
-        let pending_until = self.nodes[node].disk.last_complete_at_ms();
-        if !writes && messages_after_persist.is_empty() {
-            return;
-        }
-        let complete_at_ms = match (writes, pending_until) {
-            (false, None) => {
-                self.release(node, messages_after_persist);
-                return;
-            }
-            (false, Some(until)) => until,
-            (true, until) => {
-                let latency_ms = self.sync_latency_ms(node);
-                (self.now_ms + latency_ms).max(until.unwrap_or(0))
-            }
-        };
-        if writes {
-            let first_last = entries.first().zip(entries.last());
-            self.record(TraceEvent::Write {
-                node,
-                hard_state,
-                entries: first_last.map(|(first, last)| (first.index, last.index)),
-                complete_at_ms,
-            });
-        }
-        self.nodes[node].disk.submit(Write {
-            hard_state,
-            entries,
-            messages_after_persist,
-            complete_at_ms,
-        });
-        if writes {
-            let incarnation = self.nodes[node].incarnation;
-            let event = Event::SyncComplete { node, incarnation };
-            self.queue.push(complete_at_ms, event);
-        }
-    }
-
-    fn sync_latency_ms(&mut self, node: usize) -> u64 {
-        let normal_ms_max = self.profile.sync_latency_ms_max;
-        let stall = self
-            .rng
-            .disk
-            .chance(self.profile.sync_stall_per_mille, 1000);
-        let state = &self.nodes[node];
-        if state.disk_slow || state.disk_slow_always || stall {
-            return self
-                .rng
-                .disk
-                .range_inclusive(normal_ms_max, DISK_SLOW_SYNC_MS_MAX);
-        }
-        self.rng.disk.range_inclusive(0, normal_ms_max)
-    }
-
-    /// Sends replies that promise durable state, now that it is durable.
-    fn release(&mut self, node: usize, messages: Vec<Message>) {
-        self.checker.promised(node, &messages);
-        for message in messages {
-            self.send_message(message, true);
-        }
-    }
-
-    pub(super) fn complete_syncs(&mut self, node: usize, incarnation: u64) {
-        if !self.is_live(node, incarnation) {
-            return;
-        }
-        let writes = self.nodes[node].disk.complete_due(self.now_ms);
-        if writes.is_empty() {
-            return;
-        }
-        self.observed.disks_changed = true;
-        let count = writes.len();
-        let (mut last, mut hard_state, mut released) = (None, None, 0);
-        for write in writes {
-            if let Some(entry) = write.entries.last() {
-                last = Some((entry.index, entry.term));
-                let replica = self.nodes[node].replica_mut();
-                replica.persisted(entry.index, entry.term);
-            }
-            if let Some(durable) = write.hard_state {
-                self.nodes[node].replica_mut().hard_state_persisted(durable);
-            }
-            hard_state = write.hard_state.or(hard_state);
-            released += write.messages_after_persist.len();
-            self.release(node, write.messages_after_persist);
-        }
-        self.record(TraceEvent::Synced {
-            node,
-            writes: count,
-            last,
-            hard_state,
-            released,
-        });
-        self.drive(node);
-    }
-
-    /// Replies the replica produced go to their clients; each is checked
+    /// Replies the replica produced go to their clients, leaving when the
+    /// node is free (after the fsync it waits in, if any); each is checked
     /// after the step.
     pub(super) fn flush_replies(&mut self, node: usize) {
+        let leaves_ms = self.nodes[node].busy_until_ms.max(self.now_ms);
+        let incarnation = self.nodes[node].incarnation;
         let replica = self.nodes[node].replica_mut();
         let node_applied = replica.raft().log().last_applied();
         let replies = replica.take_replies();
@@ -302,34 +344,45 @@ impl Simulator {
                 request_id,
                 line: line.clone(),
             });
-            self.reply_to_client(client, request_id, Reply::Line(line));
+            let sender = Some((node, incarnation, leaves_ms));
+            self.reply_to_client(client, request_id, Reply::Line(line), sender);
         }
     }
 
     /// The client hears `reply` (a line, or that its connection died) a
-    /// network delay later.
-    pub(super) fn reply_to_client(&mut self, client: usize, request_id: u64, reply: Reply) {
+    /// network delay after it left `sender` (node, incarnation, when), if
+    /// the node was still alive to send it.
+    pub(super) fn reply_to_client(
+        &mut self,
+        client: usize,
+        request_id: u64,
+        reply: Reply,
+        sender: Option<(usize, u64, u64)>,
+    ) {
         let delay_ms = self.client_delay_ms();
+        let leaves_ms = sender.map_or(self.now_ms, |(_, _, at_ms)| at_ms);
         let event = Event::ClientReply {
             client,
             request_id,
             reply,
+            sender,
         };
-        self.queue.push(self.now_ms + delay_ms, event);
+        self.queue.push(leaves_ms + delay_ms, event);
     }
 
     pub(super) fn client_delay_ms(&mut self) -> u64 {
         self.rng.clients.range_inclusive(1, CLIENT_DELAY_MS_MAX)
     }
 
-    /// Schedules the core's next deadline on the global clock.
+    /// Schedules the core's next deadline on the global clock (not before
+    /// the node is free).
     pub(super) fn schedule_timer(&mut self, node: usize) {
         let state = &self.nodes[node];
         if !state.is_up() {
             return;
         }
         let deadline_ms = state.boot_ms + state.replica().raft().next_deadline_ms();
-        let at_ms = deadline_ms.max(self.now_ms);
+        let at_ms = deadline_ms.max(self.now_ms).max(state.busy_until_ms);
         if state.timer_at_ms == Some(at_ms) {
             return;
         }

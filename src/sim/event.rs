@@ -19,6 +19,9 @@ pub enum Event {
     Deliver {
         message: Message,
         sender_incarnation: u64,
+        /// When it left the sender (later than it was made, if the sender
+        /// was blocked in an fsync): lost if the sender died before.
+        leaves_ms: u64,
     },
     /// The core's next deadline (election timeout or heartbeat) is due.
     /// Stale if the node has rescheduled since.
@@ -26,11 +29,14 @@ pub enum Event {
         node: usize,
         incarnation: u64,
     },
-    /// The node has more Ready passes to make (it hit READY_PASSES_MAX).
+    /// The node has more Ready passes to make (the driver hit READY_PASSES_PER_DRIVE_MAX).
     Drive {
         node: usize,
         incarnation: u64,
     },
+    /// An fsync a node waited in has completed: the step that takes this
+    /// hands the checkers what the node did after it (drive.rs).
+    Unblocked,
     /// The disk completed the syncs due by now.
     SyncComplete {
         node: usize,
@@ -56,6 +62,9 @@ pub enum Event {
         client: usize,
         request_id: u64,
         reply: Reply,
+        /// The node, process and time it left, for a line: lost (the
+        /// connection broke instead) if that process died before.
+        sender: Option<(usize, u64, u64)>,
     },
     /// A client stops waiting for an attempt.
     ClientTimeout {

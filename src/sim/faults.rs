@@ -172,7 +172,7 @@ impl Simulator {
     /// The machine loses power: everything not synced is gone, and so are
     /// the messages it sent that are still in flight.
     pub(super) fn power_off(&mut self, node: usize) {
-        let torn = self.nodes[node].disk.lose_unsynced();
+        let torn = self.nodes[node].disk.lose_unsynced(self.now_ms);
         self.stop_process(node, torn);
         self.nodes[node].lost_outbox_below = self.nodes[node].incarnation;
     }
@@ -180,7 +180,7 @@ impl Simulator {
     /// The node crashes: the disk keeps a random prefix of what was not
     /// synced (a torn tail).
     pub(super) fn crash(&mut self, node: usize) {
-        let torn = self.nodes[node].disk.crash(&mut self.rng.disk);
+        let torn = self.nodes[node].disk.crash(self.now_ms, &mut self.rng.disk);
         self.stop_process(node, torn);
     }
 
@@ -189,12 +189,28 @@ impl Simulator {
     fn stop_process(&mut self, node: usize, torn: TornTail) {
         self.stats.faults.crashes += 1;
         self.stats.faults.torn_writes += u64::from(torn.records_lost > 0);
+        let now_ms = self.now_ms;
         let state = &mut self.nodes[node];
         state.replica = None;
         state.state = NodeState::Crashed;
+        state
+            .ended_at_ms
+            .resize(state.incarnation as usize + 1, now_ms);
         state.incarnation += 1;
         state.held.clear();
         state.timer_at_ms = None;
+        state.driver = Default::default();
+        state.sync_queue.clear();
+        state.busy_until_ms = 0;
+        state.after_fsync = Default::default(); // a future that never came
+                                                // What it had sent by now promised durable state; what waited for
+                                                // an fsync still running never left.
+        let promised = std::mem::take(&mut state.promises);
+        for (leaves_ms, term) in promised {
+            if leaves_ms <= now_ms {
+                self.checker.promised_term(node, term);
+            }
+        }
         self.record(TraceEvent::Crash {
             node,
             torn,
@@ -204,7 +220,7 @@ impl Simulator {
         self.checker.node_crashed(node);
         self.observed.disks_changed = true;
         for (client, request_id) in self.workload.node_crashed(node) {
-            self.reply_to_client(client, request_id, Reply::Disconnected);
+            self.reply_to_client(client, request_id, Reply::Disconnected, None);
         }
         for peer in 0..self.nodes.len() {
             if self.nodes[peer].is_up() {
@@ -257,9 +273,12 @@ impl Simulator {
         let pause = state.pause;
         self.stats.faults.pauses += 1;
         self.record(TraceEvent::Pause { node });
+        // A process blocked in an fsync stops when it returns: what it
+        // sends after the fsync has left by then (drive.rs).
+        let starts_ms = self.nodes[node].busy_until_ms.max(self.now_ms);
         let duration_ms = self.rng.faults.range_inclusive(1, PAUSE_MS_MAX);
         let event = Event::Resume { node, pause };
-        self.queue.push(self.now_ms + duration_ms, event);
+        self.queue.push(starts_ms + duration_ms, event);
     }
 
     /// The process continues: what arrived meanwhile is taken in order, and

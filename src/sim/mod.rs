@@ -19,6 +19,7 @@ mod event;
 mod faults;
 mod hash;
 mod history;
+mod io;
 mod model;
 mod network;
 mod node;

@@ -14,6 +14,8 @@ pub enum DropReason {
     NodeDown,
     /// The sender lost power before the message left its machine.
     PowerLoss,
+    /// Its sender died before the message left (it waited for an fsync).
+    SenderCrashed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,8 +3,12 @@
 
 use super::disk::Disk;
 use super::event::Event;
-use crate::core::LogIndex;
+use super::io::SimJob;
+use super::simulator::Observed;
+use crate::core::{LogIndex, Term};
+use crate::driver::Driver;
 use crate::replica::Replica;
+use std::collections::VecDeque;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeState {
@@ -47,6 +51,20 @@ pub struct Node {
     /// While another cluster's data dir runs in this node's place (the
     /// stale-member fault), its own disk, set aside until it comes back.
     pub own_disk: Option<Disk>,
+    /// The process's driver (src/driver.rs): the deferred syncs it owes.
+    pub driver: Driver<SimJob>,
+    /// The process's sync thread: jobs and when each completes.
+    pub sync_queue: VecDeque<(SimJob, u64)>,
+    /// The process is blocked in an fsync until then.
+    pub busy_until_ms: u64,
+    /// What the process did after the fsync it is blocked in, for the
+    /// checkers once that completes (drive.rs).
+    pub after_fsync: Observed,
+    /// By incarnation: when that process died.
+    pub ended_at_ms: Vec<u64>,
+    /// Messages this process sent that promise durable state: when each
+    /// left, and its term (checked against the disk after a crash).
+    pub promises: Vec<(u64, Term)>,
 }
 
 impl Node {
@@ -66,6 +84,12 @@ impl Node {
             lost_outbox_below: 0,
             commit_seen: LogIndex(0),
             own_disk: None,
+            driver: Driver::default(),
+            sync_queue: VecDeque::new(),
+            busy_until_ms: 0,
+            after_fsync: Observed::default(),
+            ended_at_ms: Vec::new(),
+            promises: Vec::new(),
         }
     }
 
@@ -76,6 +100,13 @@ impl Node {
 
     pub fn is_up(&self) -> bool {
         self.state == NodeState::Up
+    }
+
+    /// Whether process `incarnation` was still running at `at_ms`.
+    pub fn was_alive_at(&self, incarnation: u64, at_ms: u64) -> bool {
+        self.ended_at_ms
+            .get(incarnation as usize)
+            .is_none_or(|&ended| at_ms <= ended)
     }
 
     /// Running another cluster's data dir: the checkers leave it out.

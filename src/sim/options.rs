@@ -67,10 +67,6 @@ pub const DISK_SLOW_SYNC_MS_MAX: u64 = 400;
 /// are dropped, like a full buffer.
 pub const HELD_EVENTS_MAX: usize = 4096;
 
-/// Ready passes per step before the driver schedules another step for the
-/// node (as the daemon's READY_PASSES_PER_TURN_MAX).
-pub const READY_PASSES_MAX: usize = 16;
-
 /// Trace events kept for a failure report.
 pub const TRACE_TAIL_EVENTS: usize = 50;
 

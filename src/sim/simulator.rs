@@ -7,7 +7,7 @@
 //! must converge within LIVENESS_BOUND_MS of simulated time.
 
 use super::checker::{Applied, Checker, ObservedReply};
-use super::event::Event;
+use super::event::{Event, Reply};
 use super::network::Network;
 use super::node::{Node, NodeState};
 use super::options::{
@@ -39,6 +39,7 @@ const SALT_NETWORK: u64 = 0x6E65_7477_6F72_6B00;
 const SALT_FAULTS: u64 = 0x6661_756C_7473_0000;
 const SALT_CLIENTS: u64 = 0x636C_6965_6E74_7300;
 const SALT_DISK: u64 = 0x6469_736B_0000_0000;
+const SALT_SYNCS: u64 = 0x7379_6E63_7300_0000;
 
 /// Independent random streams, so that a change in how often one part
 /// draws does not reshuffle the others.
@@ -47,6 +48,8 @@ pub(super) struct Rngs {
     pub faults: Rng,
     pub clients: Rng,
     pub disk: Rng,
+    /// The sync threads' latencies.
+    pub syncs: Rng,
 }
 
 /// What a step did, for the checkers that run after it.
@@ -69,6 +72,24 @@ const _: () = assert!(crate::constants::CLUSTER_SIZE_MAX <= u32::BITS as usize);
 impl Observed {
     pub fn touch(&mut self, node: usize) {
         self.touched |= 1 << node;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.touched == 0
+            && self.applied.is_empty()
+            && self.replies.is_empty()
+            && !self.disks_changed
+            && self.elected.is_empty()
+            && self.commits.is_empty()
+    }
+
+    pub fn merge(&mut self, other: Observed) {
+        self.touched |= other.touched;
+        self.applied.extend(other.applied);
+        self.replies.extend(other.replies);
+        self.disks_changed |= other.disks_changed;
+        self.elected.extend(other.elected);
+        self.commits.extend(other.commits);
     }
 }
 
@@ -107,6 +128,7 @@ impl Simulator {
             faults: Rng::new(options.seed ^ SALT_FAULTS),
             clients: Rng::new(options.seed ^ SALT_CLIENTS),
             disk: Rng::new(options.seed ^ SALT_DISK),
+            syncs: Rng::new(options.seed ^ SALT_SYNCS),
         };
         let members = (0..options.size)
             .map(|node| Member {
@@ -179,6 +201,9 @@ impl Simulator {
             self.check_liveness_bound(time_ms)?;
             self.now_ms = time_ms;
             self.step += 1;
+            if self.release_after_fsync() {
+                self.check_step()?; // the state they saw, before it moves on
+            }
             let node = event.node();
             self.dispatch(event)?;
             self.check_step()?;
@@ -260,12 +285,19 @@ impl Simulator {
                 self.hold(node, event);
                 return Ok(());
             }
+            let busy_until_ms = self.nodes[node].busy_until_ms;
+            if busy_until_ms > self.now_ms && self.nodes[node].is_up() {
+                // Blocked in an fsync: the event waits, as on the daemon's loop.
+                self.queue.push(busy_until_ms, event);
+                return Ok(());
+            }
         }
         match event {
             Event::Deliver {
                 message,
                 sender_incarnation,
-            } => self.deliver(message, sender_incarnation),
+                leaves_ms,
+            } => self.deliver(message, sender_incarnation, leaves_ms),
             Event::CoreTimer { node, incarnation } => self.fire_timer(node, incarnation),
             Event::Drive { node, incarnation } => {
                 if self.is_live(node, incarnation) {
@@ -273,6 +305,7 @@ impl Simulator {
                 }
             }
             Event::SyncComplete { node, incarnation } => self.complete_syncs(node, incarnation),
+            Event::Unblocked => {} // release_after_fsync did its work
             Event::ClientRequest {
                 node,
                 token,
@@ -289,7 +322,18 @@ impl Simulator {
                 client,
                 request_id,
                 reply,
-            } => self.client_reply(client, request_id, reply),
+                sender,
+            } => {
+                // A line written by a process that died first never left.
+                let alive = |(node, incarnation, at_ms): (usize, u64, u64)| {
+                    self.nodes[node].was_alive_at(incarnation, at_ms)
+                };
+                let reply = match sender.is_none_or(alive) {
+                    true => reply,
+                    false => Reply::Disconnected,
+                };
+                self.client_reply(client, request_id, reply)
+            }
             Event::ClientTimeout { client, request_id } => self.client_timeout(client, request_id),
             Event::ClientSend { client } => self.client_send(client),
             other => return self.dispatch_fault(other),
@@ -327,6 +371,7 @@ impl Simulator {
 
     /// The checkers, on what this step changed.
     fn check_step(&mut self) -> Result<(), Violation> {
+        self.settle_disks();
         let observed = std::mem::take(&mut self.observed);
         self.check_observed(&observed)?;
         for &node in &observed.elected {
@@ -341,10 +386,36 @@ impl Simulator {
         Ok(())
     }
 
+    /// What nodes did after an fsync that has completed by now, for the
+    /// checkers (drive.rs). Returns whether there was any.
+    fn release_after_fsync(&mut self) -> bool {
+        let mut released = false;
+        for node in &mut self.nodes {
+            if node.busy_until_ms <= self.now_ms && !node.after_fsync.is_empty() {
+                self.observed.merge(std::mem::take(&mut node.after_fsync));
+                released = true;
+            }
+        }
+        released
+    }
+
+    /// Writes whose fsync completed by now are durable: a sync the node
+    /// waited in has no event of its own, so every step settles them.
+    fn settle_disks(&mut self) {
+        for node in &mut self.nodes {
+            if node.disk.settle(self.now_ms) {
+                self.observed.disks_changed = true;
+            }
+        }
+    }
+
     fn check_observed(&mut self, observed: &Observed) -> Result<(), Violation> {
         let committed_before = self.checker.history.last_index();
         for node in 0..self.nodes.len() {
-            if observed.touched & (1 << node) != 0 {
+            // A node blocked in an fsync is checked when it completes: its
+            // memory is already past it (drive.rs).
+            let busy = self.nodes[node].busy_until_ms > self.now_ms;
+            if observed.touched & (1 << node) != 0 && !busy {
                 self.checker.check_node(&self.nodes, node)?;
             }
         }

@@ -147,14 +147,12 @@ pub enum TraceEvent {
         node: usize,
         hard_state: Option<HardState>,
         entries: Option<(LogIndex, LogIndex)>,
-        complete_at_ms: u64,
+        /// None: its fsync is deferred to the sync thread.
+        durable_at_ms: Option<u64>,
     },
+    /// A deferred fsync completed.
     Synced {
         node: usize,
-        writes: usize,
-        last: Option<(LogIndex, Term)>,
-        hard_state: Option<HardState>,
-        released: usize,
     },
     Crash {
         node: usize,
@@ -246,19 +244,13 @@ impl fmt::Display for TraceEvent {
             TraceEvent::Receive(message) => write!(f, "recv {message}"),
             TraceEvent::Drop { message, reason } => write!(f, "drop {message} ({reason:?})"),
             TraceEvent::Core { node, event } => write!(f, "n{node} {}", core_event(event)),
-            TraceEvent::Synced {
-                node,
-                writes,
-                last,
-                hard_state,
-                released,
-            } => write_synced(f, *node, *writes, *last, *hard_state, *released),
+            TraceEvent::Synced { node } => write!(f, "n{node} deferred sync completed"),
             TraceEvent::Write {
                 node,
                 hard_state,
                 entries,
-                complete_at_ms,
-            } => write_write(f, *node, *hard_state, *entries, *complete_at_ms),
+                durable_at_ms,
+            } => write_write(f, *node, *hard_state, *entries, *durable_at_ms),
             other => write_fault_or_client(f, other),
         }
     }
@@ -269,7 +261,7 @@ fn write_write(
     node: usize,
     hard_state: Option<HardState>,
     entries: Option<(LogIndex, LogIndex)>,
-    complete_at_ms: u64,
+    durable_at_ms: Option<u64>,
 ) -> fmt::Result {
     write!(f, "n{node} writes")?;
     if let Some(hard_state) = hard_state {
@@ -278,25 +270,10 @@ fn write_write(
     if let Some((first, last)) = entries {
         write!(f, " entries {first}..{last}")?;
     }
-    write!(f, " (durable at {complete_at_ms}ms)")
-}
-
-fn write_synced(
-    f: &mut fmt::Formatter<'_>,
-    node: usize,
-    writes: usize,
-    last: Option<(LogIndex, Term)>,
-    hard_state: Option<HardState>,
-    released: usize,
-) -> fmt::Result {
-    write!(f, "n{node} synced {writes} write(s)")?;
-    if let Some((index, term)) = last {
-        write!(f, " entries to {index}/{term}")?;
+    match durable_at_ms {
+        Some(at_ms) => write!(f, " (durable at {at_ms}ms; the node waits for it)"),
+        None => write!(f, " (fsync deferred to the sync thread)"),
     }
-    if let Some(hard_state) = hard_state {
-        write!(f, " hard state {}", hard_state_text(hard_state))?;
-    }
-    write!(f, ", released {released} message(s)")
 }
 
 fn write_fault_or_client(f: &mut fmt::Formatter<'_>, event: &TraceEvent) -> fmt::Result {
