@@ -479,3 +479,277 @@ fn a_response_of_a_stale_term_is_ignored() {
         "at term 3 it counts"
     );
 }
+
+// ---- §5.2: leader election --------------------------------------------------
+
+/// "When servers start up, they begin as followers." (§5.2), whatever
+/// their durable state says they did before.
+#[test]
+fn a_server_starts_as_a_follower() {
+    let raft = restored(config(0, 3), hard_state(7, Some(0)), &[1, 7]);
+    assert_eq!(raft.role(), Role::Follower);
+    assert_eq!(raft.leader_id(), None);
+    assert_eq!(raft.hard_state(), hard_state(7, Some(0)));
+}
+
+/// "To begin an election, a follower increments its current term and
+/// transitions to candidate state. It then votes for itself and issues
+/// RequestVote RPCs in parallel to each of the other servers" (§5.2);
+/// "the candidate will time out and start a new election by incrementing
+/// its term" (§5.2). The request carries "the candidate's last log index
+/// and term" (Figure 2, §5.4.1). The requests wait for the new term and
+/// vote to be durable: the grants they bring count that vote (§3.8 of the
+/// dissertation on persisting before answering).
+#[test]
+fn a_follower_or_candidate_that_times_out_starts_an_election() {
+    // A follower at term 3, a candidate at term 3.
+    for mut raft in [follower(3, 3, &[1, 2]), candidate(3, 2, &[1, 2])] {
+        let case = format!("{:?}", raft.role());
+        time_out(&mut raft);
+        let ready = raft.ready();
+        assert_eq!(raft.role(), Role::Candidate, "{case}");
+        assert_eq!(ready.hard_state, Some(hard_state(4, Some(0))), "{case}");
+        let request = MessageBody::RequestVote(RequestVote {
+            last_log_index: LogIndex(2),
+            last_log_term: Term(2),
+            pre_vote: false,
+        });
+        let requests = vec![from_us(1, 4, request.clone()), from_us(2, 4, request)];
+        assert!(ready.messages.is_empty(), "{case}");
+        assert_eq!(ready.messages_after_persist, requests, "{case}");
+    }
+}
+
+/// PreVote (dissertation §9.6): on a timeout, a node with PreVote on asks
+/// for pre-votes for the next term without taking it; nothing is written,
+/// so the requests go at once.
+#[test]
+fn with_pre_vote_a_timeout_asks_for_pre_votes_in_the_same_term() {
+    let mut config = config(0, 3);
+    config.pre_vote = true;
+    let mut raft = restored(config, hard_state(2, None), &[1, 2]);
+    time_out(&mut raft);
+    let ready = raft.ready();
+    assert_eq!(raft.role(), Role::PreCandidate);
+    assert_eq!(raft.hard_state(), hard_state(2, None));
+    assert_eq!(ready.hard_state, None);
+    let request = MessageBody::RequestVote(RequestVote {
+        last_log_index: LogIndex(2),
+        last_log_term: Term(2),
+        pre_vote: true,
+    });
+    let requests = vec![from_us(1, 3, request.clone()), from_us(2, 3, request)];
+    assert_eq!(ready.messages, requests);
+    assert!(ready.messages_after_persist.is_empty());
+}
+
+/// "A candidate wins an election if it receives votes from a majority of
+/// the servers in the full cluster for the same term." (§5.2) Refusals do
+/// not count, nor does a second grant from the same server; a candidate
+/// without a majority stays a candidate until its timer fires ("a period
+/// of time goes by with no winner", §5.2).
+#[test]
+fn a_candidate_becomes_leader_with_votes_from_a_majority() {
+    let rows: [(u32, &[u32], &[u32], Role); 8] = [
+        // (size, granted by, refused by, role after)
+        (1, &[], &[], Role::Leader),
+        (3, &[1], &[], Role::Leader),
+        (3, &[], &[1, 2], Role::Candidate),
+        (5, &[1], &[], Role::Candidate),
+        (5, &[1, 1], &[], Role::Candidate),
+        (5, &[1, 2], &[], Role::Leader),
+        (5, &[1], &[2, 3, 4], Role::Candidate),
+        (5, &[1, 2, 3, 4], &[], Role::Leader),
+    ];
+    for (size, granted_by, refused_by, role) in rows {
+        let mut raft = follower(size, 0, &[]);
+        time_out(&mut raft);
+        for &peer in refused_by {
+            raft.step(to_us(peer, 1, vote_answer(false, false)));
+        }
+        for &peer in granted_by {
+            raft.step(to_us(peer, 1, vote_answer(true, false)));
+        }
+        let case = format!("{size} nodes, granted by {granted_by:?}, refused by {refused_by:?}");
+        assert_eq!(raft.role(), role, "{case}");
+        assert_eq!(raft.current_term(), Term(1), "{case}");
+    }
+}
+
+/// "While waiting for votes, a candidate may receive an AppendEntries RPC
+/// from another server claiming to be leader. If the leader's term
+/// (included in its RPC) is at least as large as the candidate's current
+/// term, then the candidate recognizes the leader as legitimate and
+/// returns to follower state." (§5.2) A pre-candidate too. The term stays,
+/// and so does the candidate's vote for itself in it; the request is then
+/// handled as a follower's.
+#[test]
+fn a_candidate_or_pre_candidate_yields_to_a_leader_of_its_term() {
+    for mut raft in [pre_candidate(3, 2, &[1, 1]), candidate(3, 2, &[1, 1])] {
+        let before = raft.hard_state();
+        let case = format!("{:?}", raft.role());
+        let term = before.current_term.0;
+        raft.step(heartbeat(1, term, (2, 1), 0));
+        let ready = raft.ready();
+        assert_eq!(raft.role(), Role::Follower, "{case}");
+        assert_eq!(raft.hard_state(), before, "{case}");
+        assert_eq!(raft.leader_id(), Some(NodeId(1)), "{case}");
+        let answer = from_us(1, term, accepted(2));
+        assert_eq!(only_message(&ready), (&answer, true), "{case}");
+    }
+}
+
+/// Figure 3, Election Safety: "at most one leader can be elected in a given
+/// term" (§5.2). A leader that hears an AppendEntries of its own term from
+/// another node holds proof that this broke, and stops on an assertion.
+#[test]
+#[should_panic(expected = "two leaders in term 3")]
+fn a_leader_stops_on_an_append_entries_of_its_own_term() {
+    let mut raft = leader(3, 2, &[1]);
+    raft.step(heartbeat(1, 3, (0, 0), 0));
+}
+
+/// The vote table, Figure 2, RequestVote receiver: "1. Reply false if term
+/// < currentTerm (§5.1) 2. If votedFor is null or candidateId, and
+/// candidate's log is at least as up-to-date as receiver's log, grant vote
+/// (§5.2, §5.4)"; "each server will vote for at most one candidate in a
+/// given term, on a first-come-first-served basis" (§5.2); "If the logs
+/// have last entries with different terms, then the log with the later
+/// term is more up-to-date. If the logs end with the same term, then
+/// whichever log is longer is more up-to-date." (§5.4.1) Every (request
+/// term, vote already cast, candidate's log) combination: the voter is at
+/// term 3 with log terms [1, 2, 2]; n1 asks. A grant goes out only after
+/// the write that records it (dissertation §3.8); a refusal may go either
+/// way. Whatever changed of the term and vote is in the Ready to persist.
+#[test]
+fn the_vote_table() {
+    struct TermAndVote {
+        request_term: u64,
+        voted_for: Option<u32>,
+        /// Whether it grants to a candidate whose log is up to date.
+        grants: bool,
+        term_after: u64,
+        /// The vote after a refusal (after a grant it is n1).
+        vote_after_refusal: Option<u32>,
+    }
+    let row = |request_term, voted_for, grants, term_after, vote_after_refusal| TermAndVote {
+        request_term,
+        voted_for,
+        grants,
+        term_after,
+        vote_after_refusal,
+    };
+    let terms_and_votes = [
+        // A stale term: refused, whatever the vote.
+        row(2, None, false, 3, None),
+        row(2, Some(1), false, 3, Some(1)),
+        row(2, Some(2), false, 3, Some(2)),
+        // Our term: first come, first served; a repeated request is granted again.
+        row(3, None, true, 3, None),
+        row(3, Some(1), true, 3, Some(1)),
+        row(3, Some(2), false, 3, Some(2)),
+        // A higher term: taken, with no vote cast in it yet.
+        row(4, None, true, 4, None),
+        row(4, Some(1), true, 4, None),
+        row(4, Some(2), true, 4, None),
+    ];
+    let candidate_logs = [
+        // (last log index, last log term, at least as up to date as [1, 2, 2])
+        (1, 3, true),  // a later last term, however short
+        (4, 2, true),  // the same last term, longer
+        (3, 2, true),  // the same log end
+        (2, 2, false), // the same last term, shorter
+        (5, 1, false), // an earlier last term, however long
+        (0, 0, false), // empty
+    ];
+    for row in &terms_and_votes {
+        for (last_index, last_term, up_to_date) in candidate_logs {
+            let before = hard_state(3, row.voted_for);
+            let mut raft = restored(config(0, 3), before, &[1, 2, 2]);
+            raft.step(vote_request(1, row.request_term, last_index, last_term));
+            let ready = raft.ready();
+            let case = format!(
+                "term {} voted {:?}, candidate log ends at ({last_index}, term {last_term})",
+                row.request_term, row.voted_for
+            );
+            let granted = row.grants && up_to_date;
+            let vote_after = if granted {
+                Some(1)
+            } else {
+                row.vote_after_refusal
+            };
+            assert_eq!(
+                raft.hard_state(),
+                hard_state(row.term_after, vote_after),
+                "{case}"
+            );
+            let (answer, after_persist) = only_message(&ready);
+            let expected = from_us(1, row.term_after, vote_answer(granted, false));
+            assert_eq!(answer, &expected, "{case}");
+            assert!(
+                after_persist || !granted,
+                "{case}: a grant sent before the write"
+            );
+            if raft.hard_state() != before {
+                assert_eq!(ready.hard_state, Some(raft.hard_state()), "{case}");
+            }
+            assert_eq!(raft.role(), Role::Follower, "{case}");
+        }
+    }
+}
+
+/// Beyond Figure 2: a follower that knows the leader of its term grants no
+/// vote in that term, though it cast none (etcd's rule too). It is safe, and
+/// costs nothing: that leader holds a majority of the term's votes, so no
+/// other candidate can win the term anyway. A vote request of a higher
+/// term is granted as usual.
+#[test]
+fn a_follower_that_knows_the_leader_of_its_term_votes_for_no_one_else() {
+    let mut raft = follower(3, 3, &[1, 1]);
+    raft.step(heartbeat(1, 3, (2, 1), 0));
+    raft.ready();
+    raft.step(vote_request(2, 3, 9, 3));
+    let ready = raft.ready();
+    let refusal = from_us(2, 3, vote_answer(false, false));
+    assert_eq!(only_message(&ready).0, &refusal);
+    assert_eq!(raft.hard_state(), hard_state(3, None));
+    raft.step(vote_request(2, 4, 9, 3));
+    let ready = raft.ready();
+    assert_eq!(
+        only_message(&ready).0,
+        &from_us(2, 4, vote_answer(true, false))
+    );
+}
+
+/// Figure 2, Rules for Servers, Followers: "If election timeout elapses
+/// without receiving AppendEntries RPC from current leader or granting
+/// vote to candidate: convert to candidate." An AppendEntries of the
+/// current term resets the timer even when its consistency check fails
+/// (its sender is the leader all the same); a refused vote or a stale
+/// leader's request does not.
+#[test]
+fn only_the_leader_or_a_granted_vote_resets_the_election_timer() {
+    let rows = [
+        (vote_request(1, 3, 9, 3), true),
+        (vote_request(1, 3, 1, 1), false),
+        (heartbeat(1, 3, (2, 1), 0), true),
+        (heartbeat(1, 3, (5, 3), 0), true),
+        (heartbeat(1, 2, (2, 1), 0), false),
+    ];
+    for (message, resets) in rows {
+        let mut raft = follower(3, 3, &[1, 1]);
+        let deadline = raft.next_deadline_ms();
+        raft.observe_time(deadline - 1);
+        let case = format!("{:?} at term {}", message.body, message.term);
+        raft.step(message);
+        raft.ready();
+        assert_eq!(raft.next_deadline_ms() > deadline, resets, "{case}");
+        raft.advance_time(deadline);
+        let role = if resets {
+            Role::Follower
+        } else {
+            Role::Candidate
+        };
+        assert_eq!(raft.role(), role, "{case}");
+    }
+}
