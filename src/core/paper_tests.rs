@@ -753,3 +753,303 @@ fn only_the_leader_or_a_granted_vote_resets_the_election_timer() {
         assert_eq!(raft.role(), role, "{case}");
     }
 }
+
+// ---- §5.3: log replication --------------------------------------------------
+
+/// A run of entries: the index of the first, the terms of all.
+type Run = (u64, &'static [u64]);
+
+/// Figure 2, AppendEntries receiver: "2. Reply false if log doesn't
+/// contain an entry at prevLogIndex whose term matches prevLogTerm"; "If
+/// the follower does not find an entry in its log with the same index and
+/// term, then it refuses the new entries." (§5.3) A success names the
+/// last index the request made the follower match (here prevLogIndex: the
+/// requests are heartbeats). A rejection names the prevLogIndex it refuses
+/// and the fast-backtracking hint (§5.3, "the follower can include the
+/// term of the conflicting entry and the first index it stores for that
+/// term"): our term at prevLogIndex and where it starts (never at or below
+/// our commit index), or none and the index after our log. Either answer
+/// echoes the round and waits for the write (the request may have named a
+/// new leader). The follower's log is [1, 1, 2, 2, 2] at term 4.
+#[test]
+fn the_append_entries_consistency_check() {
+    let rows = [
+        // (prev index, prev term, our commit, Ok(index) or Err((conflict term, conflict index)))
+        (0, 0, 0, Ok(0)),
+        (2, 1, 0, Ok(2)),
+        (5, 2, 0, Ok(5)),
+        (5, 3, 0, Err((Some(2), 3))), // the term at 5 differs: skip term 2
+        (4, 1, 0, Err((Some(2), 3))),
+        (2, 2, 0, Err((Some(1), 1))),
+        (6, 2, 0, Err((None, 6))), // too short: start after our log
+        (9, 4, 0, Err((None, 6))),
+        (5, 3, 3, Err((Some(2), 4))), // term 2 starts at 3, but 3 is committed
+    ];
+    for (prev_index, prev_term, commit, expected) in rows {
+        let mut raft = follower(3, 4, &[1, 1, 2, 2, 2]);
+        if commit > 0 {
+            let commit_term = raft.log().term_at(LogIndex(commit)).expect("in the log").0;
+            raft.step(heartbeat(1, 4, (commit, commit_term), commit));
+            raft.ready();
+        }
+        raft.step(heartbeat(1, 4, (prev_index, prev_term), 0));
+        let ready = raft.ready();
+        let case = format!("prev ({prev_index}, term {prev_term}), commit {commit}");
+        let body = match expected {
+            Ok(index) => accepted(index),
+            Err(conflict) => append_answer(false, prev_index, conflict, ROUND),
+        };
+        assert_eq!(only_message(&ready), (&from_us(1, 4, body), true), "{case}");
+        assert_eq!(log_terms(&raft), [1, 1, 2, 2, 2], "{case}");
+        assert_eq!(raft.status().commit_index, LogIndex(commit), "{case}");
+    }
+}
+
+/// Figure 2, AppendEntries receiver: "3. If an existing entry conflicts
+/// with a new one (same index but different terms), delete the existing
+/// entry and all that follow it (§5.3) 4. Append any new entries not
+/// already in the log." Entries already present are kept and not written
+/// again, so a stale or duplicated request, or a heartbeat, never shortens
+/// the log (it could drop entries this node acknowledged). The follower's
+/// log is [1, 1, 2, 2] at term 3.
+#[test]
+fn conflicting_entries_are_replaced_and_present_ones_kept() {
+    // (prev, sent, log after, written to storage)
+    type Row = ((u64, u64), Run, &'static [u64], Run);
+    let rows: [Row; 9] = [
+        ((2, 1), (3, &[3]), &[1, 1, 3], (3, &[3])),
+        ((1, 1), (2, &[3, 3]), &[1, 3, 3], (2, &[3, 3])),
+        ((0, 0), (1, &[3]), &[3], (1, &[3])),
+        ((4, 2), (5, &[3]), &[1, 1, 2, 2, 3], (5, &[3])),
+        ((2, 1), (3, &[2, 2, 3]), &[1, 1, 2, 2, 3], (5, &[3])),
+        ((3, 2), (4, &[3, 3]), &[1, 1, 2, 3, 3], (4, &[3, 3])),
+        // Already present: nothing to cut, nothing to write.
+        ((0, 0), (1, &[1]), &[1, 1, 2, 2], (0, &[])),
+        ((1, 1), (2, &[1, 2]), &[1, 1, 2, 2], (0, &[])),
+        ((2, 1), (3, &[]), &[1, 1, 2, 2], (0, &[])),
+    ];
+    for (prev, (first, sent), log_after, (first_written, written)) in rows {
+        let mut raft = follower(3, 3, &[1, 1, 2, 2]);
+        raft.step(append(1, 3, prev, entries(first, sent), 0));
+        let ready = raft.ready();
+        let case = format!("prev {prev:?}, sent {sent:?} from {first}");
+        assert_eq!(log_terms(&raft), log_after, "{case}");
+        assert_eq!(ready.entries, entries(first_written, written), "{case}");
+        let last_new = prev.0 + sent.len() as u64;
+        let answer = from_us(1, 3, accepted(last_new));
+        assert_eq!(only_message(&ready), (&answer, true), "{case}");
+    }
+}
+
+/// Figure 2, AppendEntries receiver: "5. If leaderCommit > commitIndex,
+/// set commitIndex = min(leaderCommit, index of last new entry)". The last
+/// new entry is the last the request vouches for (prevLogIndex plus the
+/// entries sent), not the end of our log: entries past it may be a
+/// deposed leader's. "Once a follower learns that a log entry is
+/// committed, it applies the entry to its local state machine (in log
+/// order)." (§5.3) The commit index never goes back, though the literal
+/// rule would lower it for a request that vouches for less than is
+/// committed. The follower's log is [1, 1, 2] at term 2.
+#[test]
+fn a_follower_commits_up_to_leader_commit_within_what_the_request_vouches_for() {
+    // (our commit, prev, sent, leader commit, commit after)
+    type Row = (u64, (u64, u64), Run, u64, u64);
+    let rows: [Row; 11] = [
+        (0, (3, 2), (4, &[]), 2, 2),
+        (0, (3, 2), (4, &[]), 9, 3), // a heartbeat beyond our log: up to prev
+        (0, (1, 1), (2, &[]), 9, 1), // 2 and 3 are not vouched for
+        (0, (0, 0), (1, &[1]), 3, 1),
+        (0, (3, 2), (4, &[2, 2]), 4, 4),
+        (0, (3, 2), (4, &[2, 2]), 9, 5),
+        (0, (2, 1), (3, &[2]), 0, 0),
+        (0, (1, 1), (2, &[2]), 9, 2), // after cutting the conflicting 2 and 3
+        (3, (3, 2), (4, &[]), 1, 3),  // an older commit index
+        (3, (1, 1), (2, &[]), 9, 3),  // vouches for less than is committed
+        (2, (3, 2), (4, &[2]), 9, 4),
+    ];
+    for (commit_before, prev, (first, sent), leader_commit, commit_after) in rows {
+        let mut raft = follower(3, 2, &[1, 1, 2]);
+        if commit_before > 0 {
+            raft.step(heartbeat(1, 2, (3, 2), commit_before));
+            raft.ready();
+        }
+        raft.step(append(1, 2, prev, entries(first, sent), leader_commit));
+        let ready = raft.ready();
+        let case = format!(
+            "commit {commit_before}, prev {prev:?}, sent {sent:?}, leader commit {leader_commit}"
+        );
+        assert_eq!(raft.status().commit_index, LogIndex(commit_after), "{case}");
+        let applied: Vec<LogIndex> = ready
+            .committed_entries
+            .iter()
+            .map(|entry| entry.index)
+            .collect();
+        let newly_committed: Vec<LogIndex> =
+            (commit_before + 1..=commit_after).map(LogIndex).collect();
+        assert_eq!(applied, newly_committed, "{case}");
+    }
+}
+
+// ---- §5.3, §5.4: the leader -------------------------------------------------
+
+/// "Once a candidate wins an election, it becomes leader. It then sends
+/// heartbeat messages to all of the other servers to establish its
+/// authority" (§5.2); "each leader commit[s] a blank no-op entry into the
+/// log at the start of its term" (§8), so that entries of earlier terms
+/// can commit (§5.4.2). The no-op goes to every follower at once, in
+/// parallel with the leader's own write (dissertation §10.2.1), after the
+/// entry "that immediately precedes the new entries" (§5.3). The first
+/// leader of a new cluster (an empty log) makes it the Bootstrap entry,
+/// with the cluster id its configuration names, and its messages say so.
+#[test]
+fn a_new_leader_appends_a_no_op_of_its_term_and_sends_it_at_once() {
+    let rows: [(&[u64], EntryKind); 2] = [(&[1, 2], EntryKind::Noop), (&[], EntryKind::Bootstrap)];
+    for (log, kind) in rows {
+        let mut raft = candidate(3, 2, log);
+        raft.step(to_us(1, 3, vote_answer(true, false)));
+        let ready = raft.ready();
+        assert_eq!(raft.role(), Role::Leader, "{kind:?}");
+        let prev = raft.log().last_index().prev();
+        let prev_log_term = raft.log().term_at(prev).expect("in the log");
+        let no_op = raft.log().entry(prev.next()).expect("appended").clone();
+        assert_eq!((no_op.term, no_op.kind), (Term(3), kind));
+        assert_eq!(ready.entries, std::slice::from_ref(&no_op), "{kind:?}");
+        assert_eq!(
+            ready.hard_state, None,
+            "term and vote were written by the campaign"
+        );
+        let cluster = raft.cluster_tag();
+        if kind == EntryKind::Bootstrap {
+            let cluster_id = raft.config().bootstrap_cluster_id;
+            assert_eq!(ClusterId::of_bootstrap(&no_op), Some(cluster_id));
+            assert_eq!(cluster.log_id, Some(cluster_id));
+        } else {
+            assert_eq!(cluster, ClusterTag::default(), "a log without a Bootstrap");
+        }
+        let request = MessageBody::AppendEntries(AppendEntries {
+            prev_log_index: prev,
+            prev_log_term,
+            leader_commit: LogIndex(0),
+            round: 0,
+            entries: vec![no_op],
+        });
+        let appends: Vec<Message> = [1, 2]
+            .map(|to| Message {
+                cluster,
+                ..from_us(to, 3, request.clone())
+            })
+            .into();
+        assert_eq!(ready.messages, appends, "{kind:?}");
+        assert!(ready.messages_after_persist.is_empty(), "{kind:?}");
+    }
+}
+
+/// "A log entry is committed once the leader that created the entry has
+/// replicated it on a majority of the servers" (§5.3), the leader's own
+/// copy counting once it is durable; "the leader keeps track of the
+/// highest index it knows to be committed, and it includes that index in
+/// future AppendEntries RPCs (including heartbeats) so that the other
+/// servers eventually find out." (§5.3) The leader of term 2 over [1]
+/// proposes a command at index 3; followers in the row acknowledge it.
+#[test]
+fn a_leader_commits_an_entry_of_its_term_once_a_majority_stores_it() {
+    let rows: [(u32, &[u32], bool); 7] = [
+        // (size, acknowledged by, committed)
+        (1, &[], true),
+        (3, &[], false),
+        (3, &[1], true),
+        (3, &[1, 2], true),
+        (5, &[1], false),
+        (5, &[1, 2], true),
+        (5, &[1, 2, 3, 4], true),
+    ];
+    for (size, acknowledged_by, committed) in rows {
+        let mut raft = leader(size, 1, &[1]);
+        let (index, term) = raft.propose(b"x").expect("leader");
+        assert_eq!((index, term), (LogIndex(3), Term(2)));
+        raft.ready();
+        raft.persisted(index, term);
+        for &peer in acknowledged_by {
+            raft.step(to_us(peer, 2, accepted(3)));
+        }
+        let ready = raft.ready();
+        let case = format!("{size} nodes, acknowledged by {acknowledged_by:?}");
+        let commit = if committed { LogIndex(3) } else { LogIndex(0) };
+        assert_eq!(raft.status().commit_index, commit, "{case}");
+        let applied: Vec<LogIndex> = ready
+            .committed_entries
+            .iter()
+            .map(|entry| entry.index)
+            .collect();
+        let expected: Vec<LogIndex> = (1..=commit.0).map(LogIndex).collect();
+        assert_eq!(
+            applied, expected,
+            "{case}: preceding entries commit with it"
+        );
+        time_out(&mut raft); // the heartbeat timer
+        let ready = raft.ready();
+        assert_eq!(ready.messages.len(), size as usize - 1, "{case}");
+        for message in &ready.messages {
+            let MessageBody::AppendEntries(request) = &message.body else {
+                panic!("{case}: {message:?}");
+            };
+            assert_eq!(request.leader_commit, commit, "{case}");
+        }
+    }
+}
+
+/// Figure 8 and §5.4.2: "Raft never commits log entries from previous
+/// terms by counting replicas. Only log entries from the leader's current
+/// term are committed by counting replicas; once an entry from the current
+/// term has been committed in this way, then all prior entries are
+/// committed indirectly". The leader of term 3 over [1, 2] (its no-op at
+/// 3, durable) hears n1 acknowledge up to the index in the row: with its
+/// own copy that is a majority of 3, yet only the entry of term 3 commits.
+#[test]
+fn a_leader_commits_no_entry_of_an_earlier_term_by_counting_replicas() {
+    let rows = [
+        // (acknowledged up to, commit index after)
+        (1, 0),
+        (2, 0),
+        (3, 3),
+    ];
+    for (acknowledged, commit) in rows {
+        let mut raft = leader(3, 2, &[1, 2]);
+        raft.persisted(LogIndex(3), Term(3));
+        raft.step(to_us(1, 3, accepted(acknowledged)));
+        let ready = raft.ready();
+        let case = format!("acknowledged up to {acknowledged}");
+        assert_eq!(raft.status().commit_index, LogIndex(commit), "{case}");
+        assert_eq!(ready.committed_entries.len(), commit as usize, "{case}");
+    }
+}
+
+/// Figure 3, Leader Append-Only: "a leader never overwrites or deletes
+/// entries in its log; it only appends new entries." (§5.3) Neither a
+/// rejection naming a conflict, nor a stale leader's AppendEntries whose
+/// entries conflict with ours, nor a candidate of our term touches the
+/// leader's log; a proposal goes after its last entry, and only it is
+/// written.
+#[test]
+fn a_leader_never_overwrites_or_deletes_its_entries() {
+    let mut raft = leader(3, 2, &[1, 1, 2]);
+    let rejection = append_answer(false, 3, (Some(1), 2), ROUND);
+    let messages = [
+        to_us(1, 3, rejection),
+        append(2, 2, (1, 1), entries(2, &[2, 2]), 0),
+        vote_request(2, 3, 9, 3),
+    ];
+    for message in messages {
+        raft.step(message);
+        let ready = raft.ready();
+        assert!(ready.entries.is_empty());
+        assert_eq!(log_terms(&raft), [1, 1, 2, 3]);
+        assert_eq!(raft.role(), Role::Leader);
+    }
+    let (index, _) = raft.propose(b"x").expect("leader");
+    assert_eq!(index, LogIndex(5));
+    let ready = raft.ready();
+    let written: Vec<LogIndex> = ready.entries.iter().map(|entry| entry.index).collect();
+    assert_eq!(written, [LogIndex(5)]);
+    assert_eq!(log_terms(&raft), [1, 1, 2, 3, 3]);
+}
