@@ -15,6 +15,8 @@ pub mod rng;
 pub mod types;
 
 #[cfg(test)]
+mod paper_tests;
+#[cfg(test)]
 mod tests;
 
 pub use config::{Config, ConfigError};

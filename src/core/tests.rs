@@ -5,7 +5,7 @@ use super::config::CHECK_QUORUM_WINDOW_ELECTION_TIMEOUTS;
 use super::*;
 use std::collections::VecDeque;
 
-const ELECTION_MIN: u64 = 150;
+pub(super) const ELECTION_MIN: u64 = 150;
 const ELECTION_MAX: u64 = 300;
 const HEARTBEAT: u64 = 50;
 
@@ -20,7 +20,9 @@ struct Cluster {
     reads: Vec<Vec<ReadState>>,
 }
 
-fn config(id: u32, size: u32) -> Config {
+/// Node `id` of a cluster of nodes 0..size: 150-300 ms election timeout,
+/// 50 ms heartbeat, PreVote and CheckQuorum off.
+pub(super) fn config(id: u32, size: u32) -> Config {
     Config {
         id: NodeId(id),
         members: (0..size).map(NodeId).collect(),
