@@ -29,12 +29,17 @@ pub struct Failure {
 impl Failure {
     /// The command that replays this run with its full trace.
     pub fn replay_command(&self) -> String {
-        let features = match self.planted_bug {
-            Some(_) => " --features planted-bugs",
-            None => "",
+        // A planted build goes to its own target dir, never over the real
+        // binaries (the Makefile's PLANTED).
+        let (target, features) = match self.planted_bug {
+            Some(_) => (
+                "CARGO_TARGET_DIR=target/planted ",
+                " --features planted-bugs",
+            ),
+            None => ("", ""),
         };
         let mut command = format!(
-            "cargo run --release{features} --bin sim -- --seed {} --size {} --trace",
+            "{target}cargo run --release{features} --bin sim -- --seed {} --size {} --trace",
             self.seed, self.size
         );
         if self.steps != STEPS_DEFAULT {
