@@ -31,6 +31,7 @@ fn config(id: u32, size: u32) -> Config {
         bootstrap_cluster_id: ClusterId(0xc1u64 << 32 | u64::from(id)),
         pre_vote: false,
         check_quorum: false,
+        limits: Limits::default(),
     }
 }
 

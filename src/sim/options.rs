@@ -5,7 +5,7 @@
 //! rates hides a bug.
 
 use crate::core::rng::Rng;
-use crate::core::PlantedBug;
+use crate::core::{Limits, PlantedBug};
 
 /// The cluster sizes a sweep cycles through.
 pub const CLUSTER_SIZES: [usize; 4] = [1, 3, 5, 7];
@@ -166,6 +166,8 @@ pub struct FaultProfile {
     pub check_quorum: bool,
     pub clients_count: u64,
     pub client_think_ms_max: u64,
+    /// The core's batch, window and queue bounds (the daemon's defaults).
+    pub limits: Limits,
 }
 
 impl FaultProfile {
@@ -208,6 +210,7 @@ impl FaultProfile {
             check_quorum: rng.chance(7, 8),
             clients_count: rng.range_inclusive(1, CLIENTS_MAX),
             client_think_ms_max: pick(rng, &[1, 20, 100]),
+            limits: Limits::default(),
         }
     }
 
