@@ -71,6 +71,10 @@ impl Simulator {
             }
             let ready = self.nodes[node].replica_mut().ready();
             self.handle_ready(node, ready);
+            // Now, not after the loop: a read is checked against the
+            // applied index it was served at, and a later pass may apply
+            // more (apply batches can be one entry).
+            self.flush_replies(node);
         }
         if self.nodes[node].replica().has_ready() {
             let incarnation = self.nodes[node].incarnation;
