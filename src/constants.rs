@@ -17,6 +17,9 @@ pub const COMMAND_SIZE_MAX: usize = KEY_SIZE_MAX + VALUE_SIZE_MAX + 64;
 pub const ENTRY_DATA_SIZE_MAX: usize = 256 * 1024;
 
 /// Largest AppendEntries batch, by entry count and by payload bytes.
+/// These, the in-flight window, the apply batch and READS_PENDING_MAX are
+/// the defaults and the ceilings of the core's `Limits` (core/config.rs),
+/// which a node may set lower, never higher.
 pub const APPEND_BATCH_ENTRIES_MAX: usize = 4096;
 pub const APPEND_BATCH_SIZE_MAX: usize = 1024 * 1024;
 

@@ -1,7 +1,7 @@
 //! raftlite: one node of a Raft cluster serving a replicated key-value store.
 
 use raftlite::constants::{CLIENT_CONNECTIONS_MAX, DESCRIPTORS_RESERVED, LISTEN_BACKLOG};
-use raftlite::core::{ClusterId, Config, NodeId, Raft};
+use raftlite::core::{ClusterId, Config, Limits, NodeId, Raft};
 use raftlite::log;
 use raftlite::replica::{Member, Replica};
 use raftlite::runtime::clock::Clock;
@@ -278,6 +278,7 @@ fn replica(
         bootstrap_cluster_id: ClusterId(cluster_id),
         pre_vote: true,
         check_quorum: true,
+        limits: Limits::default(),
     };
     let raft = Raft::new(config, recovered.hard_state, recovered.entries, now_ms)
         .map_err(|error| format!("invalid configuration: {error}"))?;

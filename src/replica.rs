@@ -301,6 +301,11 @@ impl Replica {
         ready
     }
 
+    /// The replies made since the last `take_replies`, oldest first.
+    pub fn replies(&self) -> &[(ClientToken, String)] {
+        &self.replies
+    }
+
     pub fn take_replies(&mut self) -> Vec<(ClientToken, String)> {
         std::mem::take(&mut self.replies)
     }

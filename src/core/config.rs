@@ -1,6 +1,10 @@
 //! The core's configuration, validated up front.
 
 use super::types::{ClusterId, NodeId};
+use crate::constants::{
+    APPEND_BATCH_ENTRIES_MAX, APPEND_BATCH_SIZE_MAX, APPLY_BATCH_ENTRIES_MAX, INFLIGHT_APPENDS_MAX,
+    INFLIGHT_BYTES_MAX, READS_PENDING_MAX,
+};
 use std::fmt;
 
 #[derive(Clone, Debug)]
@@ -24,6 +28,100 @@ pub struct Config {
     /// down; followers that hear from a leader ignore vote requests (§6.2,
     /// §9.6 "leader stickiness").
     pub check_quorum: bool,
+    /// Batch, window and queue bounds; `Limits::default()` everywhere but
+    /// the simulator.
+    pub limits: Limits,
+}
+
+/// The bounds the core works within. Each defaults to its constant in
+/// `constants.rs`, which is also its ceiling: the wire decoder refuses an
+/// AppendEntries of more than APPEND_BATCH_ENTRIES_MAX entries, frames and
+/// storage records are sized for APPEND_BATCH_SIZE_MAX, and the others
+/// bound memory. Smaller values change how much moves at once, never what
+/// the protocol allows, which is why the simulator draws tiny ones.
+///
+/// Not here: ENTRY_DATA_SIZE_MAX and CLUSTER_SIZE_MAX, which the core also
+/// reads, are part of the format every node must share (the decoder and
+/// storage refuse a larger entry; `majority_index` sizes a stack array by
+/// the cluster bound), not a knob of one node. PENDING_PROPOSALS_MAX bounds
+/// the replica's table of waiting clients, not anything in the core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Entries in one AppendEntries (APPEND_BATCH_ENTRIES_MAX).
+    pub append_batch_entries_max: usize,
+    /// Entry bytes (`Entry::size_bytes`) in one AppendEntries, past the
+    /// first entry, which always goes (APPEND_BATCH_SIZE_MAX).
+    pub append_batch_size_max: usize,
+    /// AppendEntries in flight to one follower (INFLIGHT_APPENDS_MAX).
+    pub inflight_appends_max: usize,
+    /// Entry bytes in flight to one follower; the window always admits one
+    /// batch, however large (INFLIGHT_BYTES_MAX).
+    pub inflight_bytes_max: usize,
+    /// Committed entries handed out in one Ready (APPLY_BATCH_ENTRIES_MAX).
+    /// It need not cover an append batch as the defaults do: a smaller one
+    /// only takes more Ready passes.
+    pub apply_batch_entries_max: usize,
+    /// ReadIndex reads waiting on one leader; beyond it a read is refused
+    /// as Busy (READS_PENDING_MAX).
+    pub reads_pending_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            append_batch_entries_max: APPEND_BATCH_ENTRIES_MAX,
+            append_batch_size_max: APPEND_BATCH_SIZE_MAX,
+            inflight_appends_max: INFLIGHT_APPENDS_MAX,
+            inflight_bytes_max: INFLIGHT_BYTES_MAX,
+            apply_batch_entries_max: APPLY_BATCH_ENTRIES_MAX,
+            reads_pending_max: READS_PENDING_MAX,
+        }
+    }
+}
+
+impl Limits {
+    /// One early return per limit: each must be 1..=its constant.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_limit(
+            "append_batch_entries_max",
+            self.append_batch_entries_max,
+            APPEND_BATCH_ENTRIES_MAX,
+        )?;
+        check_limit(
+            "append_batch_size_max",
+            self.append_batch_size_max,
+            APPEND_BATCH_SIZE_MAX,
+        )?;
+        check_limit(
+            "inflight_appends_max",
+            self.inflight_appends_max,
+            INFLIGHT_APPENDS_MAX,
+        )?;
+        check_limit(
+            "inflight_bytes_max",
+            self.inflight_bytes_max,
+            INFLIGHT_BYTES_MAX,
+        )?;
+        check_limit(
+            "apply_batch_entries_max",
+            self.apply_batch_entries_max,
+            APPLY_BATCH_ENTRIES_MAX,
+        )?;
+        check_limit(
+            "reads_pending_max",
+            self.reads_pending_max,
+            READS_PENDING_MAX,
+        )
+    }
+}
+
+/// A limit of 0 would stall the core (no batch, no window); one above its
+/// ceiling could exceed what the wire and storage accept.
+fn check_limit(name: &'static str, value: usize, max: usize) -> Result<(), ConfigError> {
+    if value == 0 || value > max {
+        return Err(ConfigError::LimitOutOfRange { name, value, max });
+    }
+    Ok(())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,9 +129,21 @@ pub enum ConfigError {
     SelfNotMember,
     DuplicateMember(NodeId),
     TooManyMembers(usize),
-    ElectionTimeoutRange { min: u64, max: u64 },
-    HeartbeatNotBelowElectionTimeout { heartbeat: u64, election_min: u64 },
+    ElectionTimeoutRange {
+        min: u64,
+        max: u64,
+    },
+    HeartbeatNotBelowElectionTimeout {
+        heartbeat: u64,
+        election_min: u64,
+    },
     ZeroClusterId,
+    /// A `Limits` field outside 1..=max (`name` is the field's).
+    LimitOutOfRange {
+        name: &'static str,
+        value: usize,
+        max: usize,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -58,6 +168,9 @@ impl fmt::Display for ConfigError {
                 f,
                 "heartbeat {heartbeat} ms must be positive and below the minimum election timeout {election_min} ms"
             ),
+            ConfigError::LimitOutOfRange { name, value, max } => {
+                write!(f, "{name} {value}: must be 1..={max}")
+            }
         }
     }
 }
@@ -103,7 +216,7 @@ impl Config {
                 election_min: min,
             });
         }
-        Ok(())
+        self.limits.validate()
     }
 
     pub fn quorum(&self) -> usize {
@@ -115,5 +228,157 @@ impl Config {
             .iter()
             .copied()
             .filter(move |&id| id != self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        Config {
+            id: NodeId(0),
+            members: vec![NodeId(0), NodeId(1), NodeId(2)],
+            election_timeout_ms_min: 150,
+            election_timeout_ms_max: 300,
+            heartbeat_interval_ms: 50,
+            seed: 1,
+            bootstrap_cluster_id: ClusterId(7),
+            pre_vote: true,
+            check_quorum: true,
+            limits: Limits::default(),
+        }
+    }
+
+    /// `set` stores a value in the limit `name`, whose ceiling is `max`:
+    /// 1 and `max` pass, 0 and `max + 1` are refused with that name.
+    fn assert_limit_range(name: &'static str, max: usize, set: fn(&mut Limits, usize)) {
+        for value in [1, max] {
+            let mut config = valid();
+            set(&mut config.limits, value);
+            assert_eq!(config.validate(), Ok(()), "{name} {value}");
+        }
+        for value in [0, max + 1] {
+            let mut config = valid();
+            set(&mut config.limits, value);
+            let refused = Err(ConfigError::LimitOutOfRange { name, value, max });
+            assert_eq!(config.validate(), refused, "{name} {value}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(valid().validate(), Ok(()));
+    }
+
+    #[test]
+    fn self_must_be_a_member() {
+        let mut config = valid();
+        config.id = NodeId(9);
+        assert_eq!(config.validate(), Err(ConfigError::SelfNotMember));
+    }
+
+    #[test]
+    fn members_are_bounded_and_distinct() {
+        let mut config = valid();
+        config.members = (0..=crate::constants::CLUSTER_SIZE_MAX as u32)
+            .map(NodeId)
+            .collect();
+        let count = crate::constants::CLUSTER_SIZE_MAX + 1;
+        assert_eq!(config.validate(), Err(ConfigError::TooManyMembers(count)));
+        let mut config = valid();
+        config.members.push(NodeId(1));
+        let refused = Err(ConfigError::DuplicateMember(NodeId(1)));
+        assert_eq!(config.validate(), refused);
+    }
+
+    #[test]
+    fn cluster_id_must_not_be_zero() {
+        let mut config = valid();
+        config.bootstrap_cluster_id = ClusterId(0);
+        assert_eq!(config.validate(), Err(ConfigError::ZeroClusterId));
+    }
+
+    #[test]
+    fn election_timeout_range_must_be_positive_and_ordered() {
+        for (min, max) in [(0, 300), (301, 300)] {
+            let mut config = valid();
+            config.election_timeout_ms_min = min;
+            config.election_timeout_ms_max = max;
+            let refused = Err(ConfigError::ElectionTimeoutRange { min, max });
+            assert_eq!(config.validate(), refused);
+        }
+    }
+
+    #[test]
+    fn heartbeat_must_be_positive_and_below_election_timeout() {
+        for heartbeat in [0, 150] {
+            let mut config = valid();
+            config.heartbeat_interval_ms = heartbeat;
+            let refused = Err(ConfigError::HeartbeatNotBelowElectionTimeout {
+                heartbeat,
+                election_min: 150,
+            });
+            assert_eq!(config.validate(), refused);
+        }
+    }
+
+    #[test]
+    fn append_batch_entries_max_is_one_to_its_constant() {
+        assert_limit_range(
+            "append_batch_entries_max",
+            APPEND_BATCH_ENTRIES_MAX,
+            |limits, value| limits.append_batch_entries_max = value,
+        );
+    }
+
+    #[test]
+    fn append_batch_size_max_is_one_to_its_constant() {
+        assert_limit_range(
+            "append_batch_size_max",
+            APPEND_BATCH_SIZE_MAX,
+            |limits, value| limits.append_batch_size_max = value,
+        );
+    }
+
+    #[test]
+    fn inflight_appends_max_is_one_to_its_constant() {
+        assert_limit_range(
+            "inflight_appends_max",
+            INFLIGHT_APPENDS_MAX,
+            |limits, value| limits.inflight_appends_max = value,
+        );
+    }
+
+    #[test]
+    fn inflight_bytes_max_is_one_to_its_constant() {
+        assert_limit_range("inflight_bytes_max", INFLIGHT_BYTES_MAX, |limits, value| {
+            limits.inflight_bytes_max = value
+        });
+    }
+
+    #[test]
+    fn apply_batch_entries_max_is_one_to_its_constant() {
+        assert_limit_range(
+            "apply_batch_entries_max",
+            APPLY_BATCH_ENTRIES_MAX,
+            |limits, value| limits.apply_batch_entries_max = value,
+        );
+    }
+
+    #[test]
+    fn reads_pending_max_is_one_to_its_constant() {
+        assert_limit_range("reads_pending_max", READS_PENDING_MAX, |limits, value| {
+            limits.reads_pending_max = value
+        });
+    }
+
+    #[test]
+    fn limit_errors_name_the_field_and_its_range() {
+        let mut config = valid();
+        config.limits.append_batch_entries_max = 0;
+        let message = config.validate().map_err(|error| error.to_string());
+        let expected = "append_batch_entries_max 0: must be 1..=4096";
+        assert_eq!(message, Err(expected.to_string()));
     }
 }

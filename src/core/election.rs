@@ -98,10 +98,11 @@ impl Raft {
         self.votes_granted.clear();
         let next_index = self.log.last_index().next();
         let now_ms = self.now_ms;
+        let limits = self.config.limits;
         let peers: Vec<NodeId> = self.config.peers().collect();
         self.progress = peers
             .into_iter()
-            .map(|peer| (peer, Progress::new(next_index, now_ms)))
+            .map(|peer| (peer, Progress::new(next_index, now_ms, &limits)))
             .collect();
         // §8: a no-op of the new term lets earlier entries commit (Figure 8)
         // and tells ReadIndex the commit index is current (§6.4). The first

@@ -19,7 +19,7 @@ mod paper_tests;
 #[cfg(test)]
 mod tests;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, Limits};
 pub use message::*;
 pub use planted::PlantedBug;
 pub use raft::{ProposeError, Raft, Role, Status};

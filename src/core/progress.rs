@@ -1,8 +1,8 @@
 //! What a leader knows about each follower (Figure 2, "Volatile state on
 //! leaders"), plus the flow control that makes pipelining safe.
 
+use super::config::Limits;
 use super::types::LogIndex;
-use crate::constants::{INFLIGHT_APPENDS_MAX, INFLIGHT_BYTES_MAX};
 use std::collections::VecDeque;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,10 +27,15 @@ pub struct Progress {
     /// next heartbeat before sending another.
     pub probe_sent: bool,
     /// Replicate only: last index and entry bytes of each AppendEntries in
-    /// flight, oldest first. Bounded by INFLIGHT_APPENDS_MAX.
+    /// flight, oldest first. Bounded by `inflight_appends_max`.
     inflights: VecDeque<(LogIndex, usize)>,
     /// Sum of the bytes in `inflights`.
     inflight_bytes: usize,
+    /// The window (`Limits`): full at either bound. It is checked before a
+    /// batch goes, not against the batch's size, so an empty window always
+    /// admits one batch, however large.
+    inflight_appends_max: usize,
+    inflight_bytes_max: usize,
     /// When the leader last heard from this follower (CheckQuorum).
     pub last_contact_ms: u64,
     /// Highest heartbeat round the follower has answered (ReadIndex).
@@ -43,15 +48,18 @@ pub struct Progress {
 impl Progress {
     /// `now_ms` counts as a contact: a new leader gives every follower one
     /// election timeout before CheckQuorum judges it.
-    pub fn new(next_index: LogIndex, now_ms: u64) -> Progress {
+    pub fn new(next_index: LogIndex, now_ms: u64, limits: &Limits) -> Progress {
         assert!(next_index.0 >= 1);
+        assert!(limits.inflight_appends_max >= 1 && limits.inflight_bytes_max >= 1);
         Progress {
             match_index: LogIndex(0),
             next_index,
             state: ProgressState::Probe,
             probe_sent: false,
-            inflights: VecDeque::with_capacity(INFLIGHT_APPENDS_MAX),
+            inflights: VecDeque::with_capacity(limits.inflight_appends_max),
             inflight_bytes: 0,
+            inflight_appends_max: limits.inflight_appends_max,
+            inflight_bytes_max: limits.inflight_bytes_max,
             last_contact_ms: now_ms,
             round_acknowledged: 0,
             bound: false,
@@ -98,7 +106,8 @@ impl Progress {
     }
 
     pub fn inflights_full(&self) -> bool {
-        self.inflights.len() >= INFLIGHT_APPENDS_MAX || self.inflight_bytes >= INFLIGHT_BYTES_MAX
+        self.inflights.len() >= self.inflight_appends_max
+            || self.inflight_bytes >= self.inflight_bytes_max
     }
 
     /// Records a batch ending at `last_index`, holding `bytes` of entries
@@ -127,10 +136,15 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::constants::{INFLIGHT_APPENDS_MAX, INFLIGHT_BYTES_MAX};
+
+    fn progress_at(next_index: u64) -> Progress {
+        Progress::new(LogIndex(next_index), 0, &Limits::default())
+    }
 
     #[test]
     fn acknowledge_frees_inflights_up_to_index() {
-        let mut progress = Progress::new(LogIndex(1), 0);
+        let mut progress = progress_at(1);
         progress.become_replicate();
         progress.sent(LogIndex(3), 30);
         progress.sent(LogIndex(6), 30);
@@ -145,7 +159,7 @@ mod tests {
 
     #[test]
     fn window_fills_at_its_bound() {
-        let mut progress = Progress::new(LogIndex(1), 0);
+        let mut progress = progress_at(1);
         progress.become_replicate();
         for index in 1..=INFLIGHT_APPENDS_MAX as u64 {
             assert!(progress.can_send_entries());
@@ -156,7 +170,7 @@ mod tests {
 
     #[test]
     fn window_fills_at_its_byte_bound_and_admits_one_large_batch() {
-        let mut progress = Progress::new(LogIndex(1), 0);
+        let mut progress = progress_at(1);
         progress.become_replicate();
         progress.sent(LogIndex(1), INFLIGHT_BYTES_MAX + 1);
         assert!(!progress.can_send_entries(), "bytes, not count, fill it");
@@ -172,8 +186,27 @@ mod tests {
     }
 
     #[test]
+    fn smallest_window_holds_one_batch_at_a_time() {
+        let limits = Limits {
+            inflight_appends_max: 1,
+            inflight_bytes_max: 1,
+            ..Limits::default()
+        };
+        let mut progress = Progress::new(LogIndex(1), 0, &limits);
+        progress.become_replicate();
+        assert!(
+            progress.can_send_entries(),
+            "an empty window admits a batch"
+        );
+        progress.sent(LogIndex(4), 1000);
+        assert!(!progress.can_send_entries());
+        assert!(progress.acknowledge(LogIndex(4)));
+        assert!(progress.can_send_entries());
+    }
+
+    #[test]
     fn probe_sends_one_at_a_time() {
-        let mut progress = Progress::new(LogIndex(5), 0);
+        let mut progress = progress_at(5);
         assert!(progress.can_send_entries());
         progress.sent(LogIndex(7), 10);
         assert!(!progress.can_send_entries());

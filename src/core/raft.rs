@@ -12,7 +12,6 @@ use super::read_index::ReadQueue;
 use super::ready::{Event, Ready, StepDownReason};
 use super::rng::Rng;
 use super::types::*;
-use crate::constants::APPLY_BATCH_ENTRIES_MAX;
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -281,7 +280,9 @@ impl Raft {
             self.ready.hard_state = Some(self.hard_state);
             self.hard_state_dirty = false;
         }
-        self.ready.committed_entries = self.log.take_committed(APPLY_BATCH_ENTRIES_MAX);
+        self.ready.committed_entries = self
+            .log
+            .take_committed(self.config.limits.apply_batch_entries_max);
         std::mem::take(&mut self.ready)
     }
 

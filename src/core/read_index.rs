@@ -7,7 +7,6 @@
 use super::raft::{ProposeError, Raft, Role};
 use super::ready::ReadState;
 use super::types::*;
-use crate::constants::READS_PENDING_MAX;
 use std::collections::VecDeque;
 
 #[derive(Clone, Copy, Debug)]
@@ -64,7 +63,7 @@ impl Raft {
                 leader: self.leader_id,
             });
         }
-        if self.reads.len() >= READS_PENDING_MAX {
+        if self.reads.len() >= self.config.limits.reads_pending_max {
             return Err(ProposeError::Busy);
         }
         if self.planted(super::planted::PlantedBug::StaleLeaderReads) {

@@ -9,7 +9,7 @@ use super::raft::Raft;
 use super::raft_log::RaftLog;
 use super::ready::Event;
 use super::types::*;
-use crate::constants::{APPEND_BATCH_ENTRIES_MAX, APPEND_BATCH_SIZE_MAX, CLUSTER_SIZE_MAX};
+use crate::constants::CLUSTER_SIZE_MAX;
 
 impl Raft {
     pub(super) fn step_leader(&mut self, message: Message) {
@@ -300,9 +300,12 @@ impl Raft {
             return false;
         }
         let next_index = progress.next_index;
-        let entries =
-            self.log
-                .entries_from(next_index, APPEND_BATCH_ENTRIES_MAX, APPEND_BATCH_SIZE_MAX);
+        let limits = &self.config.limits;
+        let entries = self.log.entries_from(
+            next_index,
+            limits.append_batch_entries_max,
+            limits.append_batch_size_max,
+        );
         let Some(last) = entries.last().map(|entry| entry.index) else {
             return false;
         };

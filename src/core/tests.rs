@@ -33,6 +33,7 @@ pub(super) fn config(id: u32, size: u32) -> Config {
         bootstrap_cluster_id: ClusterId(0xc1u64 << 32 | u64::from(id)),
         pre_vote: false,
         check_quorum: false,
+        limits: Limits::default(),
     }
 }
 
@@ -1053,4 +1054,44 @@ fn a_stale_member_cannot_win_the_votes_of_nodes_holding_a_bootstrap() {
     let (index, _) = cluster.nodes[0].propose(b"w").expect("leader");
     cluster.heartbeat(0);
     assert!(cluster.nodes[0].status().commit_index >= index);
+}
+
+/// The smallest limits Config allows: every AppendEntries carries one
+/// entry, one is in flight per follower, one entry applies per Ready, and
+/// one read may wait. Everything still replicates, commits and applies.
+#[test]
+fn smallest_limits_still_replicate_everything() {
+    let mut cluster = Cluster::new(3);
+    for node in &mut cluster.nodes {
+        node.config.limits = Limits {
+            append_batch_entries_max: 1,
+            append_batch_size_max: 1,
+            inflight_appends_max: 1,
+            inflight_bytes_max: 1,
+            apply_batch_entries_max: 1,
+            reads_pending_max: 1,
+        };
+    }
+    cluster.campaign(0);
+    for data in [b"a", b"b", b"c"] {
+        cluster.nodes[0].propose(data).expect("leader");
+    }
+    cluster.process(0);
+    let appends = cluster
+        .queue
+        .iter()
+        .filter_map(|message| match &message.body {
+            MessageBody::AppendEntries(request) => Some(request.entries.len()),
+            _ => None,
+        });
+    assert!(appends.eq([1, 1]), "one one-entry batch per follower");
+    cluster.deliver_all();
+    cluster.heartbeat(0); // followers learn the last commit
+    for id in 0..3 {
+        assert_eq!(cluster.nodes[id].status().commit_index, LogIndex(4));
+        assert_eq!(cluster.applied[id].len(), 4, "node {id}");
+    }
+    cluster.nodes[0].read_index(1).expect("a read may wait");
+    let refused = cluster.nodes[0].read_index(2);
+    assert_eq!(refused, Err(ProposeError::Busy), "a second one may not");
 }

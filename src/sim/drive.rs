@@ -26,16 +26,24 @@ struct Outputs {
     left_over: bool,
 }
 
-/// Sees each Ready: the core's events for the trace and the checkers, and
-/// what was applied with the state digest after it.
+/// Sees each Ready: the core's events for the trace and the checkers, what
+/// was applied with the state digest after it, and the applied index each
+/// reply was made at.
 struct SimObserver {
     node: usize,
     events: Vec<CoreEvent>,
     applied: Option<Applied>,
+    /// (replies the replica holds, applied index) after each pass: a read
+    /// is checked against the index it was served at, and a later pass of
+    /// the same call may apply more (apply batches can be one entry).
+    reply_stamps: Vec<(usize, LogIndex)>,
 }
 
 impl ReadyObserver for SimObserver {
     fn ready(&mut self, ready: &Ready, replica: &Replica) {
+        let applied_now = replica.raft().log().last_applied();
+        self.reply_stamps
+            .push((replica.replies().len(), applied_now));
         self.events.extend(ready.events.iter().cloned());
         let Some(last) = ready.committed_entries.last() else {
             return;
@@ -123,10 +131,13 @@ impl Simulator {
 
     fn drive_now(&mut self, node: usize) {
         self.observed.touch(node);
+        let replica = self.nodes[node].replica();
         let mut observer = SimObserver {
             node,
             events: Vec::new(),
             applied: None,
+            // Replies made before this call, at the index applied then.
+            reply_stamps: vec![(replica.replies().len(), replica.raft().log().last_applied())],
         };
         let outputs = self.with_io(node, |driver, replica, io| {
             driver.drive(replica, io, &mut observer)
@@ -238,6 +249,7 @@ impl Simulator {
         if let Some(applied) = observer.applied {
             self.observed.applied.push(applied);
         }
+        self.nodes[node].reply_stamps = observer.reply_stamps;
     }
 
     /// Sends, schedules and replies as the driver's call left them.
@@ -318,10 +330,15 @@ impl Simulator {
     pub(super) fn flush_replies(&mut self, node: usize) {
         let leaves_ms = self.nodes[node].busy_until_ms.max(self.now_ms);
         let incarnation = self.nodes[node].incarnation;
+        let stamps = std::mem::take(&mut self.nodes[node].reply_stamps);
         let replica = self.nodes[node].replica_mut();
-        let node_applied = replica.raft().log().last_applied();
+        let applied_last = replica.raft().log().last_applied();
         let replies = replica.take_replies();
-        for (token, line) in replies {
+        for (position, (token, line)) in replies.into_iter().enumerate() {
+            let node_applied = stamps
+                .iter()
+                .find(|(made, _)| position < *made)
+                .map_or(applied_last, |&(_, applied)| applied);
             let request_id = token.request_id;
             let Some(attempt) = self.workload.attempt(request_id) else {
                 continue;

@@ -60,6 +60,9 @@ pub struct Node {
     /// What the process did after the fsync it is blocked in, for the
     /// checkers once that completes (drive.rs).
     pub after_fsync: Observed,
+    /// (replies made, applied index) after each Ready pass of the last
+    /// driver call, for the replies still to flush (drive.rs).
+    pub reply_stamps: Vec<(usize, LogIndex)>,
     /// By incarnation: when that process died.
     pub ended_at_ms: Vec<u64>,
     /// Messages this process sent that promise durable state: when each
@@ -88,6 +91,7 @@ impl Node {
             sync_queue: VecDeque::new(),
             busy_until_ms: 0,
             after_fsync: Observed::default(),
+            reply_stamps: Vec::new(),
             ended_at_ms: Vec::new(),
             promises: Vec::new(),
         }

@@ -5,7 +5,7 @@
 //! rates hides a bug.
 
 use crate::core::rng::Rng;
-use crate::core::PlantedBug;
+use crate::core::{Limits, PlantedBug};
 
 /// The cluster sizes a sweep cycles through.
 pub const CLUSTER_SIZES: [usize; 4] = [1, 3, 5, 7];
@@ -162,6 +162,9 @@ pub struct FaultProfile {
     pub check_quorum: bool,
     pub clients_count: u64,
     pub client_think_ms_max: u64,
+    /// The core's batch, window and queue bounds: the daemon's defaults,
+    /// or in part of the seeds tiny ones (`small_limits`).
+    pub limits: Limits,
 }
 
 impl FaultProfile {
@@ -175,6 +178,9 @@ impl FaultProfile {
         // Drawn last, so the other knobs of a seed stay as they were.
         if profile.family == Family::Mixed {
             profile.stale_member_weight = pick(rng, &[0, 0, 1, 3]);
+        }
+        if rng.chance(1, 4) {
+            profile.limits = small_limits(rng);
         }
         profile
     }
@@ -204,6 +210,7 @@ impl FaultProfile {
             check_quorum: rng.chance(7, 8),
             clients_count: rng.range_inclusive(1, CLIENTS_MAX),
             client_think_ms_max: pick(rng, &[1, 20, 100]),
+            limits: Limits::default(),
         }
     }
 
@@ -241,6 +248,23 @@ impl FaultProfile {
             + self.partition_weight
             + self.disk_weight
             + self.stale_member_weight
+    }
+}
+
+/// Bounds far below the defaults, where batching and flow control hit
+/// their edges all the time: one or two appends in flight, one or two
+/// entries per batch, byte caps a single entry fills (it still goes: a
+/// batch holds at least one), one entry applied per Ready, a read refused
+/// as soon as one or two wait.
+fn small_limits(rng: &mut Rng) -> Limits {
+    let small = |rng: &mut Rng, choices: &[u64]| pick(rng, choices) as usize;
+    Limits {
+        inflight_appends_max: small(rng, &[1, 2]),
+        append_batch_entries_max: small(rng, &[1, 2]),
+        append_batch_size_max: rng.range_inclusive(64, 256) as usize,
+        inflight_bytes_max: small(rng, &[1, 64, 256, 1024]),
+        apply_batch_entries_max: 1,
+        reads_pending_max: small(rng, &[1, 2]),
     }
 }
 

@@ -252,6 +252,7 @@ impl Simulator {
             bootstrap_cluster_id: ClusterId(seed.rotate_left(29) | 1),
             pre_vote: self.profile.pre_vote,
             check_quorum: self.profile.check_quorum,
+            limits: self.profile.limits,
         };
         let (hard_state, entries) = match self.nodes.get(node) {
             Some(state) => (state.disk.hard_state(), state.disk.entries().to_vec()),
