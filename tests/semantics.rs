@@ -4,7 +4,8 @@
 mod common;
 
 use common::poll_until;
-use raftlite::client::{classify, Client, ReplyKind};
+use raftlite::client::Client;
+use raftlite::reply::{classify, ReplyKind};
 use std::time::{Duration, Instant};
 
 const SECOND: Duration = Duration::from_secs(1);

@@ -14,7 +14,8 @@ use crate::report::{write_stdout, CpuSeconds, CpuTicks};
 use crate::stats::{classify_reply, ErrorKind, ReplyClass, Stats};
 use crate::workload::{OperationKind, Random, Schedule, Workload};
 use mio::{Events, Poll, Token};
-use raftlite::client::{leader_hint, Backoff};
+use raftlite::client::Backoff;
+use raftlite::reply::Reply;
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -523,7 +524,10 @@ impl Driver {
         now: Instant,
     ) {
         match kind {
-            ErrorKind::NotLeader => self.follow_leader(index, leader_hint(reply), now),
+            ErrorKind::NotLeader => {
+                let reply = Reply::parse(reply).ok();
+                self.follow_leader(index, reply.as_ref().and_then(Reply::leader_hint), now)
+            }
             ErrorKind::Timeout => {
                 // Unknown outcome: retried elsewhere under the same sequence,
                 // which the session applies at most once.

@@ -1,7 +1,7 @@
 //! What a run counts: operations, errors by kind, and the latency histogram.
 
 use crate::histogram::Histogram;
-use raftlite::client::{classify, ReplyKind};
+use raftlite::reply::{classify, ReplyKind};
 use std::time::Duration;
 
 /// Every error event the clients see. Reply errors are named after the
