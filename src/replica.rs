@@ -499,44 +499,49 @@ mod tests {
     #[test]
     fn a_follower_names_the_leader_it_knows() {
         let replica = replica();
+        let leader = Leader {
+            id: "B".to_string(),
+            address: "127.0.0.1:8001".to_string(),
+        };
         assert_eq!(
-            replica.not_leader(Some(NodeId(1))).to_string(),
-            "ERR NOT_LEADER leader=B addr=127.0.0.1:8001"
+            replica.not_leader(Some(NodeId(1))),
+            Reply::NotLeader {
+                leader: Some(leader)
+            }
         );
+        let unknown = Reply::NotLeader { leader: None };
+        assert_eq!(replica.not_leader(None), unknown);
         assert_eq!(
-            replica.not_leader(None).to_string(),
-            "ERR NOT_LEADER leader=unknown"
-        );
-        assert_eq!(
-            replica.not_leader(Some(NodeId(7))).to_string(),
-            "ERR NOT_LEADER leader=unknown",
+            replica.not_leader(Some(NodeId(7))),
+            unknown,
             "an id outside the member list names no one"
         );
     }
 
-    /// Plain values reply as they always did; ambiguous ones are quoted.
+    /// Requests answered at once, without the log.
     #[test]
-    fn reads_reply_with_the_value_or_its_absence() {
+    fn requests_answered_at_once() {
         let token = ClientToken {
             connection: 1,
             request_id: 1,
         };
         let mut replica = replica();
-        replica.handle_request(token, SessionTag::default(), "SGET k");
-        replica.handle_request(token, SessionTag::default(), "GET k");
-        replica.handle_request(token, SessionTag::default(), "GET \"a");
-        let lines: Vec<String> = replica
+        for line in ["SGET k", "GET k", "GET \"a"] {
+            replica.handle_request(token, SessionTag::default(), line);
+        }
+        let replies: Vec<Reply> = replica
             .take_replies()
-            .iter()
-            .map(|(_, reply)| reply.to_string())
+            .into_iter()
+            .map(|(_, reply)| reply)
             .collect();
-        assert_eq!(
-            lines,
-            [
-                "NOT_FOUND stale applied=0",
-                "ERR NOT_LEADER leader=unknown",
-                "ERR BAD_REQUEST unterminated quote in key"
-            ]
-        );
+        let parse_error = parse_request("GET \"a").expect_err("unterminated");
+        let expected = [
+            Reply::StaleNotFound {
+                applied: LogIndex(0),
+            },
+            Reply::NotLeader { leader: None },
+            Reply::BadRequest(parse_error.to_string().into()),
+        ];
+        assert_eq!(replies, expected);
     }
 }

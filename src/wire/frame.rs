@@ -490,7 +490,7 @@ mod tests {
 
     #[test]
     fn a_client_response_written_from_its_display_is_the_same_frame() {
-        for reply in ["", "OK index=3 term=1", "VALUE \"é\\x\"", "STATUS id=A"] {
+        for reply in ["", "a reply", "\"é\\x\"", &"r".repeat(70_000)] {
             let mut direct = vec![7];
             encode_client_response(9, &reply, &mut direct);
             let response = ClientResponse {

@@ -181,7 +181,7 @@ mod tests {
             let answer = Answer::Reply(reply);
             assert_eq!(classify_reply(&answer), expected, "{answer}");
         }
-        for line in ["ERR SOMETHING_NEW", ""] {
+        for line in ["SOMETHING_NEW from a newer node", ""] {
             let answer = Answer::Unreadable(line.to_string());
             assert_eq!(classify_reply(&answer), error(ErrorKind::OtherReply));
         }
