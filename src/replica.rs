@@ -386,12 +386,12 @@ impl Replica {
     /// STATUS's fields; new ones only ever go at the end (scripts read
     /// them).
     fn status(&self) -> Status {
-        let status = self.raft.status();
+        let core = self.raft.status();
         let name = |id: Option<NodeId>| {
             id.and_then(|id| self.member(id))
                 .map_or("unknown".to_string(), |member| member.name.clone())
         };
-        let role = match status.role {
+        let role = match core.role {
             Role::Follower => "follower",
             Role::PreCandidate => "precandidate",
             Role::Candidate => "candidate",
@@ -401,21 +401,21 @@ impl Replica {
             .raft
             .cluster_id()
             .map_or("none".to_string(), |id| id.to_string());
-        let mut fields = Status::default();
-        fields.push("id", name(Some(status.id)));
-        fields.push("role", role);
-        fields.push("term", status.term);
-        fields.push("leader", name(status.leader));
-        fields.push("last_index", status.last_index);
-        fields.push("commit", status.commit_index);
-        fields.push("applied", status.last_applied);
-        fields.push("digest", format_args!("{:016x}", self.machine.digest()));
-        self.counters.push_fields(&mut fields);
-        fields.push("cluster", cluster);
+        let mut status = Status::default();
+        status.push("id", name(Some(core.id)));
+        status.push("role", role);
+        status.push("term", core.term);
+        status.push("leader", name(core.leader));
+        status.push("last_index", core.last_index);
+        status.push("commit", core.commit_index);
+        status.push("applied", core.last_applied);
+        status.push("digest", format_args!("{:016x}", self.machine.digest()));
+        self.counters.push_fields(&mut status);
+        status.push("cluster", cluster);
         for (field, value) in &self.status_extra {
-            fields.push(field, value);
+            status.push(field, value);
         }
-        fields
+        status
     }
 }
 
