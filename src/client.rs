@@ -13,6 +13,8 @@
 
 use crate::constants::COMMAND_SIZE_MAX;
 use crate::core::rng::Rng;
+use crate::kv::ParseError;
+use crate::reply::{Answer, Asked, Reply, ReplyKind};
 use crate::wire::{encode_frame, ClientRequest, Frame, FrameDecoder};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -91,40 +93,6 @@ impl Backoff {
     }
 }
 
-/// How a reply line is classified (the `submit` exit codes follow this).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReplyKind {
-    /// OK, VALUE, NOT_FOUND, STATUS (and SESSION, a REGISTER's answer).
-    Success,
-    /// CAS found another value: definite, and not applied.
-    Mismatch,
-    NotLeader,
-    Timeout,
-    /// Any other ERR: definite failure, never applied.
-    Error,
-}
-
-pub fn classify(reply: &str) -> ReplyKind {
-    let first = reply.split_whitespace().next().unwrap_or("");
-    match first {
-        "OK" | "VALUE" | "NOT_FOUND" | "STATUS" | "SESSION" => ReplyKind::Success,
-        "MISMATCH" => ReplyKind::Mismatch,
-        "ERR" => match reply.split_whitespace().nth(1) {
-            Some("NOT_LEADER") => ReplyKind::NotLeader,
-            Some("TIMEOUT") => ReplyKind::Timeout,
-            _ => ReplyKind::Error,
-        },
-        _ => ReplyKind::Error,
-    }
-}
-
-/// The `addr=` of an `ERR NOT_LEADER` reply, if it names one.
-pub fn leader_hint(reply: &str) -> Option<&str> {
-    reply
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("addr="))
-}
-
 pub struct Connection {
     stream: TcpStream,
     decoder: FrameDecoder,
@@ -155,8 +123,10 @@ pub struct Client {
 enum Kind {
     /// Answered by the node contacted: never redirected or retried.
     Status,
-    /// Changes nothing: safe to retry anywhere.
+    /// Changes nothing: safe to retry anywhere (GET).
     Read,
+    /// The same, read from the node's own copy (SGET).
+    StaleRead,
     /// Numbered in the session: a retry is applied at most once.
     Write,
     /// Opening a session: a retry at worst leaves an unused session.
@@ -174,7 +144,8 @@ impl Kind {
             .to_ascii_uppercase();
         match verb.as_str() {
             "STATUS" => Kind::Status,
-            "GET" | "SGET" => Kind::Read,
+            "GET" => Kind::Read,
+            "SGET" => Kind::StaleRead,
             "SET" | "DEL" | "CAS" => Kind::Write,
             "REGISTER" => Kind::Register,
             _ => Kind::Other,
@@ -182,18 +153,28 @@ impl Kind {
     }
 
     fn retry_safe(self) -> bool {
-        matches!(self, Kind::Read | Kind::Write | Kind::Register)
+        matches!(
+            self,
+            Kind::Read | Kind::StaleRead | Kind::Write | Kind::Register
+        )
+    }
+
+    fn asked(self) -> Asked {
+        match self {
+            Kind::StaleRead => Asked::StaleRead,
+            _ => Asked::Other,
+        }
     }
 }
 
 /// A definite failure may only be reported if no earlier try of the same
 /// command can have been applied; otherwise the truth is "unknown".
-fn settle(reply: String, progress: &Progress) -> String {
-    let definite_failure = matches!(classify(&reply), ReplyKind::NotLeader | ReplyKind::Error);
+fn settle(answer: Answer, progress: &Progress) -> Answer {
+    let definite_failure = matches!(answer.kind(), ReplyKind::NotLeader | ReplyKind::Error);
     if progress.maybe_applied && definite_failure {
-        return "ERR TIMEOUT".to_string();
+        return Reply::Timeout.into();
     }
-    reply
+    answer
 }
 
 /// The end of a command whose deadline passed without a final reply: unknown
@@ -202,9 +183,9 @@ fn settle(reply: String, progress: &Progress) -> String {
 /// can send us to), a request that went unanswered (for a write, the
 /// REGISTER before it: the command itself was never sent), or only
 /// connections that failed before sending.
-fn conclude(progress: &Progress, kind: Kind) -> String {
+fn conclude(progress: &Progress, kind: Kind) -> Reply {
     if progress.maybe_applied {
-        return "ERR TIMEOUT".to_string();
+        return Reply::Timeout;
     }
     let observations = &progress.observations;
     let headline = if observations.seen_answer {
@@ -282,7 +263,7 @@ impl Observations {
     }
 
     /// `ERR UNAVAILABLE headline (node: what; node: what; ...)`.
-    fn unavailable(&self, headline: &str) -> String {
+    fn unavailable(&self, headline: &str) -> Reply {
         let mut parts: Vec<String> = self
             .nodes
             .iter()
@@ -294,8 +275,16 @@ impl Observations {
         if parts.is_empty() {
             parts.push("no node tried before the deadline".to_string());
         }
-        format!("ERR UNAVAILABLE {headline} ({})", parts.join("; "))
+        Reply::Unavailable(format!("{headline} ({})", parts.join("; ")).into())
     }
+}
+
+/// What a node said, as an `ERR UNAVAILABLE` reason names it
+/// (`NOT_LEADER leader=unknown`).
+fn error_words(reply: &Reply) -> String {
+    reply
+        .error_words()
+        .map_or_else(String::new, |words| words.to_string())
 }
 
 /// `text` cut to at most `size_max` bytes, at a character boundary.
@@ -329,11 +318,21 @@ impl Client {
         }
     }
 
-    /// Runs one command and returns its reply line. Unknown outcomes are
-    /// retried (writes under their session number) until the timeout.
+    /// Runs one command and returns its reply line: a node's as it came,
+    /// or one the client made up (docs/PROTOCOL.md lists those).
     pub fn execute(&mut self, command: &str) -> String {
+        self.ask(command).to_string()
+    }
+
+    /// Runs one command and returns its answer. Unknown outcomes are
+    /// retried (writes under their session number) until the timeout.
+    pub fn ask(&mut self, command: &str) -> Answer {
         if command.len() > COMMAND_SIZE_MAX {
-            return format!("ERR BAD_REQUEST command longer than {COMMAND_SIZE_MAX} bytes");
+            // The node's own words for it, without sending it.
+            let error = ParseError::LineTooLong {
+                size: command.len(),
+            };
+            return Reply::BadRequest(error.to_string().into()).into();
         }
         let kind = Kind::of(command);
         let mut progress = Progress::new(Instant::now() + self.timeout);
@@ -343,47 +342,44 @@ impl Client {
             let tag = match kind {
                 Kind::Write => match self.session(&mut progress) {
                     Ok(session_id) => (session_id, self.sequence + 1),
-                    Err(reply) => return reply,
+                    Err(answer) => return answer,
                 },
                 _ => (0, 0),
             };
             match self.run(command, kind, tag, &mut progress) {
-                Ok(reply) => {
+                Ok(answer) => {
                     if kind == Kind::Write {
                         self.sequence += 1;
                     }
-                    return reply;
+                    return answer;
                 }
                 // The session was forgotten by the cluster: if no earlier try
                 // can have applied, open a new one and go on.
                 Err(Expired) if !progress.maybe_applied => self.session_id = None,
                 Err(Expired) => {
                     self.session_id = None;
-                    return "ERR TIMEOUT".to_string();
+                    return Reply::Timeout.into();
                 }
             }
         }
     }
 
     /// The session id, opening one first if needed.
-    fn session(&mut self, progress: &mut Progress) -> Result<u64, String> {
+    fn session(&mut self, progress: &mut Progress) -> Result<u64, Answer> {
         if let Some(session_id) = self.session_id {
             return Ok(session_id);
         }
-        let reply = self
+        let answer = self
             .run("REGISTER", Kind::Register, (0, 0), progress)
-            .unwrap_or_else(|_| "ERR TIMEOUT".to_string());
-        let session_id = reply
-            .strip_prefix("SESSION id=")
-            .and_then(|text| text.trim().parse::<u64>().ok());
-        match session_id {
-            Some(session_id) => {
-                self.session_id = Some(session_id);
+            .unwrap_or(Answer::Reply(Reply::Timeout));
+        match answer {
+            Answer::Reply(Reply::Session { id }) => {
+                self.session_id = Some(id);
                 self.sequence = 0;
                 progress.redirects = 0;
-                Ok(session_id)
+                Ok(id)
             }
-            None => Err(reply),
+            other => Err(other),
         }
     }
 
@@ -394,20 +390,21 @@ impl Client {
         kind: Kind,
         tag: (u64, u64),
         progress: &mut Progress,
-    ) -> Result<String, Expired> {
+    ) -> Result<Answer, Expired> {
         loop {
             let remaining = progress.deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Ok(conclude(progress, kind));
+                return Ok(conclude(progress, kind).into());
             }
             // One unresponsive node (paused, or cut off) must not use up the
             // whole deadline: give each try a slice and move on.
-            let reply = match self.attempt(command, tag, remaining.min(ATTEMPT_TIMEOUT)) {
-                Attempt::Reply(reply) => reply,
+            let answer = match self.attempt(command, tag, remaining.min(ATTEMPT_TIMEOUT)) {
+                Attempt::Reply(line) => Answer::from_line(line, kind.asked()),
                 // STATUS describes the node asked; another node's would
                 // mislead. It changes nothing, so no answer is no outcome.
                 Attempt::NotSent(what) | Attempt::Unknown(what) if kind == Kind::Status => {
-                    return Ok(format!("ERR UNAVAILABLE {}: {what}", self.target));
+                    let reason = format!("{}: {what}", self.target);
+                    return Ok(Reply::Unavailable(reason.into()).into());
                 }
                 Attempt::NotSent(what) => {
                     progress
@@ -418,7 +415,7 @@ impl Client {
                 }
                 // A verb this client does not know may change state on a
                 // newer server: sent once, its loss is an unknown outcome.
-                Attempt::Unknown(_) if kind == Kind::Other => return Ok("ERR TIMEOUT".to_string()),
+                Attempt::Unknown(_) if kind == Kind::Other => return Ok(Reply::Timeout.into()),
                 Attempt::Unknown(what) => {
                     progress
                         .observations
@@ -431,8 +428,8 @@ impl Client {
                     continue;
                 }
             };
-            match self.judge(&reply, kind, progress) {
-                Verdict::Final => return Ok(settle(reply, progress)),
+            match self.judge(&answer, kind, progress) {
+                Verdict::Final => return Ok(settle(answer, progress)),
                 Verdict::Retry => {}
                 Verdict::Expired => return Err(Expired),
             }
@@ -440,20 +437,20 @@ impl Client {
     }
 
     /// Decides what a reply means for the command in flight.
-    fn judge(&mut self, reply: &str, kind: Kind, progress: &mut Progress) -> Verdict {
+    fn judge(&mut self, answer: &Answer, kind: Kind, progress: &mut Progress) -> Verdict {
         if kind == Kind::Status {
             return Verdict::Final;
         }
-        if reply.starts_with("ERR SESSION_EXPIRED") {
-            return Verdict::Expired;
-        }
-        match classify(reply) {
-            ReplyKind::NotLeader if self.redirect => {
-                let what = reply.strip_prefix("ERR ").unwrap_or(reply);
+        let Answer::Reply(reply) = answer else {
+            return Verdict::Final; // a line this build cannot read: an error
+        };
+        match reply {
+            Reply::SessionExpired => Verdict::Expired,
+            Reply::NotLeader { .. } if self.redirect => {
                 progress
                     .observations
-                    .record(&self.target, Seen::Answered, what);
-                match leader_hint(reply) {
+                    .record(&self.target, Seen::Answered, &error_words(reply));
+                match reply.leader_hint() {
                     // Following a hint is immediate: the hinted node is
                     // likely the leader, and no pause would make it more so.
                     Some(address) if progress.redirects < REDIRECTS_MAX => {
@@ -468,10 +465,10 @@ impl Client {
             }
             // The node took the command and gave up on it (it waited, or its
             // leadership just changed): try the next node at once.
-            ReplyKind::Timeout if kind.retry_safe() => {
+            Reply::Timeout if kind.retry_safe() => {
                 progress
                     .observations
-                    .record(&self.target, Seen::Unanswered, "TIMEOUT");
+                    .record(&self.target, Seen::Unanswered, &error_words(reply));
                 progress.maybe_applied |= kind == Kind::Write;
                 self.next_seed();
                 Verdict::Retry
@@ -592,6 +589,7 @@ enum Verdict {
 }
 
 enum Attempt {
+    /// The node's reply line.
     Reply(String),
     /// Certainly not delivered; says why ("connection refused").
     NotSent(String),
@@ -733,37 +731,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn replies_are_classified_by_their_first_words() {
-        assert_eq!(classify("OK index=3 term=1"), ReplyKind::Success);
-        assert_eq!(classify("VALUE 5"), ReplyKind::Success);
-        assert_eq!(classify("NOT_FOUND"), ReplyKind::Success);
-        assert_eq!(classify("STATUS id=A role=leader"), ReplyKind::Success);
-        assert_eq!(classify("SESSION id=12"), ReplyKind::Success);
-        assert_eq!(classify("MISMATCH current=4"), ReplyKind::Mismatch);
-        assert_eq!(classify("MISMATCH absent"), ReplyKind::Mismatch);
-        assert_eq!(
-            classify(r#"VALUE "a b" stale applied=3"#),
-            ReplyKind::Success
-        );
-        assert_eq!(
-            classify("ERR NOT_LEADER leader=unknown"),
-            ReplyKind::NotLeader
-        );
-        assert_eq!(classify("ERR TIMEOUT"), ReplyKind::Timeout);
-        assert_eq!(classify("ERR BAD_REQUEST empty command"), ReplyKind::Error);
-        assert_eq!(classify("garbage"), ReplyKind::Error);
-    }
-
-    #[test]
-    fn leader_hint_is_the_addr_field() {
-        assert_eq!(
-            leader_hint("ERR NOT_LEADER leader=B addr=127.0.0.1:8001"),
-            Some("127.0.0.1:8001")
-        );
-        assert_eq!(leader_hint("ERR NOT_LEADER leader=unknown"), None);
-    }
-
-    #[test]
     fn backoff_pauses_are_bounded_grow_and_are_jittered() {
         let steps = 12;
         let mut pauses_by_step = vec![Vec::new(); steps];
@@ -806,13 +773,13 @@ mod tests {
             observations.record(&format!("10.0.0.1:{port}"), Seen::NotSent, &long);
         }
         observations.record("10.0.0.1:0", Seen::NotSent, "connection refused");
-        let line = observations.unavailable("no node reachable");
-        assert!(line.starts_with(
-            "ERR UNAVAILABLE no node reachable (10.0.0.1:0: connection refused; 10.0.0.1:1: xxx"
-        ));
-        observations.record("10.0.0.1:19", Seen::NotSent, "connection refused");
-        assert!(line.ends_with("...; other nodes)"), "{line}");
-        assert!(line.len() < REASON_NODES_MAX * (2 * REASON_PART_SIZE_MAX + 4) + 64);
+        let Reply::Unavailable(reason) = observations.unavailable("no node reachable") else {
+            panic!("unavailable");
+        };
+        assert!(reason
+            .starts_with("no node reachable (10.0.0.1:0: connection refused; 10.0.0.1:1: xxx"));
+        assert!(reason.ends_with("...; other nodes)"), "{reason}");
+        assert!(reason.len() < REASON_NODES_MAX * (2 * REASON_PART_SIZE_MAX + 4) + 64);
     }
 }
 
@@ -826,14 +793,24 @@ mod settle_tests {
         progress
     }
 
+    fn unavailable(reason: String) -> Reply {
+        Reply::Unavailable(reason.into())
+    }
+
     #[test]
     fn a_definite_failure_after_an_unknown_try_is_reported_unknown() {
-        let unavailable = "ERR UNAVAILABLE no node reachable".to_string();
-        assert_eq!(settle(unavailable.clone(), &progress(false)), unavailable);
-        assert_eq!(settle(unavailable, &progress(true)), "ERR TIMEOUT");
-        let not_leader = "ERR NOT_LEADER leader=unknown".to_string();
-        assert_eq!(settle(not_leader, &progress(true)), "ERR TIMEOUT");
-        let ok = "OK index=4 term=2".to_string();
+        let timeout = Answer::Reply(Reply::Timeout);
+        let refused = Answer::Reply(unavailable("no node reachable".into()));
+        assert_eq!(settle(refused.clone(), &progress(false)), refused);
+        assert_eq!(settle(refused, &progress(true)), timeout);
+        let not_leader = Answer::Reply(Reply::NotLeader { leader: None });
+        assert_eq!(settle(not_leader, &progress(true)), timeout);
+        let unreadable = Answer::Unreadable("SOMETHING_NEW".into());
+        assert_eq!(settle(unreadable, &progress(true)), timeout);
+        let ok = Answer::Reply(Reply::Ok {
+            index: crate::core::LogIndex(4),
+            term: crate::core::Term(2),
+        });
         assert_eq!(
             settle(ok.clone(), &progress(true)),
             ok,
@@ -850,7 +827,7 @@ mod settle_tests {
             .record("127.0.0.1:1", refused.0, refused.1);
         assert_eq!(
             conclude(&never_sent, Kind::Write),
-            "ERR UNAVAILABLE no node reachable (127.0.0.1:1: connection refused)"
+            unavailable("no node reachable (127.0.0.1:1: connection refused)".into())
         );
         let mut lost = progress(false);
         lost.observations
@@ -860,20 +837,23 @@ mod settle_tests {
         let details = "(127.0.0.1:2: no reply within 1000 ms; 127.0.0.1:1: connection refused)";
         assert_eq!(
             conclude(&lost, Kind::Register),
-            format!("ERR UNAVAILABLE no session opened {details}")
+            unavailable(format!("no session opened {details}"))
         );
         assert_eq!(
             conclude(&lost, Kind::Read),
-            format!("ERR UNAVAILABLE no reply {details}")
+            unavailable(format!("no reply {details}"))
         );
+        let not_leader = error_words(&Reply::NotLeader { leader: None });
         lost.observations
-            .record("127.0.0.1:1", Seen::Answered, "NOT_LEADER leader=unknown");
+            .record("127.0.0.1:1", Seen::Answered, &not_leader);
         assert_eq!(
-            conclude(&lost, Kind::Read),
-            "ERR UNAVAILABLE no leader (127.0.0.1:2: no reply within 1000 ms; 127.0.0.1:1: NOT_LEADER leader=unknown)"
+            conclude(&lost, Kind::StaleRead),
+            unavailable(format!(
+                "no leader (127.0.0.1:2: no reply within 1000 ms; 127.0.0.1:1: {not_leader})"
+            ))
         );
         lost.maybe_applied = true;
-        assert_eq!(conclude(&lost, Kind::Write), "ERR TIMEOUT");
+        assert_eq!(conclude(&lost, Kind::Write), Reply::Timeout);
     }
 }
 
@@ -882,7 +862,7 @@ mod settle_tests {
 #[cfg(test)]
 mod unavailable_tests {
     use super::*;
-    use crate::wire::ClientResponse;
+    use crate::wire::encode_client_response;
     use std::net::TcpListener;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
@@ -917,22 +897,22 @@ mod unavailable_tests {
         (address, accepted)
     }
 
-    type Answer = dyn Fn(&ClientRequest) -> Option<String> + Send + Sync;
+    type Respond = dyn Fn(&ClientRequest) -> Option<Reply> + Send + Sync;
 
-    /// A node that answers each request with `answer` (`None`: never).
-    fn fake_node(answer: Arc<Answer>) -> String {
+    /// A node that answers each request with `respond` (`None`: never).
+    fn fake_node(respond: Arc<Respond>) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = format!("{}", listener.local_addr().expect("address"));
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let answer = Arc::clone(&answer);
-                std::thread::spawn(move || serve(stream, &*answer));
+                let respond = Arc::clone(&respond);
+                std::thread::spawn(move || serve(stream, &*respond));
             }
         });
         address
     }
 
-    fn serve(mut stream: TcpStream, answer: &Answer) {
+    fn serve(mut stream: TcpStream, respond: &Respond) {
         let mut decoder = FrameDecoder::new();
         loop {
             let count = match stream.read(decoder.spare(4096)) {
@@ -941,15 +921,11 @@ mod unavailable_tests {
             };
             decoder.commit(count);
             while let Ok(Some(Frame::ClientRequest(request))) = decoder.next_frame() {
-                let Some(reply) = answer(&request) else {
+                let Some(reply) = respond(&request) else {
                     continue;
                 };
-                let response = ClientResponse {
-                    request_id: request.request_id,
-                    reply,
-                };
                 let mut out = Vec::new();
-                encode_frame(&Frame::ClientResponse(response), &mut out);
+                encode_client_response(request.request_id, &reply, &mut out);
                 if stream.write_all(&out).is_err() {
                     return;
                 }
@@ -962,6 +938,18 @@ mod unavailable_tests {
         Client::new(seeds, Duration::from_millis(timeout_ms), true)
     }
 
+    /// The reason of an `ERR UNAVAILABLE` answer.
+    fn unavailable_reason(answer: Answer) -> String {
+        match answer {
+            Answer::Reply(Reply::Unavailable(reason)) => reason.into_owned(),
+            other => panic!("not unavailable: {other}"),
+        }
+    }
+
+    fn unavailable(reason: String) -> Answer {
+        Answer::Reply(Reply::Unavailable(reason.into()))
+    }
+
     /// The issue's "12,000 retries a second": a node that drops every
     /// connection must be retried at a pace, and a write that never got
     /// past opening its session is unavailable, not unknown.
@@ -970,12 +958,12 @@ mod unavailable_tests {
         let stop = Arc::new(AtomicBool::new(false));
         let (address, accepted) = dropping_node(Arc::clone(&stop));
         let started = Instant::now();
-        let reply = client(&[&address], 1000).execute("SET idle=1");
+        let answer = client(&[&address], 1000).ask("SET idle=1");
         let elapsed = started.elapsed();
         stop.store(true, Ordering::Relaxed);
         let tries = accepted.load(Ordering::Relaxed);
-        assert!(reply.starts_with("ERR UNAVAILABLE "), "{reply}");
-        assert!(reply.contains(&address), "{reply}");
+        let reason = unavailable_reason(answer);
+        assert!(reason.contains(&address), "{reason}");
         assert!(
             (1..=40).contains(&tries),
             "{tries} connections in {elapsed:?}"
@@ -986,26 +974,28 @@ mod unavailable_tests {
     #[test]
     fn refused_everywhere_names_each_node() {
         let (first, second) = (dead_address(), dead_address());
-        let reply = client(&[&first, &second], 300).execute("SET x=1");
+        let answer = client(&[&first, &second], 300).ask("SET x=1");
         assert_eq!(
-            reply,
-            format!("ERR UNAVAILABLE no node reachable ({first}: connection refused; {second}: connection refused)")
+            answer,
+            unavailable(format!(
+                "no node reachable ({first}: connection refused; {second}: connection refused)"
+            ))
         );
-        let reply = client(&[&first, &second], 300).execute("STATUS");
-        assert_eq!(
-            reply,
-            format!("ERR UNAVAILABLE {first}: connection refused")
-        );
+        let answer = client(&[&first, &second], 300).ask("STATUS");
+        assert_eq!(answer, unavailable(format!("{first}: connection refused")));
     }
 
     #[test]
     fn nodes_that_know_no_leader_end_in_no_leader() {
-        let node = fake_node(Arc::new(|_| Some("ERR NOT_LEADER leader=unknown".into())));
+        let node = fake_node(Arc::new(|_| Some(Reply::NotLeader { leader: None })));
         let dead = dead_address();
-        let reply = client(&[&node, &dead], 400).execute("GET x");
+        let answer = client(&[&node, &dead], 400).ask("GET x");
+        let said = error_words(&Reply::NotLeader { leader: None });
         assert_eq!(
-            reply,
-            format!("ERR UNAVAILABLE no leader ({node}: NOT_LEADER leader=unknown; {dead}: connection refused)")
+            answer,
+            unavailable(format!(
+                "no leader ({node}: {said}; {dead}: connection refused)"
+            ))
         );
     }
 
@@ -1020,32 +1010,27 @@ mod unavailable_tests {
         let node = fake_node(Arc::new(move |request: &ClientRequest| {
             let mut writes = seen.lock().expect("lock");
             if request.command == "REGISTER" {
-                return Some("SESSION id=7".to_string());
+                return Some(Reply::Session { id: 7 });
             }
             writes.push((request.command.clone(), request.sequence));
             let first = writes.len() == 1;
-            Some(
-                if first {
-                    "ERR TIMEOUT"
-                } else {
-                    "ERR NOT_LEADER leader=unknown"
-                }
-                .to_string(),
-            )
+            Some(if first {
+                Reply::Timeout
+            } else {
+                Reply::NotLeader { leader: None }
+            })
         }));
         let dead = dead_address();
         let mut client = client(&[&node, &dead], 500);
-        assert_eq!(client.execute("SET a=1"), "ERR TIMEOUT");
+        assert_eq!(client.ask("SET a=1"), Answer::Reply(Reply::Timeout));
         // It starts where the first command ended, so either node is first.
-        let reply = client.execute("SET b=2");
-        assert!(reply.starts_with("ERR UNAVAILABLE no leader ("), "{reply}");
+        let reason = unavailable_reason(client.ask("SET b=2"));
+        assert!(reason.starts_with("no leader ("), "{reason}");
+        let said = error_words(&Reply::NotLeader { leader: None });
+        assert!(reason.contains(&format!("{node}: {said}")), "{reason}");
         assert!(
-            reply.contains(&format!("{node}: NOT_LEADER leader=unknown")),
-            "{reply}"
-        );
-        assert!(
-            reply.contains(&format!("{dead}: connection refused")),
-            "{reply}"
+            reason.contains(&format!("{dead}: connection refused")),
+            "{reason}"
         );
         let writes = writes.lock().expect("lock");
         assert!(writes.len() >= 3, "{writes:?}");
@@ -1061,19 +1046,46 @@ mod unavailable_tests {
     #[test]
     fn a_read_never_answered_is_unavailable() {
         let node = fake_node(Arc::new(|_| None));
-        let reply = client(&[&node], 300).execute("GET x");
-        let expected = format!("ERR UNAVAILABLE no reply ({node}: no reply within ");
-        assert!(reply.starts_with(&expected), "{reply}");
-        let reply = client(&[&node], 300).execute("STATUS");
-        let expected = format!("ERR UNAVAILABLE {node}: no reply within ");
-        assert!(reply.starts_with(&expected), "{reply}");
+        let reason = unavailable_reason(client(&[&node], 300).ask("GET x"));
+        let expected = format!("no reply ({node}: no reply within ");
+        assert!(reason.starts_with(&expected), "{reason}");
+        let reason = unavailable_reason(client(&[&node], 300).ask("STATUS"));
+        let expected = format!("{node}: no reply within ");
+        assert!(reason.starts_with(&expected), "{reason}");
     }
 
     #[test]
     fn a_write_sent_and_never_answered_stays_unknown() {
         let node = fake_node(Arc::new(|request: &ClientRequest| {
-            (request.command == "REGISTER").then(|| "SESSION id=3".to_string())
+            (request.command == "REGISTER").then_some(Reply::Session { id: 3 })
         }));
-        assert_eq!(client(&[&node], 300).execute("SET x=1"), "ERR TIMEOUT");
+        let answer = client(&[&node], 300).ask("SET x=1");
+        assert_eq!(answer, Answer::Reply(Reply::Timeout));
+    }
+
+    /// A line this build cannot read reaches the caller as it came, and
+    /// ends the command as a definite error.
+    #[test]
+    fn a_line_no_reply_reads_as_is_passed_on_unchanged() {
+        let line = "SOMETHING_NEW from a newer node";
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let node = format!("{}", listener.local_addr().expect("address"));
+        std::thread::spawn(move || {
+            let Some(mut stream) = listener.incoming().flatten().next() else {
+                return;
+            };
+            let mut decoder = FrameDecoder::new();
+            while let Ok(count @ 1..) = stream.read(decoder.spare(4096)) {
+                decoder.commit(count);
+                while let Ok(Some(Frame::ClientRequest(request))) = decoder.next_frame() {
+                    let mut out = Vec::new();
+                    encode_client_response(request.request_id, &line, &mut out);
+                    let _ = stream.write_all(&out);
+                }
+            }
+        });
+        let answer = client(&[&node], 300).ask("GET x");
+        assert_eq!(answer, Answer::Unreadable(line.to_string()));
+        assert_eq!(answer.kind(), ReplyKind::Error);
     }
 }

@@ -6,10 +6,8 @@ use crate::constants::PENDING_PROPOSALS_MAX;
 use crate::core::{
     Entry, EntryKind, LogIndex, Message, NodeId, ProposeError, Raft, ReadState, Ready, Role, Term,
 };
-use crate::kv::{
-    parse_request, quote_if_needed, Applied, CachedReply, LogRecord, Outcome, Position, Request,
-    StateMachine,
-};
+use crate::kv::{parse_request, Applied, CachedReply, LogRecord, Outcome, Request, StateMachine};
+use crate::reply::{Leader, Reply, Status};
 use std::collections::BTreeMap;
 
 /// Identifies a client request to the runtime: which connection, which
@@ -66,7 +64,7 @@ pub struct NodeCounters {
 }
 
 impl NodeCounters {
-    fn line(&self) -> String {
+    fn push_fields(&self, status: &mut Status) {
         let ratio = |numerator: u64, denominator: u64| {
             if denominator == 0 {
                 0.0
@@ -74,18 +72,17 @@ impl NodeCounters {
                 numerator as f64 / denominator as f64
             }
         };
-        format!(
-            "entries_appended={} fsyncs={} synced_entries={} entries_per_fsync={:.1} appends_sent={} appends_received={} batch_average={:.1} bytes_in={} bytes_out={}",
-            self.entries_appended,
-            self.fsyncs,
-            self.synced_entries,
-            ratio(self.synced_entries, self.fsyncs),
-            self.appends_sent,
-            self.appends_received,
-            ratio(self.appended_entries_sent, self.appends_sent_with_entries),
-            self.bytes_in,
-            self.bytes_out
-        )
+        status.push("entries_appended", self.entries_appended);
+        status.push("fsyncs", self.fsyncs);
+        status.push("synced_entries", self.synced_entries);
+        let per_fsync = ratio(self.synced_entries, self.fsyncs);
+        status.push("entries_per_fsync", format_args!("{per_fsync:.1}"));
+        status.push("appends_sent", self.appends_sent);
+        status.push("appends_received", self.appends_received);
+        let batch = ratio(self.appended_entries_sent, self.appends_sent_with_entries);
+        status.push("batch_average", format_args!("{batch:.1}"));
+        status.push("bytes_in", self.bytes_in);
+        status.push("bytes_out", self.bytes_out);
     }
 }
 
@@ -93,7 +90,7 @@ pub struct Replica {
     raft: Raft,
     counters: NodeCounters,
     /// Fields the runtime adds at the end of STATUS (peers refused, ...).
-    status_extra: String,
+    status_extra: Vec<(&'static str, String)>,
     machine: StateMachine,
     /// Members by NodeId (`members[id.0]`).
     members: Vec<Member>,
@@ -105,7 +102,7 @@ pub struct Replica {
     /// Confirmed reads waiting for the state machine to reach their index.
     reads_confirmed: Vec<(LogIndex, PendingRead)>,
     read_context_next: u64,
-    replies: Vec<(ClientToken, String)>,
+    replies: Vec<(ClientToken, Reply)>,
     /// Where each proposal is encoded before the core copies it into its
     /// log entry: reused so a proposal costs one allocation, not two. It
     /// keeps at most one command's worth (ENTRY_DATA_SIZE_MAX).
@@ -117,7 +114,7 @@ impl Replica {
         Replica {
             raft,
             counters: NodeCounters::default(),
-            status_extra: String::new(),
+            status_extra: Vec::new(),
             machine: StateMachine::default(),
             members,
             pending: BTreeMap::new(),
@@ -146,7 +143,7 @@ impl Replica {
         self.counters = counters;
     }
 
-    pub fn set_status_extra(&mut self, extra: String) {
+    pub fn set_status_extra(&mut self, extra: Vec<(&'static str, String)>) {
         self.status_extra = extra;
     }
 
@@ -190,14 +187,14 @@ impl Replica {
         let request = match parse_request(line) {
             Ok(request) => request,
             Err(error) => {
-                self.reply(token, format!("ERR BAD_REQUEST {error}"));
+                self.reply(token, Reply::BadRequest(error.to_string().into()));
                 return None;
             }
         };
         match request {
             Request::Status => {
-                let line = self.status_line();
-                self.reply(token, line);
+                let status = self.status();
+                self.reply(token, Reply::Status(status));
                 None
             }
             Request::StaleGet { key } => {
@@ -222,8 +219,14 @@ impl Replica {
 
     fn stale_get(&mut self, token: ClientToken, key: &[u8]) {
         let applied = self.raft.log().last_applied();
-        let line = stale_read_line(self.machine.store().get(key), applied);
-        self.reply(token, line);
+        let reply = match self.machine.store().get(key) {
+            Some(value) => Reply::StaleValue {
+                value: value.to_vec(),
+                applied,
+            },
+            None => Reply::StaleNotFound { applied },
+        };
+        self.reply(token, reply);
     }
 
     /// ReadIndex (§6.4): no log write; answered once leadership is confirmed
@@ -237,11 +240,11 @@ impl Replica {
                     .insert(context, PendingRead { token, key });
             }
             Err(ProposeError::NotLeader { leader }) => {
-                let line = self.not_leader_line(leader);
-                self.reply(token, line);
+                let reply = self.not_leader(leader);
+                self.reply(token, reply);
             }
             Err(ProposeError::Busy) => {
-                self.reply(token, "ERR UNAVAILABLE too many pending reads".to_string());
+                self.reply(token, Reply::Unavailable("too many pending reads".into()));
             }
         }
     }
@@ -250,7 +253,7 @@ impl Replica {
         if self.raft.role() == Role::Leader && self.pending.len() >= PENDING_PROPOSALS_MAX {
             self.reply(
                 token,
-                "ERR UNAVAILABLE too many pending requests".to_string(),
+                Reply::Unavailable("too many pending requests".into()),
             );
             return None;
         }
@@ -262,12 +265,12 @@ impl Replica {
                 Some(index)
             }
             Err(ProposeError::NotLeader { leader }) => {
-                let line = self.not_leader_line(leader);
-                self.reply(token, line);
+                let reply = self.not_leader(leader);
+                self.reply(token, reply);
                 None
             }
             Err(ProposeError::Busy) => {
-                self.reply(token, "ERR UNAVAILABLE busy".to_string());
+                self.reply(token, Reply::Unavailable("busy".into()));
                 None
             }
         }
@@ -282,7 +285,7 @@ impl Replica {
             .is_some_and(|pending| pending.token == token)
         {
             self.pending.remove(&index);
-            self.reply(token, "ERR TIMEOUT".to_string());
+            self.reply(token, Reply::Timeout);
         }
     }
 
@@ -302,11 +305,11 @@ impl Replica {
     }
 
     /// The replies made since the last `take_replies`, oldest first.
-    pub fn replies(&self) -> &[(ClientToken, String)] {
+    pub fn replies(&self) -> &[(ClientToken, Reply)] {
         &self.replies
     }
 
-    pub fn take_replies(&mut self) -> Vec<(ClientToken, String)> {
+    pub fn take_replies(&mut self) -> Vec<(ClientToken, Reply)> {
         std::mem::take(&mut self.replies)
     }
 
@@ -315,12 +318,12 @@ impl Replica {
     /// certainly did nothing and may go to the new leader.
     fn fail_pending(&mut self) {
         for (_, pending) in std::mem::take(&mut self.pending) {
-            self.reply(pending.token, "ERR TIMEOUT".to_string());
+            self.reply(pending.token, Reply::Timeout);
         }
         let leader = self.raft.leader_id();
         for (_, read) in std::mem::take(&mut self.reads_unconfirmed) {
-            let line = self.not_leader_line(leader);
-            self.reply(read.token, line);
+            let reply = self.not_leader(leader);
+            self.reply(read.token, reply);
         }
     }
 
@@ -341,8 +344,11 @@ impl Replica {
             .partition(|(index, _)| *index <= applied);
         self.reads_confirmed = waiting;
         for (_, read) in ready {
-            let line = read_line(self.machine.store().get(&read.key));
-            self.reply(read.token, line);
+            let reply = match self.machine.store().get(&read.key) {
+                Some(value) => Reply::Value(value.to_vec()),
+                None => Reply::NotFound,
+            };
+            self.reply(read.token, reply);
         }
     }
 
@@ -356,41 +362,41 @@ impl Replica {
         let Some(pending) = self.pending.remove(&entry.index) else {
             return;
         };
-        let line = match applied {
+        let reply = match applied {
             // Our entry was replaced; it will never apply. Leadership was
             // lost in between, which the contract reports as unknown.
-            _ if pending.term != entry.term => "ERR TIMEOUT".to_string(),
-            Some(applied) => applied_line(applied),
-            None => "ERR TIMEOUT".to_string(),
+            _ if pending.term != entry.term => Reply::Timeout,
+            Some(applied) => applied_reply(applied),
+            None => Reply::Timeout,
         };
-        self.reply(pending.token, line);
+        self.reply(pending.token, reply);
     }
 
-    fn reply(&mut self, token: ClientToken, line: String) {
-        self.replies.push((token, line));
+    fn reply(&mut self, token: ClientToken, reply: Reply) {
+        self.replies.push((token, reply));
     }
 
     pub fn member(&self, id: NodeId) -> Option<&Member> {
         self.members.get(id.0 as usize)
     }
 
-    fn not_leader_line(&self, leader: Option<NodeId>) -> String {
-        match leader.and_then(|id| self.member(id)) {
-            Some(member) => format!(
-                "ERR NOT_LEADER leader={} addr={}",
-                member.name, member.address
-            ),
-            None => "ERR NOT_LEADER leader=unknown".to_string(),
-        }
+    fn not_leader(&self, leader: Option<NodeId>) -> Reply {
+        let leader = leader.and_then(|id| self.member(id)).map(|member| Leader {
+            id: member.name.clone(),
+            address: member.address.clone(),
+        });
+        Reply::NotLeader { leader }
     }
 
-    pub fn status_line(&self) -> String {
-        let status = self.raft.status();
+    /// STATUS's fields; new ones only ever go at the end (scripts read
+    /// them).
+    fn status(&self) -> Status {
+        let core = self.raft.status();
         let name = |id: Option<NodeId>| {
             id.and_then(|id| self.member(id))
                 .map_or("unknown".to_string(), |member| member.name.clone())
         };
-        let role = match status.role {
+        let role = match core.role {
             Role::Follower => "follower",
             Role::PreCandidate => "precandidate",
             Role::Candidate => "candidate",
@@ -400,111 +406,148 @@ impl Replica {
             .raft
             .cluster_id()
             .map_or("none".to_string(), |id| id.to_string());
-        let mut line = format!(
-            "STATUS id={} role={role} term={} leader={} last_index={} commit={} applied={} digest={:016x} {} cluster={cluster}",
-            name(Some(status.id)),
-            status.term,
-            name(status.leader),
-            status.last_index,
-            status.commit_index,
-            status.last_applied,
-            self.machine.digest(),
-            self.counters.line()
-        );
-        if !self.status_extra.is_empty() {
-            line.push(' ');
-            line.push_str(&self.status_extra);
+        let mut status = Status::default();
+        status.push("id", name(Some(core.id)));
+        status.push("role", role);
+        status.push("term", core.term);
+        status.push("leader", name(core.leader));
+        status.push("last_index", core.last_index);
+        status.push("commit", core.commit_index);
+        status.push("applied", core.last_applied);
+        status.push("digest", format_args!("{:016x}", self.machine.digest()));
+        self.counters.push_fields(&mut status);
+        status.push("cluster", cluster);
+        for (field, value) in &self.status_extra {
+            status.push(field, value);
         }
-        line
+        status
     }
 }
 
-fn applied_line(applied: Applied) -> String {
+fn applied_reply(applied: Applied) -> Reply {
     match applied {
-        Applied::Reply(reply) => reply_line(&reply),
-        Applied::Registered { client_id } => format!("SESSION id={client_id}"),
-        Applied::SessionExpired => "ERR SESSION_EXPIRED".to_string(),
-        Applied::StaleSequence => "ERR BAD_REQUEST stale sequence number".to_string(),
-        Applied::Undecodable(error) => format!("ERR BAD_REQUEST undecodable command: {error}"),
-    }
-}
-
-fn reply_line(reply: &CachedReply) -> String {
-    match &reply.outcome {
-        Outcome::Ok => format!("OK index={} term={}", reply.index, reply.term),
-        Outcome::Value(value) => read_line(Some(value)),
-        Outcome::NotFound => read_line(None),
-        Outcome::Mismatch { current } => mismatch_line(current.as_deref()),
-    }
-}
-
-/// `VALUE v` or `NOT_FOUND`. The value runs to the end of the line, so
-/// it is quoted only if it is empty, has whitespace at an edge or holds
-/// quotes, backslashes, control characters or non-UTF-8 bytes.
-fn read_line(value: Option<&[u8]>) -> String {
-    match value {
-        Some(value) => format!("VALUE {}", quote_if_needed(value, Position::LineEnd)),
-        None => "NOT_FOUND".to_string(),
-    }
-}
-
-/// Text follows the value here, so a value with whitespace is quoted.
-fn stale_read_line(value: Option<&[u8]>, applied: LogIndex) -> String {
-    match value {
-        Some(value) => {
-            let value = quote_if_needed(value, Position::Word);
-            format!("VALUE {value} stale applied={applied}")
+        Applied::Reply(reply) => command_reply(reply),
+        Applied::Registered { client_id } => Reply::Session { id: client_id },
+        Applied::SessionExpired => Reply::SessionExpired,
+        Applied::StaleSequence => Reply::BadRequest("stale sequence number".into()),
+        Applied::Undecodable(error) => {
+            Reply::BadRequest(format!("undecodable command: {error}").into())
         }
-        None => format!("NOT_FOUND stale applied={applied}"),
     }
 }
 
-/// A failed CAS: the current value, or `MISMATCH absent`, so a value that
-/// reads NOT_FOUND (`MISMATCH current=NOT_FOUND`) is not taken for absence.
-fn mismatch_line(current: Option<&[u8]>) -> String {
-    match current {
-        Some(value) => format!(
-            "MISMATCH current={}",
-            quote_if_needed(value, Position::LineEnd)
-        ),
-        None => "MISMATCH absent".to_string(),
+/// A command's reply (for a retry, the original one, index and term too).
+fn command_reply(reply: CachedReply) -> Reply {
+    match reply.outcome {
+        Outcome::Ok => Reply::Ok {
+            index: LogIndex(reply.index),
+            term: Term(reply.term),
+        },
+        Outcome::Value(value) => Reply::Value(value),
+        Outcome::NotFound => Reply::NotFound,
+        Outcome::Mismatch { current } => Reply::Mismatch { current },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::{ClusterId, Config, HardState, Limits};
 
+    fn replica() -> Replica {
+        let config = Config {
+            id: NodeId(0),
+            members: vec![NodeId(0), NodeId(1)],
+            election_timeout_ms_min: 150,
+            election_timeout_ms_max: 300,
+            heartbeat_interval_ms: 50,
+            seed: 1,
+            bootstrap_cluster_id: ClusterId(0x1234),
+            pre_vote: true,
+            check_quorum: true,
+            limits: Limits::default(),
+        };
+        let raft = Raft::new(config, HardState::default(), Vec::new(), 0).expect("valid");
+        let member = |name: &str, port: u16| Member {
+            name: name.to_string(),
+            address: format!("127.0.0.1:{port}"),
+        };
+        Replica::new(raft, vec![member("A", 8000), member("B", 8001)])
+    }
+
+    /// The line the code before typed replies wrote for this node, byte
+    /// for byte.
     #[test]
-    fn plain_values_reply_as_they_always_did() {
-        assert_eq!(read_line(Some(b"5")), "VALUE 5");
-        assert_eq!(read_line(Some(b"hello world")), "VALUE hello world");
-        assert_eq!(read_line(None), "NOT_FOUND");
-        let applied = LogIndex(7);
+    fn status_writes_every_field_in_its_place() {
+        let mut replica = replica();
+        replica.set_counters(NodeCounters {
+            entries_appended: 10,
+            fsyncs: 4,
+            synced_entries: 9,
+            appends_sent: 7,
+            appends_sent_with_entries: 3,
+            appended_entries_sent: 8,
+            appends_received: 2,
+            bytes_in: 1000,
+            bytes_out: 2000,
+        });
+        replica.set_status_extra(vec![
+            ("refused", "none".to_string()),
+            ("refused_by", "B:cluster_id".to_string()),
+            ("clients", "3".to_string()),
+        ]);
         assert_eq!(
-            stale_read_line(Some(b"1"), applied),
-            "VALUE 1 stale applied=7"
+            Reply::Status(replica.status()).to_string(),
+            "STATUS id=A role=follower term=0 leader=unknown last_index=0 commit=0 applied=0 digest=0000000000000000 entries_appended=10 fsyncs=4 synced_entries=9 entries_per_fsync=2.2 appends_sent=7 appends_received=2 batch_average=2.7 bytes_in=1000 bytes_out=2000 cluster=none refused=none refused_by=B:cluster_id clients=3"
         );
-        assert_eq!(stale_read_line(None, applied), "NOT_FOUND stale applied=7");
-        assert_eq!(mismatch_line(Some(b"first")), "MISMATCH current=first");
     }
 
     #[test]
-    fn ambiguous_values_are_quoted_and_absence_is_a_word() {
-        assert_eq!(read_line(Some(b"")), r#"VALUE """#);
-        assert_eq!(read_line(Some(b"-")), "VALUE -");
-        assert_eq!(read_line(Some(b"NOT_FOUND")), "VALUE NOT_FOUND");
-        assert_eq!(read_line(Some(b" padded ")), r#"VALUE " padded ""#);
-        assert_eq!(read_line(Some(b"a\nb\xff")), r#"VALUE "a\nb\xff""#);
-        let stale = stale_read_line(Some(b"a b"), LogIndex(3));
-        assert_eq!(stale, r#"VALUE "a b" stale applied=3"#);
-        assert_eq!(mismatch_line(None), "MISMATCH absent");
+    fn a_follower_names_the_leader_it_knows() {
+        let replica = replica();
+        let leader = Leader {
+            id: "B".to_string(),
+            address: "127.0.0.1:8001".to_string(),
+        };
         assert_eq!(
-            mismatch_line(Some(b"NOT_FOUND")),
-            "MISMATCH current=NOT_FOUND"
+            replica.not_leader(Some(NodeId(1))),
+            Reply::NotLeader {
+                leader: Some(leader)
+            }
         );
-        assert_eq!(mismatch_line(Some(b"-")), "MISMATCH current=-");
-        assert_eq!(mismatch_line(Some(b"")), r#"MISMATCH current="""#);
-        assert_eq!(mismatch_line(Some(b"x y")), "MISMATCH current=x y");
+        let unknown = Reply::NotLeader { leader: None };
+        assert_eq!(replica.not_leader(None), unknown);
+        assert_eq!(
+            replica.not_leader(Some(NodeId(7))),
+            unknown,
+            "an id outside the member list names no one"
+        );
+    }
+
+    /// Requests answered at once, without the log.
+    #[test]
+    fn requests_answered_at_once() {
+        let token = ClientToken {
+            connection: 1,
+            request_id: 1,
+        };
+        let mut replica = replica();
+        for line in ["SGET k", "GET k", "GET \"a"] {
+            replica.handle_request(token, SessionTag::default(), line);
+        }
+        let replies: Vec<Reply> = replica
+            .take_replies()
+            .into_iter()
+            .map(|(_, reply)| reply)
+            .collect();
+        let parse_error = parse_request("GET \"a").expect_err("unterminated");
+        let expected = [
+            Reply::StaleNotFound {
+                applied: LogIndex(0),
+            },
+            Reply::NotLeader { leader: None },
+            Reply::BadRequest(parse_error.to_string().into()),
+        ];
+        assert_eq!(replies, expected);
     }
 }

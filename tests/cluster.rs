@@ -3,7 +3,7 @@
 mod common;
 
 use common::{poll_until, run_submit};
-use raftlite::client::{classify, ReplyKind};
+use raftlite::reply::{classify, ReplyKind};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

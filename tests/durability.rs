@@ -4,7 +4,8 @@
 mod common;
 
 use common::{poll_until, Cluster, RAFTLITE};
-use raftlite::client::{classify, Client, ReplyKind};
+use raftlite::client::Client;
+use raftlite::reply::{classify, ReplyKind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

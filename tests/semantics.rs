@@ -4,7 +4,8 @@
 mod common;
 
 use common::poll_until;
-use raftlite::client::{classify, Client, ReplyKind};
+use raftlite::client::Client;
+use raftlite::reply::{classify, Answer, Reply, ReplyKind};
 use std::time::{Duration, Instant};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -72,21 +73,24 @@ fn a_paused_follower_that_wakes_does_not_disturb_the_leader() {
     }
 }
 
+/// The number a GET of the counter read, or None for any other answer.
+fn counter_value(answer: &Answer) -> Option<u64> {
+    match answer {
+        Answer::Reply(Reply::Value(value)) => std::str::from_utf8(value).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
 /// Increments a counter with CAS until `count` increments were acknowledged;
 /// returns (acknowledged, unknown outcomes).
 fn increment(client: &mut Client, count: usize) -> (usize, usize) {
     let (mut acknowledged, mut unknown) = (0, 0);
     while acknowledged < count {
-        let current = client.execute("GET counter");
-        let Some(value) = current.strip_prefix("VALUE ") else {
-            assert_eq!(
-                classify(&current),
-                ReplyKind::Timeout,
-                "GET counter: {current}"
-            );
+        let current = client.ask("GET counter");
+        let Some(value) = counter_value(&current) else {
+            assert_eq!(current.kind(), ReplyKind::Timeout, "GET counter: {current}");
             continue;
         };
-        let value: u64 = value.parse().expect("a number");
         let reply = client.execute(&format!("CAS counter {value} {}", value + 1));
         match classify(&reply) {
             ReplyKind::Success => acknowledged += 1,
@@ -113,11 +117,9 @@ fn writes_retried_across_leader_kills_apply_exactly_once() {
         unknown += more_unknown;
         cluster.start_node(leader).expect("restart");
     }
-    let reply = client.execute("GET counter");
-    let final_value: usize = reply
-        .strip_prefix("VALUE ")
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("GET counter: {reply}"));
+    let answer = client.ask("GET counter");
+    let final_value = counter_value(&answer).unwrap_or_else(|| panic!("GET counter: {answer}"));
+    let final_value = usize::try_from(final_value).expect("a small counter");
     assert!(
         final_value >= acknowledged && final_value <= acknowledged + unknown,
         "counter {final_value}, {acknowledged} acknowledged, {unknown} unknown"

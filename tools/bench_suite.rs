@@ -21,6 +21,7 @@ mod gateway;
 use etcd_client::EtcdClient;
 
 use raftlite::fault::{poll_until, ClusterSpec, LocalCluster};
+use raftlite::reply::{Answer, Reply};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -410,10 +411,10 @@ fn failover_trials(options: &Options) -> Result<Vec<f64>, String> {
         client.execute(&format!("SET warm{trial}=1"));
         let killed_at = Instant::now();
         cluster.kill(leader);
-        let reply = client.execute(&format!("SET failover{trial}=1"));
+        let answer = client.ask(&format!("SET failover{trial}=1"));
         let elapsed_ms = killed_at.elapsed().as_secs_f64() * 1000.0;
-        if !reply.starts_with("OK") {
-            return Err(format!("trial {trial}: {reply}"));
+        if !matches!(answer, Answer::Reply(Reply::Ok { .. })) {
+            return Err(format!("trial {trial}: {answer}"));
         }
         results.push(elapsed_ms);
         cluster

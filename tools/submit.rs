@@ -2,7 +2,8 @@
 //! finder. One command with --cmd, or one command per stdin line with one
 //! reply line each.
 
-use raftlite::client::{classify, Client, ReplyKind};
+use raftlite::client::Client;
+use raftlite::reply::{Answer, ReplyKind};
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -174,8 +175,8 @@ fn normalize_address(text: &str) -> Result<String, String> {
     }
 }
 
-fn exit_code(reply: &str, redirect: bool) -> u8 {
-    match classify(reply) {
+fn exit_code(answer: &Answer, redirect: bool) -> u8 {
+    match answer.kind() {
         ReplyKind::Success => EXIT_SUCCESS,
         ReplyKind::NotLeader if !redirect => EXIT_NOT_LEADER,
         ReplyKind::Timeout => EXIT_TIMEOUT,
@@ -209,9 +210,9 @@ fn main() -> ExitCode {
     };
     let mut client = Client::new(arguments.seeds, arguments.timeout, arguments.redirect);
     if let Some(command) = arguments.command {
-        let reply = client.execute(&command);
-        println!("{reply}");
-        return ExitCode::from(exit_code(&reply, arguments.redirect));
+        let answer = client.ask(&command);
+        println!("{answer}");
+        return ExitCode::from(exit_code(&answer, arguments.redirect));
     }
     ExitCode::from(run_lines(&mut client, arguments.redirect))
 }
@@ -233,9 +234,9 @@ fn run_lines(client: &mut Client, redirect: bool) -> u8 {
                 return worse(code, EXIT_DEFINITE_ERROR);
             }
         };
-        let reply = client.execute(&line);
-        code = worse(code, exit_code(&reply, redirect));
-        if writeln!(stdout, "{reply}")
+        let answer = client.ask(&line);
+        code = worse(code, exit_code(&answer, redirect));
+        if writeln!(stdout, "{answer}")
             .and_then(|()| stdout.flush())
             .is_err()
         {

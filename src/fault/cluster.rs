@@ -4,6 +4,7 @@
 
 use super::proxy::LinkProxy;
 use crate::client::Client;
+use crate::reply::{Answer, Reply};
 use std::collections::HashMap;
 use std::io;
 use std::net::TcpListener;
@@ -257,8 +258,7 @@ impl LocalCluster {
     pub fn status(&self, index: usize) -> Option<HashMap<String, String>> {
         let address = vec![self.nodes[index].address()];
         let mut client = Client::new(address, Duration::from_millis(500), false);
-        let reply = client.execute("STATUS");
-        reply.starts_with("STATUS ").then(|| parse_fields(&reply))
+        status_fields(client.ask("STATUS"))
     }
 
     /// Every node's STATUS line (None for those that do not answer).
@@ -267,8 +267,9 @@ impl LocalCluster {
             .map(|index| {
                 let address = vec![self.nodes[index].address()];
                 let mut client = Client::new(address, Duration::from_millis(300), false);
-                let reply = client.execute("STATUS");
-                reply.starts_with("STATUS").then_some(reply)
+                let answer = client.ask("STATUS");
+                let is_status = matches!(answer, Answer::Reply(Reply::Status(_)));
+                is_status.then(|| answer.to_string())
             })
             .collect()
     }
@@ -458,11 +459,12 @@ fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
-pub fn parse_fields(line: &str) -> HashMap<String, String> {
-    line.split_whitespace()
-        .filter_map(|item| item.split_once('='))
-        .map(|(key, value)| (key.to_string(), value.to_string()))
-        .collect()
+/// A STATUS answer's fields by name; None for any other answer.
+pub fn status_fields(answer: Answer) -> Option<HashMap<String, String>> {
+    match answer {
+        Answer::Reply(Reply::Status(status)) => Some(status.fields().iter().cloned().collect()),
+        _ => None,
+    }
 }
 
 fn field<'a>(status: &'a HashMap<String, String>, name: &str) -> &'a str {

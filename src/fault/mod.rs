@@ -6,6 +6,6 @@ pub mod cluster;
 pub mod proxy;
 pub mod stale;
 
-pub use cluster::{free_ports, parse_fields, poll_until, ClusterSpec, LocalCluster, LocalNode};
+pub use cluster::{free_ports, poll_until, status_fields, ClusterSpec, LocalCluster, LocalNode};
 pub use proxy::LinkProxy;
 pub use stale::ForeignDir;

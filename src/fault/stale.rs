@@ -4,8 +4,9 @@
 //! data dir put back at a member's address would. Test infrastructure: the
 //! daemon never uses it.
 
-use super::cluster::{free_ports, parse_fields, poll_until, signal_pid};
+use super::cluster::{free_ports, poll_until, signal_pid, status_fields};
 use crate::client::Client;
+use crate::reply::{Answer, Reply};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -92,7 +93,7 @@ impl ForeignDir {
         let address = vec![format!("127.0.0.1:{port}")];
         let mut client = Client::new(address, Duration::from_millis(200), false);
         let elected = poll_until(ELECTED_WITHIN, || {
-            let status = parse_fields(&client.execute("STATUS"));
+            let status = status_fields(client.ask("STATUS")).unwrap_or_default();
             let leads = status.get("role").is_some_and(|role| role == "leader");
             let term = status.get("term").and_then(|term| term.parse().ok());
             let cluster = status.get("cluster").cloned();
@@ -110,9 +111,9 @@ impl ForeignDir {
         let mut client = Client::new(address, Duration::from_secs(5), false);
         for key in keys {
             self.writes += 1;
-            let reply = client.execute(&format!("SET {key} stale-{}-{}", self.id, self.writes));
-            if !reply.starts_with("OK") {
-                return Err(self.error(&format!("SET {key} answered {reply:?}")));
+            let answer = client.ask(&format!("SET {key} stale-{}-{}", self.id, self.writes));
+            if !matches!(answer, Answer::Reply(Reply::Ok { .. })) {
+                return Err(self.error(&format!("SET {key} answered {:?}", answer.to_string())));
             }
         }
         Ok(())

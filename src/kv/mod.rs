@@ -15,8 +15,8 @@ pub use command::{
 };
 pub use machine::{Applied, LogRecord, StateMachine};
 pub use quote::{
-    parse_quoted, parse_rest, parse_token, quote, quote_if_needed, Position, QuoteError, Token,
-    ABSENT_EXPECTED,
+    parse_quoted, parse_rest, parse_token, quote, quote_if_needed, write_if_needed, Position,
+    QuoteError, Token, ABSENT_EXPECTED,
 };
 pub use session::{CachedReply, SessionCheck, Sessions};
 pub use store::{Outcome, Store};

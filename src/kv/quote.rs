@@ -98,6 +98,15 @@ pub fn quote_if_needed(bytes: &[u8], position: Position) -> Cow<'_, str> {
     }
 }
 
+/// What `quote_if_needed` gives, written straight into `out`: a reply line
+/// is formatted into its frame without a String for a quoted value.
+pub fn write_if_needed(out: &mut impl fmt::Write, bytes: &[u8], position: Position) -> fmt::Result {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !needs_quotes(text, position) => out.write_str(text),
+        _ => write_quoted(out, bytes),
+    }
+}
+
 /// Empty text, a quote (a leading one would start a quoted string), a
 /// backslash (so no reader wonders whether it escapes) and control
 /// characters (which could break the line) need quotes anywhere; the rest
@@ -125,20 +134,24 @@ fn is_escaped(character: char) -> bool {
 /// `bytes` as a quoted string, always.
 pub fn quote(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() + 2);
-    out.push('"');
-    for chunk in bytes.utf8_chunks() {
-        for character in chunk.valid().chars() {
-            push_escaped(&mut out, character);
-        }
-        for &byte in chunk.invalid() {
-            push_hex(&mut out, byte);
-        }
-    }
-    out.push('"');
+    write_quoted(&mut out, bytes).expect("a String takes any text");
     out
 }
 
-fn push_escaped(out: &mut String, character: char) {
+fn write_quoted(out: &mut impl fmt::Write, bytes: &[u8]) -> fmt::Result {
+    out.write_char('"')?;
+    for chunk in bytes.utf8_chunks() {
+        for character in chunk.valid().chars() {
+            write_escaped(out, character)?;
+        }
+        for &byte in chunk.invalid() {
+            write_hex(out, byte)?;
+        }
+    }
+    out.write_char('"')
+}
+
+fn write_escaped(out: &mut impl fmt::Write, character: char) -> fmt::Result {
     let escape = match character {
         '"' => "\\\"",
         '\\' => "\\\\",
@@ -151,23 +164,20 @@ fn push_escaped(out: &mut String, character: char) {
             // C0, DEL and C1 controls: each UTF-8 byte as \xHH.
             let mut buffer = [0; 4];
             for &byte in character.encode_utf8(&mut buffer).as_bytes() {
-                push_hex(out, byte);
+                write_hex(out, byte)?;
             }
-            return;
+            return Ok(());
         }
-        character => {
-            out.push(character);
-            return;
-        }
+        character => return out.write_char(character),
     };
-    out.push_str(escape);
+    out.write_str(escape)
 }
 
-fn push_hex(out: &mut String, byte: u8) {
+fn write_hex(out: &mut impl fmt::Write, byte: u8) -> fmt::Result {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    out.push_str("\\x");
-    out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-    out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    out.write_str("\\x")?;
+    out.write_char(char::from(DIGITS[usize::from(byte >> 4)]))?;
+    out.write_char(char::from(DIGITS[usize::from(byte & 0xf)]))
 }
 
 /// Reads the quoted string `text` starts with: its bytes, and the text
@@ -467,6 +477,16 @@ mod tests {
             assert_eq!(token.into_bytes(), bytes, "{line_end}");
             let written = quote(&bytes);
             assert!(!written.contains(char::is_control), "{written}");
+            for position in [
+                Position::Key,
+                Position::Word,
+                Position::Expected,
+                Position::LineEnd,
+            ] {
+                let mut direct = String::new();
+                write_if_needed(&mut direct, &bytes, position).expect("into a String");
+                assert_eq!(direct, quote_if_needed(&bytes, position), "{position:?}");
+            }
         }
     }
 }

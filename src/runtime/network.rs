@@ -16,8 +16,9 @@ use crate::constants::{
 use crate::log;
 use crate::log_limited;
 use crate::replica::{ClientToken, SessionTag};
+use crate::reply::Reply;
 use crate::storage::Storage;
-use crate::wire::{encode_frame, ClientRequest, ClientResponse, Frame};
+use crate::wire::{encode_client_response, encode_frame, ClientRequest, Frame};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
@@ -324,7 +325,7 @@ impl<S: Storage<Job = crate::storage::SyncJob>> Server<S> {
         }
     }
 
-    pub(super) fn send_client_reply(&mut self, client: ClientToken, reply: String) {
+    pub(super) fn send_client_reply(&mut self, client: ClientToken, reply: Reply) {
         let token = Token(client.connection as usize);
         let Some(connection) = self.connections.get_mut(&token) else {
             return; // the client went away
@@ -333,11 +334,7 @@ impl<S: Storage<Job = crate::storage::SyncJob>> Server<S> {
             return;
         };
         let was_full = connection.requests_in_flight.len() + 1 >= CLIENT_REQUESTS_IN_FLIGHT_MAX;
-        let response = Frame::ClientResponse(ClientResponse {
-            request_id: client.request_id,
-            reply,
-        });
-        encode_frame(&response, connection.output());
+        encode_client_response(client.request_id, &reply, connection.output());
         let overflowed = connection.output_overflowed();
         if let Some(timer) = timer {
             self.timers.cancel(timer);

@@ -315,12 +315,11 @@ impl<S: Storage<Job = SyncJob>> Server<S> {
     /// STATUS: called when they change and by every sweep (they expire).
     pub(super) fn update_status_extra(&mut self) {
         let now_ms = self.clock.now_ms();
-        let extra = format!(
-            "refused={} refused_by={} clients={}",
-            self.refusals_given.text(now_ms),
-            self.refusals_received.text(now_ms),
-            self.client_slot_count()
-        );
+        let extra = vec![
+            ("refused", self.refusals_given.text(now_ms)),
+            ("refused_by", self.refusals_received.text(now_ms)),
+            ("clients", self.client_slot_count().to_string()),
+        ];
         self.replica.set_status_extra(extra);
     }
 

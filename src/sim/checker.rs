@@ -6,12 +6,13 @@
 use super::disk::Disk;
 use super::hash::{entry_hash_of, prefix_hash};
 use super::history::History;
-use super::model::value_line;
+use super::model::read_reply;
 use super::node::Node;
 use super::property::{violated, Property, Violation};
 use super::workload::{AttemptState, OperationKind};
 use crate::core::raft_log::RaftLog;
 use crate::core::{EntryKind, HardState, LogIndex, Role, Status, Term};
+use crate::reply::Reply;
 use std::collections::btree_map::Entry as MapEntry;
 use std::collections::BTreeMap;
 
@@ -42,7 +43,8 @@ pub struct Applied {
 pub struct ObservedReply {
     pub node: usize,
     pub request_id: u64,
-    pub line: String,
+    /// The reply (what its line says).
+    pub line: Reply,
     pub state: AttemptState,
     pub request_line: String,
     pub kind: OperationKind,
@@ -384,17 +386,20 @@ impl Checker {
     /// the key held at the node's applied index, which must cover every
     /// entry committed before the client sent it (linearizability).
     pub fn check_reply(&self, reply: &ObservedReply) -> Result<(), Violation> {
-        let what = format!(
-            "n{} answered #{} ({}) with {:?}",
-            reply.node, reply.request_id, reply.request_line, reply.line
+        let no_outcome = matches!(
+            reply.line,
+            Reply::NotLeader { .. } | Reply::Timeout | Reply::Unavailable(_)
         );
-        let no_outcome = ["ERR NOT_LEADER", "ERR TIMEOUT", "ERR UNAVAILABLE"];
-        if no_outcome
-            .iter()
-            .any(|prefix| reply.line.starts_with(prefix))
-        {
+        if no_outcome {
             return Ok(());
         }
+        let what = format!(
+            "n{} answered #{} ({}) with {:?}",
+            reply.node,
+            reply.request_id,
+            reply.request_line,
+            reply.line.to_string()
+        );
         match &reply.kind {
             OperationKind::Read { key } => self.check_read(reply, key, &what),
             OperationKind::Register | OperationKind::Write => self.check_outcome(reply, &what),
@@ -421,13 +426,11 @@ impl Checker {
                 format!("{what}, but index {index} holds another command"),
             );
         }
-        if committed.expected_reply.as_deref() != Some(reply.line.as_str()) {
+        if committed.expected_reply.as_ref() != Some(&reply.line) {
+            let expected = committed.expected_reply.as_ref().map(Reply::to_string);
             return violated(
                 Property::ClientSemantics,
-                format!(
-                    "{what}; the committed history at {index} says {:?}",
-                    committed.expected_reply
-                ),
+                format!("{what}; the committed history at {index} says {expected:?}"),
             );
         }
         Ok(())
@@ -444,8 +447,9 @@ impl Checker {
                 ),
             );
         }
-        let expected = value_line(self.history.value_at(key, applied));
+        let expected = read_reply(self.history.value_at(key, applied));
         if reply.line != expected {
+            let expected = expected.to_string();
             return violated(
                 Property::ClientSemantics,
                 format!("{what}; at applied index {applied} the key held {expected:?}"),

@@ -6,8 +6,8 @@ use crate::replica::{ClientToken, SessionTag};
 /// What a client receives for an attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
-    /// A reply line from the node.
-    Line(String),
+    /// A reply from the node (what its line says).
+    Line(crate::reply::Reply),
     /// The connection broke (the node crashed) before a reply came.
     Disconnected,
 }

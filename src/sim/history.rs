@@ -4,6 +4,7 @@
 use super::hash::{entry_hash, prefix_hash};
 use super::model::Model;
 use crate::core::{Entry, LogIndex, Term};
+use crate::reply::Reply;
 
 pub struct HistoryEntry {
     pub term: Term,
@@ -15,7 +16,7 @@ pub struct HistoryEntry {
     pub entry_hash: u64,
     /// Prefix hash of the history up to and including this entry.
     pub prefix_hash: u64,
-    pub expected_reply: Option<String>,
+    pub expected_reply: Option<Reply>,
 }
 
 #[derive(Default)]

@@ -6,8 +6,8 @@
 
 use crate::constants::SESSIONS_MAX;
 use crate::core::{Entry, EntryKind, LogIndex};
-use crate::kv::{quote_if_needed, Command, LogRecord, Position};
-use std::borrow::Cow;
+use crate::kv::{Command, LogRecord};
+use crate::reply::Reply;
 use std::collections::BTreeMap;
 
 /// The values one key took, in log order, with the index that set each
@@ -17,7 +17,7 @@ type KeyHistory = Vec<(LogIndex, Option<Vec<u8>>)>;
 struct Session {
     last_sequence: u64,
     /// The reply of the command numbered `last_sequence`, for its retries.
-    reply: Option<String>,
+    reply: Option<Reply>,
 }
 
 #[derive(Default)]
@@ -29,15 +29,18 @@ pub struct Model {
 }
 
 impl Model {
-    /// Applies the next committed entry; returns the reply line the client
+    /// Applies the next committed entry; returns the reply the client
     /// whose proposal it is must get, or None for a no-op.
-    pub fn apply(&mut self, entry: &Entry) -> Option<String> {
+    pub fn apply(&mut self, entry: &Entry) -> Option<Reply> {
         if entry.kind != EntryKind::Command {
             return None;
         }
         let record = match LogRecord::decode(&entry.data) {
             Ok(record) => record,
-            Err(error) => return Some(format!("ERR BAD_REQUEST undecodable command: {error}")),
+            Err(error) => {
+                let reason = format!("undecodable command: {error}");
+                return Some(Reply::BadRequest(reason.into()));
+            }
         };
         let reply = match record {
             LogRecord::Register => self.register(entry.index),
@@ -61,7 +64,7 @@ impl Model {
         value.as_deref()
     }
 
-    fn register(&mut self, index: LogIndex) -> String {
+    fn register(&mut self, index: LogIndex) -> Reply {
         // The workload opens a handful of sessions, far from the table's
         // limit, so the model never needs to evict.
         assert!(self.sessions.len() < SESSIONS_MAX, "too many sessions");
@@ -70,7 +73,7 @@ impl Model {
             reply: None,
         };
         self.sessions.insert(index.0, session);
-        format!("SESSION id={index}")
+        Reply::Session { id: index.0 }
     }
 
     /// Dissertation §6.3: a command numbered within a session applies once;
@@ -81,18 +84,16 @@ impl Model {
         client_id: u64,
         sequence: u64,
         command: &Command,
-    ) -> String {
+    ) -> Reply {
+        let stale = || Reply::BadRequest("stale sequence number".into());
         let Some(session) = self.sessions.get(&client_id) else {
-            return "ERR SESSION_EXPIRED".to_string();
+            return Reply::SessionExpired;
         };
         if sequence < session.last_sequence {
-            return "ERR BAD_REQUEST stale sequence number".to_string();
+            return stale();
         }
         if sequence == session.last_sequence {
-            return match &session.reply {
-                Some(reply) => reply.clone(),
-                None => "ERR BAD_REQUEST stale sequence number".to_string(),
-            };
+            return session.reply.clone().unwrap_or_else(stale);
         }
         let reply = self.apply_command(entry, command);
         let session = self.sessions.get_mut(&client_id).expect("looked up above");
@@ -101,8 +102,11 @@ impl Model {
         reply
     }
 
-    fn apply_command(&mut self, entry: &Entry, command: &Command) -> String {
-        let ok = format!("OK index={} term={}", entry.index, entry.term);
+    fn apply_command(&mut self, entry: &Entry, command: &Command) -> Reply {
+        let ok = Reply::Ok {
+            index: entry.index,
+            term: entry.term,
+        };
         match command {
             Command::Set { key, value } => {
                 self.set(entry.index, key, Some(value.clone()));
@@ -112,14 +116,12 @@ impl Model {
                 self.set(entry.index, key, None);
                 ok
             }
-            Command::Get { key } => value_line(self.map.get(key).map(Vec::as_slice)),
+            Command::Get { key } => read_reply(self.map.get(key).map(Vec::as_slice)),
             Command::Cas { key, expected, new } => {
                 let current = self.map.get(key);
                 if current != expected.as_ref() {
-                    return match current {
-                        Some(value) => format!("MISMATCH current={}", line_end(value)),
-                        None => "MISMATCH absent".to_string(),
-                    };
+                    let current = current.cloned();
+                    return Reply::Mismatch { current };
                 }
                 self.set(entry.index, key, Some(new.clone()));
                 ok
@@ -137,24 +139,18 @@ impl Model {
     }
 }
 
-/// The reply to a read that found `value`.
-pub fn value_line(value: Option<&[u8]>) -> String {
+/// The reply to a linearizable read that found `value`.
+pub fn read_reply(value: Option<&[u8]>) -> Reply {
     match value {
-        Some(value) => format!("VALUE {}", line_end(value)),
-        None => "NOT_FOUND".to_string(),
+        Some(value) => Reply::Value(value.to_vec()),
+        None => Reply::NotFound,
     }
-}
-
-/// A value at the end of a reply line, quoted where the bare bytes would be
-/// ambiguous; the quoting rules are shared with the replies, the choice of
-/// reply is the model's own.
-fn line_end(value: &[u8]) -> Cow<'_, str> {
-    quote_if_needed(value, Position::LineEnd)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Term;
     use crate::kv::parse_request;
 
     fn entry(index: u64, record: &LogRecord) -> Entry {
@@ -175,15 +171,16 @@ mod tests {
     fn sessions_apply_once_and_reads_see_any_index() {
         let mut model = Model::default();
         let register = model.apply(&entry(1, &LogRecord::Register));
-        assert_eq!(register.as_deref(), Some("SESSION id=1"));
+        assert_eq!(register, Some(Reply::Session { id: 1 }));
         let set = command("SET k a", Some((1, 1)));
+        let ok = Reply::Ok {
+            index: LogIndex(2),
+            term: Term(1),
+        };
+        assert_eq!(model.apply(&entry(2, &set)), Some(ok.clone()));
         assert_eq!(
-            model.apply(&entry(2, &set)).as_deref(),
-            Some("OK index=2 term=1")
-        );
-        assert_eq!(
-            model.apply(&entry(3, &set)).as_deref(),
-            Some("OK index=2 term=1"),
+            model.apply(&entry(3, &set)),
+            Some(ok),
             "a retry gets the first reply"
         );
         let del = command("DEL k", None);
@@ -193,32 +190,32 @@ mod tests {
         assert_eq!(model.value_at(b"k", LogIndex(4)), None);
         let expired = command("SET k b", Some((9, 1)));
         assert_eq!(
-            model.apply(&entry(5, &expired)).as_deref(),
-            Some("ERR SESSION_EXPIRED")
+            model.apply(&entry(5, &expired)),
+            Some(Reply::SessionExpired)
         );
     }
 
-    /// The same reply strings as the state machine's (see the tests in
-    /// `replica.rs`): absence is a word of its own, values that look like
-    /// it are values, and ambiguous values are quoted.
+    /// Absence is not a value, and values that look like it are values.
     #[test]
     fn replies_tell_absence_from_values_that_look_like_it() {
         let mut model = Model::default();
-        let apply = |model: &mut Model, index: u64, line: &str| {
-            model.apply(&entry(index, &command(line, None)))
+        let apply = |model: &mut Model, index: u64, request: &str| {
+            model.apply(&entry(index, &command(request, None)))
         };
-        let reply = apply(&mut model, 1, "CAS k x y");
-        assert_eq!(reply.as_deref(), Some("MISMATCH absent"));
+        let mismatch = |current: Option<&[u8]>| {
+            Some(Reply::Mismatch {
+                current: current.map(<[u8]>::to_vec),
+            })
+        };
+        assert_eq!(apply(&mut model, 1, "CAS k x y"), mismatch(None));
         apply(&mut model, 2, "SET k NOT_FOUND");
         let reply = apply(&mut model, 3, "CAS k - y");
-        assert_eq!(reply.as_deref(), Some("MISMATCH current=NOT_FOUND"));
+        assert_eq!(reply, mismatch(Some(b"NOT_FOUND")));
         apply(&mut model, 4, r#"SET "a b" -"#);
         let reply = apply(&mut model, 5, r#"GET "a b""#);
-        assert_eq!(reply.as_deref(), Some("VALUE -"));
+        assert_eq!(reply, Some(Reply::Value(b"-".to_vec())));
         apply(&mut model, 6, r#"SET k """#);
-        let reply = apply(&mut model, 7, "CAS k - y");
-        assert_eq!(reply.as_deref(), Some(r#"MISMATCH current="""#));
-        assert_eq!(value_line(Some(b" x")), r#"VALUE " x""#);
-        assert_eq!(value_line(Some(b"hello world")), "VALUE hello world");
+        assert_eq!(apply(&mut model, 7, "CAS k - y"), mismatch(Some(b"")));
+        assert_eq!(apply(&mut model, 8, "GET gone"), Some(Reply::NotFound));
     }
 }

@@ -214,7 +214,7 @@ pub enum TraceEvent {
     NodeReply {
         node: usize,
         request_id: u64,
-        line: String,
+        line: crate::reply::Reply,
     },
     FaultsStop,
     /// The targeted fault of `divergence.rs`.

@@ -4,13 +4,13 @@
 //! follow NOT_LEADER hints, retry elsewhere after a timeout or a broken
 //! connection. Every attempt is remembered so its reply can be checked.
 
-use super::event::Reply;
+use super::event;
 use super::options::{CLIENT_RETRY_PAUSE_MS, KEYS_COUNT, OPERATIONS_PER_CLIENT_MAX};
-use crate::client::{classify, leader_hint, ReplyKind};
 use crate::core::rng::Rng;
 use crate::core::LogIndex;
 use crate::kv::{parse_request, LogRecord};
 use crate::replica::{ClientToken, SessionTag};
+use crate::reply::{Reply, ReplyKind};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -281,32 +281,35 @@ impl Workload {
         rng: &mut Rng,
         client: usize,
         request_id: u64,
-        reply: &Reply,
+        reply: &event::Reply,
     ) -> Option<u64> {
         let state = &self.clients[client];
         if state.state != (ClientState::Waiting { request_id }) {
             return None; // a late reply to an attempt the client gave up on
         }
-        let line = match reply {
-            Reply::Line(line) => line.as_str(),
-            Reply::Disconnected => return self.retry(rng, client, None),
+        let reply = match reply {
+            event::Reply::Line(reply) => reply,
+            event::Reply::Disconnected => return self.retry(rng, client, None),
         };
-        if let Some(client_id) = session_opened(line) {
-            self.clients[client].session = SessionState::Open {
-                client_id,
-                sequence_last: 0,
-            };
-            return self.complete(rng, client);
+        match reply {
+            Reply::Session { id } => {
+                self.clients[client].session = SessionState::Open {
+                    client_id: *id,
+                    sequence_last: 0,
+                };
+                return self.complete(rng, client);
+            }
+            Reply::SessionExpired => {
+                self.clients[client].session = SessionState::Closed;
+                self.clients[client].operation = None;
+                return self.retry(rng, client, None);
+            }
+            _ => {}
         }
-        if line == "ERR SESSION_EXPIRED" {
-            self.clients[client].session = SessionState::Closed;
-            self.clients[client].operation = None;
-            return self.retry(rng, client, None);
-        }
-        match classify(line) {
+        match reply.kind() {
             ReplyKind::Success | ReplyKind::Mismatch => self.complete(rng, client),
             ReplyKind::NotLeader => {
-                let hint = leader_hint(line).and_then(node_of_address);
+                let hint = reply.leader_hint().and_then(node_of_address);
                 self.retry(rng, client, hint)
             }
             ReplyKind::Timeout | ReplyKind::Error => self.retry(rng, client, None),
@@ -450,11 +453,6 @@ fn write(session: &mut SessionState, line: String, is_final: bool) -> Operation 
         data,
         is_final,
     }
-}
-
-/// The id a `SESSION id=N` reply opens.
-fn session_opened(line: &str) -> Option<u64> {
-    line.strip_prefix("SESSION id=")?.parse().ok()
 }
 
 fn pick_verb(rng: &mut Rng) -> Verb {

@@ -269,6 +269,29 @@ pub(super) fn encode_payload(frame: &Frame, out: &mut Vec<u8>) {
     }
 }
 
+/// A ClientResponse payload whose reply is `reply` as `Display` writes it,
+/// formatted into `out` rather than into a String first. The same bytes as
+/// `encode_payload` of a `ClientResponse` holding that text.
+pub(super) fn encode_client_response_payload(
+    request_id: u64,
+    reply: &impl fmt::Display,
+    out: &mut Vec<u8>,
+) {
+    put_u64(out, request_id);
+    // The reply's size goes in front of it, so it is patched in once known.
+    let size_at = out.len();
+    put_u32(out, 0);
+    let reply_at = out.len();
+    std::io::Write::write_fmt(out, format_args!("{reply}"))
+        .expect("writing into a Vec cannot fail");
+    let size = out.len() - reply_at;
+    assert!(
+        size <= FRAME_SIZE_MAX,
+        "field of {size} bytes exceeds maximum {FRAME_SIZE_MAX}"
+    );
+    BigEndian::write_u32(&mut out[size_at..reply_at], size as u32);
+}
+
 pub(super) fn encode_message_payload(message: &Message, out: &mut Vec<u8>) {
     put_u32(out, message.from.0);
     put_u32(out, message.to.0);

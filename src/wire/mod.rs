@@ -12,7 +12,7 @@ mod frame;
 mod handshake;
 
 pub use codec::{ClientRequest, ClientResponse, Frame, PayloadError};
-pub use frame::{encode_frame, encode_message, FrameDecoder, WireError};
+pub use frame::{encode_client_response, encode_frame, encode_message, FrameDecoder, WireError};
 pub use handshake::{
     PeerChallenge, PeerHello, PeerProof, PeerRefused, PeerWelcome, RefusalReason, ADDRESS_SIZE_MAX,
     NONCE_SIZE, PROOF_SIZE,

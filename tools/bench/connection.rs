@@ -3,11 +3,12 @@
 //! offset for partial writes; WRITABLE interest only while connecting or
 //! while output is queued. It moves bytes and frames, and decides nothing.
 //! The codec is raftlite's frames or, in etcd mode, HTTP (`etcd.rs`); either
-//! way the driver gets a raftlite reply line.
+//! way the driver gets a raftlite reply.
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use raftlite::constants::FRAME_SIZE_MAX;
+use raftlite::reply::{Answer, Asked};
 use raftlite::wire::{encode_frame, ClientRequest, Frame, FrameDecoder};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -38,7 +39,7 @@ enum Link {
     Up { stream: TcpStream },
 }
 
-/// How requests become bytes and bytes become reply lines.
+/// How requests become bytes and bytes become replies.
 enum Codec {
     Raftlite(FrameDecoder),
     Etcd(HttpCodec),
@@ -48,7 +49,7 @@ enum Codec {
 pub enum Step {
     Nothing,
     /// The reply to the outstanding request.
-    Reply(String),
+    Reply(Answer),
     /// The connection failed and is closed: `ConnectFailed` if it never
     /// opened (nothing was sent), `ConnectionLost` or `ProtocolError` if it
     /// had (a request sent on it has an unknown outcome).
@@ -300,7 +301,7 @@ impl Connection {
     /// came. A read shorter than the room offered means the socket was empty
     /// at that moment, and any later byte raises a new edge, so the extra
     /// read that would only return WouldBlock is skipped.
-    fn receive(&mut self) -> Result<Option<String>, (ErrorKind, String)> {
+    fn receive(&mut self) -> Result<Option<Answer>, (ErrorKind, String)> {
         let mut reply = None;
         let mut size_read = 0;
         loop {
@@ -338,13 +339,13 @@ impl Connection {
 
     /// Drains complete replies; the codec must be empty of whole replies
     /// before the next read.
-    fn take_replies(&mut self, reply: &mut Option<String>) -> Result<(), String> {
+    fn take_replies(&mut self, reply: &mut Option<Answer>) -> Result<(), String> {
         let decoder = match &mut self.codec {
             Codec::Raftlite(decoder) => decoder,
             Codec::Etcd(http) => {
-                while let Some(line) = http.take_reply()? {
+                while let Some(answer) = http.take_reply()? {
                     self.awaited_request_id = None;
-                    *reply = Some(line);
+                    *reply = Some(answer);
                 }
                 return Ok(());
             }
@@ -355,7 +356,8 @@ impl Connection {
                 Ok(Some(Frame::ClientResponse(response))) => {
                     if self.awaited_request_id == Some(response.request_id) {
                         self.awaited_request_id = None;
-                        *reply = Some(response.reply);
+                        // The bench sends GET and SET, never SGET.
+                        *reply = Some(Answer::from_line(response.reply, Asked::Other));
                     }
                 }
                 Ok(Some(_)) => return Err("node sent a frame that is not a reply".to_string()),

@@ -14,7 +14,8 @@ use crate::report::{write_stdout, CpuSeconds, CpuTicks};
 use crate::stats::{classify_reply, ErrorKind, ReplyClass, Stats};
 use crate::workload::{OperationKind, Random, Schedule, Workload};
 use mio::{Events, Poll, Token};
-use raftlite::client::{leader_hint, Backoff};
+use raftlite::client::Backoff;
+use raftlite::reply::{Answer, Reply};
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -459,16 +460,14 @@ impl Driver {
         self.on_step(index, step, now);
     }
 
-    fn on_reply(&mut self, index: usize, reply: &str, now: Instant) {
+    fn on_reply(&mut self, index: usize, reply: &Answer, now: Instant) {
         let client = &mut self.clients[index];
         let Waiting::Reply { purpose, .. } = client.waiting else {
             return; // nothing was asked: ignored
         };
         client.waiting = Waiting::Nothing;
-        if purpose == Purpose::Register {
-            if let Some(session_id) = parse_session(reply) {
-                return self.on_registered(index, session_id, now);
-            }
+        if let (Purpose::Register, Answer::Reply(Reply::Session { id })) = (purpose, reply) {
+            return self.on_registered(index, *id, now);
         }
         let kind = match classify_reply(reply) {
             ReplyClass::Success if purpose == Purpose::Operation => {
@@ -518,12 +517,15 @@ impl Driver {
         &mut self,
         index: usize,
         kind: ErrorKind,
-        reply: &str,
+        reply: &Answer,
         purpose: Purpose,
         now: Instant,
     ) {
         match kind {
-            ErrorKind::NotLeader => self.follow_leader(index, leader_hint(reply), now),
+            ErrorKind::NotLeader => {
+                let hint = reply.reply().and_then(Reply::leader_hint);
+                self.follow_leader(index, hint, now)
+            }
             ErrorKind::Timeout => {
                 // Unknown outcome: retried elsewhere under the same sequence,
                 // which the session applies at most once.
@@ -948,30 +950,18 @@ fn errors_line(stats: &Stats) -> String {
     }
 }
 
-/// The session id of a `SESSION id=N` reply.
-fn parse_session(reply: &str) -> Option<u64> {
-    reply
-        .strip_prefix("SESSION id=")
-        .and_then(|text| text.trim().parse::<u64>().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raftlite::wire::{encode_frame, ClientResponse, Frame, FrameDecoder};
+    use raftlite::core::{LogIndex, Term};
+    use raftlite::reply::Leader;
+    use raftlite::wire::{encode_client_response, Frame, FrameDecoder};
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
 
-    #[test]
-    fn session_replies_are_parsed() {
-        assert_eq!(parse_session("SESSION id=42"), Some(42));
-        assert_eq!(parse_session("SESSION id=x"), None);
-        assert_eq!(parse_session("ERR NOT_LEADER leader=unknown"), None);
-    }
-
     /// A stand-in node on a loopback port: each request's command goes
     /// through `answer`, and `None` means never reply.
-    fn fake_node(answer: fn(&str, u64, u64) -> Option<String>) -> SocketAddr {
+    fn fake_node(answer: fn(&str, u64, u64) -> Option<Reply>) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("address");
         std::thread::spawn(move || {
@@ -982,7 +972,7 @@ mod tests {
         address
     }
 
-    fn serve(mut stream: TcpStream, answer: fn(&str, u64, u64) -> Option<String>) {
+    fn serve(mut stream: TcpStream, answer: fn(&str, u64, u64) -> Option<Reply>) {
         let mut decoder = FrameDecoder::new();
         loop {
             let spare = decoder.spare(4096);
@@ -995,11 +985,7 @@ mod tests {
                 let reply = answer(&request.command, request.session_id, request.sequence);
                 let Some(reply) = reply else { continue };
                 let mut out = Vec::new();
-                let response = ClientResponse {
-                    request_id: request.request_id,
-                    reply,
-                };
-                encode_frame(&Frame::ClientResponse(response), &mut out);
+                encode_client_response(request.request_id, &reply, &mut out);
                 if stream.write_all(&out).is_err() {
                     return;
                 }
@@ -1016,12 +1002,9 @@ mod tests {
                 if request.command != "REGISTER" {
                     return;
                 }
-                let response = ClientResponse {
-                    request_id: request.request_id,
-                    reply: "SESSION id=7".to_string(),
-                };
                 let mut out = Vec::new();
-                encode_frame(&Frame::ClientResponse(response), &mut out);
+                let reply = Reply::Session { id: 7 };
+                encode_client_response(request.request_id, &reply, &mut out);
                 if stream.write_all(&out).is_err() {
                     return;
                 }
@@ -1029,14 +1012,18 @@ mod tests {
         }
     }
 
-    fn leader_answer(command: &str, session_id: u64, sequence: u64) -> Option<String> {
-        match command.split(' ').next() {
-            Some("REGISTER") => Some("SESSION id=7".to_string()),
+    fn leader_answer(command: &str, session_id: u64, sequence: u64) -> Option<Reply> {
+        let reply = match command.split(' ').next() {
+            Some("REGISTER") => Reply::Session { id: 7 },
             // Writes must come numbered in the session.
-            Some("SET") if session_id == 7 && sequence > 0 => Some("OK index=9 term=1".into()),
-            Some("GET") if session_id == 0 => Some("NOT_FOUND".to_string()),
-            _ => Some("ERR BAD_REQUEST unexpected".to_string()),
-        }
+            Some("SET") if session_id == 7 && sequence > 0 => Reply::Ok {
+                index: LogIndex(9),
+                term: Term(1),
+            },
+            Some("GET") if session_id == 0 => Reply::NotFound,
+            _ => Reply::BadRequest("unexpected".into()),
+        };
+        Some(reply)
     }
 
     fn settings(seeds: Vec<SocketAddr>, read_ratio: f64, timeout_ms: u64) -> Settings {
@@ -1065,7 +1052,13 @@ mod tests {
         let leader = *LEADER.get_or_init(|| fake_node(leader_answer));
         let follower = fake_node(|_, _, _| {
             let leader = LEADER.get().expect("leader first");
-            Some(format!("ERR NOT_LEADER leader=A addr={leader}"))
+            let leader = Leader {
+                id: "A".to_string(),
+                address: leader.to_string(),
+            };
+            Some(Reply::NotLeader {
+                leader: Some(leader),
+            })
         });
         let started = Instant::now();
         let outcome = run(settings(vec![follower, leader], 0.5, 1000)).expect("runs");
@@ -1141,7 +1134,7 @@ mod tests {
     fn definite_errors_fail_the_operation_without_retry() {
         let node = fake_node(|command, session_id, sequence| {
             if command.starts_with("GET") {
-                return Some("ERR UNAVAILABLE too many pending reads".to_string());
+                return Some(Reply::Unavailable("too many pending reads".into()));
             }
             leader_answer(command, session_id, sequence)
         });

@@ -1,8 +1,8 @@
 //! etcd mode: the same commands as raftlite mode, sent to etcd 3.4 through its
 //! gRPC-gateway JSON API over HTTP/1.1 keep-alive. `SET k v` becomes
 //! `POST /v3/kv/put`, `GET k` a linearizable `POST /v3/kv/range`. Responses
-//! are read back into raftlite's reply words (`OK`, `VALUE`, `NOT_FOUND`,
-//! `ERR UNAVAILABLE ...`), so the driver's accounting applies unchanged.
+//! are read back into raftlite's replies (OK, VALUE, NOT_FOUND, UNAVAILABLE),
+//! so the driver's accounting applies unchanged.
 //!
 //! etcd has no sessions: the driver's setup `REGISTER` becomes a range of
 //! `PROBE_KEY`, a linearizable read that proves the member is connected and
@@ -12,6 +12,8 @@
 //! Pure: no IO; the connection moves the bytes.
 
 use raftlite::constants::{KEY_SIZE_MAX, VALUE_SIZE_MAX};
+use raftlite::core::{LogIndex, Term};
+use raftlite::reply::{Answer, Reply};
 use std::net::SocketAddr;
 
 /// The key setup reads; outside the workload's `k<digits>` keys.
@@ -118,29 +120,32 @@ pub fn encode_post(path: &str, body: &[u8], host: SocketAddr, out: &mut Vec<u8>)
     out.extend_from_slice(body);
 }
 
-/// The reply word the driver understands for `response` to `request`.
+/// The raftlite reply the driver understands for `response` to `request`.
 /// Any status but 200 is a definite failure (gRPC errors arrive as 4xx or
-/// 5xx with a JSON error body), counted as UNAVAILABLE.
-pub fn reply_for(request: Request, response: &Response) -> String {
+/// 5xx with a JSON error body), counted as UNAVAILABLE. The driver only
+/// counts outcomes, so a put's revision and a range's value are not read:
+/// OK carries index and term 0, VALUE an empty value.
+pub fn reply_for(request: Request, response: &Response) -> Answer {
     if response.status != 200 {
-        return format!(
-            "ERR UNAVAILABLE etcd HTTP {}: {}",
-            response.status,
-            quote(&response.body)
-        );
+        let reason = format!("etcd HTTP {}: {}", response.status, quote(&response.body));
+        return Reply::Unavailable(reason.into()).into();
     }
     if find(&response.body, b"\"header\"").is_none() {
         // Every etcd KV response has a header; a 200 without one came from
         // something that is not etcd's gateway.
-        return format!("ERR OTHER_REPLY no etcd header: {}", quote(&response.body));
+        return Answer::Unreadable(format!("no etcd header: {}", quote(&response.body)));
     }
-    match request {
-        Request::Probe => "SESSION id=0".to_string(),
-        Request::Put => "OK".to_string(),
+    let reply = match request {
+        Request::Probe => Reply::Session { id: 0 },
+        Request::Put => Reply::Ok {
+            index: LogIndex(0),
+            term: Term(0),
+        },
         // The gateway leaves empty fields out, so a miss has no "kvs".
-        Request::Range if find(&response.body, b"\"kvs\"").is_some() => "VALUE".to_string(),
-        Request::Range => "NOT_FOUND".to_string(),
-    }
+        Request::Range if find(&response.body, b"\"kvs\"").is_some() => Reply::Value(Vec::new()),
+        Request::Range => Reply::NotFound,
+    };
+    reply.into()
 }
 
 /// One connection's response side: bytes in, whole responses out. One
@@ -177,7 +182,7 @@ impl HttpCodec {
 
     /// The awaited request's reply once its whole response is in; `Err`
     /// when the bytes are not a response or nothing was asked.
-    pub fn take_reply(&mut self) -> Result<Option<String>, String> {
+    pub fn take_reply(&mut self) -> Result<Option<Answer>, String> {
         let Some((response, consumed)) = parse_response(&self.buffer[..self.filled])? else {
             if self.filled > BUFFERED_SIZE_MAX {
                 return Err(format!(
@@ -408,7 +413,7 @@ mod tests {
 
     /// Feeds `wire` to a codec `piece_size` bytes per read, as a socket
     /// might, and collects the replies.
-    fn replies_in_pieces(wire: &[u8], piece_size: usize, requests: &[Request]) -> Vec<String> {
+    fn replies_in_pieces(wire: &[u8], piece_size: usize, requests: &[Request]) -> Vec<Answer> {
         let mut codec = HttpCodec::default();
         let mut replies = Vec::new();
         let mut awaiting = requests.iter();
@@ -431,7 +436,14 @@ mod tests {
         wire.extend_from_slice(PUT_RESPONSE.as_bytes());
         for piece_size in [1, 2, 7, 100, wire.len()] {
             let replies = replies_in_pieces(&wire, piece_size, &[Request::Put, Request::Probe]);
-            assert_eq!(replies, ["OK", "SESSION id=0"], "pieces of {piece_size}");
+            let expected = [
+                Answer::Reply(Reply::Ok {
+                    index: LogIndex(0),
+                    term: Term(0),
+                }),
+                Answer::Reply(Reply::Session { id: 0 }),
+            ];
+            assert_eq!(replies, expected, "pieces of {piece_size}");
         }
     }
 
@@ -449,7 +461,8 @@ mod tests {
         wire.extend_from_slice(PUT_RESPONSE.as_bytes());
         for piece_size in [1, 3, 16, wire.len()] {
             let replies = replies_in_pieces(&wire, piece_size, &[Request::Range, Request::Range]);
-            assert_eq!(replies, ["VALUE", "NOT_FOUND"], "pieces of {piece_size}");
+            let expected = [Reply::Value(Vec::new()), Reply::NotFound].map(Answer::Reply);
+            assert_eq!(replies, expected, "pieces of {piece_size}");
         }
     }
 
@@ -462,12 +475,16 @@ mod tests {
         );
         let replies = replies_in_pieces(wire.as_bytes(), 5, &[Request::Put]);
         assert_eq!(replies.len(), 1);
-        assert!(replies[0].starts_with("ERR UNAVAILABLE etcd HTTP 503: {\"error\""));
+        let Answer::Reply(Reply::Unavailable(reason)) = &replies[0] else {
+            panic!("unavailable: {}", replies[0]);
+        };
+        assert!(reason.starts_with("etcd HTTP 503: {\"error\""), "{reason}");
         let not_etcd = Response {
             status: 200,
             body: b"{}".to_vec(),
         };
-        assert!(reply_for(Request::Put, &not_etcd).starts_with("ERR OTHER_REPLY"));
+        let answer = reply_for(Request::Put, &not_etcd);
+        assert_eq!(answer, Answer::Unreadable("no etcd header: {}".to_string()));
     }
 
     #[test]

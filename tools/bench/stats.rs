@@ -1,7 +1,7 @@
 //! What a run counts: operations, errors by kind, and the latency histogram.
 
 use crate::histogram::Histogram;
-use raftlite::client::{classify, ReplyKind};
+use raftlite::reply::{Answer, Reply, ReplyKind};
 use std::time::Duration;
 
 /// Every error event the clients see. Reply errors are named after the
@@ -66,7 +66,7 @@ impl ErrorKind {
     }
 }
 
-/// What a reply line means to a benchmark client.
+/// What a reply means to a benchmark client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplyClass {
     /// OK, VALUE, NOT_FOUND: the operation is done.
@@ -74,24 +74,20 @@ pub enum ReplyClass {
     Error(ErrorKind),
 }
 
-/// Sorts a reply line with the blocking client's `classify`, then names the
-/// `ERR` word it lumps together as a definite error.
-pub fn classify_reply(reply: &str) -> ReplyClass {
-    match classify(reply) {
+/// Sorts a reply with the blocking client's classification, then names
+/// the error it lumps together as a definite one.
+pub fn classify_reply(answer: &Answer) -> ReplyClass {
+    match answer.kind() {
         ReplyKind::Success => ReplyClass::Success,
         ReplyKind::NotLeader => ReplyClass::Error(ErrorKind::NotLeader),
         ReplyKind::Timeout => ReplyClass::Error(ErrorKind::Timeout),
         ReplyKind::Mismatch => ReplyClass::Error(ErrorKind::OtherReply),
-        ReplyKind::Error => {
-            let mut words = reply.split_whitespace();
-            let kind = match (words.next(), words.next()) {
-                (Some("ERR"), Some("UNAVAILABLE")) => ErrorKind::Unavailable,
-                (Some("ERR"), Some("BAD_REQUEST")) => ErrorKind::BadRequest,
-                (Some("ERR"), Some("SESSION_EXPIRED")) => ErrorKind::SessionExpired,
-                _ => ErrorKind::OtherReply,
-            };
-            ReplyClass::Error(kind)
-        }
+        ReplyKind::Error => ReplyClass::Error(match answer.reply() {
+            Some(Reply::Unavailable(_)) => ErrorKind::Unavailable,
+            Some(Reply::BadRequest(_)) => ErrorKind::BadRequest,
+            Some(Reply::SessionExpired) => ErrorKind::SessionExpired,
+            _ => ErrorKind::OtherReply,
+        }),
     }
 }
 
@@ -148,43 +144,46 @@ mod tests {
 
     #[test]
     fn replies_map_to_error_kinds() {
+        let ok = Reply::Ok {
+            index: raftlite::core::LogIndex(3),
+            term: raftlite::core::Term(1),
+        };
+        let not_leader = |leader| Reply::NotLeader { leader };
+        let hinted = raftlite::reply::Leader {
+            id: "B".to_string(),
+            address: "127.0.0.1:8001".to_string(),
+        };
+        let error = ReplyClass::Error;
         let cases = [
-            ("OK index=3 term=1", ReplyClass::Success),
-            ("VALUE c1-vvv", ReplyClass::Success),
-            ("NOT_FOUND", ReplyClass::Success),
+            (ok, ReplyClass::Success),
+            (Reply::Value(b"c1-vvv".to_vec()), ReplyClass::Success),
+            (Reply::NotFound, ReplyClass::Success),
+            (not_leader(Some(hinted)), error(ErrorKind::NotLeader)),
+            (not_leader(None), error(ErrorKind::NotLeader)),
+            (Reply::Timeout, error(ErrorKind::Timeout)),
             (
-                "ERR NOT_LEADER leader=B addr=127.0.0.1:8001",
-                ReplyClass::Error(ErrorKind::NotLeader),
+                Reply::Unavailable("busy".into()),
+                error(ErrorKind::Unavailable),
             ),
             (
-                "ERR NOT_LEADER leader=unknown",
-                ReplyClass::Error(ErrorKind::NotLeader),
+                Reply::BadRequest("empty command".into()),
+                error(ErrorKind::BadRequest),
             ),
-            ("ERR TIMEOUT", ReplyClass::Error(ErrorKind::Timeout)),
+            (Reply::SessionExpired, error(ErrorKind::SessionExpired)),
             (
-                "ERR UNAVAILABLE busy",
-                ReplyClass::Error(ErrorKind::Unavailable),
+                Reply::Mismatch {
+                    current: Some(b"4".to_vec()),
+                },
+                error(ErrorKind::OtherReply),
             ),
-            (
-                "ERR BAD_REQUEST empty command",
-                ReplyClass::Error(ErrorKind::BadRequest),
-            ),
-            (
-                "ERR SESSION_EXPIRED",
-                ReplyClass::Error(ErrorKind::SessionExpired),
-            ),
-            (
-                "ERR SOMETHING_NEW",
-                ReplyClass::Error(ErrorKind::OtherReply),
-            ),
-            (
-                "MISMATCH current=4",
-                ReplyClass::Error(ErrorKind::OtherReply),
-            ),
-            ("", ReplyClass::Error(ErrorKind::OtherReply)),
         ];
         for (reply, expected) in cases {
-            assert_eq!(classify_reply(reply), expected, "{reply:?}");
+            let answer = Answer::Reply(reply);
+            assert_eq!(classify_reply(&answer), expected, "{answer}");
+        }
+        for line in ["SOMETHING_NEW from a newer node", ""] {
+            let answer = Answer::Unreadable(line.to_string());
+            assert_eq!(classify_reply(&answer), error(ErrorKind::OtherReply));
         }
     }
 

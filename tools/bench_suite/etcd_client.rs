@@ -5,6 +5,7 @@
 //! built and read by `bench`'s etcd mode (tools/bench/etcd.rs).
 
 use crate::gateway::{self, Response};
+use raftlite::reply::{Answer, Reply};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -39,8 +40,8 @@ pub struct EtcdClient {
 }
 
 enum Attempt {
-    /// etcd answered; `reply` is "OK" or an `ERR ...` line.
-    Reply(String),
+    /// etcd answered, read as a raftlite reply (OK, or a failure).
+    Reply(Answer),
     /// Certainly not delivered (could not connect).
     NotSent(String),
     /// Sent, then no whole response in time: the outcome is unknown.
@@ -82,18 +83,17 @@ impl EtcdClient {
             if remaining.is_zero() {
                 return Err(last_failure);
             }
-            match self.attempt(&command, remaining.min(ATTEMPT_TIMEOUT)) {
-                Attempt::Reply(reply) if reply == "OK" => return Ok(()),
-                // raftlite's client pauses after a refused or lost connection
-                // and after "no leader known here"; etcd sends no leader
-                // hints, so every failure here is one of those.
-                Attempt::Reply(failure) | Attempt::NotSent(failure) | Attempt::Unknown(failure) => {
-                    last_failure = failure;
-                    self.next_member();
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    std::thread::sleep(self.backoff.next_delay().min(remaining));
-                }
-            }
+            last_failure = match self.attempt(&command, remaining.min(ATTEMPT_TIMEOUT)) {
+                Attempt::Reply(Answer::Reply(Reply::Ok { .. })) => return Ok(()),
+                Attempt::Reply(answer) => answer.to_string(),
+                Attempt::NotSent(failure) | Attempt::Unknown(failure) => failure,
+            };
+            // raftlite's client pauses after a refused or lost connection
+            // and after "no leader known here"; etcd sends no leader hints,
+            // so every failure here is one of those.
+            self.next_member();
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            std::thread::sleep(self.backoff.next_delay().min(remaining));
         }
     }
 

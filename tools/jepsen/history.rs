@@ -2,8 +2,9 @@
 //! event log written as JSON lines while the run goes on.
 
 use crate::json::json_string;
-use raftlite::kv::{parse_rest, quote_if_needed, Position, ABSENT_EXPECTED};
+use raftlite::kv::{quote_if_needed, Position, ABSENT_EXPECTED};
 use raftlite::linearizability::{Action, Operation, Outcome};
+use raftlite::reply::{Asked, Reply};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::Mutex;
@@ -93,39 +94,31 @@ pub fn command(key: &str, action: &Action) -> String {
     }
 }
 
-/// What a reply line says about the operation's effect. A VALUE or
-/// MISMATCH whose value does not parse is a server bug; it still says the
-/// operation changed nothing, so it counts as failed.
-pub fn outcome(reply: &str) -> Outcome {
-    if reply.starts_with("OK") {
-        return Outcome::Ok;
-    }
-    if let Some(value) = reply.strip_prefix("VALUE ") {
-        return read_value(value).map_or(Outcome::Failed, |value| Outcome::Value(Some(value)));
-    }
-    if reply == "NOT_FOUND" {
-        return Outcome::Value(None);
-    }
-    if reply == "MISMATCH absent" {
-        return Outcome::Mismatch { current: None };
-    }
-    if let Some(current) = reply.strip_prefix("MISMATCH current=") {
-        return read_value(current).map_or(Outcome::Failed, |current| Outcome::Mismatch {
-            current: Some(current),
-        });
-    }
-    if reply.starts_with("ERR TIMEOUT") || reply.is_empty() {
+/// What a reply line from `submit` says about the operation's effect (an
+/// empty line: submit died, the outcome is unknown). A line that is no
+/// reply, such as a VALUE whose value does not parse, is a server bug; it
+/// still says the operation changed nothing, so it counts as failed.
+pub fn outcome(line: &str) -> Outcome {
+    if line.is_empty() {
         return Outcome::Unknown;
     }
-    Outcome::Failed
+    // The bench sends GET, SET and CAS, never SGET.
+    match Reply::parse_answer(line, Asked::Other) {
+        Ok(Reply::Ok { .. }) => Outcome::Ok,
+        Ok(Reply::Value(value)) => Outcome::Value(Some(text(&value))),
+        Ok(Reply::NotFound) => Outcome::Value(None),
+        Ok(Reply::Mismatch { current }) => Outcome::Mismatch {
+            current: current.as_deref().map(text),
+        },
+        Ok(Reply::Timeout) => Outcome::Unknown,
+        _ => Outcome::Failed,
+    }
 }
 
-/// A value that ends a reply line, bare or quoted. The history holds text:
-/// the bench only writes ASCII, so bytes that are not UTF-8 (which it never
-/// wrote) may show as U+FFFD.
-fn read_value(text: &str) -> Option<String> {
-    let bytes = parse_rest(text).ok()?.into_bytes();
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+/// The history holds text: the bench only writes ASCII, so bytes that are
+/// not UTF-8 (which it never wrote) may show as U+FFFD.
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[cfg(test)]
@@ -134,44 +127,45 @@ mod tests {
 
     #[test]
     fn replies_map_to_outcomes() {
-        assert_eq!(outcome("OK index=3 term=1"), Outcome::Ok);
-        assert_eq!(outcome("VALUE a b"), Outcome::Value(Some("a b".into())));
-        assert_eq!(outcome("NOT_FOUND"), Outcome::Value(None));
+        use raftlite::core::{LogIndex, Term};
+        let of = |reply: Reply| outcome(&reply.to_string());
+        let ok = Reply::Ok {
+            index: LogIndex(3),
+            term: Term(1),
+        };
+        let value = |text: &str| Reply::Value(text.as_bytes().to_vec());
+        let mismatch = |current: Option<&str>| Reply::Mismatch {
+            current: current.map(|text| text.as_bytes().to_vec()),
+        };
+        let text_value = |text: &str| Outcome::Value(Some(text.to_string()));
+        assert_eq!(of(ok), Outcome::Ok);
+        assert_eq!(of(value("a b")), text_value("a b"));
+        assert_eq!(of(value("a b ")), text_value("a b "));
+        assert_eq!(of(value("")), text_value(""));
+        assert_eq!(of(value("-")), text_value("-"));
+        // GET's value, though it reads like SGET's reply.
+        let stale_looking = "x stale applied=3";
+        assert_eq!(of(value(stale_looking)), text_value(stale_looking));
+        assert_eq!(of(Reply::NotFound), Outcome::Value(None));
+        assert_eq!(of(mismatch(None)), Outcome::Mismatch { current: None });
         assert_eq!(
-            outcome("MISMATCH absent"),
-            Outcome::Mismatch { current: None }
-        );
-        assert_eq!(
-            outcome("MISMATCH current=NOT_FOUND"),
+            of(mismatch(Some("NOT_FOUND"))),
             Outcome::Mismatch {
                 current: Some("NOT_FOUND".into())
             }
         );
         assert_eq!(
-            outcome(r#"VALUE "a b ""#),
-            Outcome::Value(Some("a b ".into()))
-        );
-        assert_eq!(outcome(r#"VALUE """#), Outcome::Value(Some(String::new())));
-        assert_eq!(outcome("VALUE -"), Outcome::Value(Some("-".into())));
-        assert_eq!(
-            outcome(r#"MISMATCH current="x\"y""#),
+            of(mismatch(Some("x\"y"))),
             Outcome::Mismatch {
                 current: Some("x\"y".into())
             }
         );
+        assert_eq!(of(Reply::Timeout), Outcome::Unknown);
+        assert_eq!(outcome(""), Outcome::Unknown, "submit died");
+        assert_eq!(of(Reply::NotLeader { leader: None }), Outcome::Failed);
+        assert_eq!(of(Reply::Unavailable("busy".into())), Outcome::Failed);
+        // A server bug: the line is no reply.
         assert_eq!(outcome(r#"VALUE "unterminated"#), Outcome::Failed);
-        assert_eq!(
-            outcome("MISMATCH current=x"),
-            Outcome::Mismatch {
-                current: Some("x".into())
-            }
-        );
-        assert_eq!(outcome("ERR TIMEOUT"), Outcome::Unknown);
-        assert_eq!(outcome("ERR NOT_LEADER leader=unknown"), Outcome::Failed);
-        assert_eq!(
-            outcome("ERR UNAVAILABLE no node reachable"),
-            Outcome::Failed
-        );
     }
 
     #[test]
