@@ -49,7 +49,8 @@ test: lint
 # count-unbound-acks is not among them: the sweep cannot reach it, and the
 # core test `planted_count_unbound_acks_...` (the --lib line below) shows it.
 SIM_PLANTED_BUGS = commit-old-term-by-count second-vote-in-term vote-before-persist \
-	truncate-on-matching-append admit-foreign-cluster stale-leader-reads ack-before-sync
+	truncate-on-matching-append admit-foreign-cluster stale-leader-reads ack-before-sync \
+	retry-new-sequence
 
 # The same checks against builds with known bugs planted: they must fail.
 test-planted:

@@ -24,6 +24,9 @@ pub enum PlantedBug {
     /// The driver sends a follower's append acknowledgements before the
     /// sync that covers them has finished (src/driver.rs).
     AckBeforeSync,
+    /// The client retries a write whose outcome is unknown under a new
+    /// sequence number (src/client/machine.rs).
+    RetryNewSequence,
 }
 
 impl PlantedBug {
@@ -43,7 +46,7 @@ impl PlantedBug {
     ];
 
     /// Every bug a test build can plant.
-    pub const NAMED: [PlantedBug; 8] = [
+    pub const NAMED: [PlantedBug; 9] = [
         PlantedBug::CommitOldTermByCount,
         PlantedBug::SecondVoteInTerm,
         PlantedBug::VoteBeforePersist,
@@ -52,6 +55,7 @@ impl PlantedBug {
         PlantedBug::StaleLeaderReads,
         PlantedBug::CountUnboundAcks,
         PlantedBug::AckBeforeSync,
+        PlantedBug::RetryNewSequence,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +68,7 @@ impl PlantedBug {
             PlantedBug::CountUnboundAcks => "count-unbound-acks",
             PlantedBug::AdmitForeignCluster => "admit-foreign-cluster",
             PlantedBug::AckBeforeSync => "ack-before-sync",
+            PlantedBug::RetryNewSequence => "retry-new-sequence",
         }
     }
 

@@ -8,6 +8,7 @@ use super::hash::{entry_hash_of, prefix_hash};
 use super::history::History;
 use super::model::read_reply;
 use super::node::Node;
+use super::outcomes::Outcomes;
 use super::property::{violated, Property, Violation};
 use super::workload::{AttemptState, OperationKind};
 use crate::core::raft_log::RaftLog;
@@ -75,6 +76,8 @@ pub struct Checker {
     digests: BTreeMap<LogIndex, (u64, usize)>,
     pub elections: u64,
     pub term_max: Term,
+    /// What each client command ended with, against what was applied.
+    pub outcomes: Outcomes,
 }
 
 impl Checker {
@@ -92,6 +95,7 @@ impl Checker {
             digests: BTreeMap::new(),
             elections: 0,
             term_max: Term(0),
+            outcomes: Outcomes::default(),
         }
     }
 
@@ -296,7 +300,9 @@ impl Checker {
         self.history.committed_in(shared, status.term);
         for index in known.0 + 1..=commit_index.0 {
             let entry = log.entry(LogIndex(index)).expect("commit within the log");
-            self.history.extend(entry, status.term);
+            if let Some(number) = self.history.extend(entry, status.term) {
+                self.outcomes.applied(number, entry.index)?;
+            }
         }
         if self.commits_checked[node] == commit_index {
             return Ok(());

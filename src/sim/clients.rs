@@ -1,40 +1,83 @@
-//! Client events: attempts reaching nodes, replies reaching clients,
-//! client timeouts, and the server-side request timeout.
+//! Client events: tries reaching nodes, replies reaching clients, client
+//! timeouts and pauses, and the server-side request timeout. The clients
+//! are the real client machine (workload.rs); this is their IO.
 
 use super::event::{Event, Reply};
 use super::node::NodeState;
-use super::options::CLIENT_ATTEMPT_TIMEOUT_MS;
 use super::simulator::Simulator;
 use super::trace::TraceEvent;
-use super::workload::AttemptState;
+use super::workload::{AttemptState, Next};
+use crate::client::TryResult;
 use crate::constants::CLIENT_REQUEST_TIMEOUT_MS;
 use crate::core::LogIndex;
 use crate::replica::{ClientToken, SessionTag};
+use crate::reply::Answer;
 
 impl Simulator {
+    /// The client starts its next command.
     pub(super) fn client_send(&mut self, client: usize) {
         let committed = self.checker.history.last_index();
-        let Some(outgoing) = self.workload.send(&mut self.rng.clients, client, committed) else {
-            return;
-        };
-        let request_id = outgoing.token.request_id;
-        self.record(TraceEvent::ClientSend {
-            client,
-            node: outgoing.node,
-            request_id,
-            line: outgoing.line.clone(),
-        });
-        let delay_ms = self.client_delay_ms();
-        let request = Event::ClientRequest {
-            node: outgoing.node,
-            token: outgoing.token,
-            session: outgoing.session,
-            line: outgoing.line,
-        };
-        self.queue.push(self.now_ms + delay_ms, request);
-        let timeout = Event::ClientTimeout { client, request_id };
-        self.queue
-            .push(self.now_ms + CLIENT_ATTEMPT_TIMEOUT_MS, timeout);
+        let rng = &mut self.rng.clients;
+        if let Some(next) = self.workload.start(rng, client, self.now_ms, committed) {
+            self.client_next(client, next);
+        }
+    }
+
+    pub(super) fn client_resume(&mut self, client: usize) {
+        let committed = self.checker.history.last_index();
+        let rng = &mut self.rng.clients;
+        if let Some(next) = self.workload.resume(rng, client, self.now_ms, committed) {
+            self.client_next(client, next);
+        }
+    }
+
+    /// What the client's machine asked for: a try on the wire (and its
+    /// timeout), a pause, or the end of a command (checked, then the next
+    /// one after thinking).
+    fn client_next(&mut self, client: usize, next: Next) {
+        match next {
+            Next::Send(outgoing) => {
+                let request_id = outgoing.token.request_id;
+                self.record(TraceEvent::ClientSend {
+                    client,
+                    node: outgoing.node,
+                    request_id,
+                    line: outgoing.line.clone(),
+                });
+                if outgoing.session.session_id != 0 {
+                    let (operation, session) = (outgoing.operation, outgoing.session);
+                    let outcomes = &mut self.checker.outcomes;
+                    outcomes.sent(operation, client, &outgoing.line, session);
+                }
+                let delay_ms = self.client_delay_ms();
+                let timeout_at_ms = self.now_ms + outgoing.timeout_ms;
+                let request = Event::ClientRequest {
+                    node: outgoing.node,
+                    token: outgoing.token,
+                    session: outgoing.session,
+                    line: outgoing.line,
+                };
+                self.queue.push(self.now_ms + delay_ms, request);
+                let timeout = Event::ClientTimeout { client, request_id };
+                self.queue.push(timeout_at_ms, timeout);
+            }
+            Next::Pause { until_ms } => {
+                self.record(TraceEvent::ClientPause { client, until_ms });
+                self.queue.push(until_ms, Event::ClientResume { client });
+            }
+            Next::Ended { ended, think_ms } => {
+                self.record(TraceEvent::ClientDone {
+                    client,
+                    line: ended.operation.line.clone(),
+                    answer: ended.answer.clone(),
+                });
+                self.observed.ended.push(ended);
+                if let Some(think_ms) = think_ms {
+                    let at_ms = self.now_ms + think_ms;
+                    self.queue.push(at_ms, Event::ClientSend { client });
+                }
+            }
+        }
     }
 
     /// An attempt reaches a node: the daemon's `handle_request`, including
@@ -55,12 +98,7 @@ impl Simulator {
         }
         if self.nodes[node].state == NodeState::Crashed {
             self.workload.connection_lost(request_id);
-            self.reply_to_client(
-                token.connection as usize,
-                request_id,
-                Reply::Disconnected,
-                None,
-            );
+            self.reply_to_client(token.connection as usize, request_id, Reply::Refused, None);
             return;
         }
         let local_ms = self.nodes[node].local_ms(self.now_ms);
@@ -111,28 +149,42 @@ impl Simulator {
     }
 
     pub(super) fn client_reply(&mut self, client: usize, request_id: u64, reply: Reply) {
+        if !self.workload.waits_on(client, request_id) {
+            return; // a late reply to a try the client gave up on
+        }
         self.record(TraceEvent::ClientReceive {
             client,
             request_id,
             reply: reply.clone(),
         });
-        let next = self
-            .workload
-            .receive(&mut self.rng.clients, client, request_id, &reply);
-        if let Some(delay_ms) = next {
-            self.queue
-                .push(self.now_ms + delay_ms, Event::ClientSend { client });
-        }
+        let result = match reply {
+            Reply::Line(reply) => TryResult::Reply(Answer::Reply(reply)),
+            Reply::Disconnected => {
+                TryResult::Unknown("connection reset after the request was sent".to_string())
+            }
+            Reply::Refused => TryResult::NotSent("connection refused".to_string()),
+        };
+        self.client_try_finished(client, request_id, result);
     }
 
     pub(super) fn client_timeout(&mut self, client: usize, request_id: u64) {
+        if !self.workload.waits_on(client, request_id) {
+            return;
+        }
+        self.record(TraceEvent::ClientGiveUp { client, request_id });
+        let what = "no reply in time".to_string();
+        self.client_try_finished(client, request_id, TryResult::Unknown(what));
+    }
+
+    fn client_try_finished(&mut self, client: usize, request_id: u64, result: TryResult) {
+        let committed = self.checker.history.last_index();
+        let rng = &mut self.rng.clients;
+        let now_ms = self.now_ms;
         let next = self
             .workload
-            .give_up(&mut self.rng.clients, client, request_id);
-        if let Some(delay_ms) = next {
-            self.record(TraceEvent::ClientGiveUp { client, request_id });
-            self.queue
-                .push(self.now_ms + delay_ms, Event::ClientSend { client });
+            .try_finished(rng, client, request_id, result, now_ms, committed);
+        if let Some(next) = next {
+            self.client_next(client, next);
         }
     }
 }

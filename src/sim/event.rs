@@ -8,8 +8,12 @@ use crate::replica::{ClientToken, SessionTag};
 pub enum Reply {
     /// A reply from the node (what its line says).
     Line(crate::reply::Reply),
-    /// The connection broke (the node crashed) before a reply came.
+    /// The connection broke (the node crashed) after the request reached
+    /// it, before a reply came: the outcome is unknown.
     Disconnected,
+    /// The node was down when the request came: the connect failed, and
+    /// the request certainly did not reach it.
+    Refused,
 }
 
 #[derive(Clone, Debug)]
@@ -71,8 +75,12 @@ pub enum Event {
         client: usize,
         request_id: u64,
     },
-    /// A client sends its next attempt (after thinking or a retry pause).
+    /// A client starts its next command (after thinking).
     ClientSend {
+        client: usize,
+    },
+    /// A client's pause between rounds of tries is over.
+    ClientResume {
         client: usize,
     },
     /// Time to inject the next fault.

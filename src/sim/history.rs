@@ -77,8 +77,9 @@ impl History {
     }
 
     /// Appends the next committed entry, counted committed by a node at
-    /// `commit_term`, and runs it through the model.
-    pub fn extend(&mut self, entry: &Entry, commit_term: Term) {
+    /// `commit_term`, and runs it through the model. Returns the (session,
+    /// sequence) it applied for the first time, if it did.
+    pub fn extend(&mut self, entry: &Entry, commit_term: Term) -> Option<(u64, u64)> {
         assert_eq!(entry.index, self.last_index().next(), "history has a gap");
         let previous = self.prefix_hash(self.last_index());
         let expected_reply = self.model.apply(entry);
@@ -89,5 +90,6 @@ impl History {
             prefix_hash: prefix_hash(previous, entry),
             expected_reply,
         });
+        self.model.fresh()
     }
 }

@@ -24,6 +24,7 @@ mod model;
 mod network;
 mod node;
 pub mod options;
+mod outcomes;
 mod property;
 mod queue;
 mod simulator;

@@ -26,12 +26,15 @@ pub struct Model {
     changes: BTreeMap<Vec<u8>, KeyHistory>,
     /// By client id: the index of the session's REGISTER entry.
     sessions: BTreeMap<u64, Session>,
+    /// The (session, sequence) the last entry applied for the first time.
+    fresh: Option<(u64, u64)>,
 }
 
 impl Model {
     /// Applies the next committed entry; returns the reply the client
     /// whose proposal it is must get, or None for a no-op.
     pub fn apply(&mut self, entry: &Entry) -> Option<Reply> {
+        self.fresh = None;
         if entry.kind != EntryKind::Command {
             return None;
         }
@@ -54,6 +57,13 @@ impl Model {
             } => self.apply_in_session(entry, client_id, sequence, &command),
         };
         Some(reply)
+    }
+
+    /// The (session, sequence) of the last entry applied, if it was a
+    /// numbered command applied for the first time (not a retry's
+    /// duplicate, not refused).
+    pub fn fresh(&self) -> Option<(u64, u64)> {
+        self.fresh
     }
 
     /// What `key` held once every entry up to `index` was applied.
@@ -96,6 +106,7 @@ impl Model {
             return session.reply.clone().unwrap_or_else(stale);
         }
         let reply = self.apply_command(entry, command);
+        self.fresh = Some((client_id, sequence));
         let session = self.sessions.get_mut(&client_id).expect("looked up above");
         session.last_sequence = sequence;
         session.reply = Some(reply.clone());

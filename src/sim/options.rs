@@ -40,12 +40,10 @@ pub const KEYS_COUNT: u64 = 4;
 /// How long a stale member runs before its own data dir comes back, at
 /// most.
 pub const STALE_MEMBER_MS_MAX: u64 = 3000;
-/// A client gives up on an attempt after this long and retries elsewhere.
-pub const CLIENT_ATTEMPT_TIMEOUT_MS: u64 = 1000;
-/// Pause before a retry when no leader is known. `client.rs` backs off
-/// (from 10 ms, jittered) instead; a fixed pause keeps simulated clients
-/// simple and only sets how often they retry, which no property depends on.
-pub const CLIENT_RETRY_PAUSE_MS: u64 = 25;
+/// How long a client command may take, tries and pauses included:
+/// `submit`'s default. (Each try gets the client machine's own
+/// `ATTEMPT_TIMEOUT_MS` at most.)
+pub const CLIENT_COMMAND_TIMEOUT_MS: u64 = 5000;
 pub const MESSAGE_DELAY_MS_MIN: u64 = 1;
 /// A delay spike: a message that takes this long at most, overtaken by
 /// everything sent after it.
@@ -73,11 +71,13 @@ pub const TRACE_TAIL_EVENTS: usize = 50;
 const _: () = assert!(ELECTION_TIMEOUT_MS_MIN <= ELECTION_TIMEOUT_MS_MAX);
 const _: () = assert!(HEARTBEAT_INTERVAL_MS < ELECTION_TIMEOUT_MS_MIN);
 const _: () = assert!(CLUSTER_SIZES[3] <= crate::constants::CLUSTER_SIZE_MAX);
-const _: () = assert!(CLIENT_ATTEMPT_TIMEOUT_MS < crate::constants::CLIENT_REQUEST_TIMEOUT_MS);
+const _: () = assert!(
+    crate::client::machine::ATTEMPT_TIMEOUT_MS < crate::constants::CLIENT_REQUEST_TIMEOUT_MS
+);
 // A request accepted at the heal is answered by the server's timeout at the
 // latest, and the client needs a few attempts after that.
 const _: () = assert!(
-    crate::constants::CLIENT_REQUEST_TIMEOUT_MS + 4 * CLIENT_ATTEMPT_TIMEOUT_MS
+    crate::constants::CLIENT_REQUEST_TIMEOUT_MS + 4 * crate::client::machine::ATTEMPT_TIMEOUT_MS
         <= LIVENESS_BOUND_MS
 );
 

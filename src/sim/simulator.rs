@@ -18,7 +18,7 @@ use super::property::{violated, Property, Violation};
 use super::queue::EventQueue;
 use super::stats::Stats;
 use super::trace::{Echo, Trace, TraceEvent};
-use super::workload::{address_of_node, Workload};
+use super::workload::{address_of_node, Ended, Workload};
 use crate::core::rng::Rng;
 use crate::core::{ClusterId, Config, NodeId, Raft, Role};
 use crate::replica::{Member, Replica};
@@ -64,6 +64,8 @@ pub(super) struct Observed {
     pub elected: Vec<usize>,
     /// Nodes whose commit index advanced.
     pub commits: Vec<usize>,
+    /// Client commands that ended.
+    pub ended: Vec<Ended>,
 }
 
 // `touched` has a bit per node.
@@ -81,6 +83,7 @@ impl Observed {
             && !self.disks_changed
             && self.elected.is_empty()
             && self.commits.is_empty()
+            && self.ended.is_empty()
     }
 
     pub fn merge(&mut self, other: Observed) {
@@ -90,6 +93,7 @@ impl Observed {
         self.disks_changed |= other.disks_changed;
         self.elected.extend(other.elected);
         self.commits.extend(other.commits);
+        self.ended.extend(other.ended);
     }
 }
 
@@ -141,6 +145,7 @@ impl Simulator {
             profile.clients_count,
             options.size,
             profile.client_think_ms_max,
+            options.planted_bug,
         );
         Simulator {
             network: Network::new(&profile),
@@ -337,6 +342,7 @@ impl Simulator {
             }
             Event::ClientTimeout { client, request_id } => self.client_timeout(client, request_id),
             Event::ClientSend { client } => self.client_send(client),
+            Event::ClientResume { client } => self.client_resume(client),
             other => return self.dispatch_fault(other),
         }
         Ok(())
@@ -431,6 +437,9 @@ impl Simulator {
             if !self.nodes[reply.node].is_stale() {
                 self.checker.check_reply(reply)?;
             }
+        }
+        for ended in &observed.ended {
+            self.checker.outcomes.ended(ended)?;
         }
         if observed.disks_changed || self.checker.history.last_index() > committed_before {
             let changed_from: Vec<_> = (self.nodes.iter_mut())

@@ -7,6 +7,7 @@ use super::event::Reply;
 use super::network::DropReason;
 use super::options::TRACE_TAIL_EVENTS;
 use crate::core::{Event, HardState, LogIndex, Message, MessageBody, NodeId, Term};
+use crate::reply::Answer;
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -206,6 +207,17 @@ pub enum TraceEvent {
         client: usize,
         request_id: u64,
     },
+    /// The client machine pauses before its next round of tries.
+    ClientPause {
+        client: usize,
+        until_ms: u64,
+    },
+    /// A command ended with what `submit` would print.
+    ClientDone {
+        client: usize,
+        line: String,
+        answer: Answer,
+    },
     Proposed {
         node: usize,
         request_id: u64,
@@ -352,6 +364,19 @@ fn write_client(f: &mut fmt::Formatter<'_>, event: &TraceEvent) -> fmt::Result {
             request_id,
             reply: Reply::Disconnected,
         } => write!(f, "c{client} ← #{request_id} connection lost"),
+        TraceEvent::ClientReceive {
+            client,
+            request_id,
+            reply: Reply::Refused,
+        } => write!(f, "c{client} ← #{request_id} connection refused"),
+        TraceEvent::ClientPause { client, until_ms } => {
+            write!(f, "c{client} pauses until {until_ms}ms")
+        }
+        TraceEvent::ClientDone {
+            client,
+            line,
+            answer,
+        } => write!(f, "c{client} done: {line} → {answer}"),
         TraceEvent::ClientGiveUp { client, request_id } => {
             write!(f, "c{client} gives up on #{request_id}")
         }

@@ -1,16 +1,18 @@
-//! Simulated clients. Each runs one operation at a time against the
-//! cluster the way `client.rs` does: open a session, number its writes in
-//! it so a retry applies at most once, send to the node it believes leads,
-//! follow NOT_LEADER hints, retry elsewhere after a timeout or a broken
-//! connection. Every attempt is remembered so its reply can be checked.
+//! Simulated clients. Each runs the real client machine
+//! (src/client/machine.rs), one command at a time, over simulated
+//! connections: it opens a session, numbers its writes in it so a retry
+//! applies at most once, sends to the node it believes leads, follows
+//! NOT_LEADER hints, backs off and retries elsewhere, and ends each command
+//! with the answer `submit` would print. Every try is remembered so the
+//! node's reply can be checked, and every end so the outcome can be.
 
-use super::event;
-use super::options::{CLIENT_RETRY_PAUSE_MS, KEYS_COUNT, OPERATIONS_PER_CLIENT_MAX};
+use super::options::{CLIENT_COMMAND_TIMEOUT_MS, KEYS_COUNT, OPERATIONS_PER_CLIENT_MAX};
+use crate::client::{Action, ClientConfig, ClientMachine, Try, TryResult};
 use crate::core::rng::Rng;
-use crate::core::LogIndex;
+use crate::core::{LogIndex, PlantedBug};
 use crate::kv::{parse_request, LogRecord};
 use crate::replica::{ClientToken, SessionTag};
-use crate::reply::{Reply, ReplyKind};
+use crate::reply::{Answer, ReplyKind};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,14 +41,16 @@ pub enum OperationKind {
     Read { key: Vec<u8> },
 }
 
-/// One logical client operation, retried until it gets a definite answer.
+/// One command a client runs to its end (a reply, or the client's own
+/// ERR TIMEOUT / ERR UNAVAILABLE), through as many tries as the client
+/// machine makes.
 pub struct Operation {
+    /// Numbers the commands of the run, for the outcome checks.
+    pub id: u64,
     pub line: String,
     pub kind: OperationKind,
-    pub session: SessionTag,
-    /// What the log must carry for it (empty for a read).
-    pub data: Vec<u8>,
-    /// The write each client makes after the faults stop.
+    /// The write each client makes after the faults stop: run again until
+    /// it succeeds.
     pub is_final: bool,
 }
 
@@ -62,12 +66,13 @@ pub enum AttemptState {
     ConnectionLost,
 }
 
-/// One send of an operation to one node.
+/// One try of a command at one node (the client machine's `Try`).
 pub struct Attempt {
     pub client: usize,
     pub node: usize,
     pub line: String,
     pub kind: OperationKind,
+    /// What the log must carry for it (empty for a read).
     pub data: Vec<u8>,
     pub state: AttemptState,
     /// The committed history's length when the client sent it: a read must
@@ -77,32 +82,22 @@ pub struct Attempt {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ClientState {
-    /// Thinking or pausing; a ClientSend is scheduled, or the client has
-    /// nothing left to do until the faults stop.
+    /// Thinking; a ClientSend is scheduled, or the client has nothing left
+    /// to do until the faults stop.
     Idle,
     Waiting {
         request_id: u64,
     },
+    /// The machine pauses between rounds of tries; a ClientResume is
+    /// scheduled.
+    Paused,
     Done,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SessionState {
-    /// This client writes without a session (at-least-once).
-    Without,
-    /// It must open one before its first write.
-    Closed,
-    Open {
-        client_id: u64,
-        sequence_last: u64,
-    },
-}
-
 struct Client {
-    target: usize,
+    machine: ClientMachine,
     operation: Option<Operation>,
     state: ClientState,
-    session: SessionState,
     operations_started: u64,
 }
 
@@ -110,35 +105,71 @@ pub struct Workload {
     clients: Vec<Client>,
     attempts: BTreeMap<u64, Attempt>,
     request_id_next: u64,
+    operation_id_next: u64,
     /// The faults stopped: each client's next operation is its final one.
     finishing: bool,
-    size: usize,
     think_ms_max: u64,
     pub operations_completed: u64,
     pub replies: u64,
 }
 
-/// An attempt for the simulator to put on the wire.
+/// A try for the simulator to put on the wire.
 pub struct Outgoing {
     pub node: usize,
     pub token: ClientToken,
     pub session: SessionTag,
     pub line: String,
+    /// The client gives up on it after this long (the machine's limit).
+    pub timeout_ms: u64,
+    /// The command it is a try of (`Operation::id`).
+    pub operation: u64,
+}
+
+/// A command that ended, for the outcome checks.
+pub struct Ended {
+    pub operation: Operation,
+    pub answer: Answer,
+}
+
+/// What the simulator must do for a client after the machine acted.
+pub enum Next {
+    Send(Outgoing),
+    /// Resume the machine then.
+    Pause {
+        until_ms: u64,
+    },
+    /// The command ended; the client starts its next one after
+    /// `think_ms`, if it has one.
+    Ended {
+        ended: Ended,
+        think_ms: Option<u64>,
+    },
 }
 
 impl Workload {
-    /// Most clients use sessions, as `client.rs` does; some do not, so that
-    /// both kinds of log command are exercised.
-    pub fn new(rng: &mut Rng, clients_count: u64, size: usize, think_ms_max: u64) -> Workload {
+    /// Every client runs the real client machine (src/client/machine.rs)
+    /// over the members' addresses in its own order. Most number their
+    /// writes in a session, as `submit` does; some do not, so that
+    /// unnumbered log commands are exercised too.
+    pub fn new(
+        rng: &mut Rng,
+        clients_count: u64,
+        size: usize,
+        think_ms_max: u64,
+        planted_bug: Option<PlantedBug>,
+    ) -> Workload {
         let clients = (0..clients_count)
             .map(|_| Client {
-                target: random_node(rng, size),
+                machine: ClientMachine::new(ClientConfig {
+                    seeds: shuffled_addresses(rng, size),
+                    timeout_ms: CLIENT_COMMAND_TIMEOUT_MS,
+                    redirect: true,
+                    sessions: rng.chance(3, 4),
+                    seed: rng.next_u64(),
+                    planted_bug,
+                }),
                 operation: None,
                 state: ClientState::Idle,
-                session: match rng.chance(3, 4) {
-                    true => SessionState::Closed,
-                    false => SessionState::Without,
-                },
                 operations_started: 0,
             })
             .collect();
@@ -146,8 +177,8 @@ impl Workload {
             clients,
             attempts: BTreeMap::new(),
             request_id_next: 1,
+            operation_id_next: 1,
             finishing: false,
-            size,
             think_ms_max,
             operations_completed: 0,
             replies: 0,
@@ -166,9 +197,15 @@ impl Workload {
         self.attempts.get(&request_id)
     }
 
-    /// The client's next attempt: the current operation again, or a new
-    /// one. None if it has nothing to send.
-    pub fn send(&mut self, rng: &mut Rng, client: usize, committed: LogIndex) -> Option<Outgoing> {
+    /// The client starts its next command (the final one again, if that
+    /// failed). None if it has nothing to do.
+    pub fn start(
+        &mut self,
+        rng: &mut Rng,
+        client: usize,
+        now_ms: u64,
+        committed: LogIndex,
+    ) -> Option<Next> {
         if self.clients[client].state != ClientState::Idle {
             return None;
         }
@@ -176,60 +213,158 @@ impl Workload {
             let operation = self.next_operation(rng, client)?;
             self.clients[client].operation = Some(operation);
         }
+        let state = &mut self.clients[client];
+        let line = &state.operation.as_ref().expect("set above").line;
+        let action = state.machine.start(line, now_ms);
+        Some(self.act(rng, client, action, committed))
+    }
+
+    /// The try the client waits on ended: `result` is what its IO saw.
+    pub fn try_finished(
+        &mut self,
+        rng: &mut Rng,
+        client: usize,
+        request_id: u64,
+        result: TryResult,
+        now_ms: u64,
+        committed: LogIndex,
+    ) -> Option<Next> {
+        if self.clients[client].state != (ClientState::Waiting { request_id }) {
+            return None; // a late reply to a try the client gave up on
+        }
+        let action = self.clients[client].machine.try_finished(result, now_ms);
+        Some(self.act(rng, client, action, committed))
+    }
+
+    /// The client's pause is over.
+    pub fn resume(
+        &mut self,
+        rng: &mut Rng,
+        client: usize,
+        now_ms: u64,
+        committed: LogIndex,
+    ) -> Option<Next> {
+        if self.clients[client].state != ClientState::Paused {
+            return None;
+        }
+        let action = self.clients[client].machine.resume(now_ms);
+        Some(self.act(rng, client, action, committed))
+    }
+
+    /// Whether the client waits on `request_id`.
+    pub fn waits_on(&self, client: usize, request_id: u64) -> bool {
+        self.clients[client].state == (ClientState::Waiting { request_id })
+    }
+
+    fn act(&mut self, rng: &mut Rng, client: usize, action: Action, committed: LogIndex) -> Next {
+        match action {
+            Action::Send(attempt) => Next::Send(self.sent(client, attempt, committed)),
+            Action::Pause { until_ms } => {
+                self.clients[client].state = ClientState::Paused;
+                Next::Pause { until_ms }
+            }
+            Action::Done(answer) => self.ended(rng, client, answer),
+        }
+    }
+
+    /// Records the try, so that the node's reply can be checked.
+    fn sent(&mut self, client: usize, attempt: Try, committed: LogIndex) -> Outgoing {
         let request_id = self.request_id_next;
         self.request_id_next += 1;
-        let state = &mut self.clients[client];
-        state.state = ClientState::Waiting { request_id };
-        let operation = state.operation.as_ref().expect("set above");
-        let attempt = Attempt {
-            client,
-            node: state.target,
-            line: operation.line.clone(),
-            kind: operation.kind.clone(),
-            data: operation.data.clone(),
-            state: AttemptState::InFlight,
-            committed_at_send: committed,
+        let node = node_of_address(&attempt.to).expect("clients know only member addresses");
+        let request = attempt.request;
+        let operation = self.clients[client]
+            .operation
+            .as_ref()
+            .expect("a command runs");
+        let operation_id = operation.id;
+        let session = SessionTag {
+            session_id: request.session_id,
+            sequence: request.sequence,
         };
-        let outgoing = Outgoing {
-            node: state.target,
+        let (kind, data) = match (&operation.kind, request.command.as_str()) {
+            (_, "REGISTER") => (OperationKind::Register, record_of(&LogRecord::Register)),
+            (OperationKind::Write, line) => (OperationKind::Write, write_record(line, session)),
+            (kind, _) => (kind.clone(), Vec::new()),
+        };
+        self.attempts.insert(
+            request_id,
+            Attempt {
+                client,
+                node,
+                line: request.command.clone(),
+                kind,
+                data,
+                state: AttemptState::InFlight,
+                committed_at_send: committed,
+            },
+        );
+        self.clients[client].state = ClientState::Waiting { request_id };
+        Outgoing {
+            node,
             token: ClientToken {
                 connection: client as u64,
                 request_id,
             },
-            session: operation.session,
-            line: operation.line.clone(),
+            session,
+            line: request.command,
+            timeout_ms: attempt.limit_ms,
+            operation: operation_id,
+        }
+    }
+
+    fn ended(&mut self, rng: &mut Rng, client: usize, answer: Answer) -> Next {
+        self.operations_completed += 1;
+        let state = &mut self.clients[client];
+        let operation = state.operation.take().expect("a command ran");
+        let succeeded = matches!(answer.kind(), ReplyKind::Success | ReplyKind::Mismatch);
+        let think_ms = match (operation.is_final, succeeded) {
+            (true, true) => {
+                state.state = ClientState::Done;
+                None
+            }
+            (true, false) => {
+                // Again, as a new command: the final write must land.
+                state.operation = Some(Operation {
+                    id: self.operation_id_next,
+                    line: operation.line.clone(),
+                    kind: operation.kind.clone(),
+                    is_final: true,
+                });
+                self.operation_id_next += 1;
+                state.state = ClientState::Idle;
+                Some(rng.range_inclusive(0, self.think_ms_max))
+            }
+            (false, _) => {
+                state.state = ClientState::Idle;
+                Some(rng.range_inclusive(0, self.think_ms_max))
+            }
         };
-        self.attempts.insert(request_id, attempt);
-        Some(outgoing)
+        let ended = Ended { operation, answer };
+        Next::Ended { ended, think_ms }
     }
 
     fn next_operation(&mut self, rng: &mut Rng, client: usize) -> Option<Operation> {
-        let finishing = self.finishing;
+        let id = self.operation_id_next;
         let state = &mut self.clients[client];
-        if state.session == SessionState::Closed {
-            return Some(register());
-        }
-        if finishing {
+        let (line, kind, is_final) = if self.finishing {
             let line = format!("SET k{} c{client}-final", client as u64 % KEYS_COUNT);
-            return Some(write(&mut state.session, line, true));
-        }
-        if state.operations_started == OPERATIONS_PER_CLIENT_MAX {
-            return None;
-        }
-        state.operations_started += 1;
-        let key = format!("k{}", rng.range_inclusive(0, KEYS_COUNT - 1));
-        let value = format!("c{client}-{}", state.operations_started);
-        let line = match pick_verb(rng) {
-            Verb::Get => return Some(read(key)),
-            Verb::Set => format!("SET {key} {value}"),
-            Verb::Del => format!("DEL {key}"),
-            Verb::Cas if rng.chance(1, 3) => format!("CAS {key} - {value}"),
-            Verb::Cas => {
-                let other = rng.range_inclusive(1, state.operations_started);
-                format!("CAS {key} c{client}-{other} {value}")
+            (line, OperationKind::Write, true)
+        } else {
+            if state.operations_started == OPERATIONS_PER_CLIENT_MAX {
+                return None;
             }
+            state.operations_started += 1;
+            let (line, kind) = pick_operation(rng, client, state.operations_started);
+            (line, kind, false)
         };
-        Some(write(&mut state.session, line, false))
+        self.operation_id_next += 1;
+        Some(Operation {
+            id,
+            line,
+            kind,
+            is_final,
+        })
     }
 
     /// The node appended the attempt's command at `index`.
@@ -274,86 +409,6 @@ impl Workload {
         broken
     }
 
-    /// A reply reached the client. Returns after how long it sends next,
-    /// if it does.
-    pub fn receive(
-        &mut self,
-        rng: &mut Rng,
-        client: usize,
-        request_id: u64,
-        reply: &event::Reply,
-    ) -> Option<u64> {
-        let state = &self.clients[client];
-        if state.state != (ClientState::Waiting { request_id }) {
-            return None; // a late reply to an attempt the client gave up on
-        }
-        let reply = match reply {
-            event::Reply::Line(reply) => reply,
-            event::Reply::Disconnected => return self.retry(rng, client, None),
-        };
-        match reply {
-            Reply::Session { id } => {
-                self.clients[client].session = SessionState::Open {
-                    client_id: *id,
-                    sequence_last: 0,
-                };
-                return self.complete(rng, client);
-            }
-            Reply::SessionExpired => {
-                self.clients[client].session = SessionState::Closed;
-                self.clients[client].operation = None;
-                return self.retry(rng, client, None);
-            }
-            _ => {}
-        }
-        match reply.kind() {
-            ReplyKind::Success | ReplyKind::Mismatch => self.complete(rng, client),
-            ReplyKind::NotLeader => {
-                let hint = reply.leader_hint().and_then(node_of_address);
-                self.retry(rng, client, hint)
-            }
-            ReplyKind::Timeout | ReplyKind::Error => self.retry(rng, client, None),
-        }
-    }
-
-    /// The client stopped waiting for `request_id`; it retries elsewhere.
-    pub fn give_up(&mut self, rng: &mut Rng, client: usize, request_id: u64) -> Option<u64> {
-        if self.clients[client].state != (ClientState::Waiting { request_id }) {
-            return None;
-        }
-        self.retry(rng, client, None)
-    }
-
-    fn complete(&mut self, rng: &mut Rng, client: usize) -> Option<u64> {
-        self.operations_completed += 1;
-        let state = &mut self.clients[client];
-        let operation = state.operation.take().expect("waiting means an operation");
-        if operation.is_final {
-            state.state = ClientState::Done;
-            return None;
-        }
-        state.state = ClientState::Idle;
-        Some(rng.range_inclusive(0, self.think_ms_max))
-    }
-
-    /// Tries again: at the hinted leader at once, or at a random node after
-    /// a pause (an election may be running).
-    fn retry(&mut self, rng: &mut Rng, client: usize, hint: Option<usize>) -> Option<u64> {
-        let size = self.size;
-        let state = &mut self.clients[client];
-        state.state = ClientState::Idle;
-        match hint.filter(|&node| node < size) {
-            Some(node) => {
-                state.target = node;
-                Some(0)
-            }
-            None => {
-                state.target = random_node(rng, size);
-                Some(CLIENT_RETRY_PAUSE_MS)
-            }
-        }
-    }
-
     /// The faults stopped. Returns the clients that sit idle with nothing
     /// scheduled, to be started on their final operation.
     pub fn begin_final(&mut self) -> Vec<usize> {
@@ -396,63 +451,58 @@ impl Workload {
     }
 }
 
-fn register() -> Operation {
+/// A random command of the mix: the line and its kind.
+fn pick_operation(rng: &mut Rng, client: usize, number: u64) -> (String, OperationKind) {
+    let key = format!("k{}", rng.range_inclusive(0, KEYS_COUNT - 1));
+    let value = format!("c{client}-{number}");
+    let line = match pick_verb(rng) {
+        Verb::Get => {
+            let line = format!("GET {key}");
+            let kind = OperationKind::Read {
+                key: key.into_bytes(),
+            };
+            return (line, kind);
+        }
+        Verb::Set => format!("SET {key} {value}"),
+        Verb::Del => format!("DEL {key}"),
+        Verb::Cas if rng.chance(1, 3) => format!("CAS {key} - {value}"),
+        Verb::Cas => {
+            let other = rng.range_inclusive(1, number);
+            format!("CAS {key} c{client}-{other} {value}")
+        }
+    };
+    (line, OperationKind::Write)
+}
+
+fn record_of(record: &LogRecord) -> Vec<u8> {
     let mut data = Vec::new();
-    LogRecord::Register.encode(&mut data);
-    Operation {
-        line: "REGISTER".to_string(),
-        kind: OperationKind::Register,
-        session: SessionTag::default(),
-        data,
-        is_final: false,
-    }
+    record.encode(&mut data);
+    data
 }
 
-fn read(key: String) -> Operation {
-    Operation {
-        line: format!("GET {key}"),
-        kind: OperationKind::Read {
-            key: key.into_bytes(),
-        },
-        session: SessionTag::default(),
-        data: Vec::new(),
-        is_final: false,
-    }
-}
-
-/// A write, numbered in the client's session if it has one.
-fn write(session: &mut SessionState, line: String, is_final: bool) -> Operation {
-    let command = parse_request(&line)
+/// The log record a write's try becomes, numbered in its session if the
+/// try carries one.
+fn write_record(line: &str, tag: SessionTag) -> Vec<u8> {
+    let command = parse_request(line)
         .ok()
         .and_then(|request| request.into_command())
         .expect("the workload only writes valid log commands");
-    let tag = match session {
-        SessionState::Open {
-            client_id,
-            sequence_last,
-        } => {
-            *sequence_last += 1;
-            SessionTag {
-                session_id: *client_id,
-                sequence: *sequence_last,
-            }
-        }
-        SessionState::Without | SessionState::Closed => SessionTag::default(),
-    };
     let numbered = (tag.session_id != 0).then_some((tag.session_id, tag.sequence));
-    let record = LogRecord::Command {
+    record_of(&LogRecord::Command {
         session: numbered,
         command,
-    };
-    let mut data = Vec::new();
-    record.encode(&mut data);
-    Operation {
-        line,
-        kind: OperationKind::Write,
-        session: tag,
-        data,
-        is_final,
+    })
+}
+
+/// The members' addresses in a random order: where this client looks
+/// first.
+fn shuffled_addresses(rng: &mut Rng, size: usize) -> Vec<String> {
+    let mut nodes: Vec<usize> = (0..size).collect();
+    for last in (1..size).rev() {
+        let other = rng.range_inclusive(0, last as u64) as usize;
+        nodes.swap(last, other);
     }
+    nodes.into_iter().map(address_of_node).collect()
 }
 
 fn pick_verb(rng: &mut Rng) -> Verb {
@@ -465,10 +515,6 @@ fn pick_verb(rng: &mut Rng) -> Verb {
         roll -= weight;
     }
     unreachable!("roll below the total weight")
-}
-
-fn random_node(rng: &mut Rng, size: usize) -> usize {
-    rng.range_inclusive(0, size as u64 - 1) as usize
 }
 
 /// Member addresses are `sim:<index>` (see `Simulator::new`).
