@@ -1,5 +1,7 @@
 //! The load loop: one thread and one mio Poll drive every client. Each client
-//! has its own connection and session and at most one request outstanding.
+//! is the client machine `submit` runs (raftlite::client::machine: sessions,
+//! numbering, leader hints, backoff, deadlines) over its own non-blocking
+//! connection, with at most one request outstanding.
 //! The loop runs at its own pace: drain the ready events, then one pass of
 //! phase changes, open-loop releases and new operations, and every 10 ms one
 //! sweep over the clients' timers (deadlines, pauses, slow connects).
@@ -12,9 +14,9 @@ use crate::connection::{Connection, Step};
 use crate::options::Protocol;
 use crate::report::{write_stdout, CpuSeconds, CpuTicks};
 use crate::stats::{classify_reply, ErrorKind, ReplyClass, Stats};
-use crate::workload::{OperationKind, Random, Schedule, Workload};
+use crate::workload::{Random, Schedule, Workload};
 use mio::{Events, Poll, Token};
-use raftlite::client::Backoff;
+use raftlite::client::{Action, ClientConfig, ClientMachine, Try, TryResult};
 use raftlite::reply::{Answer, Reply};
 use std::collections::HashMap;
 use std::io;
@@ -31,9 +33,6 @@ const DRAIN_DURATION_MAX: Duration = Duration::from_secs(3);
 /// Setup waits at least this long for a first session: a cluster that is
 /// electing a leader is slow, not unreachable.
 const SETUP_DURATION_MIN: Duration = Duration::from_secs(5);
-/// Redirects followed in a row before pausing; two nodes with stale views can
-/// point at each other.
-const REDIRECTS_MAX: u32 = 16;
 /// Clients opening their first connection at once. Listen queues are often
 /// 128 deep (the daemon's is); a burst beyond that gets SYNs dropped and
 /// retried a second later, so setup opens sessions in a rolling window.
@@ -87,49 +86,34 @@ enum Purpose {
 enum Waiting {
     /// Nothing sent and nothing planned.
     Nothing,
-    Reply {
-        purpose: Purpose,
-        sent_at: Instant,
-    },
-    /// Backing off before the next try.
-    Pause {
-        until: Instant,
-    },
+    /// A try is out; the machine moves on if no reply by `sent_at + limit`.
+    Reply { sent_at: Instant, limit: Duration },
+    /// The machine backs off before its next try.
+    Pause { until: Instant },
 }
 
+/// An operation the client's machine runs (the command itself is the
+/// machine's).
 struct Operation {
-    kind: OperationKind,
-    command: String,
     /// Latency counts from here: the scheduled send time in open loop, the
     /// actual start in closed loop.
     intended_start: Instant,
-    /// Actual start plus --timeout.
-    deadline: Instant,
     measured: bool,
-    /// An earlier try may have been applied (sent, then no definite answer).
-    maybe_applied: bool,
 }
 
 struct Client {
     connection: Connection,
+    /// Where `connection` goes, or went last.
     target: SocketAddr,
-    seed_next: usize,
+    /// Chooses the node, numbers writes, pauses between rounds of tries
+    /// and ends each command, as `submit` does.
+    machine: ClientMachine,
+    /// What the machine's command in flight is for.
+    purpose: Option<Purpose>,
     random: Random,
     value: String,
-    session_id: Option<u64>,
-    /// The sequence of the last write finished in this session.
-    sequence: u64,
     waiting: Waiting,
     operation: Option<Operation>,
-    redirects: u32,
-    /// Pauses before trying again when no node knows a leader or a
-    /// connection was refused or lost: elections take hundreds of
-    /// milliseconds and a refused loopback connect fails at once, so
-    /// retrying without a pause would only spin. The blocking client's
-    /// backoff (capped, jittered), reset by each success.
-    backoff: Backoff,
-    /// Failed tries since the last pause (a round is one try per node).
-    tries_since_pause: usize,
     /// Set once the client has made its first request (setup admits
     /// clients a window at a time); an inactive client starts no operation.
     active: bool,
@@ -144,6 +128,8 @@ struct Client {
 pub struct Driver {
     settings: Settings,
     poll: Poll,
+    /// The client machines' milliseconds count from here.
+    base: Instant,
     clients: Vec<Client>,
     /// Leader hints by text; `None` caches a failed lookup.
     addresses: HashMap<String, Option<SocketAddr>>,
@@ -217,22 +203,15 @@ impl Driver {
         let clients = (0..settings.clients)
             .map(|index| Client {
                 connection: Connection::new(index, settings.protocol),
-                // Spread the first connections over the nodes given.
                 target: settings.seeds[index % settings.seeds.len()],
-                seed_next: index + 1,
+                machine: ClientMachine::new(machine_config(&settings, index)),
+                purpose: None,
                 random: Random::new(
                     settings.seed ^ (index as u64).wrapping_mul(0x2545_f491_4f6c_dd1d),
                 ),
                 value: settings.workload.value_for_client(index),
-                session_id: None,
-                sequence: 0,
                 waiting: Waiting::Nothing,
                 operation: None,
-                redirects: 0,
-                tries_since_pause: 0,
-                backoff: Backoff::new(
-                    settings.seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                ),
                 active: false,
                 registered_once: false,
                 released: 0,
@@ -243,6 +222,7 @@ impl Driver {
         let setup_duration = settings.timeout.max(SETUP_DURATION_MIN);
         Ok(Driver {
             poll: Poll::new()?,
+            base: now,
             ready: Vec::with_capacity(settings.clients),
             settings,
             clients,
@@ -430,55 +410,76 @@ impl Driver {
         }
     }
 
-    /// Sends what the client needs next: a REGISTER while it has no session,
-    /// else its operation (a write numbered in the session).
-    fn attempt(&mut self, index: usize, now: Instant) {
+    /// The client machine's time for `now`.
+    fn ms(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Carries out what the client's machine asked for.
+    fn act(&mut self, index: usize, action: Action, now: Instant) {
+        match action {
+            Action::Send(attempt) => self.send_try(index, attempt, now),
+            Action::Pause { until_ms } => {
+                let until = self.base + Duration::from_millis(until_ms);
+                self.clients[index].waiting = Waiting::Pause { until };
+            }
+            Action::Done(answer) => self.command_done(index, answer, now),
+        }
+    }
+
+    /// Puts the machine's try on the wire: on the kept connection if it
+    /// goes to the same node and the machine did not move on from it.
+    fn send_try(&mut self, index: usize, attempt: Try, now: Instant) {
+        let Some(address) = self.resolve(&attempt.to) else {
+            let what = format!("cannot resolve {}", attempt.to);
+            return self.try_finished(index, TryResult::NotSent(what), now);
+        };
         let registry = self.poll.registry();
         let client = &mut self.clients[index];
-        let (purpose, tag, command) = match (client.session_id, &client.operation) {
-            (None, _) => (Purpose::Register, (0, 0), "REGISTER"),
-            (Some(session_id), Some(operation)) => {
-                let tag = match operation.kind {
-                    OperationKind::Read => (0, 0),
-                    OperationKind::Write => (session_id, client.sequence + 1),
-                };
-                (Purpose::Operation, tag, operation.command.as_str())
-            }
-            (Some(_), None) => {
-                client.waiting = Waiting::Nothing;
-                self.enqueue_ready(index);
-                return;
-            }
-        };
+        if attempt.reconnect || client.target != address {
+            client.connection.close(registry);
+            client.target = address;
+        }
         client.waiting = Waiting::Reply {
-            purpose,
             sent_at: now,
+            limit: Duration::from_millis(attempt.limit_ms),
         };
+        let request = &attempt.request;
+        let tag = (request.session_id, request.sequence);
         let step = client
             .connection
-            .send(registry, client.target, tag, command, now);
+            .send(registry, address, tag, &request.command, now);
         self.on_step(index, step, now);
     }
 
+    fn try_finished(&mut self, index: usize, result: TryResult, now: Instant) {
+        self.clients[index].waiting = Waiting::Nothing;
+        let now_ms = self.ms(now);
+        let action = self.clients[index].machine.try_finished(result, now_ms);
+        self.act(index, action, now);
+    }
+
+    /// Every error reply is counted as it comes; the machine decides what
+    /// it means for the command.
     fn on_reply(&mut self, index: usize, reply: &Answer, now: Instant) {
-        let client = &mut self.clients[index];
-        let Waiting::Reply { purpose, .. } = client.waiting else {
+        if !matches!(self.clients[index].waiting, Waiting::Reply { .. }) {
             return; // nothing was asked: ignored
-        };
-        client.waiting = Waiting::Nothing;
-        if let (Purpose::Register, Answer::Reply(Reply::Session { id })) = (purpose, reply) {
-            return self.on_registered(index, *id, now);
         }
-        let kind = match classify_reply(reply) {
-            ReplyClass::Success if purpose == Purpose::Operation => {
-                return self.finish_operation(index, true, now);
-            }
-            ReplyClass::Success => ErrorKind::OtherReply,
-            ReplyClass::Error(kind) => kind,
+        let opening = self.clients[index].purpose == Some(Purpose::Register);
+        let error = match classify_reply(reply) {
+            ReplyClass::Success => None,
+            ReplyClass::Error(kind) => Some(kind),
         };
-        self.record_error(kind);
-        self.last_error = Some(format!("{}: {reply}", self.clients[index].target));
-        self.on_error_reply(index, kind, reply, purpose, now);
+        let error = match (opening, reply) {
+            (true, Answer::Reply(Reply::Session { .. })) => None,
+            (true, _) => error.or(Some(ErrorKind::OtherReply)),
+            (false, _) => error,
+        };
+        if let Some(kind) = error {
+            self.record_error(kind);
+            self.last_error = Some(format!("{}: {reply}", self.clients[index].target));
+        }
+        self.try_finished(index, TryResult::Reply(reply.clone()), now);
     }
 
     /// Lets the next waiting client open its session. Called once per opened
@@ -490,116 +491,65 @@ impl Driver {
         }
         self.clients_active += 1;
         self.clients[index].active = true;
-        self.attempt(index, now);
+        self.open_session(index, now);
     }
 
-    fn on_registered(&mut self, index: usize, session_id: u64, now: Instant) {
+    fn open_session(&mut self, index: usize, now: Instant) {
+        let now_ms = self.ms(now);
         let client = &mut self.clients[index];
-        client.session_id = Some(session_id);
-        client.sequence = 0;
-        client.redirects = 0;
-        client.backoff.reset();
+        client.purpose = Some(Purpose::Register);
+        let action = client.machine.open_session(now_ms);
+        self.act(index, action, now);
+    }
+
+    /// The machine ended a command: a session opened (or not), or an
+    /// operation succeeded or failed.
+    fn command_done(&mut self, index: usize, answer: Answer, now: Instant) {
+        let client = &mut self.clients[index];
+        client.waiting = Waiting::Nothing;
+        match client.purpose.take() {
+            Some(Purpose::Register) => match answer {
+                Answer::Reply(Reply::Session { .. }) => self.on_registered(index, now),
+                // Setup keeps trying; later, a write opens it on its own.
+                _ if self.phase == Phase::Setup => self.open_session(index, now),
+                _ => self.enqueue_ready(index),
+            },
+            Some(Purpose::Operation) => {
+                let succeeded = classify_reply(&answer) == ReplyClass::Success;
+                self.finish_operation(index, succeeded, now);
+            }
+            None => {}
+        }
+    }
+
+    fn on_registered(&mut self, index: usize, now: Instant) {
+        let client = &mut self.clients[index];
         let first_session = !client.registered_once;
         client.registered_once = true;
-        if client.operation.is_some() {
-            self.attempt(index, now);
-        } else {
-            self.enqueue_ready(index);
-        }
+        self.enqueue_ready(index);
         if first_session {
             self.sessions_opened += 1;
             self.activate_next_client(now);
         }
     }
 
-    /// What each kind of error reply means for the request in flight.
-    fn on_error_reply(
-        &mut self,
-        index: usize,
-        kind: ErrorKind,
-        reply: &Answer,
-        purpose: Purpose,
-        now: Instant,
-    ) {
-        match kind {
-            ErrorKind::NotLeader => {
-                let hint = reply.reply().and_then(Reply::leader_hint);
-                self.follow_leader(index, hint, now)
-            }
-            ErrorKind::Timeout => {
-                // Unknown outcome: retried elsewhere under the same sequence,
-                // which the session applies at most once.
-                if purpose == Purpose::Operation {
-                    self.mark_maybe_applied(index);
-                }
-                self.rotate_target(index);
-                self.attempt(index, now);
-            }
-            ErrorKind::SessionExpired => {
-                let client = &mut self.clients[index];
-                client.session_id = None;
-                // As submit does: a new session cannot tell whether an earlier
-                // try applied, so such an operation ends unknown.
-                if client
-                    .operation
-                    .as_ref()
-                    .is_some_and(|operation| operation.maybe_applied)
-                {
-                    self.finish_operation(index, false, now);
-                } else {
-                    self.attempt(index, now);
-                }
-            }
-            _ if purpose == Purpose::Register => self.pause_and_rotate(index, now),
-            _ => self.finish_operation(index, false, now),
-        }
-    }
-
-    fn follow_leader(&mut self, index: usize, hint: Option<&str>, now: Instant) {
-        self.clients[index].redirects += 1;
-        let address = match hint {
-            Some(text) if self.clients[index].redirects <= REDIRECTS_MAX => self.resolve(text),
-            _ => None,
-        };
-        match address {
-            Some(address) => {
-                self.retarget(index, address);
-                self.attempt(index, now);
-            }
-            // No leader known (an election is running) or too many hops.
-            None => self.pause_and_rotate(index, now),
-        }
-    }
-
+    /// A connection failed: counted; for the try out on it, "not sent" if
+    /// it never opened, else "unknown".
     fn on_connection_failure(&mut self, index: usize, kind: ErrorKind, error: &str, now: Instant) {
         self.record_error(kind);
         self.last_error = Some(format!("{}: {error}", self.clients[index].target));
-        let client = &self.clients[index];
-        let request_sent = matches!(
-            client.waiting,
-            Waiting::Reply {
-                purpose: Purpose::Operation,
-                ..
-            }
-        ) && kind != ErrorKind::ConnectFailed;
-        let busy = !matches!(client.waiting, Waiting::Nothing) || client.operation.is_some();
-        if request_sent {
-            self.mark_maybe_applied(index);
+        if !matches!(self.clients[index].waiting, Waiting::Reply { .. }) {
+            return; // an idle connection: the next try opens another
         }
-        if busy {
-            self.pause_and_rotate(index, now);
-        } else {
-            self.rotate_target(index);
-        }
+        let result = match kind {
+            ErrorKind::ConnectFailed => TryResult::NotSent(error.to_string()),
+            _ => TryResult::Unknown(error.to_string()),
+        };
+        self.try_finished(index, result, now);
     }
 
-    fn mark_maybe_applied(&mut self, index: usize) {
-        if let Some(operation) = &mut self.clients[index].operation {
-            operation.maybe_applied |= operation.kind == OperationKind::Write;
-        }
-    }
-
-    /// Deadlines and pauses, checked every TIMER_SCAN_INTERVAL.
+    /// Slow connects, tries past their limit and pauses that are over,
+    /// checked every TIMER_SCAN_INTERVAL.
     fn check_timers(&mut self, index: usize, now: Instant) {
         let connect_timeout = self.settings.timeout.min(CONNECT_TIMEOUT_MAX);
         let client = &mut self.clients[index];
@@ -612,41 +562,23 @@ impl Driver {
             let error = format!("connect timed out after {} ms", connect_timeout.as_millis());
             return self.on_connection_failure(index, ErrorKind::ConnectFailed, &error, now);
         }
-        if client
-            .operation
-            .as_ref()
-            .is_some_and(|operation| now >= operation.deadline)
-        {
-            return self.on_operation_timeout(index, now);
-        }
         match client.waiting {
+            Waiting::Reply { sent_at, limit } if now - sent_at >= limit => {
+                // Dropped, so that a late reply cannot be taken for the
+                // next request's, and a stalled node is left behind.
+                client.connection.close(self.poll.registry());
+                self.record_error(ErrorKind::Timeout);
+                let what = format!("no reply within {} ms", limit.as_millis());
+                self.try_finished(index, TryResult::Unknown(what), now);
+            }
             Waiting::Pause { until } if now >= until => {
                 client.waiting = Waiting::Nothing;
-                if client.operation.is_some() || client.session_id.is_none() {
-                    self.attempt(index, now);
-                }
-            }
-            Waiting::Reply {
-                purpose: Purpose::Register,
-                sent_at,
-            } if client.operation.is_none() && now - sent_at >= self.settings.timeout => {
-                self.record_error(ErrorKind::Timeout);
-                self.rotate_target(index);
-                self.attempt(index, now);
+                let now_ms = self.ms(now);
+                let action = self.clients[index].machine.resume(now_ms);
+                self.act(index, action, now);
             }
             _ => {}
         }
-    }
-
-    /// --timeout passed: TIMEOUT is counted and the client moves on with the
-    /// next sequence number. The connection is dropped so a late reply cannot
-    /// be taken for the next request's, and so a stalled node is left behind.
-    fn on_operation_timeout(&mut self, index: usize, now: Instant) {
-        self.record_error(ErrorKind::Timeout);
-        if matches!(self.clients[index].waiting, Waiting::Reply { .. }) {
-            self.rotate_target(index);
-        }
-        self.finish_operation(index, false, now);
     }
 
     fn finish_operation(&mut self, index: usize, succeeded: bool, now: Instant) {
@@ -655,14 +587,6 @@ impl Driver {
             return;
         };
         client.waiting = Waiting::Nothing;
-        if succeeded {
-            client.redirects = 0;
-            client.backoff.reset();
-            client.tries_since_pause = 0;
-        }
-        if operation.kind == OperationKind::Write && client.session_id.is_some() {
-            client.sequence += 1;
-        }
         assert!(self.in_progress > 0);
         self.in_progress -= 1;
         let stats = if operation.measured {
@@ -677,47 +601,6 @@ impl Driver {
             stats.record_failure();
         }
         self.enqueue_ready(index);
-    }
-
-    /// Tries the next node; once every node was tried since the last
-    /// pause, waits out the client's next backoff pause first (the client
-    /// library's rule: other nodes at once, a down cluster gently).
-    fn pause_and_rotate(&mut self, index: usize, now: Instant) {
-        self.rotate_target(index);
-        let seeds = self.settings.seeds.len();
-        let client = &mut self.clients[index];
-        client.redirects = 0;
-        client.tries_since_pause += 1;
-        let pause = match client.tries_since_pause >= seeds {
-            true => client.backoff.next_delay(),
-            false => std::time::Duration::ZERO,
-        };
-        if client.tries_since_pause >= seeds {
-            client.tries_since_pause = 0;
-        }
-        client.waiting = Waiting::Pause { until: now + pause };
-    }
-
-    /// Moves to the next --cluster address on a fresh connection.
-    fn rotate_target(&mut self, index: usize) {
-        let client = &mut self.clients[index];
-        let seeds = &self.settings.seeds;
-        let mut address = seeds[client.seed_next % seeds.len()];
-        client.seed_next = client.seed_next.wrapping_add(1);
-        if address == client.target && seeds.len() > 1 {
-            address = seeds[client.seed_next % seeds.len()];
-            client.seed_next = client.seed_next.wrapping_add(1);
-        }
-        client.connection.close(self.poll.registry());
-        client.target = address;
-    }
-
-    fn retarget(&mut self, index: usize, address: SocketAddr) {
-        let client = &mut self.clients[index];
-        if client.target != address {
-            client.connection.close(self.poll.registry());
-            client.target = address;
-        }
     }
 
     /// A leader hint as a socket address. Hints are IP:PORT unless the
@@ -804,7 +687,9 @@ impl Driver {
 
     fn start_operation_if_due(&mut self, index: usize, now: Instant) {
         let client = &self.clients[index];
-        let busy = client.operation.is_some() || !matches!(client.waiting, Waiting::Nothing);
+        let busy = client.operation.is_some()
+            || client.machine.busy()
+            || !matches!(client.waiting, Waiting::Nothing);
         if busy || !client.active {
             return;
         }
@@ -839,24 +724,23 @@ impl Driver {
             && self.measure_end_planned.is_none_or(|end| intended < end);
         self.measured_started += u64::from(measured);
         self.in_progress += 1;
+        let now_ms = self.ms(now);
         let client = &mut self.clients[index];
-        let (kind, command) = self
+        let (_, command) = self
             .settings
             .workload
             .next_command(&mut client.random, &client.value);
+        let action = client.machine.start(&command, now_ms);
+        client.purpose = Some(Purpose::Operation);
         client.operation = Some(Operation {
-            kind,
-            command,
             intended_start: intended,
-            deadline: now + self.settings.timeout,
             measured,
-            maybe_applied: false,
         });
         if self.schedule.is_some() {
             client.started += 1;
             self.started_total += 1;
         }
-        self.attempt(index, now);
+        self.act(index, action, now);
     }
 
     fn print_progress(&mut self, now: Instant) {
@@ -937,6 +821,23 @@ impl Driver {
             })
             .sum();
         in_flight + backlog
+    }
+}
+
+/// Client `index`'s machine: the --cluster addresses starting at its own
+/// (the first connections spread over the nodes given), `--timeout` per
+/// command.
+fn machine_config(settings: &Settings, index: usize) -> ClientConfig {
+    let seeds = &settings.seeds;
+    let start = index % seeds.len();
+    let ordered = seeds[start..].iter().chain(&seeds[..start]);
+    ClientConfig {
+        seeds: ordered.map(SocketAddr::to_string).collect(),
+        timeout_ms: u64::try_from(settings.timeout.as_millis()).unwrap_or(u64::MAX),
+        redirect: true,
+        sessions: true,
+        seed: settings.seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        planted_bug: None,
     }
 }
 
