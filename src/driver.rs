@@ -1,6 +1,6 @@
 //! The node driver: the one place that turns the core's `Ready`s into
 //! sends, writes and syncs, in the order docs/STORAGE.md states. The daemon
-//! (src/runtime/server.rs) and the simulator (src/sim/) both run it; only
+//! (src/runtime/server.rs) and the simulator (tools/kit/sim/) both run it; only
 //! the storage, the transport and the sync executor under it differ.
 //!
 //! For each Ready, in this order:

@@ -14,12 +14,12 @@ use raftlite::constants::{CLIENT_CONNECTIONS_MAX, HANDSHAKE_TIMEOUT_MS, PARTIAL_
 use raftlite::core::{
     AppendEntries, ClusterId, ClusterTag, Entry, LogIndex, Message, MessageBody, NodeId, Term,
 };
-use raftlite::fault::{free_ports, LinkProxy};
 use raftlite::kv::{parse_request, LogRecord};
 use raftlite::wire::{
     encode_frame, encode_message, ClientRequest, Frame, FrameDecoder, PeerHello, PeerProof,
     PeerRefused, RefusalReason, NONCE_SIZE, PROOF_SIZE,
 };
+use raftlite_kit::fault::{free_ports, LinkProxy};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, TcpStream, UdpSocket};

@@ -45,7 +45,10 @@ pub enum Request {
 }
 
 /// What a log entry carries: the requests the state machine applies in log
-/// order. GET goes through the log too, so that it reads committed state.
+/// order. GET does not go through the log: the replica serves it by
+/// ReadIndex (`Replica::linearizable_get`, docs/PROTOCOL.md). `Get` stays a
+/// valid log command, applied as a read of the state at its index, so that
+/// a log holding one still decodes and replays.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     Set {

@@ -1,46 +1,19 @@
 //! Harness for process-level tests: real `raftlite` processes on free
 //! loopback ports, in a temp dir, killed and removed when the test ends
 //! (their logs are printed if it failed). The cluster itself is
-//! `raftlite::fault::LocalCluster`, shared with the fault bench.
+//! `raftlite_kit::fault::LocalCluster`, shared with the fault bench.
 
 #![allow(dead_code, unused_imports)] // each test binary uses part of the harness
 
-use raftlite::fault::ClusterSpec;
-pub use raftlite::fault::{free_ports, poll_until, LocalCluster as Cluster};
+use raftlite_kit::fault::ClusterSpec;
+pub use raftlite_kit::fault::{
+    free_ports, poll_until, temp_path, LocalCluster as Cluster, TempDir,
+};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const RAFTLITE: &str = env!("CARGO_BIN_EXE_raftlite");
 pub const SUBMIT: &str = env!("CARGO_BIN_EXE_submit");
-
-/// A fresh directory under the system temp dir.
-pub fn temp_path(label: &str) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let unique = format!(
-        "raftlite-{label}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    std::env::temp_dir().join(unique)
-}
-
-/// A directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(label: &str) -> TempDir {
-        let path = temp_path(label);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn start(size: usize, extra: &[&str], proxied: bool) -> Cluster {
     let spec = ClusterSpec {

@@ -4,7 +4,7 @@
 //! `FAILOVER_FLAGS`, killing and restarting members as raftlite's trials do.
 
 use crate::etcd_client::{self, MemberStatus};
-use raftlite::fault::{free_ports, poll_until};
+use raftlite_kit::fault::{free_ports, poll_until};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,7 +2,7 @@
 //! HTTP/1.1 keep-alive to etcd's JSON gateway, retried across the members
 //! the way raftlite's `Client` (src/client.rs) retries, so that both
 //! failover rows time the same client behaviour. Requests and responses are
-//! built and read by `bench`'s etcd mode (tools/bench/etcd.rs).
+//! built and read by `bench`'s etcd mode (tools/kit/etcd_gateway.rs).
 
 use crate::gateway::{self, Response};
 use raftlite::reply::{Answer, Reply};

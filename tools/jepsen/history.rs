@@ -1,10 +1,10 @@
 //! The recorded history: operations as the checker sees them, plus the
 //! event log written as JSON lines while the run goes on.
 
-use crate::json::json_string;
 use raftlite::kv::{quote_if_needed, Position, ABSENT_EXPECTED};
-use raftlite::linearizability::{Action, Operation, Outcome};
 use raftlite::reply::{Asked, Reply};
+use raftlite_kit::json::json_string;
+use raftlite_kit::linearizability::{Action, Operation, Outcome};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::Mutex;

@@ -6,7 +6,7 @@
 
 use crate::history::{self, Recorder};
 use raftlite::core::rng::Rng;
-use raftlite::fault::{poll_until, ForeignDir, LocalCluster};
+use raftlite_kit::fault::{poll_until, ForeignDir, LocalCluster};
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -3,9 +3,9 @@
 //! one JSON object.
 
 use crate::history::number;
-use crate::json::json_string;
 use crate::nemesis::{NemesisReport, StaleReport};
-use raftlite::linearizability::{Action, Operation, Outcome, Verdict};
+use raftlite_kit::json::json_string;
+use raftlite_kit::linearizability::{Action, Operation, Outcome, Verdict};
 use std::collections::BTreeMap;
 use std::path::Path;
 

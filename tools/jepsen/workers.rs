@@ -4,7 +4,7 @@
 
 use crate::history::{self, Recorder};
 use raftlite::core::rng::Rng;
-use raftlite::linearizability::{Action, Operation, Outcome};
+use raftlite_kit::linearizability::{Action, Operation, Outcome};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};

@@ -1,0 +1,555 @@
+//! bench-suite (`make bench`): the benchmark suite on a local 3-node
+//! cluster — SET with 1, 64 and 256 clients, linearizable GET with 64,
+//! leader failover over several trials, and a follower catching up a long
+//! log — printed as one table and saved under run/bench/<timestamp>/.
+//! With `--compare-etcd` (`make bench-compare`) the same workloads also run
+//! against a 3-member etcd on loopback, with the same load generator, and
+//! the table shows both with ratios, failover included (etcd with the
+//! issue's heartbeat 50 ms and election 300 ms). `--failover-only` skips
+//! the throughput and catch-up rows for a quick check of the failover ones.
+
+mod etcd;
+mod etcd_client;
+use etcd_client::EtcdClient;
+// bench's etcd requests and responses (the failover client uses them too).
+use raftlite_kit::etcd_gateway as gateway;
+
+use raftlite::reply::{Answer, Reply};
+use raftlite_kit::fault::{poll_until, ClusterSpec, LocalCluster};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+struct Options {
+    duration_s: u64,
+    trials: usize,
+    catch_up_entries: u64,
+    fsync: bool,
+    out: PathBuf,
+    compare_etcd: bool,
+    failover_only: bool,
+}
+
+/// One workload's figures, read back from `bench --json`.
+struct Row {
+    name: String,
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: f64,
+}
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+/// What `main` returns, listed by `--help`.
+const EXIT_CODES: &str = "Exit codes:\n\
+\x20 0  every row ran; the table is printed and saved as table.md under --out (and --help)\n\
+\x20 1  a step failed and the suite stopped (message on stderr): a cluster or etcd did\n\
+\x20    not start or elect a leader, a bench run failed, a failover write was not\n\
+\x20    acknowledged, a follower did not catch up, or a result could not be written\n\
+\x20 2  usage error\n";
+
+const USAGE: &str = "Usage: bench-suite [--duration S] [--trials N] [--catch-up N] [--fsync MODE] [--out DIR] [--compare-etcd] [--failover-only]";
+
+fn main() -> ExitCode {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let options = match parse_options(&arguments) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            print!("{}\n{EXIT_CODES}", option_table().usage(USAGE));
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("bench-suite: {error}");
+            eprintln!("Try 'bench-suite --help'.");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench-suite: {error}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn option_table() -> getopts::Options {
+    let mut table = getopts::Options::new();
+    table.optopt("", "duration", "seconds per workload (default 10)", "S");
+    table.optopt("", "trials", "leader failover trials (default 10)", "N");
+    table.optopt(
+        "",
+        "catch-up",
+        "entries a follower catches up (default 100000)",
+        "N",
+    );
+    table.optopt(
+        "",
+        "fsync",
+        "always or never (default always: the headline)",
+        "MODE",
+    );
+    table.optopt(
+        "",
+        "out",
+        "where results go (default run/bench/<timestamp>)",
+        "DIR",
+    );
+    table.optflag(
+        "",
+        "compare-etcd",
+        "also run the workloads against a local 3-member etcd (needs the etcd binary)",
+    );
+    table.optflag(
+        "",
+        "failover-only",
+        "run only the failover trials (with --compare-etcd, etcd's too): a quick check",
+    );
+    table.optflag("h", "help", "print this help");
+    table
+}
+
+/// `Ok(None)` for --help.
+fn parse_options(arguments: &[String]) -> Result<Option<Options>, String> {
+    let matches = raftlite::cli::parse(&option_table(), arguments)?;
+    if matches.opt_present("help") {
+        return Ok(None);
+    }
+    if let Some(extra) = matches.free.first() {
+        return Err(format!("unexpected argument {extra:?}"));
+    }
+    let number = |name: &str, default: u64| -> Result<u64, String> {
+        matches.opt_str(name).map_or(Ok(default), |text| {
+            text.parse::<u64>()
+                .ok()
+                .filter(|&value| value > 0)
+                .ok_or(format!("--{name} {text:?}: expected a positive number"))
+        })
+    };
+    let fsync = match matches.opt_str("fsync").as_deref() {
+        None | Some("always") => true,
+        Some("never") => false,
+        Some(other) => return Err(format!("--fsync {other:?}: expected always or never")),
+    };
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    Ok(Some(Options {
+        duration_s: number("duration", 10)?,
+        trials: number("trials", 10)? as usize,
+        catch_up_entries: number("catch-up", 100_000)?,
+        fsync,
+        out: matches.opt_str("out").map_or_else(
+            || PathBuf::from(format!("run/bench/{stamp}")),
+            PathBuf::from,
+        ),
+        compare_etcd: matches.opt_present("compare-etcd"),
+        failover_only: matches.opt_present("failover-only"),
+    }))
+}
+
+fn sibling(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|error| error.to_string())?;
+    let path = exe
+        .parent()
+        .map(|dir| dir.join(name))
+        .ok_or("no parent dir")?;
+    path.exists().then_some(path.clone()).ok_or(format!(
+        "{} missing: cargo build --release --bins",
+        path.display()
+    ))
+}
+
+fn start_cluster(options: &Options, name: &str) -> Result<LocalCluster, String> {
+    let fsync = if options.fsync { "always" } else { "never" };
+    let spec = ClusterSpec {
+        size: 3,
+        dir: options.out.join(name),
+        binary: sibling("raftlite")?,
+        extra_arguments: vec!["--fsync".to_string(), fsync.to_string()],
+        proxied: false,
+        remove_dir_on_drop: true,
+    };
+    let cluster =
+        LocalCluster::start(spec).map_err(|error| format!("cannot start a cluster: {error}"))?;
+    cluster
+        .wait_for_leader(Duration::from_secs(5))
+        .ok_or("no leader")?;
+    Ok(cluster)
+}
+
+/// (name, clients, read ratio) of each throughput row.
+const WORKLOADS: [(&str, usize, &str); 4] = [
+    ("SET, 1 client", 1, "0"),
+    ("SET, 64 clients", 64, "0"),
+    ("SET, 256 clients", 256, "0"),
+    ("GET (linearizable), 64 clients", 64, "1"),
+];
+
+fn run(options: &Options) -> Result<(), String> {
+    std::fs::create_dir_all(&options.out).map_err(|error| error.to_string())?;
+    let rows = if options.failover_only {
+        Vec::new()
+    } else {
+        raftlite_rows(options)?
+    };
+    let failovers = failover_trials(options)?;
+    let catch_up = if options.failover_only {
+        None
+    } else {
+        Some(catch_up(options)?)
+    };
+    let mut report = table(&rows, &failovers, catch_up, options);
+    if options.compare_etcd {
+        let etcd_rows = if options.failover_only {
+            Vec::new()
+        } else {
+            etcd_rows(options)?
+        };
+        let etcd_failovers = etcd_failover_trials(options)?;
+        report.push_str(&comparison(&rows, &etcd_rows, &failovers, &etcd_failovers));
+    }
+    println!("{report}");
+    std::fs::write(options.out.join("table.md"), &report).map_err(|error| error.to_string())
+}
+
+fn raftlite_rows(options: &Options) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    for (name, clients, read_ratio) in WORKLOADS {
+        let cluster = start_cluster(options, "throughput")?;
+        let target = Target {
+            protocol: "raftlite",
+            addresses: cluster.addresses(),
+        };
+        rows.push(run_workload(options, &target, name, clients, read_ratio)?);
+    }
+    Ok(rows)
+}
+
+/// Where `bench` sends its load.
+struct Target {
+    protocol: &'static str,
+    addresses: Vec<String>,
+}
+
+fn etcd_rows(options: &Options) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    for (name, clients, read_ratio) in WORKLOADS {
+        let etcd = etcd::EtcdCluster::start(&options.out.join("etcd"), &[])?;
+        let target = Target {
+            protocol: "etcd",
+            addresses: etcd.addresses(),
+        };
+        rows.push(run_workload(
+            options,
+            &target,
+            &format!("etcd {name}"),
+            clients,
+            read_ratio,
+        )?);
+    }
+    Ok(rows)
+}
+
+/// raftlite and etcd side by side, with raftlite's ratio to etcd: of
+/// throughput for the workloads, of time for failover.
+fn comparison(
+    raftlite: &[Row],
+    etcd: &[Row],
+    raftlite_failovers: &[f64],
+    etcd_failovers: &[f64],
+) -> String {
+    let mut text = String::from(
+        "\nraftlite against etcd 3.4 (3 members on loopback, fsync on, default flags), same load generator\n\n\
+         | workload | raftlite ops/s | etcd ops/s | ratio | raftlite p50 / p99 ms | etcd p50 / p99 ms |\n|---|---|---|---|---|---|\n",
+    );
+    for (ours, theirs) in raftlite.iter().zip(etcd) {
+        text.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.1}x | {:.2} / {:.2} | {:.2} / {:.2} |\n",
+            ours.name,
+            ours.ops_per_sec,
+            theirs.ops_per_sec,
+            ours.ops_per_sec / theirs.ops_per_sec,
+            ours.p50_ms,
+            ours.p99_ms,
+            theirs.p50_ms,
+            theirs.p99_ms
+        ));
+    }
+    let (ours, theirs) = (raftlite_failovers, etcd_failovers);
+    text.push_str(&format!(
+        "| kill -9 leader → next acknowledged write ({} trials; etcd heartbeat 50 ms, election 300 ms) \
+         | | | time {:.2}x median, {:.2}x max | median {:.0} / max {:.0} | median {:.0} / max {:.0} |\n",
+        theirs.len(),
+        median(ours) / median(theirs),
+        maximum(ours) / maximum(theirs),
+        median(ours),
+        maximum(ours),
+        median(theirs),
+        maximum(theirs)
+    ));
+    text.push_str(&format!(
+        "\netcd failover trials (ms): {:?}\n",
+        rounded(theirs)
+    ));
+    text
+}
+
+/// The same trials against etcd with `etcd::FAILOVER_FLAGS`: kill -9 its
+/// leader, then time until the next PUT is acknowledged by a client that
+/// retries the way raftlite's does (`etcd_client`).
+fn etcd_failover_trials(options: &Options) -> Result<Vec<f64>, String> {
+    let dir = options.out.join("etcd-failover");
+    let mut etcd = etcd::EtcdCluster::start(&dir, &etcd::FAILOVER_FLAGS)?;
+    let mut client = EtcdClient::new(etcd.socket_addresses());
+    let mut results = Vec::new();
+    for trial in 0..options.trials {
+        let leader = etcd
+            .wait_healthy(ETCD_HEALTHY_TIMEOUT)
+            .ok_or("etcd: no leader")?;
+        // Start from a live connection to the leader, as raftlite's client
+        // does after its warm-up write.
+        client.aim(leader);
+        client
+            .put(&format!("warm{trial}"), "1", FAILOVER_WRITE_TIMEOUT)
+            .map_err(|error| format!("etcd trial {trial}, warm-up write: {error}"))?;
+        let killed_at = Instant::now();
+        etcd.kill(leader);
+        let acknowledged = client.put(&format!("failover{trial}"), "1", FAILOVER_WRITE_TIMEOUT);
+        let elapsed_ms = killed_at.elapsed().as_secs_f64() * 1000.0;
+        acknowledged.map_err(|error| format!("etcd trial {trial}: {error}"))?;
+        results.push(elapsed_ms);
+        etcd.start_member(leader)?;
+        etcd.wait_healthy(ETCD_HEALTHY_TIMEOUT)
+            .ok_or("etcd: the restarted member did not rejoin")?;
+    }
+    Ok(results)
+}
+
+fn run_workload(
+    options: &Options,
+    target: &Target,
+    name: &str,
+    clients: usize,
+    read_ratio: &str,
+) -> Result<Row, String> {
+    let slug: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_lowercase();
+    let json = options.out.join(format!("{slug}.json"));
+    let status = Command::new(sibling("bench")?)
+        .args(["--protocol", target.protocol])
+        .args([
+            "--cluster",
+            &target.addresses.join(","),
+            "--clients",
+            &clients.to_string(),
+        ])
+        .args([
+            "--duration",
+            &options.duration_s.to_string(),
+            "--warmup",
+            "2",
+            "--read-ratio",
+            read_ratio,
+        ])
+        .args(["--key-size", "8", "--value-size", "64", "--keys", "10000"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--hist")
+        .arg(options.out.join(format!("{slug}.svg")))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|error| format!("cannot run bench: {error}"))?;
+    if !status.success() {
+        return Err(format!("bench failed for {name}"));
+    }
+    let text = std::fs::read_to_string(&json).map_err(|error| error.to_string())?;
+    Ok(Row {
+        name: name.to_string(),
+        ops_per_sec: json_number(&text, "ops_per_sec"),
+        p50_ms: json_number(&text, "p50_ms"),
+        p99_ms: json_number(&text, "p99_ms"),
+        errors: json_number(&text, "errors"),
+    })
+}
+
+/// The number after `"key":` in a flat JSON object (NaN if absent or null).
+fn json_number(text: &str, key: &str) -> f64 {
+    let pattern = format!("\"{key}\":");
+    text.find(&pattern)
+        .map(|start| &text[start + pattern.len()..])
+        .and_then(|rest| rest.split([',', '}']).next())
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// How long a failover trial's client keeps retrying its write.
+const FAILOVER_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// etcd takes a second or two to start a member and replay its log.
+const ETCD_HEALTHY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// kill -9 the leader, then time until the next write is acknowledged.
+fn failover_trials(options: &Options) -> Result<Vec<f64>, String> {
+    let mut cluster = start_cluster(options, "failover")?;
+    let mut client = cluster.client(FAILOVER_WRITE_TIMEOUT);
+    let mut results = Vec::new();
+    for trial in 0..options.trials {
+        let leader = cluster
+            .wait_for_leader(Duration::from_secs(5))
+            .ok_or("no leader")?;
+        client.execute(&format!("SET warm{trial}=1"));
+        let killed_at = Instant::now();
+        cluster.kill(leader);
+        let answer = client.ask(&format!("SET failover{trial}=1"));
+        let elapsed_ms = killed_at.elapsed().as_secs_f64() * 1000.0;
+        if !matches!(answer, Answer::Reply(Reply::Ok { .. })) {
+            return Err(format!("trial {trial}: {answer}"));
+        }
+        results.push(elapsed_ms);
+        cluster
+            .start_node(leader)
+            .map_err(|error| error.to_string())?;
+        cluster
+            .wait_converged(Duration::from_secs(10))
+            .ok_or("no convergence")?;
+    }
+    Ok(results)
+}
+
+/// A follower down while `catch_up_entries` writes commit, then restarted:
+/// seconds until it has applied all of them.
+fn catch_up(options: &Options) -> Result<f64, String> {
+    let mut cluster = start_cluster(options, "catch-up")?;
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(5))
+        .ok_or("no leader")?;
+    let follower = (leader + 1) % 3;
+    cluster.kill(follower);
+    let status = Command::new(sibling("bench")?)
+        .args([
+            "--cluster",
+            &cluster.addresses().join(","),
+            "--clients",
+            "64",
+            "--read-ratio",
+            "0",
+        ])
+        .args([
+            "--ops",
+            &options.catch_up_entries.to_string(),
+            "--value-size",
+            "64",
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|error| error.to_string())?;
+    if !status.success() {
+        return Err("bench failed while the follower was down".to_string());
+    }
+    let target: u64 = field(&cluster, leader, "commit").ok_or("leader status")?;
+    let started = Instant::now();
+    cluster
+        .start_node(follower)
+        .map_err(|error| error.to_string())?;
+    let caught_up = poll_until(Duration::from_secs(120), || {
+        field(&cluster, follower, "applied").filter(|&applied| applied >= target)
+    });
+    caught_up.ok_or("the follower did not catch up in 120 s")?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn field(cluster: &LocalCluster, index: usize, name: &str) -> Option<u64> {
+    cluster.status(index)?.get(name)?.parse().ok()
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn maximum(values: &[f64]) -> f64 {
+    values.iter().copied().fold(0.0, f64::max)
+}
+
+/// Whole milliseconds, for the trials lists.
+fn rounded(values: &[f64]) -> Vec<f64> {
+    values.iter().map(|ms| ms.round()).collect()
+}
+
+/// raftlite's table; without a catch-up time (`--failover-only`) its row is
+/// left out.
+fn table(rows: &[Row], failovers: &[f64], catch_up_s: Option<f64>, options: &Options) -> String {
+    let mut text = format!(
+        "raftlite, 3 nodes on loopback, --fsync {}, 8-byte keys, 64-byte values, {} s per workload\n\n",
+        if options.fsync { "always" } else { "never" },
+        options.duration_s
+    );
+    text.push_str("| workload | ops/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|\n");
+    for row in rows {
+        text.push_str(&format!(
+            "| {} | {:.0} | {:.3} | {:.3} | {:.0} |\n",
+            row.name, row.ops_per_sec, row.p50_ms, row.p99_ms, row.errors
+        ));
+    }
+    text.push_str(&format!(
+        "| kill -9 leader → next acknowledged write ({} trials) | | median {:.0} ms | max {:.0} ms | |\n",
+        failovers.len(),
+        median(failovers),
+        maximum(failovers)
+    ));
+    if let Some(catch_up_s) = catch_up_s {
+        text.push_str(&format!(
+            "| follower catches up {} entries | {:.0} entries/s | {:.2} s total | | |\n",
+            options.catch_up_entries,
+            options.catch_up_entries as f64 / catch_up_s,
+            catch_up_s
+        ));
+    }
+    text.push_str(&format!(
+        "\nfailover trials (ms): {:?}\nresults: {}\n",
+        rounded(failovers),
+        options.out.display()
+    ));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, ops_per_sec: f64) -> Row {
+        Row {
+            name: name.to_string(),
+            ops_per_sec,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            errors: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_comparison_ends_with_both_failover_rows_and_etcds_trials() {
+        let raftlite = [row("SET, 1 client", 2000.0)];
+        let etcd = [row("etcd SET, 1 client", 1000.0)];
+        let text = comparison(&raftlite, &etcd, &[200.0, 300.0, 250.0], &[1000.0, 1200.0]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines.contains(&"| SET, 1 client | 2000 | 1000 | 2.0x | 1.00 / 2.00 | 1.00 / 2.00 |")
+        );
+        assert!(lines.contains(
+            &"| kill -9 leader → next acknowledged write (2 trials; etcd heartbeat 50 ms, \
+              election 300 ms) | | | time 0.21x median, 0.25x max | median 250 / max 300 \
+              | median 1200 / max 1200 |"
+        ));
+        assert_eq!(
+            lines.last(),
+            Some(&"etcd failover trials (ms): [1000.0, 1200.0]")
+        );
+    }
+}

@@ -1,0 +1,590 @@
+//! The safety checkers. The simulator calls them after every step, on the
+//! nodes the step touched (a node nobody touched has not changed). Each
+//! check is incremental so that a sweep stays fast: logs are compared
+//! through prefix hashes remembered per (index, term), never entry by entry.
+
+use super::disk::Disk;
+use super::hash::{entry_hash_of, prefix_hash};
+use super::history::History;
+use super::model::read_reply;
+use super::node::Node;
+use super::outcomes::Outcomes;
+use super::property::{violated, Property, Violation};
+use super::workload::{AttemptState, OperationKind};
+use raftlite::core::raft_log::RaftLog;
+use raftlite::core::{EntryKind, HardState, LogIndex, Role, Status, Term};
+use raftlite::reply::Reply;
+use std::collections::btree_map::Entry as MapEntry;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug)]
+struct Watermarks {
+    term: Term,
+    commit_index: LogIndex,
+    last_applied: LogIndex,
+}
+
+/// What the checker remembers of one entry of a node's in-memory log.
+#[derive(Clone, Copy, Debug)]
+struct ShadowEntry {
+    term: Term,
+    prefix_hash: u64,
+}
+
+/// Entries one node applied in one Ready, and its state digest after.
+pub struct Applied {
+    pub node: usize,
+    /// (index, term, entry hash) of each entry, in order.
+    pub entries: Vec<(LogIndex, Term, u64)>,
+    pub last_applied: LogIndex,
+    pub digest: u64,
+}
+
+/// A reply a node sent, with the state its attempt was in when it did.
+pub struct ObservedReply {
+    pub node: usize,
+    pub request_id: u64,
+    /// The reply (what its line says).
+    pub line: Reply,
+    pub state: AttemptState,
+    pub request_line: String,
+    pub kind: OperationKind,
+    pub data: Vec<u8>,
+    pub committed_at_send: LogIndex,
+    /// The node's applied index when it replied: a read sees that state.
+    pub node_applied: LogIndex,
+}
+
+pub struct Checker {
+    quorum: usize,
+    /// Who led each term, over the whole run.
+    leaders: BTreeMap<Term, usize>,
+    /// Prefix hash of every (index, term) any log held.
+    positions: BTreeMap<(LogIndex, Term), u64>,
+    /// Each node's in-memory log as last checked.
+    shadows: Vec<Vec<ShadowEntry>>,
+    pub history: History,
+    /// None while the node is crashed: a new process starts afresh.
+    watermarks: Vec<Option<Watermarks>>,
+    /// The commit index each node had when last checked.
+    commits_checked: Vec<LogIndex>,
+    /// The next index each node must apply.
+    applied_next: Vec<LogIndex>,
+    /// Highest term each node sent in a reply released after a sync.
+    promised_terms: Vec<Term>,
+    /// The state digest after applying up to an index, and who saw it first.
+    digests: BTreeMap<LogIndex, (u64, usize)>,
+    pub elections: u64,
+    pub term_max: Term,
+    /// What each client command ended with, against what was applied.
+    pub outcomes: Outcomes,
+}
+
+impl Checker {
+    pub fn new(size: usize) -> Checker {
+        Checker {
+            quorum: size / 2 + 1,
+            leaders: BTreeMap::new(),
+            positions: BTreeMap::new(),
+            shadows: vec![Vec::new(); size],
+            history: History::new(),
+            watermarks: vec![None; size],
+            commits_checked: vec![LogIndex(0); size],
+            applied_next: vec![LogIndex(1); size],
+            promised_terms: vec![Term(0); size],
+            digests: BTreeMap::new(),
+            elections: 0,
+            term_max: Term(0),
+            outcomes: Outcomes::default(),
+        }
+    }
+
+    /// Every per-node check, after a step that touched `node`.
+    pub fn check_node(&mut self, nodes: &[Node], node: usize) -> Result<(), Violation> {
+        let Some(replica) = nodes[node].replica.as_ref() else {
+            return Ok(()); // crashed: only its disk remains, checked apart
+        };
+        if nodes[node].is_stale() {
+            return Ok(()); // another cluster's history (stale_member.rs)
+        }
+        let raft = replica.raft();
+        raft.check_invariants();
+        let status = raft.status();
+        self.check_monotonic(node, &status)?;
+        let elected = self.check_election(node, &status)?;
+        self.check_log_matching(node, raft.log())?;
+        if elected {
+            let needed = self.history.last_index_committed_before(status.term);
+            self.check_complete(node, status.term, needed, None)?;
+        }
+        self.check_commit(nodes, node, raft.log(), &status)
+    }
+
+    fn check_monotonic(&mut self, node: usize, status: &Status) -> Result<(), Violation> {
+        self.term_max = self.term_max.max(status.term);
+        let now = Watermarks {
+            term: status.term,
+            commit_index: status.commit_index,
+            last_applied: status.last_applied,
+        };
+        let before = self.watermarks[node].replace(now);
+        let Some(before) = before else {
+            return Ok(());
+        };
+        let mut backwards = Vec::new();
+        if now.term < before.term {
+            backwards.push(format!("term {} → {}", before.term, now.term));
+        }
+        if now.commit_index < before.commit_index {
+            let (from, to) = (before.commit_index, now.commit_index);
+            backwards.push(format!("commit index {from} → {to}"));
+        }
+        if now.last_applied < before.last_applied {
+            let (from, to) = (before.last_applied, now.last_applied);
+            backwards.push(format!("applied index {from} → {to}"));
+        }
+        if backwards.is_empty() {
+            return Ok(());
+        }
+        violated(
+            Property::Monotonicity,
+            format!(
+                "n{node} went backwards while live: {}",
+                backwards.join(", ")
+            ),
+        )
+    }
+
+    /// Brings the node's shadow up to date with its log and checks each new
+    /// (index, term) against every log that held it.
+    ///
+    /// An entry counts as existing once another node holds it or a disk
+    /// does: a leader's own entries that only ever lived in the memory of a
+    /// process that died never existed for anyone, so they are checked but
+    /// not registered. (A one-node cluster elects itself before its term
+    /// is durable, may crash, and may lead the same term again with other
+    /// entries; nobody ever saw the first ones.)
+    fn check_log_matching(&mut self, node: usize, log: &RaftLog) -> Result<(), Violation> {
+        let shadow = &mut self.shadows[node];
+        let last = log.last_index().0 as usize;
+        let mut keep = shadow.len().min(last);
+        // An entry keeps its place unless a truncation replaced it, and a
+        // replacement has another term (two leaders of one term aside,
+        // which Election Safety reports first).
+        while keep > 0 && Some(shadow[keep - 1].term) != log.term_at(LogIndex(keep as u64)) {
+            keep -= 1;
+        }
+        shadow.truncate(keep);
+        for index in keep + 1..=last {
+            let entry = log.entry(LogIndex(index as u64)).expect("within the log");
+            let previous = shadow.last().map_or(0, |known| known.prefix_hash);
+            let hash = prefix_hash(previous, entry);
+            shadow.push(ShadowEntry {
+                term: entry.term,
+                prefix_hash: hash,
+            });
+            let created_here = self.leaders.get(&entry.term) == Some(&node);
+            match self.positions.entry((entry.index, entry.term)) {
+                MapEntry::Vacant(vacant) => {
+                    if !created_here {
+                        vacant.insert(hash);
+                    }
+                }
+                MapEntry::Occupied(known) if *known.get() != hash => {
+                    return violated(
+                        Property::LogMatching,
+                        format!(
+                            "n{node} holds entry {}/{} but its log up to there differs from another log holding {}/{}",
+                            entry.index, entry.term, entry.index, entry.term
+                        ),
+                    );
+                }
+                MapEntry::Occupied(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Election Safety. Returns whether `node` just became leader.
+    fn check_election(&mut self, node: usize, status: &Status) -> Result<bool, Violation> {
+        if status.role != Role::Leader {
+            return Ok(false);
+        }
+        match self.leaders.entry(status.term) {
+            MapEntry::Occupied(known) if *known.get() != node => violated(
+                Property::ElectionSafety,
+                format!(
+                    "n{} and n{node} are both leaders of term {}",
+                    known.get(),
+                    status.term
+                ),
+            ),
+            MapEntry::Occupied(_) => Ok(false),
+            MapEntry::Vacant(vacant) => {
+                vacant.insert(node);
+                self.elections += 1;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Leader Completeness: `node`, leader of `term`, holds every entry
+    /// committed up to `needed`.
+    fn check_complete(
+        &self,
+        node: usize,
+        term: Term,
+        needed: LogIndex,
+        committer: Option<(usize, Term)>,
+    ) -> Result<(), Violation> {
+        if self.shadow_matches_history(node, needed) {
+            return Ok(());
+        }
+        let missing = self.first_divergence(node, needed);
+        let committed = self.history.get(missing).expect("within the history");
+        let by = match committer {
+            Some((committer, at)) => format!("n{committer} counted it committed at term {at}"),
+            None => format!("committed at term {}", committed.commit_term),
+        };
+        violated(
+            Property::LeaderCompleteness,
+            format!(
+                "n{node}, leader of term {term}, lacks entry {missing}/{} ({by})",
+                committed.term
+            ),
+        )
+    }
+
+    fn shadow_matches_history(&self, node: usize, index: LogIndex) -> bool {
+        if index.0 == 0 {
+            return true;
+        }
+        let shadow = &self.shadows[node];
+        shadow
+            .get(index.0 as usize - 1)
+            .is_some_and(|known| known.prefix_hash == self.history.prefix_hash(index))
+    }
+
+    /// The first index at or below `limit` where the node's log and the
+    /// committed history differ (prefix matches are monotone, so a binary
+    /// search finds it).
+    fn first_divergence(&self, node: usize, limit: LogIndex) -> LogIndex {
+        let matching = partition_point(limit, |index| self.shadow_matches_history(node, index));
+        matching.next()
+    }
+
+    /// Extends the committed history with what `node` committed beyond it,
+    /// after checking that what they share agrees.
+    fn check_commit(
+        &mut self,
+        nodes: &[Node],
+        node: usize,
+        log: &RaftLog,
+        status: &Status,
+    ) -> Result<(), Violation> {
+        let commit_index = status.commit_index;
+        let known = self.history.last_index();
+        let shared = commit_index.min(known);
+        if !self.shadow_matches_history(node, shared) {
+            let index = self.first_divergence(node, shared);
+            return violated(
+                Property::StateMachineSafety,
+                format!(
+                    "n{node} committed {}/{} where entry {index}/{} was committed before",
+                    index,
+                    log.term_at(index).unwrap_or_default(),
+                    self.history.get(index).expect("within the history").term
+                ),
+            );
+        }
+        self.history.committed_in(shared, status.term);
+        for index in known.0 + 1..=commit_index.0 {
+            let entry = log.entry(LogIndex(index)).expect("commit within the log");
+            if let Some(number) = self.history.extend(entry, status.term) {
+                self.outcomes.applied(number, entry.index)?;
+            }
+        }
+        if self.commits_checked[node] == commit_index {
+            return Ok(());
+        }
+        self.commits_checked[node] = commit_index;
+        self.check_later_leaders(nodes, node, status.term, commit_index)
+    }
+
+    /// Entries `committer` counts committed at `term` must be in the log of
+    /// every current leader of a later term, whenever it was elected.
+    fn check_later_leaders(
+        &self,
+        nodes: &[Node],
+        committer: usize,
+        term: Term,
+        commit_index: LogIndex,
+    ) -> Result<(), Violation> {
+        for (node, other) in nodes.iter().enumerate() {
+            let Some(replica) = other.replica.as_ref() else {
+                continue;
+            };
+            let status = replica.raft().status();
+            if status.role == Role::Leader && status.term > term {
+                let by = Some((committer, term));
+                self.check_complete(node, status.term, commit_index, by)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// State Machine Safety: a node applies the history in order, one
+    /// entry after the other, and its state matches every other node's at
+    /// the same index.
+    pub fn check_applied(&mut self, applied: &Applied) -> Result<(), Violation> {
+        let node = applied.node;
+        for &(index, term, hash) in &applied.entries {
+            let expected = self.applied_next[node];
+            if index != expected {
+                return violated(
+                    Property::StateMachineSafety,
+                    format!("n{node} applied index {index} when {expected} was next"),
+                );
+            }
+            let Some(committed) = self.history.get(index) else {
+                return violated(
+                    Property::StateMachineSafety,
+                    format!("n{node} applied {index}/{term}, which no node committed"),
+                );
+            };
+            if committed.entry_hash != hash {
+                return violated(
+                    Property::StateMachineSafety,
+                    format!(
+                        "n{node} applied {index}/{term} but the committed entry there is {index}/{}",
+                        committed.term
+                    ),
+                );
+            }
+            self.applied_next[node] = index.next();
+        }
+        self.check_digest(applied)
+    }
+
+    fn check_digest(&mut self, applied: &Applied) -> Result<(), Violation> {
+        match self.digests.entry(applied.last_applied) {
+            MapEntry::Vacant(vacant) => {
+                vacant.insert((applied.digest, applied.node));
+                Ok(())
+            }
+            MapEntry::Occupied(known) if known.get().0 != applied.digest => violated(
+                Property::StateMachineSafety,
+                format!(
+                    "n{} and n{} have different key-value states after applying to {}",
+                    known.get().1,
+                    applied.node,
+                    applied.last_applied
+                ),
+            ),
+            MapEntry::Occupied(_) => Ok(()),
+        }
+    }
+
+    /// Client semantics. Replies that carry no outcome (NOT_LEADER,
+    /// TIMEOUT, UNAVAILABLE) are always allowed. Any other reply to a log
+    /// command is what applying the entry it became produced, and must be
+    /// exactly what the model says that entry returns. A read returns what
+    /// the key held at the node's applied index, which must cover every
+    /// entry committed before the client sent it (linearizability).
+    pub fn check_reply(&self, reply: &ObservedReply) -> Result<(), Violation> {
+        let no_outcome = matches!(
+            reply.line,
+            Reply::NotLeader { .. } | Reply::Timeout | Reply::Unavailable(_)
+        );
+        if no_outcome {
+            return Ok(());
+        }
+        let what = format!(
+            "n{} answered #{} ({}) with {:?}",
+            reply.node,
+            reply.request_id,
+            reply.request_line,
+            reply.line.to_string()
+        );
+        match &reply.kind {
+            OperationKind::Read { key } => self.check_read(reply, key, &what),
+            OperationKind::Register | OperationKind::Write => self.check_outcome(reply, &what),
+        }
+    }
+
+    fn check_outcome(&self, reply: &ObservedReply, what: &str) -> Result<(), Violation> {
+        let AttemptState::Proposed { index } = reply.state else {
+            return violated(
+                Property::ClientSemantics,
+                format!("{what} without having proposed it"),
+            );
+        };
+        let Some(committed) = self.history.get(index) else {
+            return violated(
+                Property::ClientSemantics,
+                format!("{what}, but index {index} is not committed"),
+            );
+        };
+        let ours = entry_hash_of(index, committed.term, EntryKind::Command, &reply.data);
+        if committed.entry_hash != ours {
+            return violated(
+                Property::ClientSemantics,
+                format!("{what}, but index {index} holds another command"),
+            );
+        }
+        if committed.expected_reply.as_ref() != Some(&reply.line) {
+            let expected = committed.expected_reply.as_ref().map(Reply::to_string);
+            return violated(
+                Property::ClientSemantics,
+                format!("{what}; the committed history at {index} says {expected:?}"),
+            );
+        }
+        Ok(())
+    }
+
+    fn check_read(&self, reply: &ObservedReply, key: &[u8], what: &str) -> Result<(), Violation> {
+        let applied = reply.node_applied;
+        if applied < reply.committed_at_send {
+            return violated(
+                Property::ClientSemantics,
+                format!(
+                    "{what}: a stale read, served at applied index {applied} though entry {} was committed before it was sent",
+                    reply.committed_at_send
+                ),
+            );
+        }
+        let expected = read_reply(self.history.value_at(key, applied));
+        if reply.line != expected {
+            let expected = expected.to_string();
+            return violated(
+                Property::ClientSemantics,
+                format!("{what}; at applied index {applied} the key held {expected:?}"),
+            );
+        }
+        Ok(())
+    }
+
+    /// A message promising durable state left `node` at `term`: its disk
+    /// must not come back below it.
+    pub fn promised_term(&mut self, node: usize, term: Term) {
+        self.promised_terms[node] = self.promised_terms[node].max(term);
+    }
+
+    pub fn node_crashed(&mut self, node: usize) {
+        self.watermarks[node] = None;
+        self.shadows[node].clear();
+        self.applied_next[node] = LogIndex(1);
+        self.commits_checked[node] = LogIndex(0);
+    }
+
+    /// Another data dir now runs as `node` (stale_member.rs): what the
+    /// one before promised does not bind it.
+    pub fn node_replaced(&mut self, node: usize) {
+        self.node_crashed(node);
+        self.promised_terms[node] = Term(0);
+    }
+
+    /// A node restarts from its disk: never below a term it promised.
+    pub fn node_restarted(&mut self, node: usize, hard_state: HardState) -> Result<(), Violation> {
+        let promised = self.promised_terms[node];
+        if hard_state.current_term < promised {
+            return violated(
+                Property::Monotonicity,
+                format!(
+                    "n{node} restarted at term {}, below term {promised} that a vote or an acknowledgement it sent promised was durable",
+                    hard_state.current_term
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Durability: every committed entry is on a majority of disks. (Not
+    /// on every disk that once held it: a node that does not know an entry
+    /// is committed may see its copy replaced by a leader of a term older
+    /// than the one that committed it, as Raft allows; the majority that
+    /// committed it has moved past that term and refuses such a leader.)
+    ///
+    /// `changed_from[node]` is the lowest index its disk rewrote since the
+    /// last call, if any.
+    pub fn check_durability(
+        &mut self,
+        nodes: &[Node],
+        changed_from: &[Option<LogIndex>],
+    ) -> Result<(), Violation> {
+        let committed = self.history.last_index();
+        let mut held = Vec::with_capacity(nodes.len());
+        for (node, state) in nodes.iter().enumerate() {
+            if let (Some(from), false) = (changed_from[node], state.is_stale()) {
+                self.register_durable(node, &state.disk, from)?;
+            }
+            held.push(self.durable_prefix(state.own_disk()));
+        }
+        held.sort_unstable_by(|a, b| b.cmp(a));
+        let majority_holds = held[self.quorum - 1];
+        if majority_holds < committed {
+            return violated(
+                Property::Durability,
+                format!(
+                    "committed entry {} is on fewer than {} disks",
+                    majority_holds.next(),
+                    self.quorum
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Log Matching for disks: entries a write made durable since the last
+    /// check join the (index, term) registry.
+    fn register_durable(
+        &mut self,
+        node: usize,
+        disk: &Disk,
+        from: LogIndex,
+    ) -> Result<(), Violation> {
+        for index in from.0.max(1)..=disk.last_index().0 {
+            let entry = &disk.entries()[index as usize - 1];
+            let hash = disk.prefix_hash(entry.index).expect("within the disk");
+            match self.positions.entry((entry.index, entry.term)) {
+                MapEntry::Vacant(vacant) => {
+                    vacant.insert(hash);
+                }
+                MapEntry::Occupied(known) if *known.get() != hash => {
+                    return violated(
+                        Property::LogMatching,
+                        format!(
+                            "the disk of n{node} holds entry {}/{} but its log up to there differs from another log holding it",
+                            entry.index, entry.term
+                        ),
+                    );
+                }
+                MapEntry::Occupied(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// How much of the committed history the disk holds, as a prefix.
+    fn durable_prefix(&self, disk: &Disk) -> LogIndex {
+        let limit = disk.last_index().min(self.history.last_index());
+        partition_point(limit, |index| {
+            disk.prefix_hash(index) == Some(self.history.prefix_hash(index))
+        })
+    }
+}
+
+/// The largest index in 0..=limit for which `holds` is true, given that it
+/// holds for 0 and, once false, stays false.
+fn partition_point(limit: LogIndex, holds: impl Fn(LogIndex) -> bool) -> LogIndex {
+    let (mut low, mut high) = (0u64, limit.0);
+    while low < high {
+        let middle = low + (high - low).div_ceil(2);
+        if holds(LogIndex(middle)) {
+            low = middle;
+        } else {
+            high = middle - 1;
+        }
+    }
+    LogIndex(low)
+}
