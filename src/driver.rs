@@ -313,3 +313,287 @@ fn planted_ack_before_sync(replica: &Replica) -> bool {
 fn planted_ack_before_sync(_replica: &Replica) -> bool {
     false
 }
+
+/// The Ready contract, checked on the order of what the driver does: a
+/// log of every write, sync, send and executor call, from fake IO.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{
+        ClusterId, ClusterTag, Config, Entry, HardState, Limits, MessageBody, NodeId, Raft,
+        RequestVote, RequestVoteResponse,
+    };
+    use crate::replica::{ClientToken, Member, Replica, SessionTag};
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+    use std::rc::Rc;
+
+    type Log = Rc<RefCell<Vec<String>>>;
+
+    struct FakeStorage(Log);
+
+    impl Storage for FakeStorage {
+        type Job = u64;
+
+        fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+            let (first, last) = (entries[0].index, entries[entries.len() - 1].index);
+            self.0.borrow_mut().push(format!("append {first}..{last}"));
+            Ok(())
+        }
+
+        fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
+            let term = hard_state.current_term;
+            self.0.borrow_mut().push(format!("hard state term {term}"));
+            Ok(())
+        }
+
+        fn sync(&mut self) -> Result<(), StorageError> {
+            self.0.borrow_mut().push("sync".to_string());
+            Ok(())
+        }
+
+        fn write_deferring_sync(&mut self) -> Result<Option<u64>, StorageError> {
+            let job = self.0.borrow().len() as u64;
+            self.0.borrow_mut().push(format!("defer #{job}"));
+            Ok(Some(job))
+        }
+
+        fn merge_jobs(_older: u64, newer: u64) -> u64 {
+            newer
+        }
+    }
+
+    struct FakeTransport(Log);
+
+    impl Transport for FakeTransport {
+        fn send(&mut self, message: Message) {
+            let what = match &message.body {
+                MessageBody::RequestVote(_) => "vote request",
+                MessageBody::RequestVoteResponse(_) => "vote answer",
+                MessageBody::AppendEntries(_) => "append",
+                MessageBody::AppendEntriesResponse(_) => "append answer",
+            };
+            let to = message.to.0;
+            self.0.borrow_mut().push(format!("send {what} to n{to}"));
+        }
+
+        fn flush(&mut self) {
+            self.0.borrow_mut().push("flush".to_string());
+        }
+    }
+
+    /// Jobs finish only when the test says so (`finished`), or when the
+    /// driver waits for them.
+    struct FakeSyncer {
+        log: Log,
+        running: VecDeque<u64>,
+        finished: bool,
+    }
+
+    impl SyncExecutor<u64> for FakeSyncer {
+        fn submit(&mut self, job: u64) -> Result<(), DriveError> {
+            self.log.borrow_mut().push(format!("submit #{job}"));
+            self.running.push_back(job);
+            Ok(())
+        }
+
+        fn try_finished(&mut self) -> Option<Result<u64, DriveError>> {
+            match self.finished {
+                true => self.running.pop_front().map(Ok),
+                false => None,
+            }
+        }
+
+        fn wait_finished(&mut self) -> Result<u64, DriveError> {
+            let job = self.running.pop_front().expect("a job to wait for");
+            self.log.borrow_mut().push(format!("wait #{job}"));
+            Ok(job)
+        }
+    }
+
+    struct Node {
+        replica: Replica,
+        driver: Driver<u64>,
+        log: Log,
+        storage: FakeStorage,
+        transport: FakeTransport,
+        syncer: FakeSyncer,
+    }
+
+    impl Node {
+        fn new(size: u32) -> Node {
+            let config = Config {
+                id: NodeId(0),
+                members: (0..size).map(NodeId).collect(),
+                election_timeout_ms_min: 150,
+                election_timeout_ms_max: 300,
+                heartbeat_interval_ms: 50,
+                seed: 1,
+                bootstrap_cluster_id: ClusterId(0x1234),
+                pre_vote: false,
+                check_quorum: false,
+                limits: Limits::default(),
+            };
+            let raft = Raft::new(config, HardState::default(), Vec::new(), 0).expect("valid");
+            let members = (0..size)
+                .map(|node| Member {
+                    name: format!("n{node}"),
+                    address: format!("127.0.0.1:{}", 9000 + node),
+                })
+                .collect();
+            let log = Log::default();
+            Node {
+                replica: Replica::new(raft, members),
+                driver: Driver::default(),
+                storage: FakeStorage(Rc::clone(&log)),
+                transport: FakeTransport(Rc::clone(&log)),
+                syncer: FakeSyncer {
+                    log: Rc::clone(&log),
+                    running: VecDeque::new(),
+                    finished: false,
+                },
+                log,
+            }
+        }
+
+        /// Drives, and returns what the driver did.
+        fn drive(&mut self) -> Vec<String> {
+            let io = NodeIo {
+                storage: &mut self.storage,
+                transport: &mut self.transport,
+                syncer: &mut self.syncer,
+            };
+            let left = self.driver.drive(&mut self.replica, io, &mut Unobserved);
+            assert!(!left.expect("fake IO never fails"), "settles in one call");
+            self.log.borrow_mut().drain(..).collect()
+        }
+
+        fn collect(&mut self) -> Vec<String> {
+            let (storage, syncer) = (&mut self.storage, &mut self.syncer);
+            let result = self
+                .driver
+                .collect_finished_syncs(&mut self.replica, storage, syncer);
+            result.expect("fake IO never fails");
+            self.log.borrow_mut().drain(..).collect()
+        }
+
+        fn commit_index(&self) -> LogIndex {
+            self.replica.raft().status().commit_index
+        }
+    }
+
+    fn position(done: &[String], what: &str) -> usize {
+        let found = done.iter().position(|line| line.starts_with(what));
+        found.unwrap_or_else(|| panic!("no {what:?} in {done:?}"))
+    }
+
+    fn message(from: u32, term: u64, body: MessageBody) -> Message {
+        Message {
+            from: NodeId(from),
+            to: NodeId(0),
+            term: Term(term),
+            cluster: ClusterTag::default(),
+            body,
+        }
+    }
+
+    /// Node 0 of three, elected in term 1 with node 1's vote.
+    fn leader_of_three() -> Node {
+        let mut node = Node::new(3);
+        node.replica.advance_time(1000);
+        node.drive();
+        let granted = RequestVoteResponse {
+            vote_granted: true,
+            pre_vote: false,
+        };
+        node.replica
+            .step(message(1, 1, MessageBody::RequestVoteResponse(granted)));
+        node
+    }
+
+    #[test]
+    fn vote_requests_leave_only_after_the_new_term_is_durable() {
+        let mut node = Node::new(3);
+        node.replica.advance_time(1000);
+        let done = node.drive();
+        let synced = position(&done, "sync");
+        assert!(position(&done, "hard state term 1") < synced, "{done:?}");
+        assert!(synced < position(&done, "send vote request"), "{done:?}");
+        assert_eq!(
+            done.iter().filter(|line| line.starts_with("send")).count(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_leaders_own_entries_sync_off_the_loop_and_commit_once_it_finishes() {
+        let mut node = Node::new(1);
+        node.replica.advance_time(1000);
+        node.drive();
+        let committed = node.commit_index();
+        let token = ClientToken {
+            connection: 1,
+            request_id: 1,
+        };
+        let index = node
+            .replica
+            .handle_request(token, SessionTag::default(), "SET x 1")
+            .expect("proposed");
+        let done = node.drive();
+        assert!(
+            position(&done, "defer #") < position(&done, "submit #"),
+            "{done:?}"
+        );
+        assert!(
+            !done.contains(&"sync".to_string()),
+            "not on the loop: {done:?}"
+        );
+        assert!(node.driver.syncing());
+        assert_eq!(node.commit_index(), committed, "not durable anywhere yet");
+        assert!(node.collect().is_empty(), "still running");
+        node.syncer.finished = true;
+        node.collect();
+        assert!(!node.driver.syncing());
+        assert_eq!(node.commit_index(), index, "durable on the one node");
+    }
+
+    #[test]
+    fn a_leaders_appends_leave_before_its_own_write() {
+        let mut node = leader_of_three();
+        let done = node.drive();
+        assert!(
+            position(&done, "send append") < position(&done, "append 1..1"),
+            "{done:?}"
+        );
+        assert!(
+            position(&done, "flush") < position(&done, "defer #"),
+            "{done:?}"
+        );
+    }
+
+    /// A vote promises the term is durable; with the leader's own entries
+    /// still syncing, the driver waits for that sync, then writes and syncs
+    /// the new term, and only then lets the vote leave.
+    #[test]
+    fn a_vote_waits_for_the_deferred_sync_and_its_own() {
+        let mut node = leader_of_three();
+        node.drive();
+        assert!(node.driver.syncing());
+        let request = RequestVote {
+            last_log_index: LogIndex(10),
+            last_log_term: Term(4),
+            pre_vote: false,
+        };
+        node.replica
+            .step(message(2, 5, MessageBody::RequestVote(request)));
+        let done = node.drive();
+        let waited = position(&done, "wait #");
+        let written = position(&done, "hard state term 5");
+        let synced = written + position(&done[written..], "sync");
+        assert!(
+            waited < written && synced < position(&done, "send vote answer"),
+            "{done:?}"
+        );
+        assert!(!node.driver.syncing());
+    }
+}
