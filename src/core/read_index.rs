@@ -4,6 +4,7 @@
 //! the state machine has applied that index. Reads that arrive while a
 //! round is being set up share it.
 
+use super::progress::quorum_value;
 use super::raft::{ProposeError, Raft, Role};
 use super::ready::ReadState;
 use super::types::*;
@@ -122,14 +123,9 @@ impl Raft {
 
     /// Releases every read whose round a majority (counting us) answered.
     pub(super) fn confirm_reads(&mut self) {
-        let mut rounds: Vec<u64> = self
-            .progress
-            .values()
-            .map(|progress| progress.round_acknowledged)
-            .collect();
-        rounds.push(self.reads.round);
-        rounds.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = rounds[self.config.quorum() - 1];
+        let acknowledged = self.progress.values();
+        let rounds = acknowledged.map(|progress| progress.round_acknowledged);
+        let confirmed = quorum_value(rounds.chain([self.reads.round]), self.config.quorum());
         while let Some(read) = self.reads.pending.front() {
             match read.round {
                 Some(round) if round <= confirmed => {}

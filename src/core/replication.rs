@@ -4,12 +4,11 @@
 
 use super::message::*;
 use super::planted::PlantedBug;
-use super::progress::{Progress, ProgressState};
+use super::progress::{quorum_value, Progress, ProgressState};
 use super::raft::Raft;
 use super::raft_log::RaftLog;
 use super::ready::Event;
 use super::types::*;
-use crate::constants::CLUSTER_SIZE_MAX;
 
 impl Raft {
     pub(super) fn step_leader(&mut self, message: Message) {
@@ -231,17 +230,9 @@ impl Raft {
             self.durable_cluster_id.is_some(),
             self.log.persisted_index(),
         );
-        // On the stack: this runs on every acknowledgement.
-        let mut matched = [LogIndex(0); CLUSTER_SIZE_MAX];
-        let members = self.progress.len() + 1;
-        let counted = self.progress.values();
-        for (slot, progress) in matched.iter_mut().zip(counted) {
-            *slot = count(progress.bound, progress.match_index);
-        }
-        matched[members - 1] = own;
-        let matched = &mut matched[..members];
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        matched[self.config.quorum() - 1]
+        let peers = self.progress.values();
+        let matched = peers.map(|progress| count(progress.bound, progress.match_index));
+        quorum_value(matched.chain([own]), self.config.quorum())
     }
 
     /// How much of a node's match counts toward committing commands: all of
