@@ -28,7 +28,9 @@ impl Raft {
         self.poll();
     }
 
-    /// §5.2: once a candidate (a new term, our own vote), ask everyone else.
+    /// Figure 2, Candidates: "On conversion to candidate, start election"
+    /// (`become_candidate`), then "Send RequestVote RPCs to all other
+    /// servers" (§5.2).
     pub(super) fn campaign(&mut self) {
         self.become_candidate();
         self.request_votes(self.hard_state.current_term, false);
@@ -109,8 +111,10 @@ impl Raft {
         }
     }
 
-    /// A message with a higher term. Returns whether to go on handling it
-    /// (at the new term) or drop it.
+    /// Figure 2, Rules for all servers: "If RPC request or response contains
+    /// term T > currentTerm: set currentTerm = T, convert to follower", but
+    /// for PreVote and stickiness (§9.6), which leave the term alone.
+    /// Returns whether to go on handling the message or drop it.
     pub(super) fn accept_higher_term(&mut self, message: &Message) -> bool {
         let from = message.from;
         match &message.body {
@@ -135,8 +139,9 @@ impl Raft {
         }
     }
 
-    /// A message from an earlier term. Tell its sender our term so a stale
-    /// leader or candidate steps down (Figure 2, "Rules for all servers").
+    /// A message from an earlier term. Figure 2, both receivers, step 1:
+    /// "Reply false if term < currentTerm"; the reply carries our term, so
+    /// a stale leader or candidate steps down.
     pub(super) fn answer_stale(&mut self, message: &Message) {
         match &message.body {
             MessageBody::RequestVote(request) => {
@@ -164,7 +169,8 @@ impl Raft {
         }
     }
 
-    /// §5.2: a leader of our term exists; its AppendEntries is legitimate.
+    /// Figure 2, Candidates: "If AppendEntries RPC received from new leader:
+    /// convert to follower" (§5.2: it leads our term; its request stands).
     pub(super) fn yield_to_leader(
         &mut self,
         leader: NodeId,
@@ -176,10 +182,9 @@ impl Raft {
         self.handle_append_entries(leader, cluster, request);
     }
 
-    /// Figure 2, RequestVote receiver: at most one vote per term, and only for
-    /// a candidate whose log is at least as up-to-date as ours (§5.4.1).
-    /// Pre-votes follow the same rules for the term asked about, but change
-    /// nothing here and need no write.
+    /// Figure 2, RequestVote receiver: at most one vote per term
+    /// (`can_vote_for`), and only for a candidate whose log is at least as
+    /// up-to-date as ours (`RaftLog::is_up_to_date`, §5.4.1).
     pub(super) fn handle_request_vote(
         &mut self,
         candidate: NodeId,
@@ -190,23 +195,11 @@ impl Raft {
             .log
             .is_up_to_date(request.last_log_index, request.last_log_term);
         if request.pre_vote {
-            let would_vote = term > self.hard_state.current_term || self.can_vote_for(candidate);
-            let granted = would_vote && up_to_date && !self.in_lease();
-            let response = RequestVoteResponse {
-                vote_granted: granted,
-                pre_vote: true,
-            };
-            let mut message = self.message(candidate, MessageBody::RequestVoteResponse(response));
-            if granted {
-                message.term = term; // so the pre-candidate counts it for its round
-            }
-            return self.ready.messages.push(message);
+            return self.answer_pre_vote(candidate, term, up_to_date);
         }
         let granted = self.can_vote_for(candidate) && up_to_date;
         if granted {
-            self.hard_state.voted_for = Some(candidate);
-            self.hard_state_dirty = true;
-            self.reset_election_deadline();
+            self.grant_vote(candidate);
         }
         let response = MessageBody::RequestVoteResponse(RequestVoteResponse {
             vote_granted: granted,
@@ -218,6 +211,33 @@ impl Raft {
         self.send_after_persist(candidate, response);
     }
 
+    /// Pre-votes follow the vote's rules for the term asked about, but
+    /// change nothing here and need no write.
+    fn answer_pre_vote(&mut self, candidate: NodeId, term: Term, up_to_date: bool) {
+        let would_vote = term > self.hard_state.current_term || self.can_vote_for(candidate);
+        let granted = would_vote && up_to_date && !self.in_lease();
+        let response = RequestVoteResponse {
+            vote_granted: granted,
+            pre_vote: true,
+        };
+        let mut message = self.message(candidate, MessageBody::RequestVoteResponse(response));
+        if granted {
+            message.term = term; // so the pre-candidate counts it for its round
+        }
+        self.ready.messages.push(message);
+    }
+
+    /// Figure 2, Followers: granting a vote, like hearing from the leader,
+    /// restarts the election timer.
+    fn grant_vote(&mut self, candidate: NodeId) {
+        self.hard_state.voted_for = Some(candidate);
+        self.hard_state_dirty = true;
+        self.reset_election_deadline();
+    }
+
+    /// Figure 2, RequestVote receiver: "If votedFor is null or candidateId".
+    /// A node that heard from this term's leader before voting in it votes
+    /// for no one (as etcd-io/raft).
     fn can_vote_for(&self, candidate: NodeId) -> bool {
         let by_rule = match self.hard_state.voted_for {
             None => self.leader_id().is_none(),

@@ -189,7 +189,7 @@ impl Raft {
             self.bind_to_cluster(); // deferred until the first entry was durable
         }
         if self.is_leader() {
-            self.maybe_commit();
+            self.commit_by_majority();
         }
     }
 
@@ -201,7 +201,7 @@ impl Raft {
         assert_eq!(hard_state.cluster_id, self.hard_state.cluster_id);
         self.durable_cluster_id = hard_state.cluster_id;
         if self.is_leader() {
-            self.maybe_commit();
+            self.commit_by_majority();
         }
     }
 

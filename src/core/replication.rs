@@ -16,7 +16,10 @@ use std::collections::BTreeMap;
 // ---- the follower's side ---------------------------------------------
 
 impl Raft {
-    /// Figure 2, AppendEntries receiver.
+    /// Figure 2, AppendEntries receiver: the consistency check
+    /// (`RaftLog::matches`, §5.3), then conflicting entries out and new ones
+    /// in (`RaftLog::append_from_leader`), then the commit index
+    /// (`commit_from_leader`). Step 1 (a stale term) is `answer_stale`'s.
     pub(super) fn handle_append_entries(
         &mut self,
         leader: NodeId,
@@ -54,13 +57,7 @@ impl Raft {
             let from = self.log.last_index().next();
             self.ready.events.push(Event::LogTruncated { from });
         }
-        let commit = request.leader_commit.min(last_new);
-        if self.log.commit_to(commit) {
-            self.ready.events.push(Event::CommitAdvanced {
-                commit_index: commit,
-            });
-            self.bind_to_cluster();
-        }
+        self.commit_from_leader(request.leader_commit, last_new);
         let response = AppendEntriesResponse {
             success: true,
             index: last_new,
@@ -69,6 +66,20 @@ impl Raft {
             round: request.round,
         };
         self.send_after_persist(leader, MessageBody::AppendEntriesResponse(response));
+    }
+
+    /// Figure 2, AppendEntries receiver, step 5: "If leaderCommit >
+    /// commitIndex, set commitIndex = min(leaderCommit, index of last new
+    /// entry)". Past the last new entry our log may still differ from the
+    /// leader's.
+    fn commit_from_leader(&mut self, leader_commit: LogIndex, last_new: LogIndex) {
+        let commit = leader_commit.min(last_new);
+        if self.log.commit_to(commit) {
+            self.ready.events.push(Event::CommitAdvanced {
+                commit_index: commit,
+            });
+            self.bind_to_cluster();
+        }
     }
 
     /// The leader's first entry is not ours, so our logs differ from index
@@ -163,13 +174,14 @@ impl Raft {
         };
         self.confirm_reads();
         if commit_wanted {
-            self.maybe_commit();
+            self.commit_by_majority();
         }
     }
 
-    /// §5.3/§5.4.2: commit the highest index a majority stores, but only if
-    /// its entry is of the current term (Figure 8).
-    pub(super) fn maybe_commit(&mut self) {
+    /// Figure 2, Leaders: "If there exists an N such that N > commitIndex,
+    /// a majority of matchIndex[i] >= N, and log[N].term == currentTerm:
+    /// set commitIndex = N" (§5.4.2; Figure 8 shows why the term matters).
+    pub(super) fn commit_by_majority(&mut self) {
         let RoleState::Leader(leader) = &self.role else {
             return;
         };
