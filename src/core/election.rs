@@ -1,13 +1,13 @@
 //! Elections (§5.2, §5.4.1) with PreVote, leader stickiness and
 //! CheckQuorum (§9.6 of the dissertation).
 
+use super::config::Config;
 use super::message::*;
 use super::planted::PlantedBug;
-use super::progress::Progress;
-use super::raft::{Raft, Role};
-use super::ready::{Event, StepDownReason};
+use super::raft::{Envelope, Raft};
+use super::ready::StepDownReason;
+use super::role::{LeaderState, RoleState};
 use super::types::*;
-use std::collections::BTreeSet;
 
 impl Raft {
     /// The election timer fired: ask for pre-votes first, if enabled.
@@ -22,39 +22,19 @@ impl Raft {
     /// §9.6: find out whether a majority would vote for us before
     /// disturbing anyone's term.
     fn start_pre_vote(&mut self) {
+        self.become_pre_candidate();
         let term = Term(self.hard_state.current_term.0 + 1);
-        self.role = Role::PreCandidate;
-        self.leader_id = None;
-        self.votes_granted = BTreeSet::from([self.config.id]);
-        self.reset_election_deadline();
-        self.ready.events.push(Event::ElectionTimeout {
-            term,
-            pre_vote: true,
-        });
         self.request_votes(term, true);
-        if self.votes_granted.len() >= self.config.quorum() {
-            self.campaign();
-        }
+        self.poll();
     }
 
-    /// §5.2: increment the term, vote for ourselves, ask everyone else.
+    /// Figure 2, Candidates: "On conversion to candidate, start election"
+    /// (`become_candidate`), then "Send RequestVote RPCs to all other
+    /// servers" (§5.2).
     pub(super) fn campaign(&mut self) {
-        let term = Term(self.hard_state.current_term.0 + 1);
-        self.hard_state = HardState {
-            voted_for: Some(self.config.id),
-            ..self.hard_state.new_term(term)
-        };
-        self.hard_state_dirty = true;
-        self.role = Role::Candidate;
-        self.leader_id = None;
-        self.votes_granted = BTreeSet::from([self.config.id]);
-        self.reset_election_deadline();
-        self.ready.events.push(Event::ElectionTimeout {
-            term,
-            pre_vote: false,
-        });
-        self.request_votes(term, false);
-        self.maybe_win_election();
+        self.become_candidate();
+        self.request_votes(self.hard_state.current_term, false);
+        self.poll();
     }
 
     fn request_votes(&mut self, term: Term, pre_vote: bool) {
@@ -63,57 +43,56 @@ impl Raft {
             last_log_term: self.log.last_term(),
             pre_vote,
         };
-        let peers: Vec<NodeId> = self.config.peers().collect();
-        for peer in peers {
-            let mut message = self.message(peer, MessageBody::RequestVote(request.clone()));
-            message.term = term;
-            // A real vote request waits for our own vote to be durable: the
-            // grants it brings count that vote, and a crash that lost it
-            // could let us vote for someone else in the same term and so
-            // make two leaders (found by the simulator with asynchronous
-            // writes). Pre-votes change nothing and need no write.
-            if pre_vote {
-                self.ready.messages.push(message);
-            } else {
-                self.ready.messages_after_persist.push(message);
-            }
-        }
-    }
-
-    fn maybe_win_election(&mut self) {
-        if self.votes_granted.len() >= self.config.quorum() {
-            self.become_leader();
-        }
-    }
-
-    fn become_leader(&mut self) {
-        assert_eq!(self.role, Role::Candidate);
-        let term = self.hard_state.current_term;
-        self.role = Role::Leader;
-        self.set_leader(Some(self.config.id));
-        self.ready.events.push(Event::BecameLeader {
+        let envelope = Envelope {
             term,
-            votes: self.votes_granted.len(),
-        });
-        self.votes_granted.clear();
-        let next_index = self.log.last_index().next();
-        let now_ms = self.now_ms;
-        let limits = self.config.limits;
-        let peers: Vec<NodeId> = self.config.peers().collect();
-        self.progress = peers
-            .into_iter()
-            .map(|peer| (peer, Progress::new(next_index, now_ms, &limits)))
-            .collect();
-        // §8: a no-op of the new term lets earlier entries commit (Figure 8)
-        // and tells ReadIndex the commit index is current (§6.4). The first
-        // leader of a new cluster makes it the cluster's Bootstrap entry.
-        if self.log.last_index() == LogIndex(0) {
-            let cluster_id = self.config.bootstrap_cluster_id.to_bytes();
-            self.log.append_new(term, EntryKind::Bootstrap, &cluster_id);
+            ..self.envelope()
+        };
+        // A real vote request waits for our own vote to be durable: the
+        // grants it brings count that vote, and a crash that lost it could
+        // let us vote for someone else in the same term and so make two
+        // leaders (found by the simulator with asynchronous writes).
+        // Pre-votes change nothing and need no write.
+        let queue = if pre_vote {
+            &mut self.ready.messages
         } else {
-            self.log.append_new(term, EntryKind::Noop, &[]);
+            &mut self.ready.messages_after_persist
+        };
+        for peer in self.config.peers() {
+            queue.push(envelope.to(peer, MessageBody::RequestVote(request.clone())));
         }
-        self.heartbeat_deadline_ms = self.now_ms + self.config.heartbeat_interval_ms;
+    }
+
+    /// A (pre-)candidate's answer. A pre-candidate counts granted pre-votes
+    /// for the term it asks about; a candidate, granted votes (of its term:
+    /// `step` saw to that).
+    pub(super) fn count_vote(&mut self, voter: NodeId, term: Term, response: &RequestVoteResponse) {
+        let round_term = Term(self.hard_state.current_term.0 + 1);
+        let (candidate, counts) = match &mut self.role {
+            RoleState::PreCandidate(candidate) => {
+                (candidate, response.pre_vote && term == round_term)
+            }
+            RoleState::Candidate(candidate) => (candidate, !response.pre_vote),
+            RoleState::Follower(_) | RoleState::Leader(_) => return,
+        };
+        if counts && response.vote_granted {
+            candidate.votes.insert(voter);
+            self.poll();
+        }
+    }
+
+    /// Figure 2, Candidates: "If votes received from majority of servers:
+    /// become leader". A majority of pre-votes earns a real election.
+    fn poll(&mut self) {
+        let quorum = self.config.quorum();
+        match &self.role {
+            RoleState::PreCandidate(candidate) if candidate.votes.len() >= quorum => {
+                self.campaign()
+            }
+            RoleState::Candidate(candidate) if candidate.votes.len() >= quorum => {
+                self.become_leader()
+            }
+            _ => {}
+        }
     }
 
     /// Does a current leader exist, as far as we know? Then vote requests
@@ -123,18 +102,19 @@ impl Raft {
         if !self.config.check_quorum {
             return false;
         }
-        match self.role {
-            Role::Leader => true,
-            Role::Follower => {
-                self.leader_id.is_some()
-                    && self.now_ms < self.leader_contact_ms + self.config.election_timeout_ms_min
-            }
-            Role::PreCandidate | Role::Candidate => false,
+        match &self.role {
+            RoleState::Leader(_) => true,
+            RoleState::Follower(follower) => follower.leader.is_some_and(|leader| {
+                self.now_ms < leader.heard_ms + self.config.election_timeout_ms_min
+            }),
+            RoleState::PreCandidate(_) | RoleState::Candidate(_) => false,
         }
     }
 
-    /// A message with a higher term. Returns whether to go on handling it
-    /// (at the new term) or drop it.
+    /// Figure 2, Rules for all servers: "If RPC request or response contains
+    /// term T > currentTerm: set currentTerm = T, convert to follower", but
+    /// for PreVote and stickiness (§9.6), which leave the term alone.
+    /// Returns whether to go on handling the message or drop it.
     pub(super) fn accept_higher_term(&mut self, message: &Message) -> bool {
         let from = message.from;
         match &message.body {
@@ -159,8 +139,9 @@ impl Raft {
         }
     }
 
-    /// A message from an earlier term. Tell its sender our term so a stale
-    /// leader or candidate steps down (Figure 2, "Rules for all servers").
+    /// A message from an earlier term. Figure 2, both receivers, step 1:
+    /// "Reply false if term < currentTerm"; the reply carries our term, so
+    /// a stale leader or candidate steps down.
     pub(super) fn answer_stale(&mut self, message: &Message) {
         match &message.body {
             MessageBody::RequestVote(request) => {
@@ -188,70 +169,22 @@ impl Raft {
         }
     }
 
-    pub(super) fn step_follower(&mut self, message: Message) {
-        match message.body {
-            MessageBody::RequestVote(request) => {
-                self.handle_request_vote(message.from, message.term, &request)
-            }
-            MessageBody::AppendEntries(request) => {
-                self.handle_append_entries(message.from, message.cluster, request)
-            }
-            // Answers to requests of an earlier role: nothing to do.
-            MessageBody::RequestVoteResponse(_) | MessageBody::AppendEntriesResponse(_) => {}
-        }
-    }
-
-    pub(super) fn step_pre_candidate(&mut self, message: Message) {
-        match message.body {
-            MessageBody::RequestVote(request) => {
-                self.handle_request_vote(message.from, message.term, &request)
-            }
-            MessageBody::RequestVoteResponse(response) => {
-                let for_our_round =
-                    response.pre_vote && message.term == Term(self.hard_state.current_term.0 + 1);
-                if for_our_round && response.vote_granted {
-                    self.votes_granted.insert(message.from);
-                    if self.votes_granted.len() >= self.config.quorum() {
-                        self.campaign();
-                    }
-                }
-            }
-            MessageBody::AppendEntries(request) => {
-                self.yield_to_leader(message.from, message.cluster, request)
-            }
-            MessageBody::AppendEntriesResponse(_) => {}
-        }
-    }
-
-    pub(super) fn step_candidate(&mut self, message: Message) {
-        match message.body {
-            MessageBody::RequestVote(request) => {
-                self.handle_request_vote(message.from, message.term, &request)
-            }
-            MessageBody::RequestVoteResponse(response) => {
-                if response.vote_granted && !response.pre_vote {
-                    self.votes_granted.insert(message.from);
-                    self.maybe_win_election();
-                }
-            }
-            MessageBody::AppendEntries(request) => {
-                self.yield_to_leader(message.from, message.cluster, request)
-            }
-            MessageBody::AppendEntriesResponse(_) => {}
-        }
-    }
-
-    /// §5.2: a leader of our term exists; its AppendEntries is legitimate.
-    fn yield_to_leader(&mut self, leader: NodeId, cluster: ClusterTag, request: AppendEntries) {
+    /// Figure 2, Candidates: "If AppendEntries RPC received from new leader:
+    /// convert to follower" (§5.2: it leads our term; its request stands).
+    pub(super) fn yield_to_leader(
+        &mut self,
+        leader: NodeId,
+        cluster: ClusterTag,
+        request: AppendEntries,
+    ) {
         let reason = StepDownReason::LeaderExists { leader };
         self.become_follower(self.hard_state.current_term, Some(leader), reason);
         self.handle_append_entries(leader, cluster, request);
     }
 
-    /// Figure 2, RequestVote receiver: at most one vote per term, and only for
-    /// a candidate whose log is at least as up-to-date as ours (§5.4.1).
-    /// Pre-votes follow the same rules for the term asked about, but change
-    /// nothing here and need no write.
+    /// Figure 2, RequestVote receiver: at most one vote per term
+    /// (`can_vote_for`), and only for a candidate whose log is at least as
+    /// up-to-date as ours (`RaftLog::is_up_to_date`, §5.4.1).
     pub(super) fn handle_request_vote(
         &mut self,
         candidate: NodeId,
@@ -262,23 +195,11 @@ impl Raft {
             .log
             .is_up_to_date(request.last_log_index, request.last_log_term);
         if request.pre_vote {
-            let would_vote = term > self.hard_state.current_term || self.can_vote_for(candidate);
-            let granted = would_vote && up_to_date && !self.in_lease();
-            let response = RequestVoteResponse {
-                vote_granted: granted,
-                pre_vote: true,
-            };
-            let mut message = self.message(candidate, MessageBody::RequestVoteResponse(response));
-            if granted {
-                message.term = term; // so the pre-candidate counts it for its round
-            }
-            return self.ready.messages.push(message);
+            return self.answer_pre_vote(candidate, term, up_to_date);
         }
         let granted = self.can_vote_for(candidate) && up_to_date;
         if granted {
-            self.hard_state.voted_for = Some(candidate);
-            self.hard_state_dirty = true;
-            self.reset_election_deadline();
+            self.grant_vote(candidate);
         }
         let response = MessageBody::RequestVoteResponse(RequestVoteResponse {
             vote_granted: granted,
@@ -290,30 +211,64 @@ impl Raft {
         self.send_after_persist(candidate, response);
     }
 
+    /// Pre-votes follow the vote's rules for the term asked about, but
+    /// change nothing here and need no write.
+    fn answer_pre_vote(&mut self, candidate: NodeId, term: Term, up_to_date: bool) {
+        let would_vote = term > self.hard_state.current_term || self.can_vote_for(candidate);
+        let granted = would_vote && up_to_date && !self.in_lease();
+        let response = RequestVoteResponse {
+            vote_granted: granted,
+            pre_vote: true,
+        };
+        let mut message = self.message(candidate, MessageBody::RequestVoteResponse(response));
+        if granted {
+            message.term = term; // so the pre-candidate counts it for its round
+        }
+        self.ready.messages.push(message);
+    }
+
+    /// Figure 2, Followers: granting a vote, like hearing from the leader,
+    /// restarts the election timer.
+    fn grant_vote(&mut self, candidate: NodeId) {
+        self.hard_state.voted_for = Some(candidate);
+        self.hard_state_dirty = true;
+        self.reset_election_deadline();
+    }
+
+    /// Figure 2, RequestVote receiver: "If votedFor is null or candidateId".
+    /// A node that heard from this term's leader before voting in it votes
+    /// for no one (as etcd-io/raft).
     fn can_vote_for(&self, candidate: NodeId) -> bool {
         let by_rule = match self.hard_state.voted_for {
-            None => self.leader_id.is_none(),
+            None => self.leader_id().is_none(),
             Some(voted_for) => voted_for == candidate,
         };
         by_rule || self.planted(PlantedBug::SecondVoteInTerm)
     }
 
-    /// CheckQuorum: has a majority (counting ourselves) been heard from
-    /// within the window (`Config::check_quorum_window_ms`)? Safety never
-    /// depends on this timing (reads confirm leadership with a heartbeat
-    /// round); it decides how soon a cut-off leader stops taking requests.
-    pub(super) fn quorum_active(&self) -> bool {
-        let window_ms = self.config.check_quorum_window_ms();
-        let active = self
-            .progress
-            .values()
-            .filter(|progress| self.now_ms < progress.last_contact_ms + window_ms)
-            .count();
-        active + 1 >= self.config.quorum()
+    /// Whether the leader runs CheckQuorum (a planted bug turns it off).
+    pub(super) fn check_quorum_enabled(&self) -> bool {
+        self.config.check_quorum && !self.planted(PlantedBug::StaleLeaderReads)
     }
 
     pub(super) fn step_down_quorum_lost(&mut self) {
         let term = self.hard_state.current_term;
         self.become_follower(term, None, StepDownReason::QuorumLost);
+    }
+}
+
+impl LeaderState {
+    /// CheckQuorum: has a majority (counting ourselves) been heard from
+    /// within the window (`Config::check_quorum_window_ms`)? Safety never
+    /// depends on this timing (reads confirm leadership with a heartbeat
+    /// round); it decides how soon a cut-off leader stops taking requests.
+    pub(super) fn quorum_active(&self, now_ms: u64, config: &Config) -> bool {
+        let window_ms = config.check_quorum_window_ms();
+        let active = self
+            .progress
+            .values()
+            .filter(|progress| now_ms < progress.last_contact_ms + window_ms)
+            .count();
+        active + 1 >= config.quorum()
     }
 }

@@ -12,6 +12,7 @@ mod read_index;
 pub mod ready;
 mod replication;
 pub mod rng;
+mod role;
 pub mod types;
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use super::config::Limits;
 use super::types::LogIndex;
+use crate::constants::CLUSTER_SIZE_MAX;
 use std::collections::VecDeque;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +134,25 @@ impl Progress {
     }
 }
 
+/// The highest value at least `quorum` of `values` reach (one value per
+/// member). On the stack: a leader asks on every acknowledgement.
+pub fn quorum_value<T: Copy + Ord + Default>(
+    values: impl IntoIterator<Item = T>,
+    quorum: usize,
+) -> T {
+    let mut slots = [T::default(); CLUSTER_SIZE_MAX];
+    let mut count = 0;
+    for value in values {
+        assert!(count < CLUSTER_SIZE_MAX, "more values than members");
+        slots[count] = value;
+        count += 1;
+    }
+    assert!(quorum >= 1 && quorum <= count, "quorum {quorum} of {count}");
+    let slots = &mut slots[..count];
+    slots.sort_unstable_by(|a, b| b.cmp(a));
+    slots[quorum - 1]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +222,14 @@ mod tests {
         assert!(!progress.can_send_entries());
         assert!(progress.acknowledge(LogIndex(4)));
         assert!(progress.can_send_entries());
+    }
+
+    #[test]
+    fn quorum_value_is_what_a_majority_reaches() {
+        assert_eq!(quorum_value([7], 1), 7);
+        assert_eq!(quorum_value([3, 9, 5], 2), 5);
+        assert_eq!(quorum_value([1, 1, 4, 2, 8], 3), 2);
+        assert_eq!(quorum_value([1, 1, 4, 2, 8], 5), 1);
     }
 
     #[test]

@@ -1,27 +1,19 @@
 //! The Raft state machine (Figure 2 of the paper). This file holds the
-//! node's state and its inputs and outputs; `election.rs`, `replication.rs`
+//! node's state and its inputs and outputs; `role.rs` holds the roles, their
+//! state and their step and tick functions; `election.rs`, `replication.rs`
 //! and `read_index.rs` hold the rules. Term handling happens once, in
 //! `step`, before a role's handler sees the message.
 
 use super::config::{Config, ConfigError};
 use super::message::*;
 use super::planted::PlantedBug;
-use super::progress::{Progress, ProgressState};
+use super::progress::ProgressState;
 use super::raft_log::RaftLog;
-use super::read_index::ReadQueue;
-use super::ready::{Event, Ready, StepDownReason};
+use super::ready::{Event, Ready};
 use super::rng::Rng;
+pub use super::role::Role;
+use super::role::{FollowerState, RoleState};
 use super::types::*;
-use std::collections::{BTreeMap, BTreeSet};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Follower,
-    /// Asking for pre-votes; the term has not been incremented (§9.6).
-    PreCandidate,
-    Candidate,
-    Leader,
-}
 
 /// Why a proposal or read was refused. Either way nothing was appended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,19 +46,13 @@ pub struct Raft {
     /// entry only once it is.
     pub(super) durable_cluster_id: Option<ClusterId>,
     pub(super) log: RaftLog,
-    pub(super) role: Role,
-    pub(super) leader_id: Option<NodeId>,
-    /// Follower: when the current leader was last heard from (stickiness).
-    pub(super) leader_contact_ms: u64,
-    /// (Pre-)candidate only: who granted us their (pre-)vote.
-    pub(super) votes_granted: BTreeSet<NodeId>,
-    /// Leader only: one entry per peer.
-    pub(super) progress: BTreeMap<NodeId, Progress>,
-    /// Leader only: reads waiting for a leadership check (§6.4).
-    pub(super) reads: ReadQueue,
+    pub(super) role: RoleState,
     pub(super) now_ms: u64,
+    /// When the election timer fires; a leader ignores it. It is not part
+    /// of the roles' states because resetting it draws from `rng` in any
+    /// role (a leader that grants a vote under a planted bug too), and the
+    /// draws decide every later timeout.
     pub(super) election_deadline_ms: u64,
-    pub(super) heartbeat_deadline_ms: u64,
     pub(super) rng: Rng,
     pub(super) ready: Ready,
     #[cfg(feature = "planted-bugs")]
@@ -96,15 +82,9 @@ impl Raft {
             hard_state_dirty: false,
             durable_cluster_id: hard_state.cluster_id,
             log,
-            role: Role::Follower,
-            leader_id: None,
-            leader_contact_ms: 0,
-            votes_granted: BTreeSet::new(),
-            progress: BTreeMap::new(),
-            reads: ReadQueue::default(),
+            role: RoleState::Follower(FollowerState::default()),
             now_ms,
             election_deadline_ms: 0,
-            heartbeat_deadline_ms: 0,
             rng,
             ready: Ready::default(),
             #[cfg(feature = "planted-bugs")]
@@ -127,30 +107,16 @@ impl Raft {
     pub fn advance_time(&mut self, now_ms: u64) {
         self.observe_time(now_ms);
         match self.role {
-            Role::Follower | Role::PreCandidate | Role::Candidate => {
-                if self.now_ms >= self.election_deadline_ms {
-                    self.election_timeout();
-                }
-            }
-            Role::Leader => {
-                if self.now_ms >= self.heartbeat_deadline_ms {
-                    self.heartbeat_deadline_ms = self.now_ms + self.config.heartbeat_interval_ms;
-                    let check_quorum =
-                        self.config.check_quorum && !self.planted(PlantedBug::StaleLeaderReads);
-                    if check_quorum && !self.quorum_active() {
-                        return self.step_down_quorum_lost();
-                    }
-                    self.broadcast_heartbeat();
-                }
-            }
+            RoleState::Leader(_) => self.tick_heartbeat(),
+            _ => self.tick_election(),
         }
     }
 
     /// The earliest time at which `advance_time` has something to do.
     pub fn next_deadline_ms(&self) -> u64 {
-        match self.role {
-            Role::Leader => self.heartbeat_deadline_ms,
-            Role::Follower | Role::PreCandidate | Role::Candidate => self.election_deadline_ms,
+        match &self.role {
+            RoleState::Leader(leader) => leader.heartbeat_deadline_ms,
+            _ => self.election_deadline_ms,
         }
     }
 
@@ -178,10 +144,9 @@ impl Raft {
             return self.answer_stale(&message);
         }
         match self.role {
-            Role::Follower => self.step_follower(message),
-            Role::PreCandidate => self.step_pre_candidate(message),
-            Role::Candidate => self.step_candidate(message),
-            Role::Leader => self.step_leader(message),
+            RoleState::Follower(_) => self.step_follower(message),
+            RoleState::PreCandidate(_) | RoleState::Candidate(_) => self.step_candidate(message),
+            RoleState::Leader(_) => self.step_leader(message),
         }
     }
 
@@ -189,9 +154,9 @@ impl Raft {
     /// committed) at the returned index and term. `data` is copied, so the
     /// caller may reuse its buffer.
     pub fn propose(&mut self, data: &[u8]) -> Result<(LogIndex, Term), ProposeError> {
-        if self.role != Role::Leader {
+        if !self.is_leader() {
             return Err(ProposeError::NotLeader {
-                leader: self.leader_id,
+                leader: self.leader_id(),
             });
         }
         assert!(
@@ -207,7 +172,10 @@ impl Raft {
     /// The runtime could not reach `peer` (connection lost): stop streaming to
     /// it and probe once it is back.
     pub fn report_unreachable(&mut self, peer: NodeId) {
-        if let Some(progress) = self.progress.get_mut(&peer) {
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
+        if let Some(progress) = leader.progress.get_mut(&peer) {
             if progress.state == ProgressState::Replicate {
                 progress.become_probe();
             }
@@ -220,8 +188,8 @@ impl Raft {
         if self.log.commit_index() > LogIndex(0) {
             self.bind_to_cluster(); // deferred until the first entry was durable
         }
-        if self.role == Role::Leader {
-            self.maybe_commit();
+        if self.is_leader() {
+            self.commit_by_majority();
         }
     }
 
@@ -232,8 +200,8 @@ impl Raft {
         }
         assert_eq!(hard_state.cluster_id, self.hard_state.cluster_id);
         self.durable_cluster_id = hard_state.cluster_id;
-        if self.role == Role::Leader {
-            self.maybe_commit();
+        if self.is_leader() {
+            self.commit_by_majority();
         }
     }
 
@@ -263,7 +231,7 @@ impl Raft {
 
     /// Collects everything the runtime must do now.
     pub fn ready(&mut self) -> Ready {
-        if self.role == Role::Leader {
+        if self.is_leader() {
             self.start_read_round();
             self.send_pending_appends();
         }
@@ -294,10 +262,12 @@ impl Raft {
             || self.hard_state_dirty
             || log.has_unstable()
             || log.commit_index() > log.last_applied()
-            || self.reads.round_wanted()
-            || self.progress.values().any(|progress| {
-                progress.can_send_entries() && progress.next_index <= log.last_index()
-            })
+            || match &self.role {
+                RoleState::Leader(leader) => {
+                    leader.reads.round_wanted() || leader.has_appends_to_send(log)
+                }
+                _ => false,
+            }
     }
 
     /// Test builds only: behave wrongly in one known way.
@@ -327,9 +297,9 @@ impl Raft {
     pub fn status(&self) -> Status {
         Status {
             id: self.config.id,
-            role: self.role,
+            role: self.role(),
             term: self.hard_state.current_term,
-            leader: self.leader_id,
+            leader: self.leader_id(),
             last_index: self.log.last_index(),
             commit_index: self.log.commit_index(),
             last_applied: self.log.last_applied(),
@@ -345,7 +315,11 @@ impl Raft {
     }
 
     pub fn role(&self) -> Role {
-        self.role
+        self.role.role()
+    }
+
+    pub(super) fn is_leader(&self) -> bool {
+        matches!(self.role, RoleState::Leader(_))
     }
 
     pub fn current_term(&self) -> Term {
@@ -361,8 +335,13 @@ impl Raft {
         self.hard_state
     }
 
+    /// The leader of the current term, as far as this node knows.
     pub fn leader_id(&self) -> Option<NodeId> {
-        self.leader_id
+        match &self.role {
+            RoleState::Follower(follower) => follower.leader.map(|leader| leader.id),
+            RoleState::PreCandidate(_) | RoleState::Candidate(_) => None,
+            RoleState::Leader(_) => Some(self.config.id),
+        }
     }
 
     pub fn log(&self) -> &RaftLog {
@@ -380,59 +359,23 @@ impl Raft {
             );
         }
         assert!(self.log.last_term() <= self.hard_state.current_term);
-        if self.role == Role::Leader {
-            assert_eq!(self.leader_id, Some(self.config.id));
-            assert_eq!(self.hard_state.voted_for, Some(self.config.id));
-            for progress in self.progress.values() {
-                assert!(progress.match_index < progress.next_index);
-                assert!(progress.next_index <= self.log.last_index().next());
+        match &self.role {
+            RoleState::Leader(leader) => {
+                assert_eq!(self.hard_state.voted_for, Some(self.config.id));
+                assert_eq!(leader.progress.len() + 1, self.config.members.len());
+                for progress in leader.progress.values() {
+                    assert!(progress.match_index < progress.next_index);
+                    assert!(progress.next_index <= self.log.last_index().next());
+                }
             }
-        } else {
-            assert!(self.progress.is_empty(), "only a leader tracks progress");
-            assert!(self.reads.is_empty(), "only a leader serves reads");
-        }
-    }
-
-    // ---- shared by the role files ----------------------------------------
-
-    pub(super) fn become_follower(
-        &mut self,
-        term: Term,
-        leader: Option<NodeId>,
-        reason: StepDownReason,
-    ) {
-        assert!(term >= self.hard_state.current_term, "term going backwards");
-        let was = self.role;
-        if term > self.hard_state.current_term {
-            self.hard_state = self.hard_state.new_term(term);
-            self.hard_state_dirty = true;
-        }
-        self.role = Role::Follower;
-        self.progress.clear();
-        self.reads.clear();
-        self.votes_granted.clear();
-        self.leader_id = None;
-        self.set_leader(leader);
-        self.reset_election_deadline();
-        if was != Role::Follower {
-            self.ready
-                .events
-                .push(Event::BecameFollower { term, reason });
-        }
-    }
-
-    pub(super) fn set_leader(&mut self, leader: Option<NodeId>) {
-        if let Some(id) = leader {
-            self.leader_contact_ms = self.now_ms;
-            if self.leader_id != leader {
-                self.ready.events.push(Event::LeaderChanged {
-                    term: self.hard_state.current_term,
-                    leader: id,
-                });
+            RoleState::PreCandidate(candidate) | RoleState::Candidate(candidate) => {
+                assert!(candidate.votes.contains(&self.config.id));
             }
+            RoleState::Follower(_) => {}
         }
-        self.leader_id = leader;
     }
+
+    // ---- shared by the role and rule files -------------------------------
 
     pub(super) fn reset_election_deadline(&mut self) {
         let timeout = self.rng.range_inclusive(
@@ -443,12 +386,16 @@ impl Raft {
     }
 
     pub(super) fn message(&self, to: NodeId, body: MessageBody) -> Message {
-        Message {
+        self.envelope().to(to, body)
+    }
+
+    /// What this node's messages carry besides their body, taken once for
+    /// a batch of sends (the cluster tag costs a look at the log).
+    pub(super) fn envelope(&self) -> Envelope {
+        Envelope {
             from: self.config.id,
-            to,
             term: self.hard_state.current_term,
             cluster: self.cluster_tag(),
-            body,
         }
     }
 
@@ -509,6 +456,25 @@ impl Raft {
     pub(super) fn send_after_persist(&mut self, to: NodeId, body: MessageBody) {
         let message = self.message(to, body);
         self.ready.messages_after_persist.push(message);
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Envelope {
+    pub(super) from: NodeId,
+    pub(super) term: Term,
+    pub(super) cluster: ClusterTag,
+}
+
+impl Envelope {
+    pub(super) fn to(self, to: NodeId, body: MessageBody) -> Message {
+        Message {
+            from: self.from,
+            to,
+            term: self.term,
+            cluster: self.cluster,
+            body,
+        }
     }
 }
 

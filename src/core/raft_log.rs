@@ -87,6 +87,8 @@ impl RaftLog {
             .map_or(self.last_index().next(), |entry| entry.index)
     }
 
+    /// The AppendEntries consistency check (§5.3; Figure 2, AppendEntries
+    /// receiver, step 2): we hold an entry at `index` of `term`.
     pub fn matches(&self, index: LogIndex, term: Term) -> bool {
         self.term_at(index) == Some(term)
     }

@@ -4,8 +4,11 @@
 //! the state machine has applied that index. Reads that arrive while a
 //! round is being set up share it.
 
-use super::raft::{ProposeError, Raft, Role};
+use super::planted::PlantedBug;
+use super::progress::quorum_value;
+use super::raft::{ProposeError, Raft};
 use super::ready::ReadState;
+use super::role::RoleState;
 use super::types::*;
 use std::collections::VecDeque;
 
@@ -17,7 +20,7 @@ struct PendingRead {
     round: Option<u64>,
 }
 
-/// Leader-only queue of reads. Invariant: rounds never decrease along
+/// A leader's reads (`LeaderState::reads`). Invariant: rounds never decrease along
 /// `pending`, and reads without a round come last.
 #[derive(Debug, Default)]
 pub struct ReadQueue {
@@ -38,18 +41,43 @@ impl ReadQueue {
         self.pending.back().is_some_and(|read| read.round.is_none())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.waiting_for_commit.is_empty() && self.pending.is_empty()
-    }
-
     fn len(&self) -> usize {
         self.waiting_for_commit.len() + self.pending.len()
     }
 
-    /// Dropped when leadership ends: the caller answers those reads itself.
-    pub fn clear(&mut self) {
-        self.waiting_for_commit.clear();
-        self.pending.clear();
+    /// A read the current commit index answers, once a round confirms it.
+    fn push_pending(&mut self, context: u64, index: LogIndex) {
+        self.pending.push_back(PendingRead {
+            context,
+            index,
+            round: None,
+        });
+    }
+
+    /// Starts a round for every read registered since the last.
+    fn start_round(&mut self) {
+        self.round += 1;
+        for read in self.pending.iter_mut().rev() {
+            if read.round.is_some() {
+                break;
+            }
+            read.round = Some(self.round);
+        }
+    }
+
+    /// Hands out every read whose round is `confirmed` or earlier.
+    fn confirm(&mut self, confirmed: u64, read_states: &mut Vec<ReadState>) {
+        while let Some(read) = self.pending.front() {
+            match read.round {
+                Some(round) if round <= confirmed => {}
+                _ => break,
+            }
+            read_states.push(ReadState {
+                context: read.context,
+                index: read.index,
+            });
+            self.pending.pop_front();
+        }
     }
 }
 
@@ -58,28 +86,24 @@ impl Raft {
     /// in `Ready::read_states` once confirmed; if leadership is lost first,
     /// it never does (the caller fails it when the role changes).
     pub fn read_index(&mut self, context: u64) -> Result<(), ProposeError> {
-        if self.role != Role::Leader {
+        let reads_pending_max = self.config.limits.reads_pending_max;
+        let stale_reads = self.planted(PlantedBug::StaleLeaderReads);
+        let committed_in_term = self.committed_in_current_term();
+        let index = self.log.commit_index();
+        let RoleState::Leader(leader) = &mut self.role else {
             return Err(ProposeError::NotLeader {
-                leader: self.leader_id,
+                leader: self.leader_id(),
             });
-        }
-        if self.reads.len() >= self.config.limits.reads_pending_max {
+        };
+        if leader.reads.len() >= reads_pending_max {
             return Err(ProposeError::Busy);
         }
-        if self.planted(super::planted::PlantedBug::StaleLeaderReads) {
-            let index = self.log.commit_index();
+        if stale_reads {
             self.ready.read_states.push(ReadState { context, index });
-            return Ok(());
-        }
-        if self.committed_in_current_term() {
-            let index = self.log.commit_index();
-            self.reads.pending.push_back(PendingRead {
-                context,
-                index,
-                round: None,
-            });
+        } else if committed_in_term {
+            leader.reads.push_pending(context, index);
         } else {
-            self.reads.waiting_for_commit.push_back(context);
+            leader.reads.waiting_for_commit.push_back(context);
         }
         Ok(())
     }
@@ -94,52 +118,36 @@ impl Raft {
             return;
         }
         let index = self.log.commit_index();
-        while let Some(context) = self.reads.waiting_for_commit.pop_front() {
-            self.reads.pending.push_back(PendingRead {
-                context,
-                index,
-                round: None,
-            });
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
+        while let Some(context) = leader.reads.waiting_for_commit.pop_front() {
+            leader.reads.push_pending(context, index);
         }
     }
 
     /// One heartbeat round covers every read registered since the last.
     pub(super) fn start_read_round(&mut self) {
-        if !self.reads.round_wanted() {
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
+        if !leader.reads.round_wanted() {
             return;
         }
-        self.reads.round += 1;
-        let round = self.reads.round;
-        for read in self.reads.pending.iter_mut().rev() {
-            if read.round.is_some() {
-                break;
-            }
-            read.round = Some(round);
-        }
+        leader.reads.start_round();
         self.broadcast_heartbeat();
         self.confirm_reads();
     }
 
     /// Releases every read whose round a majority (counting us) answered.
     pub(super) fn confirm_reads(&mut self) {
-        let mut rounds: Vec<u64> = self
-            .progress
-            .values()
-            .map(|progress| progress.round_acknowledged)
-            .collect();
-        rounds.push(self.reads.round);
-        rounds.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = rounds[self.config.quorum() - 1];
-        while let Some(read) = self.reads.pending.front() {
-            match read.round {
-                Some(round) if round <= confirmed => {}
-                _ => break,
-            }
-            self.ready.read_states.push(ReadState {
-                context: read.context,
-                index: read.index,
-            });
-            self.reads.pending.pop_front();
-        }
+        let quorum = self.config.quorum();
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let acknowledged = leader.progress.values();
+        let rounds = acknowledged.map(|progress| progress.round_acknowledged);
+        let confirmed = quorum_value(rounds.chain([leader.reads.round]), quorum);
+        leader.reads.confirm(confirmed, &mut self.ready.read_states);
     }
 }

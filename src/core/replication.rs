@@ -2,42 +2,31 @@
 //! AppendEntries receiver and the leader's side, with pipelining per
 //! follower and fast backtracking.
 
+use super::config::Limits;
 use super::message::*;
 use super::planted::PlantedBug;
-use super::progress::{Progress, ProgressState};
-use super::raft::Raft;
+use super::progress::{quorum_value, Progress, ProgressState};
+use super::raft::{Envelope, Raft};
 use super::raft_log::RaftLog;
 use super::ready::Event;
+use super::role::{LeaderState, RoleState};
 use super::types::*;
-use crate::constants::CLUSTER_SIZE_MAX;
+use std::collections::BTreeMap;
+
+// ---- the follower's side ---------------------------------------------
 
 impl Raft {
-    pub(super) fn step_leader(&mut self, message: Message) {
-        match message.body {
-            MessageBody::RequestVote(request) => {
-                self.handle_request_vote(message.from, message.term, &request)
-            }
-            MessageBody::AppendEntriesResponse(response) => {
-                self.handle_append_response(message.from, message.cluster.bound, &response)
-            }
-            MessageBody::AppendEntries(_) => {
-                panic!(
-                    "two leaders in term {}: {} and {}",
-                    self.hard_state.current_term, self.config.id, message.from
-                )
-            }
-            MessageBody::RequestVoteResponse(_) => {}
-        }
-    }
-
-    /// Figure 2, AppendEntries receiver.
+    /// Figure 2, AppendEntries receiver: the consistency check
+    /// (`RaftLog::matches`, §5.3), then conflicting entries out and new ones
+    /// in (`RaftLog::append_from_leader`), then the commit index
+    /// (`commit_from_leader`). Step 1 (a stale term) is `answer_stale`'s.
     pub(super) fn handle_append_entries(
         &mut self,
         leader: NodeId,
         cluster: ClusterTag,
         request: AppendEntries,
     ) {
-        self.set_leader(Some(leader));
+        self.heard_from_leader(leader);
         self.reset_election_deadline();
         let prev_index = request.prev_log_index;
         if cluster.diverges_from(self.cluster_tag()) && !self.drop_diverged_log(prev_index) {
@@ -68,13 +57,7 @@ impl Raft {
             let from = self.log.last_index().next();
             self.ready.events.push(Event::LogTruncated { from });
         }
-        let commit = request.leader_commit.min(last_new);
-        if self.log.commit_to(commit) {
-            self.ready.events.push(Event::CommitAdvanced {
-                commit_index: commit,
-            });
-            self.bind_to_cluster();
-        }
+        self.commit_from_leader(request.leader_commit, last_new);
         let response = AppendEntriesResponse {
             success: true,
             index: last_new,
@@ -83,6 +66,20 @@ impl Raft {
             round: request.round,
         };
         self.send_after_persist(leader, MessageBody::AppendEntriesResponse(response));
+    }
+
+    /// Figure 2, AppendEntries receiver, step 5: "If leaderCommit >
+    /// commitIndex, set commitIndex = min(leaderCommit, index of last new
+    /// entry)". Past the last new entry our log may still differ from the
+    /// leader's.
+    fn commit_from_leader(&mut self, leader_commit: LogIndex, last_new: LogIndex) {
+        let commit = leader_commit.min(last_new);
+        if self.log.commit_to(commit) {
+            self.ready.events.push(Event::CommitAdvanced {
+                commit_index: commit,
+            });
+            self.bind_to_cluster();
+        }
     }
 
     /// The leader's first entry is not ours, so our logs differ from index
@@ -132,8 +129,15 @@ impl Raft {
             round,
         }
     }
+}
 
-    fn handle_append_response(
+// ---- the leader's side -----------------------------------------------
+
+impl Raft {
+    /// An answer to our AppendEntries. Figure 2, Leaders: a success updates
+    /// the follower's match and next index (`Progress::acknowledge`), a
+    /// rejection moves next_index back for a retry (`handle_rejection`).
+    pub(super) fn handle_append_response(
         &mut self,
         follower: NodeId,
         bound: bool,
@@ -143,7 +147,16 @@ impl Raft {
             return; // its term was all it had to say, and `step` heard it
         }
         let now_ms = self.now_ms;
-        let Some(progress) = self.progress.get_mut(&follower) else {
+        let Raft {
+            role: RoleState::Leader(leader),
+            log,
+            ready,
+            ..
+        } = self
+        else {
+            return;
+        };
+        let Some(progress) = leader.progress.get_mut(&follower) else {
             return;
         };
         // Any answer at our term shows the follower still takes us as leader.
@@ -151,57 +164,28 @@ impl Raft {
         let newly_bound = bound && !progress.bound;
         progress.bound = bound;
         progress.round_acknowledged = progress.round_acknowledged.max(response.round);
+        let commit_wanted = if response.success {
+            handle_success(progress, response.index) || newly_bound
+        } else {
+            ready
+                .events
+                .extend(handle_rejection(log, follower, progress, response));
+            false
+        };
         self.confirm_reads();
-        let Some(progress) = self.progress.get_mut(&follower) else {
-            return;
-        };
-        if response.success {
-            let news = progress.acknowledge(response.index);
-            if news && progress.state == ProgressState::Probe {
-                progress.become_replicate();
-            }
-            if news || newly_bound {
-                self.maybe_commit();
-            }
-            return;
+        if commit_wanted {
+            self.commit_by_majority();
         }
-        if response.index <= progress.match_index {
-            return self.check_lost_entries(follower, response);
-        }
-        if progress.state == ProgressState::Probe && response.index.next() != progress.next_index {
-            return; // answer to an older probe
-        }
-        let next = next_after_rejection(&self.log, progress, response);
-        progress.become_probe();
-        progress.next_index = next;
     }
 
-    /// A rejection below what the follower acknowledged is usually stale
-    /// (reordered). But if it says the follower's log now ends below its
-    /// match index, the follower lost acknowledged entries (its data dir was
-    /// wiped): start over from where its log ends, or it would never catch
-    /// up. Lowering match_index is always safe; it only delays commits.
-    fn check_lost_entries(&mut self, follower: NodeId, response: &AppendEntriesResponse) {
-        let Some(progress) = self.progress.get_mut(&follower) else {
+    /// Figure 2, Leaders: "If there exists an N such that N > commitIndex,
+    /// a majority of matchIndex[i] >= N, and log[N].term == currentTerm:
+    /// set commitIndex = N" (§5.4.2; Figure 8 shows why the term matters).
+    pub(super) fn commit_by_majority(&mut self) {
+        let RoleState::Leader(leader) = &self.role else {
             return;
         };
-        if response.conflict_term.is_some() || response.conflict_index > progress.match_index {
-            return;
-        }
-        let acknowledged = progress.match_index;
-        progress.match_index = response.conflict_index.prev();
-        progress.become_probe();
-        self.ready.events.push(Event::FollowerLostEntries {
-            follower,
-            acknowledged,
-            last_index: response.conflict_index.prev(),
-        });
-    }
-
-    /// §5.3/§5.4.2: commit the highest index a majority stores, but only if
-    /// its entry is of the current term (Figure 8).
-    pub(super) fn maybe_commit(&mut self) {
-        let stored = self.majority_index(|_, match_index| match_index);
+        let stored = self.majority_index(leader, |_, match_index| match_index);
         let old_term = self.log.term_at(stored) != Some(self.hard_state.current_term);
         if old_term && !self.planted(PlantedBug::CommitOldTermByCount) {
             return;
@@ -210,8 +194,9 @@ impl Raft {
         // far as a majority bound to the cluster holds them. The rest of
         // the prefix (the Bootstrap, no-ops) commits anyway, which is what
         // binds everyone.
-        let candidate =
-            self.majority_index(|bound, match_index| self.countable(bound, match_index));
+        let candidate = self.majority_index(leader, |bound, match_index| {
+            self.countable(bound, match_index)
+        });
         if candidate <= self.log.commit_index() {
             return;
         }
@@ -226,22 +211,18 @@ impl Raft {
     /// The highest index a majority holds, each node's match (ours: our
     /// durable log; bound: durably, if the Ready with our binding is
     /// persisted) seen through `count`.
-    fn majority_index(&self, count: impl Fn(bool, LogIndex) -> LogIndex) -> LogIndex {
+    fn majority_index(
+        &self,
+        leader: &LeaderState,
+        count: impl Fn(bool, LogIndex) -> LogIndex,
+    ) -> LogIndex {
         let own = count(
             self.durable_cluster_id.is_some(),
             self.log.persisted_index(),
         );
-        // On the stack: this runs on every acknowledgement.
-        let mut matched = [LogIndex(0); CLUSTER_SIZE_MAX];
-        let members = self.progress.len() + 1;
-        let counted = self.progress.values();
-        for (slot, progress) in matched.iter_mut().zip(counted) {
-            *slot = count(progress.bound, progress.match_index);
-        }
-        matched[members - 1] = own;
-        let matched = &mut matched[..members];
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        matched[self.config.quorum() - 1]
+        let peers = leader.progress.values();
+        let matched = peers.map(|progress| count(progress.bound, progress.match_index));
+        quorum_value(matched.chain([own]), self.config.quorum())
     }
 
     /// How much of a node's match counts toward committing commands: all of
@@ -255,74 +236,101 @@ impl Raft {
         match_index.min(self.log.first_command_index().prev())
     }
 
+    /// Figure 2, Leaders: heartbeats "during idle periods to prevent
+    /// election timeouts"; they also carry the read round (§6.4).
     pub(super) fn broadcast_heartbeat(&mut self) {
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for peer in peers {
-            self.send_heartbeat(peer);
+        let Some((mut appender, peers)) = self.appender() else {
+            return;
+        };
+        for (&peer, progress) in peers {
+            appender.send_heartbeat(peer, progress);
         }
     }
 
+    /// Figure 2, Leaders: "If last log index >= nextIndex for a follower:
+    /// send AppendEntries RPC with log entries starting at nextIndex": every
+    /// batch the window allows, to every peer.
+    pub(super) fn send_pending_appends(&mut self) {
+        let Some((mut appender, peers)) = self.appender() else {
+            return;
+        };
+        for (&peer, progress) in peers {
+            while appender.send_append(peer, progress) {}
+        }
+    }
+
+    /// The leader's progress per peer, borrowed apart from what its
+    /// AppendEntries are made of, so that it can update each peer's as it
+    /// sends. None unless leader.
+    fn appender(&mut self) -> Option<(Appender<'_>, &mut BTreeMap<NodeId, Progress>)> {
+        let envelope = self.envelope();
+        let Raft {
+            role: RoleState::Leader(leader),
+            log,
+            config,
+            ready,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let appender = Appender {
+            log,
+            limits: &config.limits,
+            envelope,
+            round: leader.reads.round(),
+            messages: &mut ready.messages,
+        };
+        Some((appender, &mut leader.progress))
+    }
+}
+
+/// What a leader's AppendEntries are made of, and where they go.
+struct Appender<'a> {
+    log: &'a RaftLog,
+    limits: &'a Limits,
+    envelope: Envelope,
+    /// The read round every AppendEntries carries (§6.4).
+    round: u64,
+    messages: &'a mut Vec<Message>,
+}
+
+impl Appender<'_> {
     /// An empty AppendEntries at next_index - 1. In Probe it re-sends the
     /// probe (the last one may be lost); in Replicate a rejection reveals
     /// lost batches.
-    fn send_heartbeat(&mut self, peer: NodeId) {
-        let Some(progress) = self.progress.get_mut(&peer) else {
-            return;
-        };
+    fn send_heartbeat(&mut self, peer: NodeId, progress: &mut Progress) {
         if progress.state == ProgressState::Probe {
             progress.probe_sent = false;
-            if self.send_append(peer) {
+            if self.send_append(peer, progress) {
                 return;
             }
         }
-        let Some(progress) = self.progress.get(&peer) else {
-            return;
-        };
-        let prev_index = progress.next_index.prev();
-        self.send_append_request(peer, prev_index, Vec::new());
-    }
-
-    /// Sends every batch the window allows to every peer.
-    pub(super) fn send_pending_appends(&mut self) {
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for peer in peers {
-            while self.send_append(peer) {}
-        }
+        self.send_request(peer, progress.next_index.prev(), Vec::new());
     }
 
     /// Sends one batch to `peer` if flow control allows and it has entries to
     /// receive. Returns whether it sent.
-    fn send_append(&mut self, peer: NodeId) -> bool {
-        let Some(progress) = self.progress.get(&peer) else {
-            return false;
-        };
+    fn send_append(&mut self, peer: NodeId, progress: &mut Progress) -> bool {
         if !progress.can_send_entries() || progress.next_index > self.log.last_index() {
             return false;
         }
         let next_index = progress.next_index;
-        let limits = &self.config.limits;
         let entries = self.log.entries_from(
             next_index,
-            limits.append_batch_entries_max,
-            limits.append_batch_size_max,
+            self.limits.append_batch_entries_max,
+            self.limits.append_batch_size_max,
         );
         let Some(last) = entries.last().map(|entry| entry.index) else {
             return false;
         };
         let bytes = entries.iter().map(Entry::size_bytes).sum();
-        self.send_append_request(peer, next_index.prev(), entries);
-        if let Some(progress) = self.progress.get_mut(&peer) {
-            progress.sent(last, bytes);
-        }
+        self.send_request(peer, next_index.prev(), entries);
+        progress.sent(last, bytes);
         true
     }
 
-    pub(super) fn send_append_request(
-        &mut self,
-        peer: NodeId,
-        prev_log_index: LogIndex,
-        entries: Vec<Entry>,
-    ) {
+    fn send_request(&mut self, peer: NodeId, prev_log_index: LogIndex, entries: Vec<Entry>) {
         let Some(prev_log_term) = self.log.term_at(prev_log_index) else {
             panic!("prev index {prev_log_index} beyond the leader's log");
         };
@@ -330,10 +338,11 @@ impl Raft {
             prev_log_index,
             prev_log_term,
             leader_commit: self.log.commit_index(),
-            round: self.reads.round(),
+            round: self.round,
             entries,
         };
-        self.send(peer, MessageBody::AppendEntries(request));
+        let message = self.envelope.to(peer, MessageBody::AppendEntries(request));
+        self.messages.push(message);
     }
 }
 
@@ -343,6 +352,63 @@ fn is_stale_term_answer(response: &AppendEntriesResponse) -> bool {
     !response.success && response.conflict_index == LogIndex(0)
 }
 
+/// The follower matches up to `index`: a first match ends probing. Returns
+/// whether it told anything new.
+fn handle_success(progress: &mut Progress, index: LogIndex) -> bool {
+    let news = progress.acknowledge(index);
+    if news && progress.state == ProgressState::Probe {
+        progress.become_replicate();
+    }
+    news
+}
+
+/// Figure 2, Leaders: "If AppendEntries fails because of log inconsistency:
+/// decrement nextIndex and retry", a whole term at a time
+/// (`next_after_rejection`). The retry waits for the next Ready or
+/// heartbeat. Returns an event worth logging, if any.
+fn handle_rejection(
+    log: &RaftLog,
+    follower: NodeId,
+    progress: &mut Progress,
+    response: &AppendEntriesResponse,
+) -> Option<Event> {
+    if response.index <= progress.match_index {
+        return check_lost_entries(follower, progress, response);
+    }
+    if progress.state == ProgressState::Probe && response.index.next() != progress.next_index {
+        return None; // answer to an older probe
+    }
+    let next = next_after_rejection(log, progress, response);
+    progress.become_probe();
+    progress.next_index = next;
+    None
+}
+
+/// A rejection below what the follower acknowledged is usually stale
+/// (reordered). But if it says the follower's log now ends below its
+/// match index, the follower lost acknowledged entries (its data dir was
+/// wiped): start over from where its log ends, or it would never catch
+/// up. Lowering match_index is always safe; it only delays commits.
+fn check_lost_entries(
+    follower: NodeId,
+    progress: &mut Progress,
+    response: &AppendEntriesResponse,
+) -> Option<Event> {
+    if response.conflict_term.is_some() || response.conflict_index > progress.match_index {
+        return None;
+    }
+    let acknowledged = progress.match_index;
+    progress.match_index = response.conflict_index.prev();
+    progress.become_probe();
+    Some(Event::FollowerLostEntries {
+        follower,
+        acknowledged,
+        last_index: response.conflict_index.prev(),
+    })
+}
+
+/// Fast backtracking: past the follower's conflicting term, or where its
+/// log ends.
 fn next_after_rejection(
     log: &RaftLog,
     progress: &Progress,
