@@ -6,6 +6,31 @@
 //! itself a long flag of the same table means the value was left out.
 
 use getopts::Fail;
+use std::process::ExitCode;
+
+/// What a binary's `main` does with its parsed command line (`Ok(None)`:
+/// help was asked for): the options to run with, or the exit code to end
+/// with now, after printing `help()` on stdout (exit 0) or the usage error
+/// on stderr as `NAME: error` and `Try 'NAME --help'.` (`usage_exit`).
+pub fn options_or_exit<T>(
+    name: &str,
+    parsed: Result<Option<T>, String>,
+    help: impl FnOnce() -> String,
+    usage_exit: u8,
+) -> Result<T, ExitCode> {
+    match parsed {
+        Ok(Some(options)) => Ok(options),
+        Ok(None) => {
+            print!("{}", help());
+            Err(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            eprintln!("Try '{name} --help'.");
+            Err(ExitCode::from(usage_exit))
+        }
+    }
+}
 
 /// Parses `arguments` with `table`; the error is one line naming the flag.
 /// `--port --peers B:8001` and a trailing `--port` both give

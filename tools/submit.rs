@@ -2,6 +2,7 @@
 //! finder. One command with --cmd, or one command per stdin line with one
 //! reply line each.
 
+use raftlite::cli;
 use raftlite::client::Client;
 use raftlite::reply::{Answer, ReplyKind};
 use std::io::{BufRead, Write};
@@ -196,17 +197,10 @@ fn worse(first: u8, second: u8) -> u8 {
 
 fn main() -> ExitCode {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
-    let arguments = match parse_arguments(&arguments) {
-        Ok(Some(arguments)) => arguments,
-        Ok(None) => {
-            print!("{}", usage());
-            return ExitCode::SUCCESS;
-        }
-        Err(error) => {
-            eprintln!("submit: {error}");
-            eprintln!("Try 'submit --help'.");
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let parsed = parse_arguments(&arguments);
+    let arguments = match cli::options_or_exit("submit", parsed, usage, EXIT_USAGE) {
+        Ok(arguments) => arguments,
+        Err(code) => return code,
     };
     let mut client = Client::new(arguments.seeds, arguments.timeout, arguments.redirect);
     if let Some(command) = arguments.command {

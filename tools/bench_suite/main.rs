@@ -14,6 +14,7 @@ use etcd_client::EtcdClient;
 // bench's etcd requests and responses (the failover client uses them too).
 use raftlite_kit::etcd_gateway as gateway;
 
+use raftlite::cli;
 use raftlite::reply::{Answer, Reply};
 use raftlite_kit::fault::{poll_until, ClusterSpec, LocalCluster};
 use std::path::PathBuf;
@@ -54,17 +55,11 @@ const USAGE: &str = "Usage: bench-suite [--duration S] [--trials N] [--catch-up 
 
 fn main() -> ExitCode {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
-    let options = match parse_options(&arguments) {
-        Ok(Some(options)) => options,
-        Ok(None) => {
-            print!("{}\n{EXIT_CODES}", option_table().usage(USAGE));
-            return ExitCode::SUCCESS;
-        }
-        Err(error) => {
-            eprintln!("bench-suite: {error}");
-            eprintln!("Try 'bench-suite --help'.");
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let help = || format!("{}\n{EXIT_CODES}", option_table().usage(USAGE));
+    let parsed = parse_options(&arguments);
+    let options = match cli::options_or_exit("bench-suite", parsed, help, EXIT_USAGE) {
+        Ok(options) => options,
+        Err(code) => return code,
     };
     match run(&options) {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,6 +11,7 @@ mod workers;
 
 use history::Recorder;
 use nemesis::Nemesis;
+use raftlite::cli;
 use raftlite_kit::fault::{ClusterSpec, LocalCluster};
 use raftlite_kit::linearizability::{Action, Operation, SearchBudget};
 use std::path::PathBuf;
@@ -161,17 +162,11 @@ fn parse_first_fault(name: Option<String>) -> Result<Option<nemesis::Fault>, Str
 
 fn main() -> ExitCode {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
-    let options = match parse_options(&arguments) {
-        Ok(Some(options)) => options,
-        Ok(None) => {
-            print!("{}\n{EXIT_CODES}", option_table().usage(USAGE));
-            return ExitCode::SUCCESS;
-        }
-        Err(error) => {
-            eprintln!("jepsen: {error}");
-            eprintln!("Try 'jepsen --help'.");
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let help = || format!("{}\n{EXIT_CODES}", option_table().usage(USAGE));
+    let parsed = parse_options(&arguments);
+    let options = match cli::options_or_exit("jepsen", parsed, help, EXIT_USAGE) {
+        Ok(options) => options,
+        Err(code) => return code,
     };
     match run(&options) {
         Ok(true) => ExitCode::SUCCESS,
