@@ -8,25 +8,6 @@ use serde::ser::Error as _;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
-/// `text` as a JSON string literal, quotes included.
-pub fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for character in text.chars() {
-        match character {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            character if (character as u32) < 0x20 => {
-                out.push_str(&format!("\\u{:04x}", character as u32))
-            }
-            character => out.push(character),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// A number written with `DECIMALS` places, or null when absent or not
 /// finite (JSON has no NaN or infinity).
 #[derive(Clone, Copy, Debug, PartialEq)]
