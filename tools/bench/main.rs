@@ -146,19 +146,23 @@ fn run(options: &Options, seeds: Vec<SocketAddr>) -> u8 {
     write_outputs(options, &summary)
 }
 
-type Render = fn(&Summary) -> String;
+type Render = fn(&Summary) -> Result<String, String>;
 
 fn write_outputs(options: &Options, summary: &Summary) -> u8 {
     let mut code = EXIT_COMPLETED;
     let outputs: [(&Option<PathBuf>, Render); 2] = [
-        (&options.json_path, Summary::json),
-        (&options.histogram_path, svg::render),
+        (&options.json_path, |summary| {
+            summary.json().map_err(|error| error.to_string())
+        }),
+        (&options.histogram_path, |summary| Ok(svg::render(summary))),
     ];
     for (path, render) in outputs {
         let Some(path) = path else {
             continue;
         };
-        if let Err(error) = std::fs::write(path, render(summary)) {
+        let written = render(summary)
+            .and_then(|text| std::fs::write(path, text).map_err(|error| error.to_string()));
+        if let Err(error) = written {
             report::write_stderr_line(&format!("bench: cannot write {}: {error}", path.display()));
             code = EXIT_OUTPUT_FAILED;
         }

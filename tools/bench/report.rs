@@ -7,10 +7,13 @@
 //! (always), and `mean_ms`, `errors_by_kind` (every kind, zeros included),
 //! `clients`, `mode`, `rate`, `duration_s`, `warmup_s`, `read_ratio`, `keys`,
 //! `key_size`, `value_size`, `timeout_ms`, `ops`, `ops_failed`,
-//! `ops_unfinished`, `latency_saturated`, `cpu_user_s`, `cpu_system_s`.
+//! `ops_unfinished`, `latency_saturated`, `cpu_user_s`, `cpu_system_s`, in
+//! that order. serde writes it from `Json`, whose fields are declared in
+//! that order; numbers keep fixed decimals (`kit::json::Fixed`).
 
-use crate::json::json_string;
+use crate::json::Fixed;
 use crate::stats::{ErrorKind, Stats};
+use serde::Serialize;
 use std::fmt::Write as _;
 use std::io::Write as _;
 
@@ -91,13 +94,50 @@ pub struct Summary {
     pub cpu: Option<CpuSeconds>,
 }
 
-/// The percentiles reported, as (label, JSON key, quantile).
-pub const PERCENTILES: [(&str, &str, f64); 4] = [
-    ("p50", "p50_ms", 0.5),
-    ("p90", "p90_ms", 0.9),
-    ("p99", "p99_ms", 0.99),
-    ("p99.9", "p999_ms", 0.999),
-];
+/// The percentiles reported, as (label, quantile); `Json` has a field for
+/// each.
+pub const PERCENTILES: [(&str, f64); 4] =
+    [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)];
+
+/// The JSON object, field by field in the contract's order (serde writes
+/// them as declared). Numbers keep the decimals they always had.
+#[derive(Serialize)]
+struct Json {
+    ops_per_sec: Fixed<1>,
+    p50_ms: Fixed<3>,
+    p90_ms: Fixed<3>,
+    p99_ms: Fixed<3>,
+    p999_ms: Fixed<3>,
+    max_ms: Fixed<3>,
+    mean_ms: Fixed<3>,
+    errors: u64,
+    errors_by_kind: ErrorsByKind,
+    clients: usize,
+    mode: &'static str,
+    rate: Fixed<3>,
+    duration_s: Fixed<3>,
+    warmup_s: Fixed<3>,
+    read_ratio: Fixed<4>,
+    keys: u64,
+    key_size: usize,
+    value_size: usize,
+    timeout_ms: u64,
+    ops: u64,
+    ops_failed: u64,
+    ops_unfinished: u64,
+    latency_saturated: u64,
+    cpu_user_s: Fixed<2>,
+    cpu_system_s: Fixed<2>,
+}
+
+/// Every kind's count, zeros included, in `ErrorKind::ALL`'s order.
+struct ErrorsByKind([u64; ErrorKind::ALL.len()]);
+
+impl Serialize for ErrorsByKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(ErrorKind::ALL.iter().map(|kind| kind.name()).zip(self.0))
+    }
+}
 
 impl Summary {
     pub fn operations_per_second(&self) -> f64 {
@@ -171,7 +211,7 @@ impl Summary {
             return "no successful operations".to_string();
         }
         let mut line = String::new();
-        for (label, _, quantile) in PERCENTILES {
+        for (label, quantile) in PERCENTILES {
             let _ = write!(
                 line,
                 "{label} {} ms  ",
@@ -216,67 +256,47 @@ impl Summary {
     }
 
     /// The JSON object, on one line, with a final newline.
-    pub fn json(&self) -> String {
+    pub fn json(&self) -> serde_json::Result<String> {
         let stats = &self.stats;
-        let mut fields: Vec<(String, String)> = vec![(
-            "ops_per_sec".into(),
-            json_number(Some(self.operations_per_second()), 1),
-        )];
-        for (_, key, quantile) in PERCENTILES {
-            fields.push((key.into(), json_number(self.quantile_ms(quantile), 3)));
-        }
-        let mean_ms = stats
-            .histogram
-            .mean_microseconds()
-            .map(|value| value / 1000.0);
-        let by_kind: Vec<String> = ErrorKind::ALL
-            .iter()
-            .map(|kind| format!("\"{}\":{}", kind.name(), stats.error_count(*kind)))
-            .collect();
-        let more: [(&str, String); 20] = [
-            ("max_ms", json_number(self.max_ms(), 3)),
-            ("mean_ms", json_number(mean_ms, 3)),
-            ("errors", stats.errors_total().to_string()),
-            ("errors_by_kind", format!("{{{}}}", by_kind.join(","))),
-            ("clients", self.clients.to_string()),
-            (
-                "mode",
-                json_string(if self.rate.is_some() {
-                    "open"
-                } else {
-                    "closed"
-                }),
+        let [p50_ms, p90_ms, p99_ms, p999_ms] =
+            PERCENTILES.map(|(_, quantile)| Fixed(self.quantile_ms(quantile)));
+        let json = Json {
+            ops_per_sec: Fixed(Some(self.operations_per_second())),
+            p50_ms,
+            p90_ms,
+            p99_ms,
+            p999_ms,
+            max_ms: Fixed(self.max_ms()),
+            mean_ms: Fixed(
+                stats
+                    .histogram
+                    .mean_microseconds()
+                    .map(|value| value / 1000.0),
             ),
-            ("rate", json_number(self.rate, 3)),
-            ("duration_s", json_number(Some(self.measured_seconds), 3)),
-            ("warmup_s", json_number(Some(self.warmup_seconds), 3)),
-            ("read_ratio", json_number(Some(self.read_ratio), 4)),
-            ("keys", self.keys.to_string()),
-            ("key_size", self.key_size.to_string()),
-            ("value_size", self.value_size.to_string()),
-            ("timeout_ms", self.timeout_ms.to_string()),
-            ("ops", stats.operations_succeeded.to_string()),
-            ("ops_failed", stats.operations_failed.to_string()),
-            ("ops_unfinished", self.operations_unfinished.to_string()),
-            (
-                "latency_saturated",
-                stats.histogram.saturated_count().to_string(),
-            ),
-            ("cpu_user_s", json_number(self.cpu.map(|cpu| cpu.user), 2)),
-            (
-                "cpu_system_s",
-                json_number(self.cpu.map(|cpu| cpu.system), 2),
-            ),
-        ];
-        fields.extend(
-            more.into_iter()
-                .map(|(key, value)| (key.to_string(), value)),
-        );
-        let body: Vec<String> = fields
-            .iter()
-            .map(|(key, value)| format!("{}:{value}", json_string(key)))
-            .collect();
-        format!("{{{}}}\n", body.join(","))
+            errors: stats.errors_total(),
+            errors_by_kind: ErrorsByKind(ErrorKind::ALL.map(|kind| stats.error_count(kind))),
+            clients: self.clients,
+            mode: if self.rate.is_some() {
+                "open"
+            } else {
+                "closed"
+            },
+            rate: Fixed(self.rate),
+            duration_s: Fixed(Some(self.measured_seconds)),
+            warmup_s: Fixed(Some(self.warmup_seconds)),
+            read_ratio: Fixed(Some(self.read_ratio)),
+            keys: self.keys,
+            key_size: self.key_size,
+            value_size: self.value_size,
+            timeout_ms: self.timeout_ms,
+            ops: stats.operations_succeeded,
+            ops_failed: stats.operations_failed,
+            ops_unfinished: self.operations_unfinished,
+            latency_saturated: stats.histogram.saturated_count(),
+            cpu_user_s: Fixed(self.cpu.map(|cpu| cpu.user)),
+            cpu_system_s: Fixed(self.cpu.map(|cpu| cpu.system)),
+        };
+        Ok(serde_json::to_string(&json)? + "\n")
     }
 }
 
@@ -284,108 +304,11 @@ pub fn format_ms(value: Option<f64>) -> String {
     value.map_or("-".to_string(), |value| format!("{value:.3}"))
 }
 
-/// A number with `decimals` places, or null when absent or not finite (JSON
-/// has no NaN or infinity).
-fn json_number(value: Option<f64>, decimals: usize) -> String {
-    match value {
-        Some(value) if value.is_finite() => format!("{value:.decimals$}"),
-        _ => "null".to_string(),
-    }
-}
-
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use std::collections::BTreeMap;
+    use serde_json::{Map, Value};
     use std::time::Duration;
-
-    /// Enough of JSON to check the shape of what `json()` writes.
-    #[derive(Debug, PartialEq)]
-    pub enum Json {
-        Null,
-        Number(f64),
-        Text(String),
-        Object(BTreeMap<String, Json>),
-    }
-
-    struct Parser<'a> {
-        bytes: &'a [u8],
-        position: usize,
-    }
-
-    impl Parser<'_> {
-        fn peek(&self) -> Option<u8> {
-            self.bytes.get(self.position).copied()
-        }
-
-        fn expect(&mut self, byte: u8) {
-            assert_eq!(self.peek(), Some(byte), "at {}", self.position);
-            self.position += 1;
-        }
-
-        fn value(&mut self) -> Json {
-            match self.peek().expect("a value") {
-                b'{' => self.object(),
-                b'"' => Json::Text(self.text()),
-                b'n' => {
-                    assert_eq!(&self.bytes[self.position..self.position + 4], b"null");
-                    self.position += 4;
-                    Json::Null
-                }
-                _ => self.number(),
-            }
-        }
-
-        fn object(&mut self) -> Json {
-            self.expect(b'{');
-            let mut members = BTreeMap::new();
-            while self.peek() != Some(b'}') {
-                if !members.is_empty() {
-                    self.expect(b',');
-                }
-                let key = self.text();
-                self.expect(b':');
-                let value = self.value();
-                assert!(members.insert(key, value).is_none(), "duplicate key");
-            }
-            self.expect(b'}');
-            Json::Object(members)
-        }
-
-        fn text(&mut self) -> String {
-            self.expect(b'"');
-            let start = self.position;
-            while self.peek() != Some(b'"') {
-                assert_ne!(self.peek(), Some(b'\\'), "no escapes expected here");
-                self.position += 1;
-            }
-            let text = String::from_utf8(self.bytes[start..self.position].to_vec()).unwrap();
-            self.expect(b'"');
-            text
-        }
-
-        fn number(&mut self) -> Json {
-            let start = self.position;
-            while self
-                .peek()
-                .is_some_and(|byte| b"-+.eE0123456789".contains(&byte))
-            {
-                self.position += 1;
-            }
-            let text = std::str::from_utf8(&self.bytes[start..self.position]).unwrap();
-            Json::Number(text.parse().unwrap_or_else(|_| panic!("number {text:?}")))
-        }
-    }
-
-    pub fn parse_json(text: &str) -> Json {
-        let mut parser = Parser {
-            bytes: text.trim_end().as_bytes(),
-            position: 0,
-        };
-        let value = parser.value();
-        assert_eq!(parser.position, parser.bytes.len(), "trailing bytes");
-        value
-    }
 
     pub fn sample_summary(latencies_ms: &[u64]) -> Summary {
         let mut stats = Stats::default();
@@ -415,21 +338,21 @@ pub mod tests {
         }
     }
 
-    fn object(json: Json) -> BTreeMap<String, Json> {
-        match json {
-            Json::Object(members) => members,
-            other => panic!("not an object: {other:?}"),
+    fn object(summary: &Summary) -> Map<String, Value> {
+        let text = summary.json().expect("serializes");
+        assert_eq!(text.matches('\n').count(), 1);
+        assert!(text.ends_with("}\n"));
+        match serde_json::from_str(&text).expect("valid JSON") {
+            Value::Object(members) => members,
+            other => panic!("not an object: {other}"),
         }
     }
 
     #[test]
     fn json_is_one_object_with_the_contract_keys() {
-        let text = sample_summary(&[1, 2, 3, 4]).json();
-        assert_eq!(text.matches('\n').count(), 1);
-        assert!(text.ends_with("}\n"));
-        let members = object(parse_json(&text));
+        let members = object(&sample_summary(&[1, 2, 3, 4]));
         let number = |key: &str| match members.get(key) {
-            Some(Json::Number(value)) => *value,
+            Some(Value::Number(value)) => value.as_f64().expect("a number"),
             other => panic!("{key}: {other:?}"),
         };
         assert_eq!(number("ops_per_sec"), 2.0);
@@ -446,15 +369,62 @@ pub mod tests {
         assert_eq!((number("ops"), number("ops_failed")), (4.0, 1.0));
         assert_eq!(number("ops_unfinished"), 3.0);
         assert_eq!((number("cpu_user_s"), number("cpu_system_s")), (0.25, 0.5));
-        assert_eq!(members.get("mode"), Some(&Json::Text("closed".into())));
-        assert_eq!(members.get("rate"), Some(&Json::Null));
-        let Some(Json::Object(by_kind)) = members.get("errors_by_kind") else {
+        assert_eq!(members.get("mode"), Some(&Value::from("closed")));
+        assert_eq!(members.get("rate"), Some(&Value::Null));
+        let Some(Value::Object(by_kind)) = members.get("errors_by_kind") else {
             panic!("errors_by_kind is not an object");
         };
         assert_eq!(by_kind.len(), ErrorKind::ALL.len());
-        assert_eq!(by_kind.get("NOT_LEADER"), Some(&Json::Number(2.0)));
-        assert_eq!(by_kind.get("TIMEOUT"), Some(&Json::Number(1.0)));
-        assert_eq!(by_kind.get("CONNECT_FAILED"), Some(&Json::Number(0.0)));
+        assert_eq!(by_kind.get("NOT_LEADER"), Some(&Value::from(2)));
+        assert_eq!(by_kind.get("TIMEOUT"), Some(&Value::from(1)));
+        assert_eq!(by_kind.get("CONNECT_FAILED"), Some(&Value::from(0)));
+    }
+
+    /// The bytes are the contract: the order of the keys (errors by kind in
+    /// `ErrorKind::ALL`'s order) and each number's decimals, as the
+    /// hand-written JSON before serde had them.
+    #[test]
+    fn json_keeps_its_key_order_and_decimals() {
+        assert_eq!(
+            sample_summary(&[1, 2, 3, 4]).json().expect("serializes"),
+            concat!(
+                r#"{"ops_per_sec":2.0,"p50_ms":2.007,"p90_ms":4.000,"p99_ms":4.000,"#,
+                r#""p999_ms":4.000,"max_ms":4.000,"mean_ms":2.500,"errors":3,"#,
+                r#""errors_by_kind":{"NOT_LEADER":2,"TIMEOUT":1,"UNAVAILABLE":0,"#,
+                r#""BAD_REQUEST":0,"SESSION_EXPIRED":0,"OTHER_REPLY":0,"CONNECT_FAILED":0,"#,
+                r#""CONNECTION_LOST":0,"PROTOCOL_ERROR":0},"clients":64,"mode":"closed","#,
+                r#""rate":null,"duration_s":2.000,"warmup_s":0.000,"read_ratio":0.5000,"#,
+                r#""keys":100000,"key_size":8,"value_size":16,"timeout_ms":5000,"ops":4,"#,
+                r#""ops_failed":1,"ops_unfinished":3,"latency_saturated":0,"#,
+                r#""cpu_user_s":0.25,"cpu_system_s":0.50}"#,
+                "\n"
+            )
+        );
+        let mut summary = sample_summary(&[1, 7, 1000, 250_000]);
+        summary.rate = Some(333.333_333);
+        summary.read_ratio = 0.123_456;
+        summary.measured_seconds = 1.234_567_89;
+        summary.warmup_seconds = 2.5;
+        summary.cpu = Some(CpuSeconds {
+            user: f64::NAN,
+            system: 1.005,
+        });
+        assert_eq!(
+            summary.json().expect("serializes"),
+            concat!(
+                r#"{"ops_per_sec":3.2,"p50_ms":7.007,"p90_ms":250000.000,"#,
+                r#""p99_ms":250000.000,"p999_ms":250000.000,"max_ms":250000.000,"#,
+                r#""mean_ms":62752.000,"errors":3,"errors_by_kind":{"NOT_LEADER":2,"#,
+                r#""TIMEOUT":1,"UNAVAILABLE":0,"BAD_REQUEST":0,"SESSION_EXPIRED":0,"#,
+                r#""OTHER_REPLY":0,"CONNECT_FAILED":0,"CONNECTION_LOST":0,"#,
+                r#""PROTOCOL_ERROR":0},"clients":64,"mode":"open","rate":333.333,"#,
+                r#""duration_s":1.235,"warmup_s":2.500,"read_ratio":0.1235,"keys":100000,"#,
+                r#""key_size":8,"value_size":16,"timeout_ms":5000,"ops":4,"ops_failed":1,"#,
+                r#""ops_unfinished":3,"latency_saturated":1,"cpu_user_s":null,"#,
+                r#""cpu_system_s":1.00}"#,
+                "\n"
+            )
+        );
     }
 
     #[test]
@@ -462,7 +432,7 @@ pub mod tests {
         let mut summary = sample_summary(&[]);
         summary.cpu = None;
         summary.measured_seconds = 0.0;
-        let members = object(parse_json(&summary.json()));
+        let members = object(&summary);
         for key in [
             "p50_ms",
             "p90_ms",
@@ -471,9 +441,9 @@ pub mod tests {
             "max_ms",
             "cpu_user_s",
         ] {
-            assert_eq!(members.get(key), Some(&Json::Null), "{key}");
+            assert_eq!(members.get(key), Some(&Value::Null), "{key}");
         }
-        assert_eq!(members.get("ops_per_sec"), Some(&Json::Number(0.0)));
+        assert_eq!(members.get("ops_per_sec"), Some(&Value::from(0.0)));
     }
 
     #[test]

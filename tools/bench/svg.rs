@@ -70,7 +70,7 @@ pub fn render(summary: &Summary) -> String {
 fn write_title(out: &mut String, summary: &Summary) {
     let stats = &summary.stats;
     let mut percentiles = String::new();
-    for (label, _, quantile) in PERCENTILES {
+    for (label, quantile) in PERCENTILES {
         let _ = write!(
             percentiles,
             "{label} {} ms, ",
@@ -259,7 +259,7 @@ fn write_bars(out: &mut String, axes: &Axes, bars: &[Bar]) {
 fn write_markers(out: &mut String, axes: &Axes, summary: &Summary) {
     let mut markers: Vec<(&str, Option<f64>)> = PERCENTILES
         .iter()
-        .map(|(label, _, quantile)| (*label, summary.quantile_ms(*quantile)))
+        .map(|(label, quantile)| (*label, summary.quantile_ms(*quantile)))
         .collect();
     markers.push(("max", summary.max_ms()));
     for (number, (label, milliseconds)) in markers.iter().enumerate() {

@@ -6,6 +6,7 @@
 
 use crate::gateway::{self, Response};
 use raftlite::reply::{Answer, Reply};
+use serde::Deserialize;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -154,23 +155,36 @@ pub fn status(address: SocketAddr) -> Option<MemberStatus> {
     if response.status != 200 {
         return None;
     }
-    let body = std::str::from_utf8(&response.body).ok()?;
-    let number = |key: &str| json_string_field(body, key).map_or(Some(0), |text| text.parse().ok());
-    Some(MemberStatus {
-        member_id: json_string_field(body, "member_id")?.to_string(),
-        leader: json_string_field(body, "leader").map(str::to_string),
-        raft_index: number("raftIndex")?,
-        raft_applied_index: number("raftAppliedIndex")?,
-    })
+    parse_status(&response.body)
 }
 
-/// The string after `"key":` in `body`: the gateway writes 64-bit numbers
-/// as JSON strings. Enough for status bodies, whose keys are all distinct.
-fn json_string_field<'a>(body: &'a str, key: &str) -> Option<&'a str> {
-    let pattern = format!("\"{key}\":\"");
-    let start = body.find(&pattern)? + pattern.len();
-    let size = body[start..].find('"')?;
-    Some(&body[start..start + size])
+/// A status response body, as far as the suite reads it. The gateway
+/// writes 64-bit numbers as JSON strings and leaves zeros and empty fields
+/// out.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusBody {
+    header: StatusHeader,
+    leader: Option<String>,
+    raft_index: Option<String>,
+    raft_applied_index: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StatusHeader {
+    member_id: String,
+}
+
+/// None for a body that is not a status, or whose numbers do not parse.
+fn parse_status(body: &[u8]) -> Option<MemberStatus> {
+    let status: StatusBody = serde_json::from_slice(body).ok()?;
+    let number = |text: Option<String>| text.map_or(Some(0), |text| text.parse().ok());
+    Some(MemberStatus {
+        member_id: status.header.member_id,
+        leader: status.leader,
+        raft_index: number(status.raft_index)?,
+        raft_applied_index: number(status.raft_applied_index)?,
+    })
 }
 
 fn connect(address: SocketAddr, limit: Duration) -> io::Result<TcpStream> {
@@ -224,20 +238,24 @@ mod tests {
 
     #[test]
     fn status_fields_are_read_from_the_gateway_strings() {
-        assert_eq!(
-            json_string_field(STATUS_BODY, "member_id"),
-            Some("443629905751424238")
-        );
-        assert_eq!(
-            json_string_field(STATUS_BODY, "leader"),
-            Some("852156329802383804")
-        );
-        assert_eq!(json_string_field(STATUS_BODY, "raftIndex"), Some("8"));
-        assert_eq!(
-            json_string_field(STATUS_BODY, "raftAppliedIndex"),
-            Some("7")
-        );
-        assert_eq!(json_string_field(r#"{"header":{}}"#, "leader"), None);
+        let status = parse_status(STATUS_BODY.as_bytes()).expect("a status");
+        assert_eq!(status.member_id, "443629905751424238");
+        assert_eq!(status.leader.as_deref(), Some("852156329802383804"));
+        assert_eq!((status.raft_index, status.raft_applied_index), (8, 7));
+        // No leader known, nothing applied yet: the gateway leaves them out.
+        let fresh =
+            parse_status(br#"{"header":{"member_id":"1"},"version":"3.4.23"}"#).expect("a status");
+        assert_eq!(fresh.leader, None);
+        assert_eq!((fresh.raft_index, fresh.raft_applied_index), (0, 0));
+        for not_a_status in [
+            &br#"{"header":{}}"#[..],
+            br#"{"header":{"member_id":"1"},"raftIndex":"x"}"#,
+            br#"{"header":{"member_id":"1"},"raftIndex":8}"#,
+            b"{\"header\":",
+            b"",
+        ] {
+            assert!(parse_status(not_a_status).is_none(), "{not_a_status:?}");
+        }
     }
 
     #[test]

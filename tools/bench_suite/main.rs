@@ -17,7 +17,8 @@ use raftlite_kit::etcd_gateway as gateway;
 use raftlite::cli;
 use raftlite::reply::{Answer, Reply};
 use raftlite_kit::fault::{poll_until, ClusterSpec, LocalCluster};
-use std::path::PathBuf;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,18 @@ struct Row {
     ops_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
-    errors: f64,
+    errors: u64,
+}
+
+/// What the suite reads of `bench --json` (tools/bench/report.rs has the
+/// whole object; the other keys are not read). A percentile is null when
+/// no operation succeeded.
+#[derive(Deserialize)]
+struct BenchJson {
+    ops_per_sec: Option<f64>,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    errors: u64,
 }
 
 const EXIT_FAILED: u8 = 1;
@@ -363,24 +375,24 @@ fn run_workload(
     if !status.success() {
         return Err(format!("bench failed for {name}"));
     }
-    let text = std::fs::read_to_string(&json).map_err(|error| error.to_string())?;
-    Ok(Row {
-        name: name.to_string(),
-        ops_per_sec: json_number(&text, "ops_per_sec"),
-        p50_ms: json_number(&text, "p50_ms"),
-        p99_ms: json_number(&text, "p99_ms"),
-        errors: json_number(&text, "errors"),
-    })
+    read_row(name, &json)
 }
 
-/// The number after `"key":` in a flat JSON object (NaN if absent or null).
-fn json_number(text: &str, key: &str) -> f64 {
-    let pattern = format!("\"{key}\":");
-    text.find(&pattern)
-        .map(|start| &text[start + pattern.len()..])
-        .and_then(|rest| rest.split([',', '}']).next())
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(f64::NAN)
+/// The row for workload `name` from the file `bench --json` wrote; a
+/// missing or malformed file is an error that names it.
+fn read_row(name: &str, path: &Path) -> Result<Row, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let json: BenchJson = serde_json::from_str(&text)
+        .map_err(|error| format!("{} is not bench's JSON: {error}", path.display()))?;
+    // null (nothing measured) shows as NaN in the table.
+    Ok(Row {
+        name: name.to_string(),
+        ops_per_sec: json.ops_per_sec.unwrap_or(f64::NAN),
+        p50_ms: json.p50_ms.unwrap_or(f64::NAN),
+        p99_ms: json.p99_ms.unwrap_or(f64::NAN),
+        errors: json.errors,
+    })
 }
 
 /// How long a failover trial's client keeps retrying its write.
@@ -488,7 +500,7 @@ fn table(rows: &[Row], failovers: &[f64], catch_up_s: Option<f64>, options: &Opt
     text.push_str("| workload | ops/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|\n");
     for row in rows {
         text.push_str(&format!(
-            "| {} | {:.0} | {:.3} | {:.3} | {:.0} |\n",
+            "| {} | {:.0} | {:.3} | {:.3} | {} |\n",
             row.name, row.ops_per_sec, row.p50_ms, row.p99_ms, row.errors
         ));
     }
@@ -524,8 +536,67 @@ mod tests {
             ops_per_sec,
             p50_ms: 1.0,
             p99_ms: 2.0,
-            errors: 0.0,
+            errors: 0,
         }
+    }
+
+    /// A line `bench --json` wrote.
+    const BENCH_JSON: &str = concat!(
+        r#"{"ops_per_sec":500.0,"p50_ms":0.759,"p90_ms":1.191,"p99_ms":1.375,"#,
+        r#""p999_ms":2.303,"max_ms":3.632,"mean_ms":0.771,"errors":7,"#,
+        r#""errors_by_kind":{"NOT_LEADER":7,"TIMEOUT":0,"UNAVAILABLE":0,"BAD_REQUEST":0,"#,
+        r#""SESSION_EXPIRED":0,"OTHER_REPLY":0,"CONNECT_FAILED":0,"CONNECTION_LOST":0,"#,
+        r#""PROTOCOL_ERROR":0},"clients":16,"mode":"open","rate":500.000,"#,
+        r#""duration_s":2.000,"warmup_s":1.000,"read_ratio":0.3000,"keys":100000,"#,
+        r#""key_size":8,"value_size":16,"timeout_ms":5000,"ops":1000,"ops_failed":0,"#,
+        r#""ops_unfinished":0,"latency_saturated":0,"cpu_user_s":0.08,"cpu_system_s":0.00}"#,
+        "\n"
+    );
+
+    #[test]
+    fn rows_are_read_from_bench_json_and_bad_files_are_named() {
+        let dir = raftlite_kit::fault::TempDir::new("bench-suite");
+        let path = dir.0.join("set1client.json");
+        std::fs::write(&path, BENCH_JSON).expect("write");
+        let row = read_row("SET, 1 client", &path).expect("bench's JSON");
+        assert_eq!(row.name, "SET, 1 client");
+        assert_eq!(
+            (row.ops_per_sec, row.p50_ms, row.p99_ms),
+            (500.0, 0.759, 1.375)
+        );
+        assert_eq!(row.errors, 7);
+        let nothing_measured = BENCH_JSON.replace(r#""p50_ms":0.759"#, r#""p50_ms":null"#);
+        std::fs::write(&path, nothing_measured).expect("write");
+        let row = read_row("x", &path).expect("null is allowed");
+        assert!(row.p50_ms.is_nan());
+        let shown = path.display().to_string();
+        for (text, complaint) in [
+            ("", "EOF while parsing"),
+            ("{\"ops_per_sec\":1.0,", "EOF while parsing"),
+            ("42", "invalid type: integer `42`"),
+            (
+                r#"{"ops_per_sec":1.0,"p50_ms":1.0,"p99_ms":1.0}"#,
+                "missing field `errors`",
+            ),
+            (
+                r#"{"ops_per_sec":"fast","p50_ms":1,"p99_ms":1,"errors":0}"#,
+                "invalid type",
+            ),
+        ] {
+            std::fs::write(&path, text).expect("write");
+            let error = read_row("x", &path).err().expect("refused");
+            assert!(
+                error.starts_with(&format!("{shown} is not bench's JSON: ")),
+                "{error}"
+            );
+            assert!(error.contains(complaint), "{text:?}: {error}");
+        }
+        let missing = dir.0.join("absent.json");
+        let error = read_row("x", &missing).err().expect("refused");
+        assert!(
+            error.starts_with(&format!("cannot read {}: ", missing.display())),
+            "{error}"
+        );
     }
 
     #[test]

@@ -3,8 +3,10 @@
 
 use raftlite::kv::{quote_if_needed, Position, ABSENT_EXPECTED};
 use raftlite::reply::{Asked, Reply};
-use raftlite_kit::json::json_string;
+use raftlite_kit::json::Fixed;
 use raftlite_kit::linearizability::{Action, Operation, Outcome};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::Mutex;
@@ -30,16 +32,12 @@ impl Recorder {
         u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// One JSON object per line; `fields` are already-encoded `"key":value`
-    /// pairs.
-    pub fn event(&self, kind: &str, fields: &[String]) {
+    /// One JSON object per line (`event_line`).
+    pub fn event(&self, kind: &str, fields: &[Field]) {
         let time_ms = self.now_ns() as f64 / 1e6;
-        let mut line = format!("{{\"type\":{},\"time_ms\":{time_ms:.3}", json_string(kind));
-        for field in fields {
-            line.push(',');
-            line.push_str(field);
-        }
-        line.push_str("}\n");
+        let Ok(line) = event_line(kind, time_ms, fields) else {
+            return;
+        };
         if let Ok(mut events) = self.events.lock() {
             let _ = events.write_all(line.as_bytes());
         }
@@ -65,12 +63,40 @@ impl Recorder {
     }
 }
 
-pub fn field(name: &str, value: &str) -> String {
-    format!("{}:{}", json_string(name), json_string(value))
+/// One field of an event: its key and its value, a string or a number.
+pub type Field = (&'static str, Value);
+
+pub fn field(name: &'static str, value: &str) -> Field {
+    (name, Value::from(value))
 }
 
-pub fn number(name: &str, value: u64) -> String {
-    format!("{}:{value}", json_string(name))
+pub fn number(name: &'static str, value: u64) -> Field {
+    (name, Value::from(value))
+}
+
+/// An event as one line of history.jsonl: `type`, `time_ms` (3 decimals),
+/// then `fields` in their order; a final newline.
+fn event_line(kind: &str, time_ms: f64, fields: &[Field]) -> serde_json::Result<String> {
+    #[derive(Serialize)]
+    struct Event<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        time_ms: Fixed<3>,
+        #[serde(flatten)]
+        fields: Fields<'a>,
+    }
+    struct Fields<'a>(&'a [Field]);
+    impl Serialize for Fields<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_map(self.0.iter().map(|(name, value)| (name, value)))
+        }
+    }
+    let event = Event {
+        kind,
+        time_ms: Fixed(Some(time_ms)),
+        fields: Fields(fields),
+    };
+    Ok(serde_json::to_string(&event)? + "\n")
 }
 
 /// The command line for an action on `key`, quoting keys and values the
@@ -182,5 +208,32 @@ mod tests {
         assert_eq!(command("k", &literal_dash), r#"CAS k "-" a b"#);
         assert_eq!(command("a b", &Action::Get), r#"GET "a b""#);
         assert_eq!(command("k", &Action::Set(String::new())), r#"SET k """#);
+        // The lines as the hand-written JSON before serde wrote them.
+        let line = |kind, time_ms, fields: &[Field]| event_line(kind, time_ms, fields).unwrap();
+        let invoke = [number("client", 1), field("command", "SET k0 c1n0")];
+        assert_eq!(
+            line("invoke", 3.2794, &invoke),
+            "{\"type\":\"invoke\",\"time_ms\":3.279,\"client\":1,\"command\":\"SET k0 c1n0\"}\n"
+        );
+        let fault = [
+            field("fault", "stale-member"),
+            field("nodes", "B"),
+            field("was", "leader"),
+            number("stale_term", u64::MAX),
+            field("stale_cluster", "a\"b\\c\nd\u{1}\u{1f}é→"),
+        ];
+        assert_eq!(
+            line("fault", 1676.1025, &fault),
+            concat!(
+                r#"{"type":"fault","time_ms":1676.102,"fault":"stale-member","nodes":"B","#,
+                r#""was":"leader","stale_term":18446744073709551615,"#,
+                r#""stale_cluster":"a\"b\\c\nd\u0001\u001fé→"}"#,
+                "\n"
+            )
+        );
+        assert_eq!(
+            line("heal", 0.0, &[field("fault", "kill-leader")]),
+            "{\"type\":\"heal\",\"time_ms\":0.000,\"fault\":\"kill-leader\"}\n"
+        );
     }
 }

@@ -272,7 +272,7 @@ impl<'a> Nemesis<'a> {
 
     /// Restarts, resumes and reconnects everything, and puts a stale
     /// member's own data dir back. Returns fields for the heal record.
-    pub fn heal(&mut self) -> Vec<String> {
+    pub fn heal(&mut self) -> Vec<history::Field> {
         self.cluster.heal();
         for index in std::mem::take(&mut self.paused) {
             self.cluster.signal(index, "CONT");
@@ -321,7 +321,7 @@ impl<'a> Nemesis<'a> {
 
     /// For the fault record: whether the stale member was the leader, and
     /// what it came back with.
-    fn stale_fields(&self, leader: Option<usize>) -> Vec<String> {
+    fn stale_fields(&self, leader: Option<usize>) -> Vec<history::Field> {
         let Some(stale) = &self.stale else {
             return Vec::new();
         };
@@ -343,7 +343,7 @@ impl<'a> Nemesis<'a> {
 
     /// Counts the refusals its STATUS shows (waiting until every peer has
     /// refused it), then gives the member its own data dir back.
-    fn end_stale_member(&mut self, stale: &StaleRun) -> Vec<String> {
+    fn end_stale_member(&mut self, stale: &StaleRun) -> Vec<history::Field> {
         let id = self.cluster.nodes[stale.index].id.clone();
         let peers = self.cluster.nodes.len() - 1;
         let refusals = |cluster: &LocalCluster| {

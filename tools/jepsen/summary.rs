@@ -2,10 +2,9 @@
 //! without a successful write, the checks and the verdict — as text and as
 //! one JSON object.
 
-use crate::history::number;
 use crate::nemesis::{NemesisReport, StaleReport};
-use raftlite_kit::json::json_string;
 use raftlite_kit::linearizability::{Action, Operation, Outcome, Verdict};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -129,69 +128,77 @@ impl Summary {
         )
     }
 
-    fn stale_json(&self) -> String {
+    /// summary.json: one object on one line, with a final newline.
+    pub fn json(&self) -> serde_json::Result<String> {
         let stale = &self.stale;
-        let problems: Vec<String> = stale
-            .problems
-            .iter()
-            .map(|problem| json_string(problem))
-            .collect();
-        format!(
-            "{{\"returned\":{},\"term_max\":{},\"peers\":{},\"refused_by_peers\":{},\"refused_peers\":{},\"problems\":[{}]}}",
-            stale.returned,
-            stale.term_max,
-            stale.peers,
-            stale.refused_by_peers,
-            stale.refused_peers,
-            problems.join(",")
-        )
-    }
-
-    pub fn json(&self) -> String {
-        let map = |entries: Vec<String>| format!("{{{}}}", entries.join(","));
-        let outcomes = map(self
-            .outcomes
-            .iter()
-            .map(|(kind, count)| number(kind, *count))
-            .collect());
-        let faults = map(self
-            .faults
-            .iter()
-            .map(|(kind, count)| number(kind, *count))
-            .collect());
-        let jumps: Vec<String> = self
-            .term_jumps
-            .iter()
-            .map(|jump| json_string(jump))
-            .collect();
-        let exits: Vec<String> = self.exits.iter().map(|exit| json_string(exit)).collect();
-        let converged = self
-            .converged
-            .as_ref()
-            .map_or("null".to_string(), |(applied, digest)| {
-                format!(
-                    "{{\"applied\":{applied},\"digest\":{}}}",
-                    json_string(digest)
-                )
-            });
-        format!(
-            "{{\"passed\":{},\"linearizable\":{},\"verdict\":{},\"operations\":{outcomes},\"faults\":{faults},\"longest_unavailable_ms\":{},\"recovered\":{},\"converged\":{converged},\"final_reads_answered\":{},\"term_jumps\":[{}],\"exits\":[{}],\"stale_member\":{}}}\n",
-            self.passed(),
-            self.linearizable,
-            json_string(&self.verdict),
-            self.longest_unavailable_ms,
-            self.recovered,
-            self.final_reads_answered,
-            jumps.join(","),
-            exits.join(","),
-            self.stale_json()
-        )
+        let json = Json {
+            passed: self.passed(),
+            linearizable: self.linearizable,
+            verdict: &self.verdict,
+            operations: &self.outcomes,
+            faults: &self.faults,
+            longest_unavailable_ms: self.longest_unavailable_ms,
+            recovered: self.recovered,
+            converged: self.converged.as_ref().map(|(applied, digest)| Converged {
+                applied: *applied,
+                digest,
+            }),
+            final_reads_answered: self.final_reads_answered,
+            term_jumps: &self.term_jumps,
+            exits: &self.exits,
+            stale_member: StaleMember {
+                returned: stale.returned,
+                term_max: stale.term_max,
+                peers: stale.peers,
+                refused_by_peers: stale.refused_by_peers,
+                refused_peers: stale.refused_peers,
+                problems: &stale.problems,
+            },
+        };
+        Ok(serde_json::to_string(&json)? + "\n")
     }
 
     pub fn write(&self, out: &Path) -> std::io::Result<()> {
-        std::fs::write(out.join("summary.json"), self.json())?;
+        std::fs::write(out.join("summary.json"), self.json()?)?;
         std::fs::write(out.join("summary.txt"), self.text() + "\n")
     }
+}
+
+/// summary.json's fields in their order (serde writes them as declared).
+/// The tests and whoever reads the file look for these keys.
+#[derive(Serialize)]
+struct Json<'a> {
+    passed: bool,
+    linearizable: bool,
+    verdict: &'a str,
+    /// `<action>_<outcome>` → count, keys sorted.
+    operations: &'a BTreeMap<String, u64>,
+    /// Fault name → count, keys sorted.
+    faults: &'a BTreeMap<&'static str, u64>,
+    longest_unavailable_ms: u64,
+    recovered: bool,
+    /// null when the nodes did not converge.
+    converged: Option<Converged<'a>>,
+    final_reads_answered: bool,
+    term_jumps: &'a [String],
+    exits: &'a [String],
+    stale_member: StaleMember<'a>,
+}
+
+#[derive(Serialize)]
+struct Converged<'a> {
+    applied: u64,
+    digest: &'a str,
+}
+
+#[derive(Serialize)]
+struct StaleMember<'a> {
+    returned: u64,
+    term_max: u64,
+    peers: u64,
+    refused_by_peers: u64,
+    refused_peers: u64,
+    problems: &'a [String],
 }
 
 fn yes(value: bool) -> &'static str {
@@ -296,6 +303,73 @@ mod tests {
             complete_ns: complete_ms * 1_000_000,
             outcome: Outcome::Ok,
         }
+    }
+
+    /// The bytes as the hand-written JSON before serde wrote them.
+    #[test]
+    fn json_keeps_its_keys_order_and_nesting() {
+        let odd = "a\"b\\c\nd\u{1}é→";
+        let full = Summary {
+            outcomes: BTreeMap::from([("get_ok".to_string(), 10), ("set_unknown".to_string(), 2)]),
+            faults: BTreeMap::from([("kill-leader", 3), ("stale-member", 1)]),
+            term_jumps: vec!["term rose from 2 to 3".into(), odd.into()],
+            stale: StaleReport {
+                returned: 2,
+                peers: 4,
+                refused_by_peers: 3,
+                refused_peers: 1,
+                term_max: 1000,
+                problems: vec![odd.into(), "x".into()],
+            },
+            longest_unavailable_ms: 1234,
+            verdict: format!("not linearizable: {odd}"),
+            linearizable: false,
+            recovered: true,
+            converged: Some((77, "719e11296c7c841e".into())),
+            final_reads_answered: false,
+            exits: vec!["A exited with code 101".into()],
+        };
+        assert_eq!(
+            full.json().unwrap(),
+            concat!(
+                r#"{"passed":false,"linearizable":false,"#,
+                r#""verdict":"not linearizable: a\"b\\c\nd\u0001é→","#,
+                r#""operations":{"get_ok":10,"set_unknown":2},"#,
+                r#""faults":{"kill-leader":3,"stale-member":1},"longest_unavailable_ms":1234,"#,
+                r#""recovered":true,"converged":{"applied":77,"digest":"719e11296c7c841e"},"#,
+                r#""final_reads_answered":false,"#,
+                r#""term_jumps":["term rose from 2 to 3","a\"b\\c\nd\u0001é→"],"#,
+                r#""exits":["A exited with code 101"],"stale_member":{"returned":2,"#,
+                r#""term_max":1000,"peers":4,"refused_by_peers":3,"refused_peers":1,"#,
+                r#""problems":["a\"b\\c\nd\u0001é→","x"]}}"#,
+                "\n"
+            )
+        );
+        let empty = Summary {
+            outcomes: BTreeMap::new(),
+            faults: BTreeMap::new(),
+            term_jumps: Vec::new(),
+            stale: StaleReport::default(),
+            longest_unavailable_ms: 0,
+            verdict: "linearizable: 0 operations on 0 keys".into(),
+            linearizable: true,
+            recovered: true,
+            converged: None,
+            final_reads_answered: true,
+            exits: Vec::new(),
+        };
+        assert_eq!(
+            empty.json().unwrap(),
+            concat!(
+                r#"{"passed":false,"linearizable":true,"#,
+                r#""verdict":"linearizable: 0 operations on 0 keys","operations":{},"#,
+                r#""faults":{},"longest_unavailable_ms":0,"recovered":true,"converged":null,"#,
+                r#""final_reads_answered":true,"term_jumps":[],"exits":[],"#,
+                r#""stale_member":{"returned":0,"term_max":0,"peers":0,"refused_by_peers":0,"#,
+                r#""refused_peers":0,"problems":[]}}"#,
+                "\n"
+            )
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@
 use raftlite::constants::{KEY_SIZE_MAX, VALUE_SIZE_MAX};
 use raftlite::core::{LogIndex, Term};
 use raftlite::reply::{Answer, Reply};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// The key setup reads; outside the workload's `k<digits>` keys.
@@ -64,8 +66,8 @@ pub const fn base64_size(size: usize) -> usize {
     size.div_ceil(3) * 4
 }
 
-pub fn push_base64(bytes: &[u8], out: &mut Vec<u8>) {
-    let size_before = out.len();
+pub fn base64(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(base64_size(bytes.len()));
     for group in bytes.chunks(3) {
         let padded = [
             group[0],
@@ -76,13 +78,32 @@ pub fn push_base64(bytes: &[u8], out: &mut Vec<u8>) {
         for position in 0..4 {
             if position <= group.len() {
                 let sextet = (bits >> (18 - 6 * position)) & 0x3f;
-                out.push(BASE64_ALPHABET[sextet as usize]);
+                out.push(char::from(BASE64_ALPHABET[sextet as usize]));
             } else {
-                out.push(b'=');
+                out.push('=');
             }
         }
     }
-    assert_eq!(out.len() - size_before, base64_size(bytes.len()));
+    assert_eq!(out.len(), base64_size(bytes.len()));
+    out
+}
+
+/// The body of a put (key and value) or a range (key alone), both base64.
+#[derive(Serialize)]
+struct KeyValue {
+    key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+}
+
+/// What is read of a 200 response's body: every etcd KV response has a
+/// header, and a range that found its key has `kvs` (the gateway leaves
+/// empty fields out). Nothing inside them is read.
+#[derive(Deserialize)]
+struct KvBody {
+    header: Option<IgnoredAny>,
+    #[serde(default)]
+    kvs: Vec<IgnoredAny>,
 }
 
 /// Appends the HTTP request for one workload command (`REGISTER`, `GET k`
@@ -97,14 +118,11 @@ pub fn encode_request(command: &str, host: SocketAddr, out: &mut Vec<u8>) -> Req
         // The workload builds every command; anything else is a bug here.
         _ => panic!("etcd mode cannot send {command:?}"),
     };
-    let mut body = Vec::with_capacity(32 + base64_size(key.len() + value.map_or(0, str::len)));
-    body.extend_from_slice(b"{\"key\":\"");
-    push_base64(key.as_bytes(), &mut body);
-    if let Some(value) = value {
-        body.extend_from_slice(b"\",\"value\":\"");
-        push_base64(value.as_bytes(), &mut body);
-    }
-    body.extend_from_slice(b"\"}");
+    let body = KeyValue {
+        key: base64(key.as_bytes()),
+        value: value.map(|value| base64(value.as_bytes())),
+    };
+    let body = serde_json::to_vec(&body).expect("two strings are JSON");
     encode_post(path, &body, host, out);
     request
 }
@@ -130,7 +148,14 @@ pub fn reply_for(request: Request, response: &Response) -> Answer {
         let reason = format!("etcd HTTP {}: {}", response.status, quote(&response.body));
         return Reply::Unavailable(reason.into()).into();
     }
-    if find(&response.body, b"\"header\"").is_none() {
+    let body: KvBody = match serde_json::from_slice(&response.body) {
+        Ok(body) => body,
+        Err(error) => {
+            let quoted = quote(&response.body);
+            return Answer::Unreadable(format!("etcd sent no JSON ({error}): {quoted}"));
+        }
+    };
+    if body.header.is_none() {
         // Every etcd KV response has a header; a 200 without one came from
         // something that is not etcd's gateway.
         return Answer::Unreadable(format!("no etcd header: {}", quote(&response.body)));
@@ -141,9 +166,8 @@ pub fn reply_for(request: Request, response: &Response) -> Answer {
             index: LogIndex(0),
             term: Term(0),
         },
-        // The gateway leaves empty fields out, so a miss has no "kvs".
-        Request::Range if find(&response.body, b"\"kvs\"").is_some() => Reply::Value(Vec::new()),
-        Request::Range => Reply::NotFound,
+        Request::Range if body.kvs.is_empty() => Reply::NotFound,
+        Request::Range => Reply::Value(Vec::new()),
     };
     reply.into()
 }
@@ -339,12 +363,6 @@ fn quote(body: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn base64(bytes: &[u8]) -> String {
-        let mut out = Vec::new();
-        push_base64(bytes, &mut out);
-        String::from_utf8(out).expect("base64 is ASCII")
-    }
-
     #[test]
     fn base64_matches_the_rfc_4648_vectors() {
         let vectors = [
@@ -485,6 +503,17 @@ mod tests {
         };
         let answer = reply_for(Request::Put, &not_etcd);
         assert_eq!(answer, Answer::Unreadable("no etcd header: {}".to_string()));
+        let not_json = Response {
+            status: 200,
+            body: b"<html>\"header\"".to_vec(),
+        };
+        let Answer::Unreadable(reason) = reply_for(Request::Put, &not_json) else {
+            panic!("unreadable");
+        };
+        assert!(
+            reason.starts_with("etcd sent no JSON (expected value at line 1 column 1): <html>"),
+            "{reason}"
+        );
     }
 
     #[test]
