@@ -168,3 +168,18 @@ impl HardState {
         }
     }
 }
+
+/// What a snapshot covers: the state machine after applying every entry up
+/// to and including `index`, whose term is `term`. The log below it may be
+/// gone, so the snapshot also carries what the log would have told: which
+/// cluster it belongs to and who the voters were.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    pub index: LogIndex,
+    pub term: Term,
+    /// The cluster its Bootstrap entry named; None only for a log that had
+    /// no Bootstrap (written before cluster ids).
+    pub cluster_id: Option<ClusterId>,
+    /// The voters the log held at `index` (today: the configured members).
+    pub voters: Vec<NodeId>,
+}
