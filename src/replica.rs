@@ -61,6 +61,10 @@ pub struct NodeCounters {
     /// Bytes read from and written to all sockets.
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The longest loop turn since start (from poll's return to the end of
+    /// the turn's work), in microseconds: what a client or a peer waited
+    /// at worst for the loop to look at it.
+    pub loop_turn_max_us: u64,
 }
 
 impl NodeCounters {
@@ -420,6 +424,8 @@ impl Replica {
         for (field, value) in &self.status_extra {
             status.push(field, value);
         }
+        let turn_max_ms = self.counters.loop_turn_max_us as f64 / 1000.0;
+        status.push("loop_turn_max_ms", format_args!("{turn_max_ms:.1}"));
         status
     }
 }
@@ -490,6 +496,7 @@ mod tests {
             appends_received: 2,
             bytes_in: 1000,
             bytes_out: 2000,
+            loop_turn_max_us: 2345,
         });
         replica.set_status_extra(vec![
             ("refused", "none".to_string()),
@@ -498,7 +505,7 @@ mod tests {
         ]);
         assert_eq!(
             Reply::Status(replica.status()).to_string(),
-            "STATUS id=A role=follower term=0 leader=unknown last_index=0 commit=0 applied=0 digest=0000000000000000 entries_appended=10 fsyncs=4 synced_entries=9 entries_per_fsync=2.2 appends_sent=7 appends_received=2 batch_average=2.7 bytes_in=1000 bytes_out=2000 cluster=none refused=none refused_by=B:cluster_id clients=3"
+            "STATUS id=A role=follower term=0 leader=unknown last_index=0 commit=0 applied=0 digest=0000000000000000 entries_appended=10 fsyncs=4 synced_entries=9 entries_per_fsync=2.2 appends_sent=7 appends_received=2 batch_average=2.7 bytes_in=1000 bytes_out=2000 cluster=none refused=none refused_by=B:cluster_id clients=3 loop_turn_max_ms=2.3"
         );
     }
 

@@ -262,12 +262,15 @@ impl<S: Storage<Job = SyncJob>> Server<S> {
                 }
                 return Err(RuntimeError::Io(format!("poll failed: {error}")));
             }
+            let started_us = self.clock.now_us();
             let now_ms = self.clock.now_ms();
             self.replica.observe_time(now_ms);
             for event in events.iter() {
                 self.handle_event(event);
             }
             self.turn(now_ms)?;
+            let took_us = self.clock.now_us().saturating_sub(started_us);
+            self.counters.loop_turn_max_us = self.counters.loop_turn_max_us.max(took_us);
         }
         self.shut_down()
     }
