@@ -44,6 +44,12 @@ pub enum Reply {
         id: u64,
     },
     Status(Status),
+    /// SNAPSHOT: a snapshot of the state machine up to `index`, `bytes`
+    /// long, is durable on the node asked.
+    SnapshotTaken {
+        index: LogIndex,
+        bytes: u64,
+    },
     /// Certainly not appended; `leader` is where to try, if this node knows.
     NotLeader {
         leader: Option<Leader>,
@@ -155,7 +161,8 @@ impl Reply {
             | Reply::StaleValue { .. }
             | Reply::StaleNotFound { .. }
             | Reply::Session { .. }
-            | Reply::Status(_) => ReplyKind::Success,
+            | Reply::Status(_)
+            | Reply::SnapshotTaken { .. } => ReplyKind::Success,
             Reply::Mismatch { .. } => ReplyKind::Mismatch,
             Reply::NotLeader { .. } => ReplyKind::NotLeader,
             Reply::Timeout => ReplyKind::Timeout,
@@ -247,6 +254,9 @@ impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reply::Ok { index, term } => write!(f, "OK index={index} term={term}"),
+            Reply::SnapshotTaken { index, bytes } => {
+                write!(f, "OK snapshot index={index} bytes={bytes}")
+            }
             Reply::Value(value) => {
                 f.write_str("VALUE ")?;
                 write_if_needed(f, value, Position::LineEnd)
@@ -333,10 +343,21 @@ fn split_word(text: &str) -> (&str, Option<&str>) {
 }
 
 fn parse_ok(rest: &str) -> Option<Reply> {
+    if let Some(snapshot) = rest.strip_prefix("snapshot ") {
+        return parse_snapshot_taken(snapshot);
+    }
     let (index, term) = rest.strip_prefix("index=")?.split_once(" term=")?;
     Some(Reply::Ok {
         index: LogIndex(number(index)?),
         term: Term(number(term)?),
+    })
+}
+
+fn parse_snapshot_taken(rest: &str) -> Option<Reply> {
+    let (index, bytes) = rest.strip_prefix("index=")?.split_once(" bytes=")?;
+    Some(Reply::SnapshotTaken {
+        index: LogIndex(number(index)?),
+        bytes: number(bytes)?,
     })
 }
 

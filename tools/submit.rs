@@ -78,6 +78,8 @@ every line, blank ones included. Commands and their replies:
                         (a bare - as expected means: only if absent; \"-\" is
                         the value -)
   STATUS                STATUS id=.. role=.. term=.. leader=.. ...  (node asked)
+  SNAPSHOT              OK snapshot index=I bytes=B  (node asked snapshots its
+                        state machine; ERR UNAVAILABLE if one is being written)
 Keys and values may be double-quoted with backslash escapes (\\\" \\\\ \\n \\t
 \\xHH), redis-cli style: SET \"a b\" \"c d\"; GET \"a b\". A bare value loses the
 spaces around it: quote it to keep them.

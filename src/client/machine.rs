@@ -146,7 +146,8 @@ pub enum TryResult {
 /// How a command may be retried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// Answered by the node contacted: never redirected or retried.
+    /// Answered by the node contacted (STATUS, SNAPSHOT): never
+    /// redirected or retried.
     Status,
     /// Changes nothing: safe to retry anywhere (GET).
     Read,
@@ -168,7 +169,7 @@ impl Kind {
             .unwrap_or("")
             .to_ascii_uppercase();
         match verb.as_str() {
-            "STATUS" => Kind::Status,
+            "STATUS" | "SNAPSHOT" => Kind::Status,
             "GET" => Kind::Read,
             "SGET" => Kind::StaleRead,
             "SET" | "DEL" | "CAS" => Kind::Write,

@@ -34,6 +34,9 @@ pub enum Request {
         new: Vec<u8>,
     },
     Status,
+    /// Asks the node contacted to snapshot its state machine now (each node
+    /// snapshots its own copy; nothing goes through the log).
+    Snapshot,
     /// Opens a client session (sent by clients, not typed by users): the
     /// reply names the session id that numbers later commands.
     Register,
@@ -160,6 +163,7 @@ const USAGE_DEL: &str = "DEL needs exactly one key";
 const USAGE_SGET: &str = "SGET needs exactly one key";
 const USAGE_CAS: &str = "CAS needs key expected new (expected - means absent)";
 const USAGE_STATUS: &str = "STATUS takes no arguments";
+const USAGE_SNAPSHOT: &str = "SNAPSHOT takes no arguments";
 const USAGE_REGISTER: &str = "REGISTER takes no arguments";
 
 impl fmt::Display for ParseError {
@@ -257,6 +261,13 @@ fn parse_verb(verb: &str, arguments: &str) -> Result<Request, ParseError> {
             });
         }
         Ok(Request::Status)
+    } else if is("SNAPSHOT") {
+        if !arguments.is_empty() {
+            return Err(ParseError::Usage {
+                usage: USAGE_SNAPSHOT,
+            });
+        }
+        Ok(Request::Snapshot)
     } else if is("REGISTER") {
         if !arguments.is_empty() {
             return Err(ParseError::Usage {
@@ -380,7 +391,9 @@ impl Request {
             Request::Get { key } => Some(Command::Get { key }),
             Request::Del { key } => Some(Command::Del { key }),
             Request::Cas { key, expected, new } => Some(Command::Cas { key, expected, new }),
-            Request::Status | Request::Register | Request::StaleGet { .. } => None,
+            Request::Status | Request::Snapshot | Request::Register | Request::StaleGet { .. } => {
+                None
+            }
         }
     }
 }
@@ -622,6 +635,7 @@ mod tests {
             ("SGET a", key_request(stale_get, "a")),
             ("status", Request::Status),
             ("STATUS\r\n", Request::Status),
+            ("snapshot", Request::Snapshot),
             ("CAS a - 1", cas("a", None, "1")),
             ("cas a 1 2", cas("a", Some("1"), "2")),
             ("CAS a 1 new value", cas("a", Some("1"), "new value")),
@@ -652,6 +666,7 @@ mod tests {
             ("CAS a", USAGE_CAS),
             ("CAS a=b 1 2", "key contains '='"),
             ("STATUS now", USAGE_STATUS),
+            ("SNAPSHOT now", USAGE_SNAPSHOT),
             ("SET a\rb=1", "line break inside command"),
             ("SET a=1\nGET a", "line break inside command"),
         ];

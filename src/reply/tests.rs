@@ -100,6 +100,13 @@ fn written_lines() -> Vec<(Reply, &'static str)> {
         (mismatch(Some(b"")), r#"MISMATCH current="""#),
         (mismatch(None), "MISMATCH absent"),
         (Reply::Session { id: 12 }, "SESSION id=12"),
+        (
+            Reply::SnapshotTaken {
+                index: LogIndex(100_000),
+                bytes: 4_321_000,
+            },
+            "OK snapshot index=100000 bytes=4321000",
+        ),
         (Reply::Status(Status::default()), "STATUS"),
         (
             full_status(),
@@ -195,6 +202,14 @@ fn documented_lines() -> Vec<(&'static str, &'static str, Reply)> {
             status(&[("id", "A"), ("role", "leader"), ("term", "3"), ("leader", "A"), ("last_index", "9"), ("commit", "9"), ("applied", "9"), ("digest", "00000000000000ff")]),
         ),
         ("`SESSION id=N`", "SESSION id=5", Reply::Session { id: 5 }),
+        (
+            "`OK snapshot index=I bytes=B`",
+            "OK snapshot index=7 bytes=5120",
+            Reply::SnapshotTaken {
+                index: LogIndex(7),
+                bytes: 5120,
+            },
+        ),
         (
             "`ERR NOT_LEADER leader=ID addr=HOST:PORT`",
             "ERR NOT_LEADER leader=B addr=10.0.0.2:8001",
@@ -352,6 +367,7 @@ fn replies_are_classified_and_name_their_leader() {
         ("NOT_FOUND stale applied=3", ReplyKind::Success),
         ("STATUS id=A role=leader", ReplyKind::Success),
         ("SESSION id=12", ReplyKind::Success),
+        ("OK snapshot index=9 bytes=100", ReplyKind::Success),
         ("MISMATCH current=4", ReplyKind::Mismatch),
         ("MISMATCH absent", ReplyKind::Mismatch),
         ("ERR NOT_LEADER leader=unknown", ReplyKind::NotLeader),
@@ -453,7 +469,7 @@ fn random_number(random: &mut Rng) -> u64 {
 
 fn random_reply(random: &mut Rng) -> Reply {
     let number = |random: &mut Rng| random_number(random);
-    match random.index(13) {
+    match random.index(14) {
         0 => Reply::Ok {
             index: LogIndex(number(random)),
             term: Term(number(random)),
@@ -478,6 +494,10 @@ fn random_reply(random: &mut Rng) -> Reply {
         9 => Reply::Timeout,
         10 => Reply::Unavailable(random_text(random, false).into()),
         11 => Reply::BadRequest(random_text(random, false).into()),
+        12 => Reply::SnapshotTaken {
+            index: LogIndex(number(random)),
+            bytes: number(random),
+        },
         _ => Reply::SessionExpired,
     }
 }
