@@ -10,6 +10,13 @@ use std::path::PathBuf;
 pub const ELECTION_TIMEOUT_DEFAULT: &str = "150-300";
 pub const HEARTBEAT_DEFAULT_MS: u64 = 50;
 pub const HOST_DEFAULT: &str = "127.0.0.1";
+/// Entries past the last snapshot that make the node take the next one.
+pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 100_000;
+/// Entries kept below a snapshot for followers a little behind.
+pub const SNAPSHOT_TRAILING_DEFAULT: u64 = 10_000;
+/// Ceiling of both: a log of more entries than this is no longer bounded
+/// memory on any machine this runs on.
+pub const SNAPSHOT_ENTRIES_MAX: u64 = 1_000_000_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerSpec {
@@ -33,6 +40,11 @@ pub struct Options {
     pub log_level: Level,
     /// `--peer-secret FILE`: peers must prove they hold the same secret.
     pub peer_secret: Option<PathBuf>,
+    /// `--snapshot-entries N`: snapshot once the log holds more than N
+    /// entries past the last snapshot.
+    pub snapshot_entries: u64,
+    /// `--snapshot-trailing N`: entries kept below the snapshot index.
+    pub snapshot_trailing: u64,
     /// Test builds only (feature `planted-bugs`): run with a known bug.
     pub planted_bug: Option<crate::core::PlantedBug>,
 }
@@ -113,6 +125,18 @@ fn option_table() -> getopts::Options {
         "file with the cluster's shared secret (one line of at least 32 characters, e.g. from `openssl rand -hex 32`; the same on every member): peers must prove it (default: none, any host that reaches the port can act as a peer)",
         "FILE",
     );
+    table.optopt(
+        "",
+        "snapshot-entries",
+        "snapshot the state machine once the log holds more than N entries past the last snapshot (default 100000)",
+        "N",
+    );
+    table.optopt(
+        "",
+        "snapshot-trailing",
+        "entries kept in the log below a snapshot, so a follower a little behind catches up from the log (default 10000)",
+        "N",
+    );
     table.optflag("h", "help", "print this help");
     #[cfg(feature = "planted-bugs")]
     table.optopt(
@@ -156,7 +180,8 @@ A node killed by another signal (kill_node.sh sends SIGKILL) ends with it.\n";
 pub fn usage() -> String {
     let brief = "Usage: raftlite --id ID --port PORT --peers LIST [--host ADDR] [--data-dir DIR]\n\
                  \x20               [--election-timeout MIN-MAX] [--heartbeat MS] [--fsync always|never]\n\
-                 \x20               [--log-level LEVEL] [--peer-secret FILE]";
+                 \x20               [--log-level LEVEL] [--peer-secret FILE]\n\
+                 \x20               [--snapshot-entries N] [--snapshot-trailing N]";
     format!("{}\n{EXIT_CODES}", option_table().usage(brief))
 }
 
@@ -213,6 +238,14 @@ pub fn parse(arguments: &[String]) -> Result<Parsed, UsageError> {
             }
         },
     };
+    let snapshot_entries = match matches.opt_str("snapshot-entries") {
+        None => SNAPSHOT_ENTRIES_DEFAULT,
+        Some(text) => parse_entry_count(&text, "--snapshot-entries", 1)?,
+    };
+    let snapshot_trailing = match matches.opt_str("snapshot-trailing") {
+        None => SNAPSHOT_TRAILING_DEFAULT,
+        Some(text) => parse_entry_count(&text, "--snapshot-trailing", 0)?,
+    };
     let data_dir = matches
         .opt_str("data-dir")
         .map_or_else(|| PathBuf::from("data").join(&id), PathBuf::from);
@@ -228,6 +261,8 @@ pub fn parse(arguments: &[String]) -> Result<Parsed, UsageError> {
         fsync,
         log_level,
         peer_secret: matches.opt_str("peer-secret").map(PathBuf::from),
+        snapshot_entries,
+        snapshot_trailing,
         planted_bug: parse_planted_bug(&matches)?,
     }))
 }
@@ -260,6 +295,15 @@ fn parse_positive(text: &str, what: &str) -> Result<u64, UsageError> {
         Ok(value) if value > 0 && value <= 3_600_000 => Ok(value),
         _ => usage_error(format!(
             "{what} {text:?}: expected milliseconds, 1 to 3600000"
+        )),
+    }
+}
+
+fn parse_entry_count(text: &str, what: &str, min: u64) -> Result<u64, UsageError> {
+    match text.parse::<u64>() {
+        Ok(count) if (min..=SNAPSHOT_ENTRIES_MAX).contains(&count) => Ok(count),
+        _ => usage_error(format!(
+            "{what} {text:?}: expected a number of entries, {min} to {SNAPSHOT_ENTRIES_MAX}"
         )),
     }
 }
@@ -364,6 +408,10 @@ mod tests {
             (150, 300)
         );
         assert_eq!(options.heartbeat_interval_ms, 50);
+        assert_eq!(
+            (options.snapshot_entries, options.snapshot_trailing),
+            (100_000, 10_000)
+        );
     }
 
     #[test]
@@ -404,6 +452,18 @@ mod tests {
                 "--id A --port 8000 --peers B:8001 --fsync sometimes",
                 "--fsync",
             ),
+            (
+                "--id A --port 8000 --peers B:8001 --snapshot-entries 0",
+                "--snapshot-entries \"0\": expected a number of entries, 1 to",
+            ),
+            (
+                "--id A --port 8000 --peers B:8001 --snapshot-trailing -1",
+                "--snapshot-trailing \"-1\"",
+            ),
+            (
+                "--id A --port 8000 --peers B:8001 --snapshot-entries 1e6",
+                "--snapshot-entries",
+            ),
         ];
         for (line, expected) in cases {
             let error = run(line).expect_err(line);
@@ -424,9 +484,12 @@ mod tests {
             "--heartbeat",
             "--fsync",
             "--log-level",
+            "--snapshot-entries",
+            "--snapshot-trailing",
         ] {
             assert!(text.contains(flag), "{flag} missing from help");
         }
         assert!(text.contains("default 150-300"));
+        assert!(text.contains("(default 100000)") && text.contains("(default 10000)"));
     }
 }
