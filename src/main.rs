@@ -166,7 +166,7 @@ fn open_storage(options: &Options) -> Result<(DiskStorage, Recovered), String> {
     })?;
     let (storage, recovered, report) =
         DiskStorage::open(&options.data_dir, disk_options).map_err(|error| error.to_string())?;
-    if report.torn_tail.is_some() || report.hard_state_slot_torn.is_some() {
+    if report.needs_attention() {
         log!(Warn, "Repaired a crash's traces: {report}");
     }
     let last = recovered

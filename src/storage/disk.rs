@@ -15,8 +15,11 @@ use super::segment::{
     self, HeaderRead, RecordPosition, ScanEnd, ScanStart, TornReason, RECORD_HEADER_SIZE,
     RECORD_PAYLOAD_SIZE_MAX, SEGMENT_FILE_SUFFIX, SEGMENT_HEADER_SIZE,
 };
+use super::snapshot::{self, SNAPSHOT_CHUNK_SIZE_MAX};
+use super::snapshot_recovery::{self, Chosen, LogFate, LogShape, RejectedSnapshot};
+use super::snapshot_writer::{ChunkReceiver, SnapshotWriter};
 use super::{Recovered, Storage, StorageError, StorageStats, SyncJob};
-use crate::core::{ClusterId, Entry, HardState, LogIndex, Term};
+use crate::core::{ClusterId, Entry, HardState, LogIndex, SnapshotMeta, Term};
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Read;
@@ -111,6 +114,8 @@ pub struct TornTail {
 pub struct RecoveryReport {
     /// No hard state and no log: a new node (the hard-state file was created).
     pub fresh: bool,
+    /// The snapshot the node starts from; 0 without one.
+    pub snapshot_index: LogIndex,
     pub segment_count: usize,
     pub entry_count: usize,
     /// Bytes in the segment files kept.
@@ -118,6 +123,25 @@ pub struct RecoveryReport {
     pub torn_tail: Option<TornTail>,
     /// The hard-state slot that failed its CRC; the other one was used.
     pub hard_state_slot_torn: Option<usize>,
+    /// Damaged snapshot files newer than the one used (left in place).
+    pub snapshots_rejected: Vec<RejectedSnapshot>,
+    /// Unfinished snapshot files (`.tmp`) removed.
+    pub temporaries_removed: Vec<PathBuf>,
+    /// Why the whole log was dropped: it did not hold the snapshot's last
+    /// entry, as after an install a crash interrupted before its reset.
+    pub log_discarded: Option<String>,
+}
+
+impl RecoveryReport {
+    /// Whether recovery repaired or passed over something: worth a warning
+    /// rather than the usual info line.
+    pub fn needs_attention(&self) -> bool {
+        self.torn_tail.is_some()
+            || self.hard_state_slot_torn.is_some()
+            || !self.snapshots_rejected.is_empty()
+            || !self.temporaries_removed.is_empty()
+            || self.log_discarded.is_some()
+    }
 }
 
 impl fmt::Display for TornTail {
@@ -138,11 +162,16 @@ impl fmt::Display for RecoveryReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "storage recovered{}: {} segments, {} entries, {} bytes of log",
-            if self.fresh { " (new data dir)" } else { "" },
-            self.segment_count,
-            self.entry_count,
-            self.log_size
+            "storage recovered{}: ",
+            if self.fresh { " (new data dir)" } else { "" }
+        )?;
+        if self.snapshot_index.0 > 0 {
+            write!(f, "snapshot at index {}, then ", self.snapshot_index)?;
+        }
+        write!(
+            f,
+            "{} segments, {} entries, {} bytes of log",
+            self.segment_count, self.entry_count, self.log_size
         )?;
         if let Some(torn_tail) = &self.torn_tail {
             write!(f, "; {torn_tail}")?;
@@ -152,6 +181,15 @@ impl fmt::Display for RecoveryReport {
                 f,
                 "; hard-state slot {slot} was torn, the other slot was used"
             )?;
+        }
+        for rejected in &self.snapshots_rejected {
+            write!(f, "; snapshot rejected, an older one used: {rejected}")?;
+        }
+        if let Some(reason) = &self.log_discarded {
+            write!(f, "; log discarded ({reason}: an install cut short)")?;
+        }
+        for path in &self.temporaries_removed {
+            write!(f, "; unfinished snapshot file removed: {}", path.display())?;
         }
         Ok(())
     }
@@ -246,11 +284,89 @@ struct LogScan {
     segments: Vec<Segment>,
     entries: Vec<Entry>,
     torn_tail: Option<TornTail>,
+    /// The oldest segment file and the index its name announces, also when
+    /// its header was torn: where the log starts, for the snapshot checks.
+    first_named: Option<(LogIndex, PathBuf)>,
+}
+
+impl LogScan {
+    fn shape(&self) -> LogShape<'_> {
+        LogShape {
+            first_segment: self
+                .first_named
+                .as_ref()
+                .map(|(index, path)| (*index, path.as_path())),
+            index_next: self.segments.last().map(Segment::index_next),
+            entries: &self.entries,
+        }
+    }
+}
+
+/// What the read-only phase of recovery found and decided.
+struct Findings {
+    log: LogScan,
+    /// Unfinished snapshot files, removed once every check passed.
+    temporaries: Vec<PathBuf>,
+    chosen: Chosen,
+    fate: LogFate,
+    /// None for a new data dir.
+    hard_state: Option<RecoveredHardState>,
+}
+
+fn inspect_data_directory(
+    directory: &Path,
+    log_directory: &Path,
+    options: DiskOptions,
+) -> Result<Findings, StorageError> {
+    let log = scan_log(log_directory)?;
+    let listing = snapshot::list(directory)?;
+    let chosen = snapshot_recovery::choose(&listing, &log.entries)?;
+    let meta = chosen.snapshot.as_ref().map(|loaded| &loaded.file.meta);
+    let fate = snapshot_recovery::reconcile(meta, &log.shape())?;
+    let hard_state_path = directory.join(HARD_STATE_FILE_NAME);
+    let hard_state = recover_hard_state(&hard_state_path, &log, meta)?;
+    if let Some(recovered) = &hard_state {
+        check_owner(directory, recovered.node_name, options.node_name)?;
+    }
+    Ok(Findings {
+        log,
+        temporaries: listing.temporaries,
+        chosen,
+        fate,
+        hard_state,
+    })
+}
+
+/// The entries after `base` (a snapshot covers the rest).
+fn entries_after(mut entries: Vec<Entry>, base: LogIndex) -> Vec<Entry> {
+    let covered = entries
+        .iter()
+        .take_while(|entry| entry.index <= base)
+        .count();
+    entries.drain(..covered);
+    entries
+}
+
+/// A `.tmp` snapshot file is a write or receive a crash cut short: never
+/// valid, so it goes.
+fn remove_temporaries(
+    paths: &[PathBuf],
+    directory: &Path,
+    fsync: bool,
+) -> Result<(), StorageError> {
+    for path in paths {
+        fs::remove_file(path).map_err(StorageError::io(path, "remove"))?;
+    }
+    if fsync && !paths.is_empty() {
+        sync_path(directory)?;
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
 pub struct DiskStorage {
     options: DiskOptions,
+    directory: PathBuf,
     log_directory: PathBuf,
     /// Holds the exclusive lock on `<dir>/LOCK` for the life of the storage.
     _lock_file: File,
@@ -259,6 +375,11 @@ pub struct DiskStorage {
     /// `hard_state_pending`.
     hard_state: HardState,
     hard_state_pending: bool,
+    /// The snapshot the log continues (0, 0 without one): with no segments
+    /// the next append is `base_index + 1`, and no append goes at or below
+    /// it (a snapshot covers only committed entries).
+    base_index: LogIndex,
+    base_term: Term,
     /// Oldest first, indexes consecutive; the last one is the newest.
     segments: Vec<Segment>,
     /// The newest segment, open for writing. Invariant: Some exactly when
@@ -273,12 +394,17 @@ pub struct DiskStorage {
     stats: StorageStats,
     /// Set by a failed write, truncation or sync: every later call fails.
     halted: bool,
+    /// The snapshot file the leader streams chunks from, kept open so that
+    /// retention unlinking it mid-send does not cut the send short.
+    snapshot_reader: Option<(LogIndex, PathBuf, File)>,
 }
 
 impl DiskStorage {
-    /// Locks the data dir, recovers the hard state and the log, cuts a torn
-    /// tail if there is one. Refuses (changing nothing on disk) anything else
-    /// that is damaged. Creates the dir and an empty hard state if new.
+    /// Locks the data dir, recovers the hard state, the newest usable
+    /// snapshot and the log after it. Repairs only what a crash leaves (a
+    /// torn tail, unfinished snapshot files, the log of an interrupted
+    /// install); refuses (changing nothing on disk) anything else that is
+    /// damaged. Creates the dir and an empty hard state if new.
     pub fn open(
         directory: &Path,
         options: DiskOptions,
@@ -290,17 +416,19 @@ impl DiskStorage {
         create_log_directory(directory, &log_directory, options.fsync)?;
         // Read and check everything before changing anything, so that a
         // refusal leaves every file as it was for the operator to inspect.
-        let log = scan_log(&log_directory)?;
-        let hard_state_path = directory.join(HARD_STATE_FILE_NAME);
-        let recovered_hard_state = recover_hard_state(&hard_state_path, &log)?;
-        if let Some(recovered) = &recovered_hard_state {
-            check_owner(directory, recovered.node_name, options.node_name)?;
-        }
+        let Findings {
+            mut log,
+            temporaries,
+            chosen,
+            fate,
+            hard_state,
+        } = inspect_data_directory(directory, &log_directory, options)?;
+        remove_temporaries(&temporaries, directory, options.fsync)?;
         if let Some(torn_tail) = &log.torn_tail {
             repair_torn_tail(torn_tail, &log_directory, options.fsync)?;
         }
-        let fresh = recovered_hard_state.is_none();
-        let recovered_hard_state = match recovered_hard_state {
+        let fresh = hard_state.is_none();
+        let hard_state = match hard_state {
             Some(recovered) => recovered,
             None => RecoveredHardState {
                 file: HardStateFile::create(directory, options.node_name, options.fsync)?,
@@ -310,6 +438,53 @@ impl DiskStorage {
                 slot_torn: None,
             },
         };
+        let base = chosen
+            .snapshot
+            .as_ref()
+            .map_or((LogIndex(0), Term(0)), |loaded| {
+                (loaded.file.meta.index, loaded.file.meta.term)
+            });
+        let mut entries = entries_after(std::mem::take(&mut log.entries), base.0);
+        let slot_torn = hard_state.slot_torn;
+        let torn_tail = log.torn_tail.take();
+        let mut storage = DiskStorage::new(directory, options, lock_file, hard_state, log, base)?;
+        let log_discarded = match fate {
+            LogFate::Keep => None,
+            LogFate::Discard(reason) => {
+                storage.remove_segments_from(LogIndex(1))?;
+                storage.newest_file_size = 0;
+                entries.clear();
+                Some(reason)
+            }
+        };
+        let report = RecoveryReport {
+            fresh,
+            snapshot_index: base.0,
+            segment_count: storage.segments.len(),
+            entry_count: entries.len(),
+            log_size: storage.segments.iter().map(|segment| segment.size).sum(),
+            torn_tail,
+            hard_state_slot_torn: slot_torn,
+            snapshots_rejected: chosen.rejected,
+            temporaries_removed: temporaries,
+            log_discarded,
+        };
+        let recovered = Recovered {
+            hard_state: storage.hard_state,
+            snapshot: chosen.snapshot,
+            entries,
+        };
+        Ok((storage, recovered, report))
+    }
+
+    fn new(
+        directory: &Path,
+        options: DiskOptions,
+        lock_file: File,
+        hard_state: RecoveredHardState,
+        log: LogScan,
+        base: (LogIndex, Term),
+    ) -> Result<DiskStorage, StorageError> {
         let newest_file = match log.segments.last() {
             Some(newest) => Some(Arc::new(open_for_writing(&newest.path)?)),
             None => None,
@@ -318,33 +493,53 @@ impl DiskStorage {
             Some(file) => file_size(file, &log.segments[log.segments.len() - 1].path)?,
             None => 0,
         };
-        let report = RecoveryReport {
-            fresh,
-            segment_count: log.segments.len(),
-            entry_count: log.entries.len(),
-            log_size: log.segments.iter().map(|segment| segment.size).sum(),
-            torn_tail: log.torn_tail,
-            hard_state_slot_torn: recovered_hard_state.slot_torn,
-        };
-        let storage = DiskStorage {
+        Ok(DiskStorage {
             options,
-            log_directory,
+            directory: directory.to_path_buf(),
+            log_directory: directory.join(LOG_DIRECTORY_NAME),
             _lock_file: lock_file,
-            hard_state_file: recovered_hard_state.file,
-            hard_state: recovered_hard_state.hard_state,
+            hard_state_file: hard_state.file,
+            hard_state: hard_state.hard_state,
             hard_state_pending: false,
+            base_index: base.0,
+            base_term: base.1,
             segments: log.segments,
             newest_file,
             newest_file_size,
             pending: Pending::default(),
             stats: StorageStats::default(),
             halted: false,
-        };
-        let recovered = Recovered {
-            hard_state: recovered_hard_state.hard_state,
-            entries: log.entries,
-        };
-        Ok((storage, recovered, report))
+            snapshot_reader: None,
+        })
+    }
+
+    /// The data dir (snapshot files live here).
+    pub fn directory(&self) -> &Path {
+        &self.directory
+    }
+
+    /// Starts writing a snapshot file in the data dir.
+    pub fn snapshot_writer(&self, meta: SnapshotMeta) -> Result<SnapshotWriter, StorageError> {
+        self.check_running()?;
+        SnapshotWriter::create(&self.directory, meta, self.options.fsync)
+    }
+
+    /// Starts receiving the leader's snapshot at (index, term).
+    pub fn chunk_receiver(
+        &self,
+        index: LogIndex,
+        term: Term,
+    ) -> Result<ChunkReceiver, StorageError> {
+        self.check_running()?;
+        ChunkReceiver::create(&self.directory, index, term, self.options.fsync)
+    }
+
+    /// The first index the log on disk still holds (the base's successor
+    /// when it holds none).
+    pub fn first_index(&self) -> LogIndex {
+        self.segments
+            .first()
+            .map_or(self.base_index.next(), |segment| segment.first_index)
     }
 
     /// Index of the last entry handed in (written or pending).
@@ -357,7 +552,7 @@ impl DiskStorage {
     fn written_last_index(&self) -> LogIndex {
         self.segments
             .last()
-            .map_or(LogIndex(0), |segment| segment.last_index())
+            .map_or(self.base_index, |segment| segment.last_index())
     }
 
     fn last_term(&self) -> Term {
@@ -369,7 +564,7 @@ impl DiskStorage {
             .iter()
             .rev()
             .find_map(|segment| segment.records.last())
-            .map_or(Term(0), |record| record.term)
+            .map_or(self.base_term, |record| record.term)
     }
 
     fn check_running(&self) -> Result<(), StorageError> {
@@ -400,6 +595,59 @@ impl DiskStorage {
         self.pending.clear();
         self.remove_segments_from(cut)?;
         self.truncate_newest_segment(cut)
+    }
+
+    /// Compaction, oldest first: each removal is made durable before the
+    /// next, so a crash leaves a log that still starts at a segment
+    /// boundary with no hole (a later removal durable before an earlier one
+    /// would leave a gap, which recovery refuses).
+    fn remove_segments_through(&mut self, upto: LogIndex) -> Result<usize, StorageError> {
+        self.assert_behind_snapshot(upto)?;
+        let mut removed = 0;
+        for _ in 0..self.segments.len() {
+            let oldest = &self.segments[0];
+            if self.segments.len() == 1 || oldest.last_index() > upto {
+                break;
+            }
+            fs::remove_file(&oldest.path).map_err(StorageError::io(&oldest.path, "remove"))?;
+            if self.options.fsync {
+                sync_path(&self.log_directory)?;
+            }
+            self.segments.remove(0);
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// The log below `index` may go only once a durable snapshot covers
+    /// it: recovery refuses a log that starts after the snapshot's index + 1.
+    fn assert_behind_snapshot(&self, index: LogIndex) -> Result<(), StorageError> {
+        let newest = snapshot::newest_index(&self.directory)?.unwrap_or(LogIndex(0));
+        assert!(
+            index <= newest,
+            "log dropped to {index} but the newest snapshot file is at {newest}"
+        );
+        Ok(())
+    }
+
+    /// After an install: newest segment first (as a truncation), so a crash
+    /// leaves a prefix of the old log, which recovery discards because it
+    /// does not hold the snapshot's last entry with its term.
+    fn reset_log(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        self.assert_behind_snapshot(meta.index)?;
+        assert!(
+            meta.index >= self.base_index,
+            "reset to {} below the snapshot at {}",
+            meta.index,
+            self.base_index
+        );
+        self.pending.clear();
+        self.remove_segments_from(LogIndex(1))?;
+        self.newest_file = None;
+        self.newest_file_size = 0;
+        self.base_index = meta.index;
+        self.base_term = meta.term;
+        Ok(())
     }
 
     fn remove_segments_from(&mut self, cut: LogIndex) -> Result<(), StorageError> {
@@ -660,9 +908,15 @@ impl Storage for DiskStorage {
         }
         let last_index = self.last_index();
         assert!(
-            first.index.0 >= 1 && first.index <= last_index.next(),
+            first.index <= last_index.next(),
             "append at {} would leave a gap after {last_index}",
             first.index
+        );
+        assert!(
+            first.index > self.base_index,
+            "append at {} at or below the snapshot at {}",
+            first.index,
+            self.base_index
         );
         if first.index <= last_index {
             let result = self.truncate_from(first.index);
@@ -739,6 +993,45 @@ impl Storage for DiskStorage {
     fn deferred_sync_done(&mut self, job: &SyncJob) {
         self.stats.fsyncs += 1;
         self.stats.synced_entries += job.entries;
+    }
+
+    /// Deletes whole segments whose entries are all at or below `upto`,
+    /// oldest first, never the newest.
+    fn compact(&mut self, upto: LogIndex) -> Result<usize, StorageError> {
+        self.check_running()?;
+        let result = self.remove_segments_through(upto);
+        self.halt_on_error(result)
+    }
+
+    /// Removes every segment, newest first; the next segment is created by
+    /// the next append, at `meta.index + 1`.
+    fn reset_to_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        self.check_running()?;
+        let result = self.reset_log(meta);
+        self.halt_on_error(result)
+    }
+
+    fn snapshot_chunk(
+        &mut self,
+        index: LogIndex,
+        offset: u64,
+        size: usize,
+    ) -> Result<Vec<u8>, StorageError> {
+        self.check_running()?;
+        assert!(size <= SNAPSHOT_CHUNK_SIZE_MAX, "chunk of {size} bytes");
+        if self.snapshot_reader.as_ref().map(|(held, _, _)| *held) != Some(index) {
+            let path = self.directory.join(snapshot::file_name(index));
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(StorageError::NoSnapshot { index })
+                }
+                Err(error) => return Err(StorageError::io(&path, "open")(error)),
+            };
+            self.snapshot_reader = Some((index, path, file));
+        }
+        let (_, path, file) = self.snapshot_reader.as_ref().expect("opened above");
+        snapshot::read_chunk_from(file, path, offset, size)
     }
 }
 
@@ -855,6 +1148,7 @@ fn scan_log(log_directory: &Path) -> Result<LogScan, StorageError> {
         segments: Vec::with_capacity(listing.len()),
         entries: Vec::new(),
         torn_tail: None,
+        first_named: listing.first().cloned(),
     };
     let newest_position = listing.len().saturating_sub(1);
     for (position, (name_index, path)) in listing.into_iter().enumerate() {
@@ -951,7 +1245,8 @@ fn written_size_after(bytes: &[u8], offset: u64) -> u64 {
 }
 
 /// The name, the header and the previous segment agree on where this
-/// segment starts; the log starts at index 1 (nothing is compacted yet).
+/// segment starts. Where the oldest may start depends on the snapshot
+/// (`snapshot_recovery::reconcile` checks it).
 fn check_segment_start(
     path: &Path,
     name_index: LogIndex,
@@ -963,33 +1258,38 @@ fn check_segment_start(
             format!("file name says first index {name_index}, header says {header_index}");
         return Err(StorageError::corrupt(path, 0, problem));
     }
-    let expected = previous.map_or(LogIndex(1), Segment::index_next);
-    if header_index != expected {
-        let problem = match previous {
-            Some(previous) => format!(
-                "segment starts at index {header_index} but the previous one ends at {} (gap)",
-                previous.last_index()
-            ),
-            None => format!("log starts at index {header_index}, expected 1"),
-        };
+    let Some(previous) = previous else {
+        return Ok(());
+    };
+    if header_index != previous.index_next() {
+        let problem = format!(
+            "segment starts at index {header_index} but the previous one ends at {} (gap)",
+            previous.last_index()
+        );
         return Err(StorageError::corrupt(path, 0, problem));
     }
     Ok(())
 }
 
 /// The hard state, or None for a new data dir. Refuses a missing file next
-/// to a non-empty log, and a log whose last term is above the current term.
+/// to a non-empty log or a snapshot, a log whose last term (or a snapshot
+/// whose term) is above the current term, and a cluster the log or the
+/// snapshot contradicts.
 fn recover_hard_state(
     path: &Path,
     log: &LogScan,
+    snapshot: Option<&SnapshotMeta>,
 ) -> Result<Option<RecoveredHardState>, StorageError> {
     match fs::symlink_metadata(path) {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(last) = log.entries.last() {
-                let problem = format!(
-                    "hard-state file missing but the log holds entries up to {}",
-                    last.index
-                );
+            let held = match (log.entries.last(), snapshot) {
+                (Some(last), _) => Some(("the log", last.index)),
+                (None, Some(meta)) => Some(("a snapshot", meta.index)),
+                (None, None) => None,
+            };
+            if let Some((holder, index)) = held {
+                let problem =
+                    format!("hard-state file missing but {holder} holds entries up to {index}");
                 return Err(StorageError::corrupt(path, 0, problem));
             }
             return Ok(None);
@@ -999,25 +1299,54 @@ fn recover_hard_state(
     }
     let recovered = HardStateFile::recover(path)?;
     let offset = recovered.slot_index as u64 * super::hard_state::HARD_STATE_SLOT_STRIDE;
-    if let (Some(cluster_id), Some(first)) = (recovered.hard_state.cluster_id, log.entries.first())
-    {
-        if ClusterId::of_bootstrap(first) != Some(cluster_id) {
-            let problem = format!(
-                "the hard state names cluster {cluster_id} but the log does not start with its Bootstrap entry"
-            );
-            return Err(StorageError::corrupt(path, offset, problem));
+    let refuse = |problem: String| Err(StorageError::corrupt(path, offset, problem));
+    let current_term = recovered.hard_state.current_term;
+    if let Some(cluster_id) = recovered.hard_state.cluster_id {
+        if let Some(problem) = cluster_contradiction(cluster_id, log, snapshot) {
+            return refuse(problem);
         }
     }
     if let Some(last) = log.entries.last() {
-        if last.term > recovered.hard_state.current_term {
-            let problem = format!(
-                "current term {} is below the term {} of log entry {}",
-                recovered.hard_state.current_term, last.term, last.index
-            );
-            return Err(StorageError::corrupt(path, offset, problem));
+        if last.term > current_term {
+            return refuse(format!(
+                "current term {current_term} is below the term {} of log entry {}",
+                last.term, last.index
+            ));
         }
     }
+    if let Some(meta) = snapshot.filter(|meta| meta.term > current_term) {
+        return refuse(format!(
+            "current term {current_term} is below the term {} of the snapshot at {}",
+            meta.term, meta.index
+        ));
+    }
     Ok(Some(recovered))
+}
+
+/// A log that still starts at index 1 must start with the cluster's
+/// Bootstrap entry; a snapshot must name the same cluster.
+fn cluster_contradiction(
+    cluster_id: ClusterId,
+    log: &LogScan,
+    snapshot: Option<&SnapshotMeta>,
+) -> Option<String> {
+    if let Some(first) = log
+        .entries
+        .first()
+        .filter(|first| first.index == LogIndex(1))
+    {
+        if ClusterId::of_bootstrap(first) != Some(cluster_id) {
+            return Some(format!(
+                "the hard state names cluster {cluster_id} but the log does not start with its Bootstrap entry"
+            ));
+        }
+    }
+    match snapshot.and_then(|meta| meta.cluster_id.map(|id| (meta.index, id))) {
+        Some((index, snapshot_cluster)) if snapshot_cluster != cluster_id => Some(format!(
+            "the hard state names cluster {cluster_id} but the snapshot at {index} belongs to {snapshot_cluster}"
+        )),
+        _ => None,
+    }
 }
 
 /// A data dir belongs to the node id it was created under: started under

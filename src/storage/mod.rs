@@ -3,19 +3,26 @@
 //!
 //! `disk` is the durable engine (layout and rules in docs/STORAGE.md):
 //! `segment` holds the log record format, `hard_state` the two-slot hard-state
-//! file. `memory` keeps nothing and serves tests and experiments.
+//! file, `snapshot` the snapshot file's format and loader, `snapshot_writer`
+//! how one is written or received. `memory` keeps nothing and serves tests
+//! and experiments.
 
 pub mod disk;
 pub mod hard_state;
 pub mod memory;
 pub mod segment;
+pub mod snapshot;
+pub mod snapshot_recovery;
+pub mod snapshot_writer;
 
 #[cfg(test)]
 mod disk_tests;
 #[cfg(test)]
+mod snapshot_tests;
+#[cfg(test)]
 mod test_support;
 
-use crate::core::{Entry, HardState, LogIndex};
+use crate::core::{Entry, HardState, LogIndex, SnapshotMeta};
 use std::ffi::OsStr;
 use std::fmt;
 use std::io;
@@ -25,11 +32,20 @@ pub use disk::{DiskOptions, DiskStorage, RecoveryReport, TornTail};
 pub use hard_state::NodeName;
 pub use memory::MemoryStorage;
 pub use segment::TornReason;
+pub use snapshot::{LoadedSnapshot, SnapshotFile};
+pub use snapshot_recovery::RejectedSnapshot;
+pub use snapshot_writer::{ChunkReceiver, FinishedSnapshot, SnapshotWriter};
 
-/// What a node starts from.
+/// What a node starts from: the newest usable snapshot, then the log after
+/// it.
 #[derive(Debug, Default)]
 pub struct Recovered {
     pub hard_state: HardState,
+    /// The state machine starts from its body; the core's log from its
+    /// index and term.
+    pub snapshot: Option<LoadedSnapshot>,
+    /// The entries after the snapshot (from index 1 without one),
+    /// consecutive: what the core's log starts with.
     pub entries: Vec<Entry>,
 }
 
@@ -83,6 +99,23 @@ pub enum StorageError {
     InvalidOptions {
         problem: String,
     },
+    /// A snapshot chunk from the network that cannot be stored as sent
+    /// (out of order, too large). Nothing was written: the caller closes
+    /// that connection and carries on.
+    BadChunk {
+        path: PathBuf,
+        problem: String,
+    },
+    /// A snapshot body larger than a snapshot file may be.
+    SnapshotTooLarge {
+        size: u64,
+        size_max: u64,
+    },
+    /// The leader asked for chunks of a snapshot this storage does not
+    /// hold.
+    NoSnapshot {
+        index: LogIndex,
+    },
 }
 
 impl StorageError {
@@ -123,6 +156,8 @@ impl fmt::Display for StorageError {
                 let what = if path.file_name() == Some(OsStr::new(hard_state::HARD_STATE_FILE_NAME))
                 {
                     "hard state"
+                } else if snapshot::is_snapshot_file(path) {
+                    "snapshot"
                 } else {
                     "log"
                 };
@@ -163,6 +198,20 @@ impl fmt::Display for StorageError {
             StorageError::InvalidOptions { problem } => {
                 write!(f, "invalid storage options: {problem}")
             }
+            StorageError::BadChunk { path, problem } => {
+                write!(
+                    f,
+                    "snapshot chunk refused for {}: {problem}",
+                    path.display()
+                )
+            }
+            StorageError::SnapshotTooLarge { size, size_max } => write!(
+                f,
+                "snapshot of {size} bytes is larger than a snapshot file may be ({size_max})"
+            ),
+            StorageError::NoSnapshot { index } => {
+                write!(f, "no snapshot file at index {index} in this storage")
+            }
         }
     }
 }
@@ -170,10 +219,14 @@ impl fmt::Display for StorageError {
 impl std::error::Error for StorageError {}
 
 /// The fdatasync that makes written records durable, handed to another
-/// thread so the event loop need not wait for it.
+/// thread so the event loop need not wait for it. Also what a finished
+/// snapshot file owes before its rename (`SnapshotWriter::finish`, with
+/// `entries` 0): such a job syncs another file, so it must not be merged
+/// with the log's (`merge_jobs` keeps only the newer file).
 #[derive(Debug)]
 pub struct SyncJob {
-    /// The newest segment's file, shared with the storage.
+    /// The newest segment's file (or the snapshot's), shared with the
+    /// storage.
     pub file: std::sync::Arc<std::fs::File>,
     pub path: PathBuf,
     /// Entries written since the previous sync, for the counters.
@@ -213,5 +266,30 @@ pub trait Storage {
     /// Counters for STATUS; storage that never syncs reports zeros.
     fn stats(&self) -> StorageStats {
         StorageStats::default()
+    }
+    /// Drops stored entries at or below `upto`, which a durable snapshot
+    /// covers, as far as the storage can do so in whole units (segments);
+    /// returns how many units it removed. The default keeps no log of its
+    /// own (the core holds it), so there is nothing to remove: 0.
+    fn compact(&mut self, _upto: LogIndex) -> Result<usize, StorageError> {
+        Ok(0)
+    }
+    /// A follower installed the snapshot `meta` (already durable) and
+    /// discarded its log: afterwards the log is empty and the next append
+    /// is `meta.index + 1`. The default keeps no log of its own: nothing
+    /// to discard.
+    fn reset_to_snapshot(&mut self, _meta: &SnapshotMeta) -> Result<(), StorageError> {
+        Ok(())
+    }
+    /// Up to `size` bytes of the durable snapshot file at `index` from
+    /// `offset` (fewer only at its end), for the leader's InstallSnapshot
+    /// chunks. The default holds no snapshot files: `NoSnapshot`.
+    fn snapshot_chunk(
+        &mut self,
+        index: LogIndex,
+        _offset: u64,
+        _size: usize,
+    ) -> Result<Vec<u8>, StorageError> {
+        Err(StorageError::NoSnapshot { index })
     }
 }
