@@ -10,6 +10,8 @@ mod quote;
 mod session;
 mod snapshot;
 #[cfg(test)]
+mod snapshot_measure;
+#[cfg(test)]
 mod snapshot_tests;
 mod store;
 

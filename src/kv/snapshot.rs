@@ -120,6 +120,31 @@ impl StateMachine {
         self.store.is_frozen()
     }
 
+    /// Why `begin_snapshot` would not be O(1) now, if it would not: a
+    /// cursor still lives (it would panic), or the previous snapshot's
+    /// writes have not all folded back (it would fold them first, about
+    /// 1 µs each: a 1M-entry delta is a one-second stall). The runtime
+    /// postpones a snapshot, or answers SNAPSHOT with UNAVAILABLE and this
+    /// reason, until it is None.
+    pub fn snapshot_blocked(&self) -> Option<&'static str> {
+        if self.store.is_frozen() {
+            Some("a snapshot is being written")
+        } else if self.store.delta_len() > 0 {
+            Some("the previous snapshot's writes are still being folded")
+        } else {
+            None
+        }
+    }
+
+    /// Folds up to `entries_max` delta entries back into the store's base
+    /// (none while a cursor holds it) and returns how many are left.
+    /// Applies fold as they go; this drains the delta on idle loop turns,
+    /// so an idle node does not keep one.
+    pub fn fold_delta(&mut self, entries_max: usize) -> usize {
+        self.store.fold(entries_max);
+        self.store.delta_len()
+    }
+
     /// Rebuilds a machine from a whole body.
     pub fn restore(body: &[u8]) -> Result<StateMachine, SnapshotError> {
         let mut restorer = Restorer::new();

@@ -483,12 +483,43 @@ fn a_second_snapshot_after_an_abandoned_one_sees_every_write() {
     for _ in 0..300 {
         applier.apply(&record(None, random_command(&mut random, 600)));
     }
+    assert_eq!(
+        applier.machine.snapshot_blocked(),
+        Some("a snapshot is being written")
+    );
+    assert_eq!(
+        applier.machine.fold_delta(10),
+        applier.machine.store().delta_len()
+    );
     drop(abandoned);
     assert!(applier.machine.store().delta_len() > FOLD_ENTRIES_PER_APPLY_MAX);
+    assert!(applier.machine.snapshot_blocked().is_some());
     let expected = applier.machine.clone();
     let body = body_of(&mut applier.machine, 300);
     assert_eq!(applier.machine.store().delta_len(), 0);
     assert_same_state(&StateMachine::restore(&body).unwrap(), &expected);
+}
+
+/// An idle node drains the delta without applying anything, and a
+/// snapshot is then O(1) again.
+#[test]
+fn fold_delta_drains_on_idle_turns() {
+    let mut applier = Applier::new();
+    let cursor = applier.machine.begin_snapshot();
+    for number in 0..100u32 {
+        applier.apply(&record(None, set(&number.to_be_bytes(), b"v")));
+    }
+    let expected = applier.machine.clone();
+    drop(cursor);
+    let mut left = applier.machine.store().delta_len();
+    assert!(left > 0);
+    while left > 0 {
+        let next = applier.machine.fold_delta(7);
+        assert_eq!(next, left.saturating_sub(7));
+        left = next;
+    }
+    assert_eq!(applier.machine.snapshot_blocked(), None);
+    assert_same_state(&applier.machine, &expected);
 }
 
 /// The store's reads during a walk: a key set, deleted and set again in

@@ -30,7 +30,7 @@ const DIGEST_CHECK_KEYS_MAX: usize = 256;
 /// Delta entries folded back into the base per apply once no snapshot
 /// holds the base. While no cursor holds it the delta does not grow, so
 /// any bound above zero drains it; a small one keeps each apply cheap.
-pub const FOLD_ENTRIES_PER_APPLY_MAX: usize = 8;
+pub const FOLD_ENTRIES_PER_APPLY_MAX: usize = 4;
 
 /// The pairs, ordered so that iteration (and anything built from it, such
 /// as a snapshot) is identical on every node.
@@ -200,7 +200,7 @@ impl Store {
 
     /// Moves up to `entries_max` delta entries into the base, when no
     /// cursor holds it.
-    fn fold(&mut self, entries_max: usize) {
+    pub(super) fn fold(&mut self, entries_max: usize) {
         let Some(base) = Arc::get_mut(&mut self.base) else {
             return;
         };
