@@ -29,8 +29,8 @@ pub enum PlantedBug {
     RetryNewSequence,
     /// The state machine's snapshot body leaves the session table out
     /// (written as empty, footer to match, so it restores cleanly): a
-    /// node restored from it answers a retried command as new
-    /// (src/kv/snapshot.rs).
+    /// node restored from it has forgotten every session, and exactly-once
+    /// no longer holds across the snapshot (src/kv/snapshot.rs).
     SnapshotWithoutSessions,
 }
 
@@ -42,6 +42,7 @@ impl PlantedBug {
     /// milliseconds before a new cluster's majority is bound can exploit
     /// it, which the simulator does not stage: a core test finds it.
     /// AdmitForeignCluster is found by both the simulator and the bench.
+    /// SnapshotWithoutSessions waits until the simulator takes snapshots.
     pub const ALL: [PlantedBug; 5] = [
         PlantedBug::CommitOldTermByCount,
         PlantedBug::SecondVoteInTerm,
