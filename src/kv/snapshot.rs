@@ -169,7 +169,6 @@ enum Stage {
 /// shared, frozen store base and a copy of the session table), so it lives
 /// across loop turns while the machine applies; dropping it abandons the
 /// snapshot and releases the base.
-#[derive(Debug)]
 pub struct SnapshotCursor {
     pairs: Arc<Pairs>,
     sessions: Vec<SessionRecord>,
@@ -261,6 +260,19 @@ impl SnapshotCursor {
 
     pub fn is_done(&self) -> bool {
         matches!(self.stage, Stage::Done)
+    }
+}
+
+/// Counts, not contents: a cursor can hold millions of pairs.
+impl fmt::Debug for SnapshotCursor {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("SnapshotCursor")
+            .field("key_count", &self.key_count)
+            .field("session_count", &self.session_count)
+            .field("stage", &self.stage)
+            .field("size_written", &self.size_written)
+            .finish_non_exhaustive()
     }
 }
 
@@ -374,7 +386,7 @@ fn encode_bytes(bytes: &[u8], out: &mut Vec<u8>) {
 /// Rebuilds a state machine from a body fed in pieces split anywhere.
 /// Each `feed` does work in proportion to the bytes fed (plus at most one
 /// record carried over), so a follower restores across loop turns.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Restorer {
     /// The start of a record split across feeds (less than one record).
     pending: Vec<u8>,
@@ -396,6 +408,19 @@ enum RestoreStage {
     Version,
     Records,
     Done,
+}
+
+impl fmt::Debug for Restorer {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Restorer")
+            .field("size_fed", &self.size_fed())
+            .field("stage", &self.stage)
+            .field("key_count", &self.pairs.len())
+            .field("session_count", &self.sessions.len())
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What one record parse got to.
