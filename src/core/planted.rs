@@ -27,6 +27,11 @@ pub enum PlantedBug {
     /// The client retries a write whose outcome is unknown under a new
     /// sequence number (src/client/machine.rs).
     RetryNewSequence,
+    /// The state machine's snapshot body leaves the session table out
+    /// (written as empty, footer to match, so it restores cleanly): a
+    /// node restored from it has forgotten every session, and exactly-once
+    /// no longer holds across the snapshot (src/kv/snapshot.rs).
+    SnapshotWithoutSessions,
 }
 
 impl PlantedBug {
@@ -37,6 +42,7 @@ impl PlantedBug {
     /// milliseconds before a new cluster's majority is bound can exploit
     /// it, which the simulator does not stage: a core test finds it.
     /// AdmitForeignCluster is found by both the simulator and the bench.
+    /// SnapshotWithoutSessions waits until the simulator takes snapshots.
     pub const ALL: [PlantedBug; 5] = [
         PlantedBug::CommitOldTermByCount,
         PlantedBug::SecondVoteInTerm,
@@ -46,7 +52,7 @@ impl PlantedBug {
     ];
 
     /// Every bug a test build can plant.
-    pub const NAMED: [PlantedBug; 9] = [
+    pub const NAMED: [PlantedBug; 10] = [
         PlantedBug::CommitOldTermByCount,
         PlantedBug::SecondVoteInTerm,
         PlantedBug::VoteBeforePersist,
@@ -56,6 +62,7 @@ impl PlantedBug {
         PlantedBug::CountUnboundAcks,
         PlantedBug::AckBeforeSync,
         PlantedBug::RetryNewSequence,
+        PlantedBug::SnapshotWithoutSessions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +76,7 @@ impl PlantedBug {
             PlantedBug::AdmitForeignCluster => "admit-foreign-cluster",
             PlantedBug::AckBeforeSync => "ack-before-sync",
             PlantedBug::RetryNewSequence => "retry-new-sequence",
+            PlantedBug::SnapshotWithoutSessions => "snapshot-without-sessions",
         }
     }
 

@@ -4,6 +4,8 @@
 use super::command::{Command, DecodeError};
 use super::session::{CachedReply, SessionCheck, Sessions};
 use super::store::Store;
+#[cfg(feature = "planted-bugs")]
+use crate::core::PlantedBug;
 
 const TAG_COMMAND: u8 = 1;
 const TAG_SESSION_COMMAND: u8 = 2;
@@ -105,11 +107,41 @@ fn decode_session_command(bytes: &[u8]) -> Result<LogRecord, DecodeError> {
 
 #[derive(Clone, Debug, Default)]
 pub struct StateMachine {
-    store: Store,
-    sessions: Sessions,
+    pub(super) store: Store,
+    pub(super) sessions: Sessions,
+    /// Test builds only: the bug the snapshot code plants.
+    #[cfg(feature = "planted-bugs")]
+    planted_bug: Option<PlantedBug>,
 }
 
 impl StateMachine {
+    /// A machine a restore rebuilt (src/kv/snapshot.rs).
+    pub(super) fn from_restored(store: Store, sessions: Sessions) -> StateMachine {
+        StateMachine {
+            store,
+            sessions,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
+        }
+    }
+
+    /// Test builds only: misbehave in one known way. The replica plants
+    /// it again in a machine it restores.
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant_bug(&mut self, bug: Option<PlantedBug>) {
+        self.planted_bug = bug;
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    pub(super) fn planted_snapshot_without_sessions(&self) -> bool {
+        self.planted_bug == Some(PlantedBug::SnapshotWithoutSessions)
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    pub(super) fn planted_snapshot_without_sessions(&self) -> bool {
+        false
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

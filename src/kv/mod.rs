@@ -8,6 +8,11 @@ mod command;
 mod machine;
 mod quote;
 mod session;
+mod snapshot;
+#[cfg(test)]
+mod snapshot_measure;
+#[cfg(test)]
+mod snapshot_tests;
 mod store;
 
 pub use command::{
@@ -19,4 +24,7 @@ pub use quote::{
     QuoteError, Token, ABSENT_EXPECTED,
 };
 pub use session::{CachedReply, SessionCheck, Sessions};
-pub use store::{Outcome, Store};
+pub use snapshot::{
+    Restorer, SnapshotCursor, SnapshotError, SNAPSHOT_RECORD_SIZE_MAX, SNAPSHOT_VERSION,
+};
+pub use store::{Outcome, Store, FOLD_ENTRIES_PER_APPLY_MAX};

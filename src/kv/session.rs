@@ -26,6 +26,16 @@ struct Session {
     last_active_index: u64,
 }
 
+/// One session as a snapshot body carries it (src/kv/snapshot.rs): every
+/// field the table needs to answer duplicates and evict as it did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct SessionRecord {
+    pub(super) client_id: u64,
+    pub(super) last_sequence: u64,
+    pub(super) reply: Option<CachedReply>,
+    pub(super) last_active_index: u64,
+}
+
 /// What the table says about a command numbered `sequence`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionCheck {
@@ -121,6 +131,37 @@ impl Sessions {
     /// Marks the session used by the entry at `index` (a duplicate too).
     pub fn touch(&mut self, client_id: u64, index: u64) {
         self.set_active(client_id, index);
+    }
+
+    /// Every session, by client id, for a snapshot.
+    pub(super) fn records(&self) -> Vec<SessionRecord> {
+        let record = |(&client_id, session): (&u64, &Session)| SessionRecord {
+            client_id,
+            last_sequence: session.last_sequence,
+            reply: session.reply.clone(),
+            last_active_index: session.last_active_index,
+        };
+        self.table.iter().map(record).collect()
+    }
+
+    /// Adds a session a restore read and checked (new id, room left).
+    pub(super) fn insert_restored(&mut self, record: SessionRecord) {
+        assert!(self.table.len() < SESSIONS_MAX, "restore checks the bound");
+        let SessionRecord {
+            client_id,
+            last_sequence,
+            reply,
+            last_active_index,
+        } = record;
+        let session = Session {
+            last_sequence,
+            reply,
+            last_active_index,
+        };
+        let previous = self.table.insert(client_id, session);
+        assert!(previous.is_none(), "restore checks the order of sessions");
+        self.by_activity.insert((last_active_index, client_id));
+        self.digest ^= session_hash(client_id, last_sequence);
     }
 
     pub fn len(&self) -> usize {

@@ -4,6 +4,7 @@
 //! iteration over unordered containers.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::constants::{KEY_SIZE_MAX, VALUE_SIZE_MAX};
 
@@ -26,14 +27,52 @@ pub enum Outcome {
 /// tests call `recompute_digest` themselves.
 const DIGEST_CHECK_KEYS_MAX: usize = 256;
 
-#[derive(Clone, Debug, Default)]
+/// Delta entries folded back into the base per apply once no snapshot
+/// holds the base. While no cursor holds it the delta does not grow, so
+/// any bound above zero drains it; a small one keeps each apply cheap.
+pub const FOLD_ENTRIES_PER_APPLY_MAX: usize = 4;
+
+/// The pairs, ordered so that iteration (and anything built from it, such
+/// as a snapshot) is identical on every node.
+type Pairs = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// The key-value map as a frozen base plus a delta of newer writes, so a
+/// snapshot can walk the base across many loop turns while the store goes
+/// on applying (docs/DESIGN.md, "Snapshots that do not stall the loop").
+///
+/// While a snapshot cursor shares `base` (its `Arc` is not unique), writes
+/// go to `delta`; once it is unique again they go straight to `base`, and
+/// each apply folds up to FOLD_ENTRIES_PER_APPLY_MAX delta entries back.
+/// Reads look in the delta first.
+#[derive(Debug, Default)]
 pub struct Store {
-    /// Ordered, so that iteration (and anything built from it, such as a
-    /// snapshot) is identical on every node.
-    map: BTreeMap<Vec<u8>, Vec<u8>>,
+    base: Arc<Pairs>,
+    /// Writes not yet in `base`: `Some(value)` set, `None` deleted.
+    /// Invariant: a `None` entry's key is in `base` (deleting a key that
+    /// only the delta holds removes the entry instead).
+    delta: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Invariant: the number of keys in the merged view.
+    len: usize,
     /// Invariant: digest == recompute_digest(), the XOR of `pair_hash` over
     /// all pairs. XOR lets one change update it in O(1) in any order.
     digest: u64,
+}
+
+/// A copy owns its pairs: sharing the base would leave both stores writing
+/// to deltas that never fold while the other lives.
+impl Clone for Store {
+    fn clone(&self) -> Store {
+        let pairs: Pairs = self
+            .pairs_unordered()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        Store {
+            base: Arc::new(pairs),
+            delta: BTreeMap::new(),
+            len: self.len,
+            digest: self.digest,
+        }
+    }
 }
 
 impl Store {
@@ -65,23 +104,28 @@ impl Store {
                 self.compare_and_set(key, expected.as_deref(), new)
             }
         };
-        if self.map.len() <= DIGEST_CHECK_KEYS_MAX {
+        self.fold(FOLD_ENTRIES_PER_APPLY_MAX);
+        if self.len <= DIGEST_CHECK_KEYS_MAX {
             debug_assert_eq!(self.digest, self.recompute_digest());
+            debug_assert_eq!(self.len, self.pairs_unordered().count());
         }
         outcome
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.map.get(key).map(Vec::as_slice)
+        match self.delta.get(key) {
+            Some(value) => value.as_deref(),
+            None => self.base.get(key).map(Vec::as_slice),
+        }
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
     }
 
     /// A hash of the applied state: equal on nodes that applied the same
@@ -93,22 +137,112 @@ impl Store {
 
     /// The digest computed from scratch in O(n), to check the incremental one.
     pub fn recompute_digest(&self) -> u64 {
-        self.map
-            .iter()
+        self.pairs_unordered()
             .fold(0, |digest, (key, value)| digest ^ pair_hash(key, value))
+    }
+
+    /// Writes not yet folded into the base (0 once the delta has drained).
+    pub fn delta_len(&self) -> usize {
+        self.delta.len()
+    }
+
+    /// True while a snapshot cursor holds the base.
+    pub fn is_frozen(&self) -> bool {
+        Arc::strong_count(&self.base) > 1
+    }
+
+    /// Every pair of the merged view, in no particular order (digests and
+    /// counts do not need one).
+    fn pairs_unordered(&self) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
+        let base = self
+            .base
+            .iter()
+            .filter(|(key, _)| !self.delta.contains_key(*key));
+        let delta = self
+            .delta
+            .iter()
+            .filter_map(|(key, value)| value.as_ref().map(|value| (key, value)));
+        base.chain(delta)
+    }
+
+    /// The whole state as one ordered map (tests compare stores with it).
+    #[cfg(test)]
+    pub(super) fn to_pairs(&self) -> Pairs {
+        self.pairs_unordered()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
+    }
+
+    /// Hands a snapshot the base, which then stays frozen until the cursor
+    /// is dropped. Whatever the delta still holds is folded in first, so
+    /// the base is the whole state: usually nothing, as the delta drains
+    /// at FOLD_ENTRIES_PER_APPLY_MAX per apply; after a burst of writes
+    /// during the previous snapshot, the rest of that burst. The caller
+    /// takes one snapshot at a time: a base still shared is a programmer
+    /// error (the runtime answers a second SNAPSHOT with UNAVAILABLE).
+    pub(super) fn freeze(&mut self) -> Arc<Pairs> {
+        assert!(!self.is_frozen(), "a snapshot cursor still holds the store");
+        self.fold(usize::MAX);
+        assert!(self.delta.is_empty());
+        debug_assert_eq!(self.len, self.base.len());
+        Arc::clone(&self.base)
+    }
+
+    /// A store from pairs a restore has checked (and hashed) already.
+    pub(super) fn from_restored(pairs: Pairs, digest: u64) -> Store {
+        Store {
+            len: pairs.len(),
+            base: Arc::new(pairs),
+            delta: BTreeMap::new(),
+            digest,
+        }
+    }
+
+    /// Moves up to `entries_max` delta entries into the base, when no
+    /// cursor holds it.
+    pub(super) fn fold(&mut self, entries_max: usize) {
+        let Some(base) = Arc::get_mut(&mut self.base) else {
+            return;
+        };
+        for _ in 0..entries_max {
+            let Some((key, value)) = self.delta.pop_first() else {
+                return;
+            };
+            match value {
+                Some(value) => base.insert(key, value),
+                None => base.remove(&key),
+            };
+        }
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) {
         assert!(value.len() <= VALUE_SIZE_MAX);
-        if let Some(value_old) = self.map.insert(key.to_vec(), value.to_vec()) {
-            self.digest ^= pair_hash(key, &value_old);
+        match self.get(key).map(|value_old| pair_hash(key, value_old)) {
+            Some(hash_old) => self.digest ^= hash_old,
+            None => self.len += 1,
         }
         self.digest ^= pair_hash(key, value);
+        if let Some(base) = Arc::get_mut(&mut self.base) {
+            self.delta.remove(key);
+            base.insert(key.to_vec(), value.to_vec());
+        } else {
+            self.delta.insert(key.to_vec(), Some(value.to_vec()));
+        }
     }
 
     fn remove(&mut self, key: &[u8]) {
-        if let Some(value_old) = self.map.remove(key) {
-            self.digest ^= pair_hash(key, &value_old);
+        let Some(hash_old) = self.get(key).map(|value_old| pair_hash(key, value_old)) else {
+            return;
+        };
+        self.digest ^= hash_old;
+        self.len -= 1;
+        if let Some(base) = Arc::get_mut(&mut self.base) {
+            self.delta.remove(key);
+            base.remove(key);
+        } else if self.base.contains_key(key) {
+            self.delta.insert(key.to_vec(), None);
+        } else {
+            self.delta.remove(key);
         }
     }
 
@@ -125,7 +259,7 @@ impl Store {
 
 /// The hash of one pair: FNV-1a over the key length (u64, big-endian), the
 /// key and the value. The length keeps ("ab", "c") apart from ("a", "bc").
-fn pair_hash(key: &[u8], value: &[u8]) -> u64 {
+pub(super) fn pair_hash(key: &[u8], value: &[u8]) -> u64 {
     let key_size = u64::try_from(key.len()).expect("key size bounded by KEY_SIZE_MAX");
     let mut hash = Fnv1a::new();
     hash.write(&key_size.to_be_bytes());
@@ -266,7 +400,7 @@ mod tests {
             set("c", "3"),
             get("a"),
         ]);
-        assert_eq!(first.map, second.map);
+        assert_eq!(first.to_pairs(), second.to_pairs());
         assert_eq!(first.digest(), second.digest());
         assert_eq!(store_after(&[set("a", "1"), del("a")]).digest(), 0);
         assert_eq!(Store::new().digest(), 0);
@@ -336,6 +470,10 @@ mod tests {
             ("command.rs", include_str!("command.rs")),
             ("quote.rs", include_str!("quote.rs")),
             ("store.rs", include_str!("store.rs")),
+            ("machine.rs", include_str!("machine.rs")),
+            ("session.rs", include_str!("session.rs")),
+            ("snapshot.rs", include_str!("snapshot.rs")),
+            ("snapshot_tests.rs", include_str!("snapshot_tests.rs")),
         ];
         let needles = [
             ["std::", "net"].concat(),
