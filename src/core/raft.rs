@@ -209,17 +209,14 @@ impl Raft {
     /// that entry is known committed (`HardState::cluster_id`) and durable
     /// here.
     pub(super) fn bind_to_cluster(&mut self) {
-        // Never durable without the entry it names (entries_before_binding).
+        // Never durable without the entry it names (entries_before_binding);
+        // a compacted one is in a durable snapshot.
         let first_durable = self.log.persisted_index() >= LogIndex(1);
         let first_committed = self.log.commit_index() >= LogIndex(1);
         if self.hard_state.cluster_id.is_some() || !first_durable || !first_committed {
             return;
         }
-        let Some(cluster_id) = self
-            .log
-            .entry(LogIndex(1))
-            .and_then(ClusterId::of_bootstrap)
-        else {
+        let Some(cluster_id) = self.log.first_cluster_id() else {
             return; // a log from before cluster ids, or built by a test
         };
         self.hard_state.cluster_id = Some(cluster_id);
@@ -352,9 +349,10 @@ impl Raft {
     pub fn check_invariants(&self) {
         self.log.check_invariants();
         if let Some(cluster_id) = self.hard_state.cluster_id {
-            let first = self.log.entry(LogIndex(1));
+            let first = self.log.first_cluster_id();
+            let empty = self.log.last_index() == LogIndex(0);
             assert!(
-                first.is_none_or(|entry| ClusterId::of_bootstrap(entry) == Some(cluster_id)),
+                empty || first == Some(cluster_id),
                 "log does not start with cluster {cluster_id}'s Bootstrap entry"
             );
         }
@@ -401,11 +399,10 @@ impl Raft {
 
     /// What this node's messages say of its cluster.
     pub fn cluster_tag(&self) -> ClusterTag {
-        let log_id = self.hard_state.cluster_id.or_else(|| {
-            self.log
-                .entry(LogIndex(1))
-                .and_then(ClusterId::of_bootstrap)
-        });
+        let log_id = self
+            .hard_state
+            .cluster_id
+            .or_else(|| self.log.first_cluster_id());
         ClusterTag {
             log_id,
             bound: self.hard_state.cluster_id.is_some(),
