@@ -13,6 +13,7 @@ pub mod ready;
 mod replication;
 pub mod rng;
 mod role;
+mod snapshot;
 pub mod types;
 
 #[cfg(test)]

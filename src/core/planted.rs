@@ -27,6 +27,12 @@ pub enum PlantedBug {
     /// The client retries a write whose outcome is unknown under a new
     /// sequence number (src/client/machine.rs).
     RetryNewSequence,
+    /// A follower installs a snapshot at or below what it has applied,
+    /// rolling its state machine back while its log moves on.
+    InstallOlderSnapshot,
+    /// Compaction discards committed entries the state machine has not
+    /// applied yet, which it then never sees.
+    CompactUnapplied,
 }
 
 impl PlantedBug {
@@ -45,8 +51,10 @@ impl PlantedBug {
         PlantedBug::AdmitForeignCluster,
     ];
 
-    /// Every bug a test build can plant.
-    pub const NAMED: [PlantedBug; 9] = [
+    /// Every bug a test build can plant. InstallOlderSnapshot and
+    /// CompactUnapplied are not in ALL yet: the simulator does not take or
+    /// install snapshots, so it cannot find them.
+    pub const NAMED: [PlantedBug; 11] = [
         PlantedBug::CommitOldTermByCount,
         PlantedBug::SecondVoteInTerm,
         PlantedBug::VoteBeforePersist,
@@ -56,6 +64,8 @@ impl PlantedBug {
         PlantedBug::CountUnboundAcks,
         PlantedBug::AckBeforeSync,
         PlantedBug::RetryNewSequence,
+        PlantedBug::InstallOlderSnapshot,
+        PlantedBug::CompactUnapplied,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +79,8 @@ impl PlantedBug {
             PlantedBug::AdmitForeignCluster => "admit-foreign-cluster",
             PlantedBug::AckBeforeSync => "ack-before-sync",
             PlantedBug::RetryNewSequence => "retry-new-sequence",
+            PlantedBug::InstallOlderSnapshot => "install-older-snapshot",
+            PlantedBug::CompactUnapplied => "compact-unapplied",
         }
     }
 

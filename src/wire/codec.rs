@@ -17,11 +17,13 @@ use super::handshake::{
 };
 use super::handshake::{PeerChallenge, PeerHello, PeerProof, PeerRefused, PeerWelcome};
 use crate::constants::{
-    APPEND_BATCH_ENTRIES_MAX, COMMAND_SIZE_MAX, ENTRY_DATA_SIZE_MAX, FRAME_SIZE_MAX,
+    APPEND_BATCH_ENTRIES_MAX, CLUSTER_SIZE_MAX, COMMAND_SIZE_MAX, ENTRY_DATA_SIZE_MAX,
+    FRAME_SIZE_MAX, SNAPSHOT_CHUNK_SIZE_MAX,
 };
 use crate::core::{
-    AppendEntries, AppendEntriesResponse, ClusterId, ClusterTag, Entry, EntryKind, LogIndex,
-    Message, MessageBody, NodeId, RequestVote, RequestVoteResponse, Term, ENTRY_HEADER_SIZE,
+    AppendEntries, AppendEntriesResponse, ClusterId, ClusterTag, Entry, EntryKind, InstallSnapshot,
+    InstallSnapshotResponse, LogIndex, Message, MessageBody, NodeId, RequestVote,
+    RequestVoteResponse, SnapshotMeta, SnapshotStatus, Term, ENTRY_HEADER_SIZE,
 };
 
 /// Everything that travels on a connection.
@@ -37,7 +39,7 @@ pub enum Frame {
     PeerWelcome(PeerWelcome),
     /// Either side ends a handshake, saying why (frame type 11).
     PeerRefused(PeerRefused),
-    /// A Raft RPC between peers (frame types 2 to 5).
+    /// A Raft RPC between peers (frame types 2 to 5, 12 and 13).
     Peer(Message),
     /// A client's command (frame type 6).
     ClientRequest(ClientRequest),
@@ -185,6 +187,8 @@ pub(super) enum FrameType {
     PeerProof = 9,
     PeerWelcome = 10,
     PeerRefused = 11,
+    InstallSnapshot = 12,
+    InstallSnapshotResponse = 13,
 }
 
 impl FrameType {
@@ -201,6 +205,8 @@ impl FrameType {
             9 => Some(FrameType::PeerProof),
             10 => Some(FrameType::PeerWelcome),
             11 => Some(FrameType::PeerRefused),
+            12 => Some(FrameType::InstallSnapshot),
+            13 => Some(FrameType::InstallSnapshotResponse),
             _ => None,
         }
     }
@@ -218,6 +224,8 @@ impl FrameType {
             FrameType::PeerProof => "PeerProof",
             FrameType::PeerWelcome => "PeerWelcome",
             FrameType::PeerRefused => "PeerRefused",
+            FrameType::InstallSnapshot => "InstallSnapshot",
+            FrameType::InstallSnapshotResponse => "InstallSnapshotResponse",
         }
     }
 }
@@ -241,6 +249,8 @@ pub(super) fn message_frame_type(body: &MessageBody) -> FrameType {
         MessageBody::RequestVoteResponse(_) => FrameType::RequestVoteResponse,
         MessageBody::AppendEntries(_) => FrameType::AppendEntries,
         MessageBody::AppendEntriesResponse(_) => FrameType::AppendEntriesResponse,
+        MessageBody::InstallSnapshot(_) => FrameType::InstallSnapshot,
+        MessageBody::InstallSnapshotResponse(_) => FrameType::InstallSnapshotResponse,
     }
 }
 
@@ -316,7 +326,61 @@ pub(super) fn encode_message_payload(message: &Message, out: &mut Vec<u8>) {
             put_u64(out, response.conflict_index.0);
             put_u64(out, response.round);
         }
+        MessageBody::InstallSnapshot(chunk) => encode_install_snapshot(chunk, out),
+        MessageBody::InstallSnapshotResponse(response) => {
+            put_u64(out, response.index.0);
+            put_u64(out, response.term.0);
+            let (status, value) = match response.status {
+                SnapshotStatus::Accepted { stored } => (SNAPSHOT_ACCEPTED, stored),
+                SnapshotStatus::OutOfOrder { stored } => (SNAPSHOT_OUT_OF_ORDER, stored),
+                SnapshotStatus::Installed { match_index } => (SNAPSHOT_INSTALLED, match_index.0),
+                SnapshotStatus::Failed => (SNAPSHOT_FAILED, 0),
+            };
+            out.push(status);
+            put_u64(out, value);
+        }
     }
+}
+
+/// The status byte of an InstallSnapshotResponse.
+const SNAPSHOT_ACCEPTED: u8 = 0;
+const SNAPSHOT_OUT_OF_ORDER: u8 = 1;
+const SNAPSHOT_INSTALLED: u8 = 2;
+const SNAPSHOT_FAILED: u8 = 3;
+
+fn encode_install_snapshot(chunk: &InstallSnapshot, out: &mut Vec<u8>) {
+    // The bounds the decoder enforces (`read_install_snapshot`).
+    assert!(
+        chunk.meta.index > LogIndex(0),
+        "a snapshot at index 0 covers nothing"
+    );
+    assert!(
+        !chunk.data.is_empty(),
+        "an empty snapshot chunk at {}",
+        chunk.offset
+    );
+    let end = chunk.offset.checked_add(chunk.data.len() as u64);
+    assert!(
+        end.is_some_and(|end| end <= chunk.total_size),
+        "snapshot chunk at {} runs past the file's {} bytes",
+        chunk.offset,
+        chunk.total_size
+    );
+    assert!(
+        chunk.meta.voters.len() <= CLUSTER_SIZE_MAX,
+        "snapshot names {} voters",
+        chunk.meta.voters.len()
+    );
+    put_u64(out, chunk.meta.index.0);
+    put_u64(out, chunk.meta.term.0);
+    put_u64(out, chunk.meta.cluster_id.map_or(0, |id| id.0));
+    put_u32(out, chunk.meta.voters.len() as u32);
+    for voter in &chunk.meta.voters {
+        put_u32(out, voter.0);
+    }
+    put_u64(out, chunk.offset);
+    put_u64(out, chunk.total_size);
+    put_bytes(out, &chunk.data, SNAPSHOT_CHUNK_SIZE_MAX);
 }
 
 fn encode_append_entries(append: &AppendEntries, out: &mut Vec<u8>) {
@@ -403,6 +467,12 @@ pub(super) fn decode_payload(frame_type: FrameType, payload: &[u8]) -> Result<Fr
         FrameType::AppendEntries => Frame::Peer(read_message(&mut reader, read_append_entries)?),
         FrameType::AppendEntriesResponse => {
             Frame::Peer(read_message(&mut reader, read_append_entries_response)?)
+        }
+        FrameType::InstallSnapshot => {
+            Frame::Peer(read_message(&mut reader, read_install_snapshot)?)
+        }
+        FrameType::InstallSnapshotResponse => {
+            Frame::Peer(read_message(&mut reader, read_install_snapshot_response)?)
         }
         FrameType::ClientRequest => Frame::ClientRequest(read_client_request(&mut reader)?),
         FrameType::ClientResponse => Frame::ClientResponse(read_client_response(&mut reader)?),
@@ -510,6 +580,79 @@ fn read_append_entries_response(reader: &mut Reader<'_>) -> Result<MessageBody, 
         conflict_index,
         round,
     }))
+}
+
+/// A chunk must lie within its file and carry at least one byte, and its
+/// snapshot must cover at least one entry: a chunk that breaks any of these
+/// cannot come from a correct leader.
+fn read_install_snapshot(reader: &mut Reader<'_>) -> Result<MessageBody, PayloadError> {
+    let meta = read_snapshot_meta(reader)?;
+    let offset = reader.read_u64("offset")?;
+    let total_size = reader.read_u64("total_size")?;
+    let data_size = reader.read_size("data", SNAPSHOT_CHUNK_SIZE_MAX)?;
+    let data = reader.take(data_size, "data")?;
+    if data.is_empty() {
+        return Err(PayloadError::Invalid("empty snapshot chunk"));
+    }
+    let end = offset.checked_add(data_size as u64);
+    if end.is_none_or(|end| end > total_size) {
+        return Err(PayloadError::Invalid(
+            "snapshot chunk runs past the end of its file",
+        ));
+    }
+    Ok(MessageBody::InstallSnapshot(InstallSnapshot {
+        meta,
+        offset,
+        total_size,
+        data: data.into(),
+    }))
+}
+
+fn read_snapshot_meta(reader: &mut Reader<'_>) -> Result<SnapshotMeta, PayloadError> {
+    let index = LogIndex(reader.read_u64("snapshot_index")?);
+    if index == LogIndex(0) {
+        return Err(PayloadError::Invalid("snapshot_index 0 covers nothing"));
+    }
+    let term = Term(reader.read_u64("snapshot_term")?);
+    let cluster_id = match reader.read_u64("snapshot_cluster_id")? {
+        0 => None,
+        id => Some(ClusterId(id)),
+    };
+    let count = reader.read_count("voters", CLUSTER_SIZE_MAX)?;
+    let mut voters = Vec::with_capacity(count);
+    for _ in 0..count {
+        voters.push(NodeId(reader.read_u32("voter")?));
+    }
+    Ok(SnapshotMeta {
+        index,
+        term,
+        cluster_id,
+        voters,
+    })
+}
+
+fn read_install_snapshot_response(reader: &mut Reader<'_>) -> Result<MessageBody, PayloadError> {
+    let index = LogIndex(reader.read_u64("snapshot_index")?);
+    let term = Term(reader.read_u64("snapshot_term")?);
+    let status_byte = reader.read_u8("status")?;
+    let value = reader.read_u64("status value")?;
+    let status = match status_byte {
+        SNAPSHOT_ACCEPTED => SnapshotStatus::Accepted { stored: value },
+        SNAPSHOT_OUT_OF_ORDER => SnapshotStatus::OutOfOrder { stored: value },
+        SNAPSHOT_INSTALLED => SnapshotStatus::Installed {
+            match_index: LogIndex(value),
+        },
+        SNAPSHOT_FAILED if value == 0 => SnapshotStatus::Failed,
+        SNAPSHOT_FAILED => return Err(PayloadError::Invalid("status failed with a value")),
+        _ => return Err(PayloadError::Invalid("unknown snapshot status")),
+    };
+    Ok(MessageBody::InstallSnapshotResponse(
+        InstallSnapshotResponse {
+            index,
+            term,
+            status,
+        },
+    ))
 }
 
 /// Entries must continue the log right after `prev_log_index` with no gap:
