@@ -872,6 +872,38 @@ pub(super) mod tests {
         )
     }
 
+    fn snapshot_meta(voter_count: u32) -> SnapshotMeta {
+        SnapshotMeta {
+            index: LogIndex(41),
+            term: Term(3),
+            cluster_id: Some(ClusterId(0x1234)),
+            voters: (0..voter_count).map(NodeId).collect(),
+        }
+    }
+
+    fn install_snapshot(offset: u64, data: &[u8], total_size: u64) -> Frame {
+        message(
+            4,
+            MessageBody::InstallSnapshot(InstallSnapshot {
+                meta: snapshot_meta(3),
+                offset,
+                total_size,
+                data: data.into(),
+            }),
+        )
+    }
+
+    fn snapshot_answer(status: SnapshotStatus) -> Frame {
+        message(
+            4,
+            MessageBody::InstallSnapshotResponse(InstallSnapshotResponse {
+                index: LogIndex(41),
+                term: Term(3),
+                status,
+            }),
+        )
+    }
+
     /// One small frame of every type and shape, for round trips and fuzzing.
     pub(in crate::wire) fn sample_frames() -> Vec<Frame> {
         vec![
@@ -963,6 +995,26 @@ pub(super) mod tests {
                 RefusalReason::ClusterId,
                 "another cluster",
             )),
+            install_snapshot(0, b"RLSNAP", 100),
+            install_snapshot(94, &[0, 255, 7, 1, 2, 3], 100),
+            message(
+                3,
+                MessageBody::InstallSnapshot(InstallSnapshot {
+                    meta: SnapshotMeta {
+                        cluster_id: None,
+                        ..snapshot_meta(0)
+                    },
+                    offset: u64::MAX - 1,
+                    total_size: u64::MAX,
+                    data: vec![9].into(),
+                }),
+            ),
+            snapshot_answer(SnapshotStatus::Accepted { stored: 6 }),
+            snapshot_answer(SnapshotStatus::OutOfOrder { stored: 0 }),
+            snapshot_answer(SnapshotStatus::Installed {
+                match_index: LogIndex(44),
+            }),
+            snapshot_answer(SnapshotStatus::Failed),
         ]
     }
 
@@ -1285,5 +1337,203 @@ pub(super) mod tests {
             request_id: 1,
             reply,
         }));
+    }
+
+    // ---- InstallSnapshot and its answer ----------------------------------
+
+    /// Bytes of an InstallSnapshot body before its offset, with `voters`.
+    fn snapshot_meta_size(voters: usize) -> usize {
+        8 + 8 + 8 + 4 + 4 * voters
+    }
+
+    #[test]
+    fn install_snapshot_layout_is_as_documented() {
+        let frame = install_snapshot(94, &[0xaa, 0xbb], 100);
+        let mut expected = Vec::new();
+        let body_size = MESSAGE_HEADER_SIZE + snapshot_meta_size(3) + 8 + 8 + 4 + 2;
+        expected.extend_from_slice(&(body_size as u32 + 2).to_be_bytes());
+        expected.extend_from_slice(&[1, 12]);
+        expected.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2]);
+        expected.extend_from_slice(&4u64.to_be_bytes());
+        expected.extend_from_slice(&0x1234u64.to_be_bytes());
+        expected.push(1); // bound (even term)
+        expected.extend_from_slice(&41u64.to_be_bytes()); // snapshot index
+        expected.extend_from_slice(&3u64.to_be_bytes()); // snapshot term
+        expected.extend_from_slice(&0x1234u64.to_be_bytes()); // its cluster
+        expected.extend_from_slice(&3u32.to_be_bytes()); // voters
+        for voter in 0u32..3 {
+            expected.extend_from_slice(&voter.to_be_bytes());
+        }
+        expected.extend_from_slice(&94u64.to_be_bytes()); // offset
+        expected.extend_from_slice(&100u64.to_be_bytes()); // total size
+        expected.extend_from_slice(&2u32.to_be_bytes());
+        expected.extend_from_slice(&[0xaa, 0xbb]);
+        assert_eq!(encode(&frame), expected);
+    }
+
+    #[test]
+    fn install_snapshot_response_layout_is_as_documented() {
+        let cases = [
+            (SnapshotStatus::Accepted { stored: 6 }, 0, 6u64),
+            (SnapshotStatus::OutOfOrder { stored: 5 }, 1, 5),
+            (
+                SnapshotStatus::Installed {
+                    match_index: LogIndex(44),
+                },
+                2,
+                44,
+            ),
+            (SnapshotStatus::Failed, 3, 0),
+        ];
+        for (status, status_byte, value) in cases {
+            let payload = payload_of(&snapshot_answer(status));
+            let mut expected = payload[..MESSAGE_HEADER_SIZE].to_vec();
+            expected.extend_from_slice(&41u64.to_be_bytes());
+            expected.extend_from_slice(&3u64.to_be_bytes());
+            expected.push(status_byte);
+            expected.extend_from_slice(&value.to_be_bytes());
+            assert_eq!(payload, expected, "{status:?}");
+            assert_eq!(encode(&snapshot_answer(status))[5], 13);
+        }
+    }
+
+    #[test]
+    fn full_snapshot_chunk_with_every_voter_round_trips_within_a_frame() {
+        let data = vec![0x5a; SNAPSHOT_CHUNK_SIZE_MAX];
+        let frame = message(
+            2,
+            MessageBody::InstallSnapshot(InstallSnapshot {
+                meta: snapshot_meta(CLUSTER_SIZE_MAX as u32),
+                offset: 0,
+                total_size: SNAPSHOT_CHUNK_SIZE_MAX as u64,
+                data: data.into(),
+            }),
+        );
+        assert!(encode(&frame).len() <= FRAME_SIZE_MAX + 4);
+        assert_round_trip(&frame);
+    }
+
+    #[test]
+    fn every_truncation_of_a_snapshot_frame_is_refused_as_truncation() {
+        let frames = [
+            install_snapshot(94, &[1, 2, 3], 100),
+            snapshot_answer(SnapshotStatus::Installed {
+                match_index: LogIndex(44),
+            }),
+        ];
+        for frame in frames {
+            let payload = payload_of(&frame);
+            let frame_type = encode(&frame)[5];
+            for size in 0..payload.len() {
+                let error = payload_error(frame_type, &payload[..size]);
+                assert!(
+                    matches!(error, PayloadError::Truncated { .. }),
+                    "{size} of {} bytes: {error}",
+                    payload.len()
+                );
+            }
+        }
+    }
+
+    /// The InstallSnapshot payload of `install_snapshot(offset, data,
+    /// total)` with its fields at the given offsets rewritten.
+    fn chunk_payload() -> Vec<u8> {
+        payload_of(&install_snapshot(94, &[1, 2, 3], 100))
+    }
+
+    const CHUNK_META_AT: usize = MESSAGE_HEADER_SIZE;
+    const CHUNK_VOTERS_AT: usize = CHUNK_META_AT + 24;
+    const CHUNK_OFFSET_AT: usize = CHUNK_META_AT + 28 + 12;
+    const CHUNK_DATA_SIZE_AT: usize = CHUNK_OFFSET_AT + 16;
+
+    #[test]
+    fn snapshot_chunk_past_the_end_of_its_file_is_refused() {
+        let mut payload = chunk_payload();
+        payload[CHUNK_OFFSET_AT..CHUNK_OFFSET_AT + 8].copy_from_slice(&98u64.to_be_bytes());
+        let expected = PayloadError::Invalid("snapshot chunk runs past the end of its file");
+        assert_eq!(payload_error(12, &payload), expected);
+        payload[CHUNK_OFFSET_AT..CHUNK_OFFSET_AT + 8].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(payload_error(12, &payload), expected, "offset overflow");
+    }
+
+    #[test]
+    fn empty_snapshot_chunk_is_refused() {
+        let mut payload = chunk_payload();
+        payload.truncate(CHUNK_DATA_SIZE_AT);
+        payload.extend_from_slice(&0u32.to_be_bytes());
+        let error = payload_error(12, &payload);
+        assert_eq!(error, PayloadError::Invalid("empty snapshot chunk"));
+    }
+
+    #[test]
+    fn snapshot_at_index_zero_is_refused() {
+        let mut payload = chunk_payload();
+        payload[CHUNK_META_AT..CHUNK_META_AT + 8].copy_from_slice(&0u64.to_be_bytes());
+        let error = payload_error(12, &payload);
+        assert_eq!(
+            error,
+            PayloadError::Invalid("snapshot_index 0 covers nothing")
+        );
+    }
+
+    #[test]
+    fn snapshot_voters_over_their_bound_are_refused_before_reading_them() {
+        let mut payload = chunk_payload();
+        let count = CLUSTER_SIZE_MAX as u32 + 1;
+        payload[CHUNK_VOTERS_AT..CHUNK_VOTERS_AT + 4].copy_from_slice(&count.to_be_bytes());
+        let error = payload_error(12, &payload);
+        let expected = PayloadError::CountTooLarge {
+            field: "voters",
+            count,
+            count_max: CLUSTER_SIZE_MAX,
+        };
+        assert_eq!(error, expected);
+    }
+
+    #[test]
+    fn snapshot_chunk_over_its_bound_is_refused_before_reading_it() {
+        let mut payload = chunk_payload();
+        payload.truncate(CHUNK_DATA_SIZE_AT);
+        let size = SNAPSHOT_CHUNK_SIZE_MAX as u32 + 1;
+        payload.extend_from_slice(&size.to_be_bytes());
+        let error = payload_error(12, &payload);
+        let expected = PayloadError::FieldTooLarge {
+            field: "data",
+            size,
+            size_max: SNAPSHOT_CHUNK_SIZE_MAX,
+        };
+        assert_eq!(error, expected);
+    }
+
+    #[test]
+    fn unknown_snapshot_status_and_failed_with_a_value_are_refused() {
+        let mut payload = payload_of(&snapshot_answer(SnapshotStatus::Failed));
+        let status_at = MESSAGE_HEADER_SIZE + 16;
+        payload[status_at] = 4;
+        let error = payload_error(13, &payload);
+        assert_eq!(error, PayloadError::Invalid("unknown snapshot status"));
+        payload[status_at] = 3;
+        payload[status_at + 8] = 1;
+        let error = payload_error(13, &payload);
+        assert_eq!(error, PayloadError::Invalid("status failed with a value"));
+    }
+
+    #[test]
+    #[should_panic(expected = "runs past the file")]
+    fn encoding_a_chunk_past_its_file_is_a_bug() {
+        encode(&install_snapshot(99, &[1, 2], 100));
+    }
+
+    #[test]
+    #[should_panic(expected = "empty snapshot chunk")]
+    fn encoding_an_empty_chunk_is_a_bug() {
+        encode(&install_snapshot(0, &[], 100));
+    }
+
+    #[test]
+    #[should_panic(expected = "exceeds maximum")]
+    fn encoding_an_oversized_chunk_is_a_bug() {
+        let data = vec![0; SNAPSHOT_CHUNK_SIZE_MAX + 1];
+        encode(&install_snapshot(0, &data, data.len() as u64));
     }
 }

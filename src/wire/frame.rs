@@ -600,7 +600,7 @@ mod tests {
                 let length = (bytes.len() - 4 + random.index(3)) as u32;
                 bytes[..4].copy_from_slice(&length.saturating_sub(1).to_be_bytes());
                 bytes[4] = 1;
-                bytes[5] = 1 + random.index(7) as u8;
+                bytes[5] = 1 + random.index(13) as u8;
             }
             check_decoding_is_total_and_canonical(&bytes, 1 + random.index(64));
         }
