@@ -19,6 +19,8 @@ pub mod types;
 #[cfg(test)]
 mod paper_tests;
 #[cfg(test)]
+mod snapshot_tests;
+#[cfg(test)]
 mod tests;
 
 pub use config::{Config, ConfigError, Limits};
