@@ -308,14 +308,21 @@ impl RaftLog {
     /// to `meta.index`. If the log holds that entry, the suffix after it
     /// agrees with the leader's log up to there and stays (a later
     /// AppendEntries cuts whatever conflicts after it); otherwise every
-    /// entry goes. Commit and applied move to the snapshot (applied only
+    /// entry goes, and so it does if the log began with another cluster's
+    /// Bootstrap (an unbound node's, never committed), whose terms say
+    /// nothing about the leader's log. Commit and applied move to the snapshot (applied only
     /// up: the caller refuses snapshots at or below it), and so does what
     /// is durable: the snapshot is. Returns whether the suffix was kept.
     pub fn install_snapshot(&mut self, meta: &SnapshotMeta) -> bool {
         if meta.index <= self.base_index {
             return true; // only the planted InstallOlderSnapshot gets here
         }
-        let suffix_kept = meta.index <= self.last_index() && self.matches(meta.index, meta.term);
+        let foreign = matches!(
+            (self.first_cluster_id(), meta.cluster_id),
+            (Some(ours), Some(theirs)) if ours != theirs
+        );
+        let suffix_kept =
+            !foreign && meta.index <= self.last_index() && self.matches(meta.index, meta.term);
         if suffix_kept {
             if meta.index > self.base_index {
                 let offset = self.offset_of(meta.index).expect("above the base");
@@ -757,6 +764,17 @@ mod tests {
         assert_eq!(log.last_applied(), LogIndex(4));
         assert_eq!(log.persisted_index(), LogIndex(4));
         assert!(!log.has_unstable(), "dropped entries are not written");
+    }
+
+    #[test]
+    fn install_drops_another_clusters_log_even_where_terms_agree() {
+        let mut log = RaftLog::new(entries_from_index(1, &[1, 1, 1]));
+        let mut foreign = meta(2, 1);
+        foreign.cluster_id = Some(ClusterId(8));
+        assert!(!log.install_snapshot(&foreign));
+        log.check_invariants();
+        assert_eq!(log.last_index(), LogIndex(2));
+        assert_eq!(log.first_cluster_id(), Some(ClusterId(8)));
     }
 
     #[test]
