@@ -48,8 +48,12 @@ impl RaftLog {
     /// snapshot, if any, and the entries storage holds, all durable. The
     /// entries may begin below the snapshot (the trailing log kept for slow
     /// followers); then the first of them becomes the base, since only its
-    /// term, not its predecessor's, is known. Commit and applied start at
-    /// the snapshot's index: the state machine was restored from it.
+    /// term, not its predecessor's, is known. Entries that do not hold the
+    /// snapshot's last entry go, as `install_snapshot` drops them (a crash
+    /// may come between installing a snapshot and dropping the log it
+    /// replaced); only a gap after the snapshot is damage. Commit and
+    /// applied start at the snapshot's index: the state machine was
+    /// restored from it.
     pub fn restored(snapshot: Option<&SnapshotMeta>, entries: Vec<Entry>) -> RaftLog {
         let (snapshot_index, snapshot_term) =
             snapshot.map_or((LogIndex(0), Term(0)), |meta| (meta.index, meta.term));
@@ -65,25 +69,22 @@ impl RaftLog {
         };
         if let Some(first) = log.entries.first() {
             if first.index <= snapshot_index {
-                log.base_index = first.index;
-                log.base_term = first.term;
-                log.entries.remove(0);
+                let held = log
+                    .entries
+                    .iter()
+                    .find(|entry| entry.index == snapshot_index);
+                if held.is_some_and(|entry| entry.term == snapshot_term) {
+                    log.base_index = first.index;
+                    log.base_term = first.term;
+                    log.entries.remove(0);
+                } else {
+                    log.entries.clear();
+                }
             }
         }
         for (offset, entry) in log.entries.iter().enumerate() {
             let expected = log.base_index.0 + 1 + offset as u64;
             assert_eq!(entry.index.0, expected, "restored log has a gap");
-        }
-        if snapshot.is_some() {
-            assert!(
-                log.last_index() >= snapshot_index,
-                "restored log ends below its snapshot"
-            );
-            assert_eq!(
-                log.term_at(snapshot_index),
-                Some(snapshot_term),
-                "restored log disagrees with its snapshot at {snapshot_index}"
-            );
         }
         log.persisted_index = log.last_index();
         log.unstable_from = log.last_index().next();
@@ -718,9 +719,18 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "disagrees with its snapshot")]
-    fn restored_log_that_contradicts_its_snapshot_stops_the_node() {
-        RaftLog::restored(Some(&meta(10, 4)), entries_from_index(9, &[4, 5]));
+    fn restored_log_that_does_not_hold_its_snapshot_is_dropped() {
+        let conflicting = RaftLog::restored(Some(&meta(10, 4)), entries_from_index(9, &[4, 5, 5]));
+        conflicting.check_invariants();
+        assert_eq!(
+            conflicting.last_index(),
+            LogIndex(10),
+            "as an install drops it"
+        );
+        assert_eq!(conflicting.last_term(), Term(4));
+        let below = RaftLog::restored(Some(&meta(10, 4)), entries_from_index(5, &[3, 3]));
+        assert_eq!(below.first_index(), LogIndex(11));
+        assert_eq!(below.last_index(), LogIndex(10));
     }
 
     #[test]

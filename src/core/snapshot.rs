@@ -125,7 +125,10 @@ impl Raft {
     }
 
     /// Follower: the runtime checked the file whose last chunk it was
-    /// handed, installed it, and restored the state machine from it. The
+    /// handed, installed it, and restored the state machine from it.
+    /// `meta` is the chunks' (`InstallSnapshot::meta`): a file whose own
+    /// header says otherwise failed its check (`snapshot_install_failed`),
+    /// since the chunks came from the network. The
     /// log keeps its suffix after `meta.index` if it holds that entry (and
     /// belongs to the snapshot's cluster), else drops everything; commit
     /// and applied move to `meta.index`. Returns whether the suffix was
