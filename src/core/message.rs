@@ -80,7 +80,9 @@ pub struct AppendEntries {
 pub struct AppendEntriesResponse {
     pub success: bool,
     /// On success: the last index this request made the follower match
-    /// (prev_log_index + entries.len()), not the follower's last index.
+    /// (prev_log_index + entries.len()), not the follower's last index; for
+    /// a request from below the follower's snapshot, the follower's commit
+    /// index (committed entries match the leader's, §5.4).
     /// On failure: the prev_log_index that was rejected, so the leader can tell a
     /// stale rejection from a current one.
     pub index: LogIndex,

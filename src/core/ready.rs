@@ -30,7 +30,10 @@ pub struct Ready {
     pub snapshot_chunks_to_send: Vec<ChunkToSend>,
     /// Follower: chunks of the snapshot it receives, in order, to append to
     /// the file being received (a chunk at offset 0 starts a new one)
-    /// before `messages_after_persist` leave. After the last one
+    /// before `messages_after_persist` leave. Written, not necessarily
+    /// synced: the file is synced once, before it is installed, and a node
+    /// that restarts has forgotten the transfer (its first answer asks for
+    /// offset 0). After the last one
     /// (`InstallSnapshot::is_last`) the runtime checks the file, installs
     /// it and restores the state machine from it, then calls
     /// `Raft::snapshot_installed`, or `Raft::snapshot_install_failed` if
