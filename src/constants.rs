@@ -29,6 +29,17 @@ pub const APPEND_BATCH_SIZE_MAX: usize = 1024 * 1024;
 pub const INFLIGHT_APPENDS_MAX: usize = 32;
 pub const INFLIGHT_BYTES_MAX: usize = 8 * 1024 * 1024;
 
+/// Largest piece of a snapshot file in one InstallSnapshot message: the
+/// default and ceiling of the core's `Limits::snapshot_chunk_size_max`.
+/// Well under the frame limit, which must also hold the message's header
+/// and the snapshot's metadata.
+pub const SNAPSHOT_CHUNK_SIZE_MAX: usize = 1024 * 1024;
+
+/// InstallSnapshot chunks a leader keeps in flight to one follower before
+/// it waits for the follower to say it stored them (default and ceiling
+/// of `Limits::inflight_snapshot_chunks_max`).
+pub const INFLIGHT_SNAPSHOT_CHUNKS_MAX: usize = 4;
+
 /// Committed entries handed to the state machine in one pass.
 pub const APPLY_BATCH_ENTRIES_MAX: usize = 8192;
 
@@ -123,6 +134,13 @@ pub const POLL_EVENTS_MAX: usize = 1024;
 
 const _: () = assert!(APPEND_BATCH_SIZE_MAX + 1024 * 64 <= FRAME_SIZE_MAX);
 const _: () = assert!(ENTRY_DATA_SIZE_MAX <= APPEND_BATCH_SIZE_MAX);
+// A chunk, its header and the snapshot's metadata (voters included) fit a frame.
+const _: () = assert!(SNAPSHOT_CHUNK_SIZE_MAX + 1024 * 64 <= FRAME_SIZE_MAX);
+// A full window of chunks fits a connection's output queue, with room to spare.
+const _: () = assert!(
+    INFLIGHT_SNAPSHOT_CHUNKS_MAX * (SNAPSHOT_CHUNK_SIZE_MAX + 1024 * 64)
+        <= CONNECTION_OUTPUT_SIZE_MAX / 2
+);
 const _: () = assert!(crate::kv::COMMAND_ENCODED_SIZE_MAX + 17 <= ENTRY_DATA_SIZE_MAX);
 const _: () = assert!(COMMAND_SIZE_MAX + 64 <= FRAME_SIZE_MAX);
 const _: () =

@@ -372,6 +372,8 @@ mod tests {
                 MessageBody::RequestVoteResponse(_) => "vote answer",
                 MessageBody::AppendEntries(_) => "append",
                 MessageBody::AppendEntriesResponse(_) => "append answer",
+                MessageBody::InstallSnapshot(_) => "snapshot chunk",
+                MessageBody::InstallSnapshotResponse(_) => "snapshot answer",
             };
             let to = message.to.0;
             self.0.borrow_mut().push(format!("send {what} to n{to}"));

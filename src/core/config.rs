@@ -3,7 +3,7 @@
 use super::types::{ClusterId, NodeId};
 use crate::constants::{
     APPEND_BATCH_ENTRIES_MAX, APPEND_BATCH_SIZE_MAX, APPLY_BATCH_ENTRIES_MAX, INFLIGHT_APPENDS_MAX,
-    INFLIGHT_BYTES_MAX, READS_PENDING_MAX,
+    INFLIGHT_BYTES_MAX, INFLIGHT_SNAPSHOT_CHUNKS_MAX, READS_PENDING_MAX, SNAPSHOT_CHUNK_SIZE_MAX,
 };
 use std::fmt;
 
@@ -64,6 +64,11 @@ pub struct Limits {
     /// ReadIndex reads waiting on one leader; beyond it a read is refused
     /// as Busy (READS_PENDING_MAX).
     pub reads_pending_max: usize,
+    /// Snapshot bytes in one InstallSnapshot (SNAPSHOT_CHUNK_SIZE_MAX).
+    pub snapshot_chunk_size_max: usize,
+    /// InstallSnapshot chunks in flight to one follower
+    /// (INFLIGHT_SNAPSHOT_CHUNKS_MAX).
+    pub inflight_snapshot_chunks_max: usize,
 }
 
 impl Default for Limits {
@@ -75,6 +80,8 @@ impl Default for Limits {
             inflight_bytes_max: INFLIGHT_BYTES_MAX,
             apply_batch_entries_max: APPLY_BATCH_ENTRIES_MAX,
             reads_pending_max: READS_PENDING_MAX,
+            snapshot_chunk_size_max: SNAPSHOT_CHUNK_SIZE_MAX,
+            inflight_snapshot_chunks_max: INFLIGHT_SNAPSHOT_CHUNKS_MAX,
         }
     }
 }
@@ -111,6 +118,16 @@ impl Limits {
             "reads_pending_max",
             self.reads_pending_max,
             READS_PENDING_MAX,
+        )?;
+        check_limit(
+            "snapshot_chunk_size_max",
+            self.snapshot_chunk_size_max,
+            SNAPSHOT_CHUNK_SIZE_MAX,
+        )?;
+        check_limit(
+            "inflight_snapshot_chunks_max",
+            self.inflight_snapshot_chunks_max,
+            INFLIGHT_SNAPSHOT_CHUNKS_MAX,
         )
     }
 }
@@ -138,6 +155,12 @@ pub enum ConfigError {
         election_min: u64,
     },
     ZeroClusterId,
+    /// The restored snapshot names another cluster than the hard state
+    /// the node is bound to: the data dir mixes two clusters' files.
+    SnapshotOfAnotherCluster {
+        bound: ClusterId,
+        snapshot: ClusterId,
+    },
     /// A `Limits` field outside 1..=max (`name` is the field's).
     LimitOutOfRange {
         name: &'static str,
@@ -167,6 +190,10 @@ impl fmt::Display for ConfigError {
             } => write!(
                 f,
                 "heartbeat {heartbeat} ms must be positive and below the minimum election timeout {election_min} ms"
+            ),
+            ConfigError::SnapshotOfAnotherCluster { bound, snapshot } => write!(
+                f,
+                "the snapshot belongs to cluster {snapshot}, the hard state to cluster {bound}"
             ),
             ConfigError::LimitOutOfRange { name, value, max } => {
                 write!(f, "{name} {value}: must be 1..={max}")
@@ -371,6 +398,24 @@ mod tests {
         assert_limit_range("reads_pending_max", READS_PENDING_MAX, |limits, value| {
             limits.reads_pending_max = value
         });
+    }
+
+    #[test]
+    fn snapshot_chunk_size_max_is_one_to_its_constant() {
+        assert_limit_range(
+            "snapshot_chunk_size_max",
+            SNAPSHOT_CHUNK_SIZE_MAX,
+            |limits, value| limits.snapshot_chunk_size_max = value,
+        );
+    }
+
+    #[test]
+    fn inflight_snapshot_chunks_max_is_one_to_its_constant() {
+        assert_limit_range(
+            "inflight_snapshot_chunks_max",
+            INFLIGHT_SNAPSHOT_CHUNKS_MAX,
+            |limits, value| limits.inflight_snapshot_chunks_max = value,
+        );
     }
 
     #[test]

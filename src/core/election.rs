@@ -126,7 +126,7 @@ impl Raft {
             {
                 true
             }
-            MessageBody::AppendEntries(_) => {
+            MessageBody::AppendEntries(_) | MessageBody::InstallSnapshot(_) => {
                 let reason = StepDownReason::HigherTerm { from };
                 self.become_follower(message.term, Some(from), reason);
                 true
@@ -165,7 +165,18 @@ impl Raft {
                 };
                 self.send(message.from, MessageBody::AppendEntriesResponse(response))
             }
-            MessageBody::RequestVoteResponse(_) | MessageBody::AppendEntriesResponse(_) => {}
+            MessageBody::InstallSnapshot(chunk) => {
+                // Only its term matters: the sender steps down on it.
+                let response = InstallSnapshotResponse {
+                    index: chunk.meta.index,
+                    term: chunk.meta.term,
+                    status: SnapshotStatus::OutOfOrder { stored: 0 },
+                };
+                self.send(message.from, MessageBody::InstallSnapshotResponse(response))
+            }
+            MessageBody::RequestVoteResponse(_)
+            | MessageBody::AppendEntriesResponse(_)
+            | MessageBody::InstallSnapshotResponse(_) => {}
         }
     }
 

@@ -1,6 +1,7 @@
 //! The RPCs of Figure 2, as the core sends and receives them.
 
-use super::types::{ClusterId, Entry, LogIndex, NodeId, Term};
+use super::types::{ClusterId, Entry, LogIndex, NodeId, SnapshotMeta, Term};
+use std::sync::Arc;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
@@ -42,6 +43,8 @@ pub enum MessageBody {
     RequestVoteResponse(RequestVoteResponse),
     AppendEntries(AppendEntries),
     AppendEntriesResponse(AppendEntriesResponse),
+    InstallSnapshot(InstallSnapshot),
+    InstallSnapshotResponse(InstallSnapshotResponse),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,7 +80,9 @@ pub struct AppendEntries {
 pub struct AppendEntriesResponse {
     pub success: bool,
     /// On success: the last index this request made the follower match
-    /// (prev_log_index + entries.len()), not the follower's last index.
+    /// (prev_log_index + entries.len()), not the follower's last index; for
+    /// a request from below the follower's snapshot, the follower's commit
+    /// index (committed entries match the leader's, §5.4).
     /// On failure: the prev_log_index that was rejected, so the leader can tell a
     /// stale rejection from a current one.
     pub index: LogIndex,
@@ -89,4 +94,98 @@ pub struct AppendEntriesResponse {
     pub conflict_index: LogIndex,
     /// The `round` of the AppendEntries this answers.
     pub round: u64,
+}
+
+/// One piece of a snapshot file (§7; byte-offset chunks as LogCabin's):
+/// `data` is the file's bytes from `offset`. Every chunk names the whole
+/// snapshot, so a follower tells a new transfer from the rest of the one
+/// it is receiving, and knows the snapshot once the last chunk is in.
+/// Only the driver builds one, from a `ChunkToSend` and the file: a chunk
+/// without its bytes cannot exist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallSnapshot {
+    pub meta: SnapshotMeta,
+    pub offset: u64,
+    /// The whole file's size. Invariant: offset + data.len() <= total_size.
+    pub total_size: u64,
+    /// At most SNAPSHOT_CHUNK_SIZE_MAX bytes; shared, as entries are.
+    pub data: Arc<[u8]>,
+}
+
+impl InstallSnapshot {
+    /// The chunk that ends the file.
+    pub fn is_last(&self) -> bool {
+        self.offset + self.data.len() as u64 == self.total_size
+    }
+
+    /// Whether two chunks belong to the same snapshot file.
+    pub fn same_snapshot(&self, meta: &SnapshotMeta, total_size: u64) -> bool {
+        self.meta.index == meta.index
+            && self.meta.term == meta.term
+            && self.total_size == total_size
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallSnapshotResponse {
+    /// The snapshot the answered chunk named.
+    pub index: LogIndex,
+    pub term: Term,
+    pub status: SnapshotStatus,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotStatus {
+    /// The chunk was taken: the follower holds `stored` bytes of the file,
+    /// the offset it wants next.
+    Accepted { stored: u64 },
+    /// The chunk did not start at `stored`, what the follower holds of
+    /// this snapshot (0 for one it is not receiving): nothing changed.
+    OutOfOrder { stored: u64 },
+    /// The follower's state covers the snapshot (it installed it, or had
+    /// applied that far already): its log matches the leader's up to
+    /// `match_index`, at least the snapshot's index (it is committed).
+    Installed { match_index: LogIndex },
+    /// The whole file failed the follower's checks; it starts over at 0.
+    Failed,
+}
+
+/// A chunk a leader's core wants sent. The core cannot read files, so the
+/// driver reads `size` bytes at `offset` of the snapshot file at
+/// `meta.index` and sends `into_message` of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkToSend {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub term: Term,
+    pub cluster: ClusterTag,
+    pub meta: SnapshotMeta,
+    pub offset: u64,
+    /// At most `Limits::snapshot_chunk_size_max`, and within the file.
+    pub size: usize,
+    pub total_size: u64,
+}
+
+impl ChunkToSend {
+    /// The message, once its bytes are read; they must be `size` bytes.
+    pub fn into_message(self, data: Arc<[u8]>) -> Message {
+        assert_eq!(
+            data.len(),
+            self.size,
+            "snapshot chunk at {} filled with the wrong size",
+            self.offset
+        );
+        Message {
+            from: self.from,
+            to: self.to,
+            term: self.term,
+            cluster: self.cluster,
+            body: MessageBody::InstallSnapshot(InstallSnapshot {
+                meta: self.meta,
+                offset: self.offset,
+                total_size: self.total_size,
+                data,
+            }),
+        }
+    }
 }

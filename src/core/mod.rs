@@ -13,10 +13,13 @@ pub mod ready;
 mod replication;
 pub mod rng;
 mod role;
+mod snapshot;
 pub mod types;
 
 #[cfg(test)]
 mod paper_tests;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;
 

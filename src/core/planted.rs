@@ -32,6 +32,12 @@ pub enum PlantedBug {
     /// node restored from it has forgotten every session, and exactly-once
     /// no longer holds across the snapshot (src/kv/snapshot.rs).
     SnapshotWithoutSessions,
+    /// A follower installs a snapshot at or below what it has applied,
+    /// rolling its state machine back while its log moves on.
+    InstallOlderSnapshot,
+    /// Compaction discards committed entries the state machine has not
+    /// applied yet, which it then never sees.
+    CompactUnapplied,
 }
 
 impl PlantedBug {
@@ -51,8 +57,10 @@ impl PlantedBug {
         PlantedBug::AdmitForeignCluster,
     ];
 
-    /// Every bug a test build can plant.
-    pub const NAMED: [PlantedBug; 10] = [
+    /// Every bug a test build can plant. InstallOlderSnapshot and
+    /// CompactUnapplied are not in ALL yet: the simulator does not take or
+    /// install snapshots, so it cannot find them.
+    pub const NAMED: [PlantedBug; 12] = [
         PlantedBug::CommitOldTermByCount,
         PlantedBug::SecondVoteInTerm,
         PlantedBug::VoteBeforePersist,
@@ -63,6 +71,8 @@ impl PlantedBug {
         PlantedBug::AckBeforeSync,
         PlantedBug::RetryNewSequence,
         PlantedBug::SnapshotWithoutSessions,
+        PlantedBug::InstallOlderSnapshot,
+        PlantedBug::CompactUnapplied,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +87,8 @@ impl PlantedBug {
             PlantedBug::AckBeforeSync => "ack-before-sync",
             PlantedBug::RetryNewSequence => "retry-new-sequence",
             PlantedBug::SnapshotWithoutSessions => "snapshot-without-sessions",
+            PlantedBug::InstallOlderSnapshot => "install-older-snapshot",
+            PlantedBug::CompactUnapplied => "compact-unapplied",
         }
     }
 

@@ -2,7 +2,7 @@
 //! leaders"), plus the flow control that makes pipelining safe.
 
 use super::config::Limits;
-use super::types::LogIndex;
+use super::types::{LogIndex, Term};
 use crate::constants::CLUSTER_SIZE_MAX;
 use std::collections::VecDeque;
 
@@ -14,6 +14,96 @@ pub enum ProgressState {
     /// The follower matched: stream batches without waiting for replies, up
     /// to the in-flight window.
     Replicate,
+    /// The follower needs an entry the leader no longer holds: stream it
+    /// the snapshot instead, chunk by chunk (as etcd's StateSnapshot).
+    /// No entries go meanwhile; heartbeats still do.
+    Snapshot(SnapshotTransfer),
+}
+
+/// A snapshot on its way to one follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotTransfer {
+    /// Which snapshot: its index and term, and its file's size.
+    pub index: LogIndex,
+    pub term: Term,
+    pub total_size: u64,
+    /// Bytes the follower said it stored: a resume starts here.
+    /// Invariant: stored <= sent_to <= total_size.
+    pub stored: u64,
+    /// Where the next chunk starts.
+    pub sent_to: u64,
+    /// Where the last OutOfOrder answer rewound the stream to: the answers
+    /// to the chunks sent before that rewind name the same offset and are
+    /// no news.
+    pub rewound_to: Option<u64>,
+    /// When the follower last reported progress: a transfer silent for an
+    /// election timeout has lost its chunks and resumes from `stored`.
+    pub progress_ms: u64,
+}
+
+impl SnapshotTransfer {
+    pub fn new(index: LogIndex, term: Term, total_size: u64, now_ms: u64) -> SnapshotTransfer {
+        assert!(total_size > 0, "an empty snapshot file");
+        SnapshotTransfer {
+            index,
+            term,
+            total_size,
+            stored: 0,
+            sent_to: 0,
+            rewound_to: None,
+            progress_ms: now_ms,
+        }
+    }
+
+    /// The next chunk to send as (offset, size), if the window has room:
+    /// at most `chunks_max` chunks of `chunk_size_max` bytes past `stored`.
+    pub fn next_chunk(&mut self, chunk_size_max: usize, chunks_max: usize) -> Option<(u64, usize)> {
+        let window = (chunk_size_max as u64).saturating_mul(chunks_max as u64);
+        if self.sent_to >= self.total_size || self.sent_to - self.stored >= window {
+            return None;
+        }
+        let offset = self.sent_to;
+        let size = (self.total_size - offset).min(chunk_size_max as u64);
+        self.sent_to += size;
+        Some((offset, size as usize))
+    }
+
+    /// The follower took chunks up to `stored`.
+    pub fn accepted(&mut self, stored: u64, now_ms: u64) {
+        if stored <= self.stored || stored > self.total_size {
+            return; // stale, or nonsense
+        }
+        self.stored = stored;
+        self.sent_to = self.sent_to.max(stored);
+        self.progress_ms = now_ms;
+    }
+
+    /// The follower holds `stored` bytes and got a chunk that starts
+    /// elsewhere: chunks were lost (or it restarted). Send again from
+    /// there, once per gap.
+    pub fn out_of_order(&mut self, stored: u64, now_ms: u64) {
+        if stored > self.total_size || self.rewound_to == Some(stored) {
+            return;
+        }
+        self.stored = stored;
+        self.sent_to = stored;
+        self.rewound_to = Some(stored);
+        self.progress_ms = now_ms;
+    }
+
+    /// Start over from the follower's last report (lost connection, or
+    /// silence).
+    pub fn resume(&mut self, now_ms: u64) {
+        self.sent_to = self.stored;
+        self.rewound_to = None;
+        self.progress_ms = now_ms;
+    }
+
+    /// Start over from the first byte (the follower's check failed).
+    pub fn restart(&mut self, now_ms: u64) {
+        self.stored = 0;
+        self.resume(now_ms);
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -74,6 +164,26 @@ impl Progress {
         self.clear_inflights();
     }
 
+    /// Stream `transfer` to the follower; next_index stays where the
+    /// follower's need was found.
+    pub fn become_snapshot(&mut self, transfer: SnapshotTransfer) {
+        self.state = ProgressState::Snapshot(transfer);
+        self.probe_sent = false;
+        self.clear_inflights();
+    }
+
+    /// The snapshot being streamed, if any.
+    pub fn snapshot_transfer(&mut self) -> Option<&mut SnapshotTransfer> {
+        match &mut self.state {
+            ProgressState::Snapshot(transfer) => Some(transfer),
+            _ => None,
+        }
+    }
+
+    pub fn is_snapshot(&self) -> bool {
+        matches!(self.state, ProgressState::Snapshot(_))
+    }
+
     pub fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
         self.next_index = self.match_index.next();
@@ -122,6 +232,7 @@ impl Progress {
                 self.inflight_bytes += bytes;
                 self.next_index = last_index.next();
             }
+            ProgressState::Snapshot(_) => panic!("entries sent to a follower in Snapshot state"),
         }
     }
 
@@ -130,6 +241,17 @@ impl Progress {
         match self.state {
             ProgressState::Probe => !self.probe_sent,
             ProgressState::Replicate => !self.inflights_full(),
+            ProgressState::Snapshot(_) => false,
+        }
+    }
+
+    /// May a snapshot chunk go out now?
+    pub fn has_chunk_to_send(&self, chunk_size_max: usize, chunks_max: usize) -> bool {
+        match self.state {
+            ProgressState::Snapshot(mut transfer) => {
+                transfer.next_chunk(chunk_size_max, chunks_max).is_some()
+            }
+            _ => false,
         }
     }
 }

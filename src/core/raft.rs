@@ -13,6 +13,7 @@ use super::ready::{Event, Ready};
 use super::rng::Rng;
 pub use super::role::Role;
 use super::role::{FollowerState, RoleState};
+use super::snapshot::{SnapshotReceive, Snapshots};
 use super::types::*;
 
 /// Why a proposal or read was refused. Either way nothing was appended.
@@ -54,22 +55,57 @@ pub struct Raft {
     /// draws decide every later timeout.
     pub(super) election_deadline_ms: u64,
     pub(super) rng: Rng,
+    /// This node's durable snapshots, as far as the core needs them.
+    pub(super) snapshots: Snapshots,
+    /// The snapshot a follower is receiving, if any. Not a role's: the
+    /// bytes stored so far outlast an election this node joins.
+    pub(super) receiving: Option<SnapshotReceive>,
     pub(super) ready: Ready,
     #[cfg(feature = "planted-bugs")]
     planted_bug: Option<PlantedBug>,
 }
 
 impl Raft {
-    /// A node restored from its durable hard state and log.
+    /// A node restored from its durable hard state and log, without a
+    /// snapshot.
     pub fn new(
         config: Config,
         hard_state: HardState,
         entries: Vec<Entry>,
         now_ms: u64,
     ) -> Result<Raft, ConfigError> {
+        Raft::restore(config, hard_state, None, entries, now_ms)
+    }
+
+    /// A node restored at start-up from its durable hard state, its newest
+    /// valid snapshot (the state machine was restored from it) and the log
+    /// entries storage holds, which may begin below the snapshot. A node
+    /// with a snapshot is bound to the snapshot's cluster: its Bootstrap
+    /// entry was committed, applied and is durable in the snapshot.
+    pub fn restore(
+        config: Config,
+        mut hard_state: HardState,
+        snapshot: Option<StoredSnapshot>,
+        entries: Vec<Entry>,
+        now_ms: u64,
+    ) -> Result<Raft, ConfigError> {
         config.validate()?;
         let rng = Rng::new(config.seed ^ u64::from(config.id.0).wrapping_mul(0x9E37_79B9));
-        let log = RaftLog::new(entries);
+        let mut hard_state_dirty = false;
+        if let Some(snapshot_cluster) = snapshot.as_ref().and_then(|s| s.meta.cluster_id) {
+            match hard_state.cluster_id {
+                None => {
+                    hard_state.cluster_id = Some(snapshot_cluster);
+                    hard_state_dirty = true;
+                }
+                Some(bound) if bound != snapshot_cluster => {
+                    let snapshot = snapshot_cluster;
+                    return Err(ConfigError::SnapshotOfAnotherCluster { bound, snapshot });
+                }
+                Some(_) => {}
+            }
+        }
+        let log = RaftLog::restored(snapshot.as_ref().map(|s| &s.meta), entries);
         assert!(
             log.last_term() <= hard_state.current_term,
             "log term {} above current term {}",
@@ -79,13 +115,16 @@ impl Raft {
         let mut raft = Raft {
             config,
             hard_state,
-            hard_state_dirty: false,
+            hard_state_dirty,
+            // The snapshot is durable, and names the cluster as well.
             durable_cluster_id: hard_state.cluster_id,
             log,
             role: RoleState::Follower(FollowerState::default()),
             now_ms,
             election_deadline_ms: 0,
             rng,
+            snapshots: Snapshots::restored(snapshot),
+            receiving: None,
             ready: Ready::default(),
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
@@ -175,9 +214,14 @@ impl Raft {
         let RoleState::Leader(leader) = &mut self.role else {
             return;
         };
+        let now_ms = self.now_ms;
         if let Some(progress) = leader.progress.get_mut(&peer) {
-            if progress.state == ProgressState::Replicate {
-                progress.become_probe();
+            match &mut progress.state {
+                ProgressState::Replicate => progress.become_probe(),
+                // The chunks in flight are lost with the connection; what
+                // the follower said it stored is not.
+                ProgressState::Snapshot(transfer) => transfer.resume(now_ms),
+                ProgressState::Probe => {}
             }
         }
     }
@@ -209,17 +253,14 @@ impl Raft {
     /// that entry is known committed (`HardState::cluster_id`) and durable
     /// here.
     pub(super) fn bind_to_cluster(&mut self) {
-        // Never durable without the entry it names (entries_before_binding).
+        // Never durable without the entry it names (entries_before_binding);
+        // a compacted one is in a durable snapshot.
         let first_durable = self.log.persisted_index() >= LogIndex(1);
         let first_committed = self.log.commit_index() >= LogIndex(1);
         if self.hard_state.cluster_id.is_some() || !first_durable || !first_committed {
             return;
         }
-        let Some(cluster_id) = self
-            .log
-            .entry(LogIndex(1))
-            .and_then(ClusterId::of_bootstrap)
-        else {
+        let Some(cluster_id) = self.log.first_cluster_id() else {
             return; // a log from before cluster ids, or built by a test
         };
         self.hard_state.cluster_id = Some(cluster_id);
@@ -248,9 +289,13 @@ impl Raft {
             self.ready.hard_state = Some(self.hard_state);
             self.hard_state_dirty = false;
         }
-        self.ready.committed_entries = self
-            .log
-            .take_committed(self.config.limits.apply_batch_entries_max);
+        // A snapshot being installed replaces the state machine: entries
+        // applied meanwhile would be lost, or applied twice.
+        if !self.is_installing_snapshot() {
+            self.ready.committed_entries = self
+                .log
+                .take_committed(self.config.limits.apply_batch_entries_max);
+        }
         std::mem::take(&mut self.ready)
     }
 
@@ -261,10 +306,12 @@ impl Raft {
         !self.ready.is_empty()
             || self.hard_state_dirty
             || log.has_unstable()
-            || log.commit_index() > log.last_applied()
+            || (log.commit_index() > log.last_applied() && !self.is_installing_snapshot())
             || match &self.role {
                 RoleState::Leader(leader) => {
-                    leader.reads.round_wanted() || leader.has_appends_to_send(log)
+                    leader.reads.round_wanted()
+                        || leader.has_appends_to_send(log)
+                        || leader.has_chunks_to_send(&self.config.limits)
                 }
                 _ => false,
             }
@@ -351,10 +398,12 @@ impl Raft {
     /// Expensive checks of the whole node, for debug builds and the simulator.
     pub fn check_invariants(&self) {
         self.log.check_invariants();
+        self.check_snapshot_invariants();
         if let Some(cluster_id) = self.hard_state.cluster_id {
-            let first = self.log.entry(LogIndex(1));
+            let first = self.log.first_cluster_id();
+            let empty = self.log.last_index() == LogIndex(0);
             assert!(
-                first.is_none_or(|entry| ClusterId::of_bootstrap(entry) == Some(cluster_id)),
+                empty || first == Some(cluster_id),
                 "log does not start with cluster {cluster_id}'s Bootstrap entry"
             );
         }
@@ -401,11 +450,10 @@ impl Raft {
 
     /// What this node's messages say of its cluster.
     pub fn cluster_tag(&self) -> ClusterTag {
-        let log_id = self.hard_state.cluster_id.or_else(|| {
-            self.log
-                .entry(LogIndex(1))
-                .and_then(ClusterId::of_bootstrap)
-        });
+        let log_id = self
+            .hard_state
+            .cluster_id
+            .or_else(|| self.log.first_cluster_id());
         ClusterTag {
             log_id,
             bound: self.hard_state.cluster_id.is_some(),
@@ -442,7 +490,13 @@ impl Raft {
         let known = self.knows_cluster();
         match message.body {
             _ if message.cluster.bound && known => true,
-            MessageBody::RequestVote(_) | MessageBody::AppendEntries(_) if known => true,
+            MessageBody::RequestVote(_)
+            | MessageBody::AppendEntries(_)
+            | MessageBody::InstallSnapshot(_)
+                if known =>
+            {
+                true
+            }
             MessageBody::RequestVote(_) => message.cluster.bound,
             _ => false,
         }
@@ -480,10 +534,14 @@ impl Envelope {
 
 /// Checks what the log's invariants rely on and a decoder cannot know:
 /// entries follow prev_log_index, their terms never decrease, start at or
-/// above prev_log_term, and never exceed the sender's term.
+/// above prev_log_term, and never exceed the sender's term; a snapshot
+/// chunk lies within its file, and its snapshot is of the sender's term or
+/// earlier and of the sender's cluster.
 fn well_formed(message: &Message) -> bool {
-    let MessageBody::AppendEntries(request) = &message.body else {
-        return true;
+    let request = match &message.body {
+        MessageBody::AppendEntries(request) => request,
+        MessageBody::InstallSnapshot(chunk) => return well_formed_chunk(message, chunk),
+        _ => return true,
     };
     let mut expected_index = request.prev_log_index.next();
     let mut previous_term = request.prev_log_term;
@@ -496,4 +554,21 @@ fn well_formed(message: &Message) -> bool {
         previous_term = entry.term;
     }
     request.prev_log_term <= message.term
+}
+
+fn well_formed_chunk(message: &Message, chunk: &InstallSnapshot) -> bool {
+    let within_file = chunk
+        .offset
+        .checked_add(chunk.data.len() as u64)
+        .is_some_and(|end| end <= chunk.total_size);
+    let same_cluster = match (chunk.meta.cluster_id, message.cluster.log_id) {
+        (Some(snapshot), Some(sender)) => snapshot == sender,
+        _ => true,
+    };
+    within_file
+        && same_cluster
+        && !chunk.data.is_empty()
+        && chunk.data.len() <= crate::constants::SNAPSHOT_CHUNK_SIZE_MAX
+        && chunk.meta.index > LogIndex(0)
+        && chunk.meta.term <= message.term
 }

@@ -1,13 +1,30 @@
-//! The log as the core sees it: every entry in memory, plus the watermarks
-//! that say how much is durable, committed and applied.
+//! The log as the core sees it: the entries above its base in memory, plus
+//! the watermarks that say how much is durable, committed and applied.
+//!
+//! The base is the last entry no longer held: the log was compacted up to
+//! it (`compact_to`), or a snapshot covers it (`restored`,
+//! `install_snapshot`). Below the base only the snapshot knows the state;
+//! at the base the log still knows the term (for the AppendEntries
+//! consistency check of the entry after it, §5.3) and which cluster the
+//! compacted prefix belonged to (its Bootstrap entry is gone).
 
-use super::types::{Entry, EntryKind, LogIndex, Term};
+use super::types::{ClusterId, Entry, EntryKind, LogIndex, SnapshotMeta, Term};
 
 #[derive(Debug)]
 pub struct RaftLog {
-    /// `entries[i]` has index `i + 1`; there is no compaction yet.
+    /// `entries[i]` has index `base_index + 1 + i`.
     entries: Vec<Entry>,
-    /// Invariant: commit_index <= last_index.
+    /// The last index no longer in `entries`; 0 for a log never compacted.
+    /// Invariant: base_index <= last_applied (only applied entries, which
+    /// a durable snapshot holds, are ever dropped).
+    base_index: LogIndex,
+    /// The term of the entry at `base_index` (0 at index 0).
+    base_term: Term,
+    /// The cluster the log's first entry (its Bootstrap) named, kept once
+    /// that entry is compacted away; None while base_index is 0 (ask the
+    /// entry) or for a log written before cluster ids.
+    base_cluster_id: Option<ClusterId>,
+    /// Invariant: base_index <= commit_index <= last_index.
     commit_index: LogIndex,
     /// Invariant: last_applied <= commit_index. It may pass persisted_index:
     /// a committed entry is durable on a majority, so it may be applied
@@ -16,32 +33,83 @@ pub struct RaftLog {
     last_applied: LogIndex,
     /// Entries up to here are durable. Invariant: persisted_index < unstable_from.
     persisted_index: LogIndex,
-    /// First entry not yet handed to storage.
+    /// First entry not yet handed to storage. Invariant: above base_index.
     unstable_from: LogIndex,
 }
 
 impl RaftLog {
-    /// A log restored from storage: everything given is already durable.
+    /// A log restored from storage, never compacted: everything given is
+    /// already durable.
     pub fn new(entries: Vec<Entry>) -> RaftLog {
-        for (offset, entry) in entries.iter().enumerate() {
-            assert_eq!(entry.index.0, offset as u64 + 1, "restored log has a gap");
-        }
-        let last = LogIndex(entries.len() as u64);
-        RaftLog {
+        RaftLog::restored(None, entries)
+    }
+
+    /// A log restored from storage at start-up: the newest durable
+    /// snapshot, if any, and the entries storage holds, all durable. The
+    /// entries may begin below the snapshot (the trailing log kept for slow
+    /// followers); then the first of them becomes the base, since only its
+    /// term, not its predecessor's, is known. Entries that do not hold the
+    /// snapshot's last entry go, as `install_snapshot` drops them (a crash
+    /// may come between installing a snapshot and dropping the log it
+    /// replaced); only a gap after the snapshot is damage. Commit and
+    /// applied start at the snapshot's index: the state machine was
+    /// restored from it.
+    pub fn restored(snapshot: Option<&SnapshotMeta>, entries: Vec<Entry>) -> RaftLog {
+        let (snapshot_index, snapshot_term) =
+            snapshot.map_or((LogIndex(0), Term(0)), |meta| (meta.index, meta.term));
+        let mut log = RaftLog {
             entries,
-            commit_index: LogIndex(0),
-            last_applied: LogIndex(0),
-            persisted_index: last,
-            unstable_from: last.next(),
+            base_index: snapshot_index,
+            base_term: snapshot_term,
+            base_cluster_id: snapshot.and_then(|meta| meta.cluster_id),
+            commit_index: snapshot_index,
+            last_applied: snapshot_index,
+            persisted_index: LogIndex(0),
+            unstable_from: LogIndex(0),
+        };
+        if let Some(first) = log.entries.first() {
+            if first.index <= snapshot_index {
+                let held = log
+                    .entries
+                    .iter()
+                    .find(|entry| entry.index == snapshot_index);
+                if held.is_some_and(|entry| entry.term == snapshot_term) {
+                    log.base_index = first.index;
+                    log.base_term = first.term;
+                    log.entries.remove(0);
+                } else {
+                    log.entries.clear();
+                }
+            }
         }
+        for (offset, entry) in log.entries.iter().enumerate() {
+            let expected = log.base_index.0 + 1 + offset as u64;
+            assert_eq!(entry.index.0, expected, "restored log has a gap");
+        }
+        log.persisted_index = log.last_index();
+        log.unstable_from = log.last_index().next();
+        log
+    }
+
+    /// The first index still held; `base_index + 1`.
+    pub fn first_index(&self) -> LogIndex {
+        self.base_index.next()
+    }
+
+    /// The last index no longer held (0 if the log was never compacted).
+    pub fn base_index(&self) -> LogIndex {
+        self.base_index
     }
 
     pub fn last_index(&self) -> LogIndex {
-        LogIndex(self.entries.len() as u64)
+        LogIndex(self.base_index.0 + self.entries.len() as u64)
     }
 
+    /// The last entry's term; with no entries, the base's.
     pub fn last_term(&self) -> Term {
-        self.entries.last().map_or(Term(0), |entry| entry.term)
+        self.entries
+            .last()
+            .map_or(self.base_term, |entry| entry.term)
     }
 
     pub fn commit_index(&self) -> LogIndex {
@@ -56,31 +124,55 @@ impl RaftLog {
         self.persisted_index
     }
 
-    /// Term of the entry at `index`; index 0 has term 0; None past the end.
+    /// Term of the entry at `index`: the base's at the base (index 0 has
+    /// term 0); None below it (compacted) and past the end.
     pub fn term_at(&self, index: LogIndex) -> Option<Term> {
-        if index.0 == 0 {
-            return Some(Term(0));
+        if index == self.base_index {
+            return Some(self.base_term);
         }
         self.entry(index).map(|entry| entry.term)
     }
 
+    /// The entry at `index`, if held: above the base, up to the last.
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
-        let offset = usize::try_from(index.0.checked_sub(1)?).ok()?;
-        self.entries.get(offset)
+        self.entries.get(self.offset_of(index)?)
+    }
+
+    /// Where `index` sits in `entries`, if above the base.
+    fn offset_of(&self, index: LogIndex) -> Option<usize> {
+        let above_base = index.0.checked_sub(self.base_index.0)?;
+        usize::try_from(above_base.checked_sub(1)?).ok()
     }
 
     /// Whether this log begins with a cluster's Bootstrap entry (a log
     /// written before cluster ids, or built by hand in a test, does not).
+    /// Once that entry is compacted, the base remembers what it named.
     pub fn first_is_bootstrap(&self) -> bool {
+        if self.base_index > LogIndex(0) {
+            return self.base_cluster_id.is_some();
+        }
         self.entries
             .first()
             .is_some_and(|entry| entry.kind == EntryKind::Bootstrap)
     }
 
+    /// The cluster this log's first entry named, held or compacted.
+    pub fn first_cluster_id(&self) -> Option<ClusterId> {
+        if self.base_index > LogIndex(0) {
+            return self.base_cluster_id;
+        }
+        self.entry(LogIndex(1)).and_then(ClusterId::of_bootstrap)
+    }
+
     /// The index of the first command entry, or the one after the log.
     /// Costs the leading no-ops: only asked while a node is not bound to
-    /// its cluster, when the log is young.
+    /// its cluster, when the log is young. A compacted log may have had its
+    /// first command below the base, which is committed: it answers the
+    /// first index, which counts no unbound node past what is committed.
     pub fn first_command_index(&self) -> LogIndex {
+        if self.base_index > LogIndex(0) {
+            return self.first_index();
+        }
         self.entries
             .iter()
             .find(|entry| entry.kind == EntryKind::Command)
@@ -88,12 +180,15 @@ impl RaftLog {
     }
 
     /// The AppendEntries consistency check (§5.3; Figure 2, AppendEntries
-    /// receiver, step 2): we hold an entry at `index` of `term`.
+    /// receiver, step 2): we hold an entry at `index` of `term`. False below
+    /// the base, where the term is gone: callers treat a compacted (so
+    /// committed) prefix before asking.
     pub fn matches(&self, index: LogIndex, term: Term) -> bool {
         self.term_at(index) == Some(term)
     }
 
-    /// §5.4.1: a candidate's log is at least as up-to-date as ours.
+    /// §5.4.1: a candidate's log is at least as up-to-date as ours (an
+    /// empty tail above a snapshot ends at the snapshot's last entry).
     pub fn is_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
         last_term > self.last_term()
             || (last_term == self.last_term() && last_index >= self.last_index())
@@ -113,11 +208,13 @@ impl RaftLog {
         index
     }
 
-    /// A follower takes the entries that follow a matching `prev_index`.
-    /// Entries it already has are kept; only a conflicting suffix is cut
-    /// (Figure 2, AppendEntries receiver steps 3 and 4). Returns the index of
-    /// the last entry of the request.
+    /// A follower takes the entries that follow a matching `prev_index`
+    /// (at or above the base: `matches` said so). Entries it already has
+    /// are kept; only a conflicting suffix is cut (Figure 2, AppendEntries
+    /// receiver steps 3 and 4). Returns the index of the last entry of the
+    /// request.
     pub fn append_from_leader(&mut self, prev_index: LogIndex, entries: Vec<Entry>) -> LogIndex {
+        assert!(prev_index >= self.base_index, "append below the base");
         let last_new = LogIndex(prev_index.0 + entries.len() as u64);
         for entry in entries {
             match self.term_at(entry.index) {
@@ -135,10 +232,11 @@ impl RaftLog {
     /// without the safety check, hiding the damage from the local asserts
     /// so that only the simulator's checkers can find it.
     pub fn planted_cut_after(&mut self, prev_index: LogIndex) {
-        if prev_index >= self.last_index() {
+        if prev_index >= self.last_index() || prev_index < self.base_index {
             return;
         }
-        self.entries.truncate(prev_index.0 as usize);
+        self.entries
+            .truncate((prev_index.0 - self.base_index.0) as usize);
         self.unstable_from = self.unstable_from.min(prev_index.next());
         self.persisted_index = self.persisted_index.min(prev_index);
         self.commit_index = self.commit_index.min(prev_index);
@@ -148,7 +246,7 @@ impl RaftLog {
     /// Drops the whole log, which must hold nothing committed: the node's
     /// first entry turned out not to be its cluster's.
     pub fn truncate_all_uncommitted(&mut self) {
-        self.truncate_from(LogIndex(1));
+        self.truncate_from(self.first_index());
     }
 
     fn truncate_from(&mut self, index: LogIndex) {
@@ -157,13 +255,100 @@ impl RaftLog {
             "truncating committed entry {index} (commit {})",
             self.commit_index
         );
-        self.entries.truncate(index.prev().0 as usize);
+        self.entries
+            .truncate((index.prev().0 - self.base_index.0) as usize);
         self.unstable_from = self.unstable_from.min(index);
         self.persisted_index = self.persisted_index.min(index.prev());
     }
 
+    /// Drops the entries at and below `index`, which a durable snapshot
+    /// covers (the caller's to check): they must be applied, or the state
+    /// machine would never see them, and durable, or storage could be
+    /// asked to write what is gone. At or below the base, nothing to do.
+    pub fn compact_to(&mut self, index: LogIndex) {
+        if index <= self.base_index {
+            return;
+        }
+        assert!(
+            index <= self.last_applied,
+            "compacting to {index} past applied {}",
+            self.last_applied
+        );
+        assert!(
+            index <= self.persisted_index,
+            "compacting to {index} past durable {}",
+            self.persisted_index
+        );
+        self.drop_through(index);
+    }
+
+    /// The planted bug `CompactUnapplied`: compacts as far as the commit
+    /// index, applied or not, and marks what it dropped applied, so the
+    /// state machine silently misses those entries and no local assert
+    /// notices: only the simulator's checkers can find it.
+    pub fn planted_compact_unapplied(&mut self, index: LogIndex) {
+        let index = index.max(self.commit_index.min(self.persisted_index));
+        if index <= self.base_index || index > self.persisted_index {
+            return;
+        }
+        self.drop_through(index);
+        self.last_applied = self.last_applied.max(index);
+    }
+
+    /// Moves the base up to `index`, which the log holds.
+    fn drop_through(&mut self, index: LogIndex) {
+        let term = self.term_at(index).expect("compacting past the end");
+        self.base_cluster_id = self.first_cluster_id();
+        let offset = self.offset_of(index).expect("above the base");
+        self.entries.drain(..=offset);
+        self.base_index = index;
+        self.base_term = term;
+    }
+
+    /// A snapshot was installed: the state machine now holds everything up
+    /// to `meta.index`. If the log holds that entry, the suffix after it
+    /// agrees with the leader's log up to there and stays (a later
+    /// AppendEntries cuts whatever conflicts after it); otherwise every
+    /// entry goes, and so it does if the log began with another cluster's
+    /// Bootstrap (an unbound node's, never committed), whose terms say
+    /// nothing about the leader's log. Commit and applied move to the snapshot (applied only
+    /// up: the caller refuses snapshots at or below it), and so does what
+    /// is durable: the snapshot is. Returns whether the suffix was kept.
+    pub fn install_snapshot(&mut self, meta: &SnapshotMeta) -> bool {
+        if meta.index <= self.base_index {
+            return true; // only the planted InstallOlderSnapshot gets here
+        }
+        let foreign = matches!(
+            (self.first_cluster_id(), meta.cluster_id),
+            (Some(ours), Some(theirs)) if ours != theirs
+        );
+        let suffix_kept =
+            !foreign && meta.index <= self.last_index() && self.matches(meta.index, meta.term);
+        if suffix_kept {
+            if meta.index > self.base_index {
+                let offset = self.offset_of(meta.index).expect("above the base");
+                self.entries.drain(..=offset);
+            }
+        } else {
+            self.entries.clear();
+        }
+        self.base_index = meta.index;
+        self.base_term = meta.term;
+        self.base_cluster_id = meta.cluster_id;
+        self.commit_index = self.commit_index.max(meta.index);
+        self.last_applied = self.last_applied.max(meta.index);
+        if !suffix_kept {
+            self.unstable_from = meta.index.next();
+            self.persisted_index = meta.index;
+        } else {
+            self.unstable_from = self.unstable_from.max(meta.index.next());
+            self.persisted_index = self.persisted_index.max(meta.index);
+        }
+        suffix_kept
+    }
+
     /// Up to `count_max` entries from `from`, stopping before `size_max`
-    /// bytes (at least one entry if any).
+    /// bytes (at least one entry if any). Empty from at or below the base.
     pub fn entries_from(&self, from: LogIndex, count_max: usize, size_max: usize) -> Vec<Entry> {
         let mut batch = Vec::new();
         let mut size = 0;
@@ -229,25 +414,40 @@ impl RaftLog {
     }
 
     /// First index holding `term`, searching at or below `at` (terms never
-    /// decrease along the log, so a binary search finds it).
+    /// decrease along the log, so a binary search finds it). Never below
+    /// the first index held: a term that began under the base is answered
+    /// with the first index, a hint that is still safe to back off to.
     pub fn first_index_of_term(&self, term: Term, at: LogIndex) -> LogIndex {
-        let limit = (at.0 as usize).min(self.entries.len());
+        let held = at.0.saturating_sub(self.base_index.0);
+        let limit =
+            usize::try_from(held).map_or(self.entries.len(), |held| held.min(self.entries.len()));
         let offset = self.entries[..limit].partition_point(|entry| entry.term < term);
-        LogIndex(offset as u64 + 1)
+        LogIndex(self.base_index.0 + offset as u64 + 1)
     }
 
-    /// Last index holding `term`, if the log has any entry of it.
+    /// Last index holding `term`, if the log has any entry of it (the base
+    /// counts: its term is known).
     pub fn last_index_of_term(&self, term: Term) -> Option<LogIndex> {
         let end = self.entries.partition_point(|entry| entry.term <= term);
-        let entry = self.entries[..end].last()?;
-        (entry.term == term).then_some(entry.index)
+        match self.entries[..end].last() {
+            Some(entry) => (entry.term == term).then_some(entry.index),
+            None => {
+                (self.base_index > LogIndex(0) && self.base_term == term).then_some(self.base_index)
+            }
+        }
     }
 
     /// Expensive structural checks, for debug builds and the simulator.
     pub fn check_invariants(&self) {
         assert!(self.commit_index <= self.last_index());
         assert!(self.last_applied <= self.commit_index);
+        assert!(self.base_index <= self.last_applied, "compacted unapplied");
         assert!(self.persisted_index < self.unstable_from);
+        assert!(self.unstable_from > self.base_index);
+        if let Some(first) = self.entries.first() {
+            assert_eq!(first.index, self.first_index());
+            assert!(first.term >= self.base_term, "terms decrease in the log");
+        }
         for pair in self.entries.windows(2) {
             assert_eq!(pair[1].index, pair[0].index.next());
             assert!(pair[1].term >= pair[0].term, "terms decrease in the log");
@@ -341,5 +541,271 @@ mod tests {
             "always at least one"
         );
         assert!(log.entries_from(LogIndex(11), 100, 100).is_empty());
+    }
+
+    // ---- a log with a base ----------------------------------------------
+
+    fn meta(index: u64, term: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(term),
+            cluster_id: Some(ClusterId(9)),
+            voters: Vec::new(),
+        }
+    }
+
+    /// Entries `first..` of `terms`, the first being a Bootstrap of
+    /// cluster 9 when `first` is 1.
+    fn entries_from_index(first: u64, terms: &[u64]) -> Vec<Entry> {
+        terms
+            .iter()
+            .zip(first..)
+            .map(|(&term, index)| match index {
+                1 => Entry {
+                    kind: EntryKind::Bootstrap,
+                    ..Entry::command(1, term, &ClusterId(9).to_bytes())
+                },
+                _ => Entry::command(index, term, b"x"),
+            })
+            .collect()
+    }
+
+    /// Entries 1..=terms.len(), all applied and durable.
+    fn applied_log(terms: &[u64]) -> RaftLog {
+        let mut log = RaftLog::new(entries_from_index(1, terms));
+        log.commit_to(log.last_index());
+        log.take_committed(usize::MAX);
+        log
+    }
+
+    #[test]
+    fn compaction_moves_the_base_and_keeps_offsets() {
+        let mut log = applied_log(&[1, 1, 2, 2, 3, 3]);
+        log.compact_to(LogIndex(4));
+        log.check_invariants();
+        assert_eq!(log.first_index(), LogIndex(5));
+        assert_eq!(log.base_index(), LogIndex(4));
+        assert_eq!(log.last_index(), LogIndex(6));
+        assert_eq!(log.term_at(LogIndex(4)), Some(Term(2)), "the base's term");
+        assert_eq!(log.term_at(LogIndex(3)), None, "compacted");
+        assert_eq!(log.term_at(LogIndex(0)), None, "compacted too");
+        assert!(log.entry(LogIndex(4)).is_none());
+        assert_eq!(log.entry(LogIndex(5)).map(|e| e.index), Some(LogIndex(5)));
+        assert!(log.matches(LogIndex(4), Term(2)));
+        assert!(!log.matches(LogIndex(3), Term(2)));
+        let batch = log.entries_from(LogIndex(5), 10, usize::MAX);
+        assert_eq!(batch.len(), 2);
+        assert!(log.entries_from(LogIndex(4), 10, usize::MAX).is_empty());
+        log.compact_to(LogIndex(2));
+        assert_eq!(
+            log.first_index(),
+            LogIndex(5),
+            "compacting below is a no-op"
+        );
+    }
+
+    #[test]
+    fn compacted_log_remembers_its_cluster() {
+        let mut log = applied_log(&[1, 1, 2]);
+        assert!(log.first_is_bootstrap());
+        assert_eq!(log.first_cluster_id(), Some(ClusterId(9)));
+        log.compact_to(LogIndex(2));
+        assert!(log.first_is_bootstrap(), "the Bootstrap is in the snapshot");
+        assert_eq!(log.first_cluster_id(), Some(ClusterId(9)));
+        assert_eq!(log.first_command_index(), LogIndex(3));
+    }
+
+    #[test]
+    #[should_panic(expected = "past applied")]
+    fn compacting_unapplied_entries_stops_the_node() {
+        let mut log = RaftLog::new(entries_from_index(1, &[1, 1, 1]));
+        log.commit_to(LogIndex(3));
+        log.take_committed(2);
+        log.compact_to(LogIndex(3));
+    }
+
+    #[test]
+    #[should_panic(expected = "past durable")]
+    fn compacting_entries_not_yet_durable_stops_the_node() {
+        let mut log = applied_log(&[1, 1]);
+        log.append_new(Term(1), EntryKind::Command, b"y");
+        log.commit_to(LogIndex(3));
+        log.take_committed(10);
+        log.compact_to(LogIndex(3));
+    }
+
+    #[test]
+    fn terms_and_searches_across_the_base() {
+        let mut log = applied_log(&[1, 2, 2, 2, 3, 3, 5]);
+        log.compact_to(LogIndex(3));
+        assert_eq!(log.last_index_of_term(Term(2)), Some(LogIndex(4)));
+        assert_eq!(log.last_index_of_term(Term(1)), None, "compacted away");
+        assert_eq!(log.first_index_of_term(Term(3), LogIndex(6)), LogIndex(5));
+        assert_eq!(
+            log.first_index_of_term(Term(2), LogIndex(4)),
+            LogIndex(4),
+            "a term begun below the base starts, for the log, at its first index"
+        );
+        assert_eq!(log.first_index_of_term(Term(5), LogIndex(100)), LogIndex(7));
+        log.compact_to(LogIndex(4));
+        assert_eq!(
+            log.last_index_of_term(Term(2)),
+            Some(LogIndex(4)),
+            "the base's term counts"
+        );
+        log.compact_to(LogIndex(7));
+        assert_eq!(log.last_term(), Term(5), "an empty tail ends at the base");
+        assert_eq!(log.last_index(), LogIndex(7));
+        assert!(log.is_up_to_date(LogIndex(7), Term(5)));
+        assert!(!log.is_up_to_date(LogIndex(6), Term(5)));
+        assert!(!log.is_up_to_date(LogIndex(9), Term(4)));
+    }
+
+    #[test]
+    fn appends_truncation_and_commits_work_above_the_base() {
+        let mut log = applied_log(&[1, 1]);
+        log.append_from_leader(LogIndex(2), vec![Entry::command(3, 2, b"x")]);
+        log.compact_to(LogIndex(2));
+        let last = log.append_from_leader(
+            LogIndex(2),
+            vec![Entry::command(3, 3, b"x"), Entry::command(4, 3, b"x")],
+        );
+        assert_eq!(last, LogIndex(4));
+        assert_eq!(log.term_at(LogIndex(3)), Some(Term(3)), "conflict replaced");
+        let unstable = log.take_unstable();
+        assert_eq!(unstable.first().map(|e| e.index), Some(LogIndex(3)));
+        log.persisted(LogIndex(4), Term(3));
+        assert_eq!(log.persisted_index(), LogIndex(4));
+        assert!(log.commit_to(LogIndex(4)));
+        let applied = log.take_committed(10);
+        assert_eq!(
+            applied.iter().map(|e| e.index.0).collect::<Vec<_>>(),
+            [3, 4]
+        );
+        log.check_invariants();
+    }
+
+    #[test]
+    fn restored_from_a_snapshot_starts_committed_and_applied_at_it() {
+        let log = RaftLog::restored(Some(&meta(10, 4)), entries_from_index(11, &[4, 5]));
+        log.check_invariants();
+        assert_eq!(log.first_index(), LogIndex(11));
+        assert_eq!(log.last_index(), LogIndex(12));
+        assert_eq!(log.commit_index(), LogIndex(10));
+        assert_eq!(log.last_applied(), LogIndex(10));
+        assert_eq!(log.persisted_index(), LogIndex(12));
+        assert_eq!(log.term_at(LogIndex(10)), Some(Term(4)));
+        assert_eq!(log.first_cluster_id(), Some(ClusterId(9)));
+        let empty = RaftLog::restored(Some(&meta(10, 4)), Vec::new());
+        assert_eq!(empty.last_index(), LogIndex(10));
+        assert_eq!(empty.last_term(), Term(4));
+        assert!(!empty.has_unstable());
+    }
+
+    #[test]
+    fn restored_with_a_trailing_log_below_the_snapshot_keeps_it() {
+        let entries = entries_from_index(7, &[3, 3, 4, 4, 4, 5]);
+        let log = RaftLog::restored(Some(&meta(10, 4)), entries);
+        log.check_invariants();
+        assert_eq!(
+            log.base_index(),
+            LogIndex(7),
+            "the first entry's term is known"
+        );
+        assert_eq!(log.term_at(LogIndex(7)), Some(Term(3)));
+        assert_eq!(log.term_at(LogIndex(8)), Some(Term(3)));
+        assert_eq!(log.last_index(), LogIndex(12));
+        assert_eq!(log.last_applied(), LogIndex(10));
+    }
+
+    #[test]
+    fn restored_log_that_does_not_hold_its_snapshot_is_dropped() {
+        let conflicting = RaftLog::restored(Some(&meta(10, 4)), entries_from_index(9, &[4, 5, 5]));
+        conflicting.check_invariants();
+        assert_eq!(
+            conflicting.last_index(),
+            LogIndex(10),
+            "as an install drops it"
+        );
+        assert_eq!(conflicting.last_term(), Term(4));
+        let below = RaftLog::restored(Some(&meta(10, 4)), entries_from_index(5, &[3, 3]));
+        assert_eq!(below.first_index(), LogIndex(11));
+        assert_eq!(below.last_index(), LogIndex(10));
+    }
+
+    #[test]
+    #[should_panic(expected = "has a gap")]
+    fn restored_log_with_a_gap_after_its_snapshot_stops_the_node() {
+        RaftLog::restored(Some(&meta(10, 4)), entries_from_index(12, &[4]));
+    }
+
+    #[test]
+    fn install_keeps_a_matching_suffix() {
+        let mut log = applied_log(&[1, 1]);
+        log.append_from_leader(
+            LogIndex(2),
+            entries_from_index(3, &[2, 2, 3, 3]), // 3..=6, not committed
+        );
+        log.take_unstable();
+        log.persisted(LogIndex(6), Term(3));
+        assert!(log.install_snapshot(&meta(4, 2)));
+        log.check_invariants();
+        assert_eq!(log.first_index(), LogIndex(5));
+        assert_eq!(log.last_index(), LogIndex(6), "the suffix after it stays");
+        assert_eq!(log.commit_index(), LogIndex(4));
+        assert_eq!(log.last_applied(), LogIndex(4));
+        assert_eq!(log.persisted_index(), LogIndex(6));
+        assert!(!log.has_unstable());
+    }
+
+    #[test]
+    fn install_drops_a_conflicting_log() {
+        let mut log = applied_log(&[1, 1]);
+        log.append_from_leader(LogIndex(2), entries_from_index(3, &[2, 2, 2]));
+        assert!(!log.install_snapshot(&meta(4, 3)), "term 2 at 4, not 3");
+        log.check_invariants();
+        assert_eq!(log.last_index(), LogIndex(4));
+        assert_eq!(log.last_term(), Term(3));
+        assert!(
+            log.entry(LogIndex(5)).is_none(),
+            "nothing after it survives"
+        );
+        assert_eq!(log.commit_index(), LogIndex(4));
+        assert_eq!(log.last_applied(), LogIndex(4));
+        assert_eq!(log.persisted_index(), LogIndex(4));
+        assert!(!log.has_unstable(), "dropped entries are not written");
+    }
+
+    #[test]
+    fn install_drops_another_clusters_log_even_where_terms_agree() {
+        let mut log = RaftLog::new(entries_from_index(1, &[1, 1, 1]));
+        let mut foreign = meta(2, 1);
+        foreign.cluster_id = Some(ClusterId(8));
+        assert!(!log.install_snapshot(&foreign));
+        log.check_invariants();
+        assert_eq!(log.last_index(), LogIndex(2));
+        assert_eq!(log.first_cluster_id(), Some(ClusterId(8)));
+    }
+
+    #[test]
+    fn install_past_the_end_drops_the_log() {
+        let mut log = applied_log(&[1, 1]);
+        assert!(!log.install_snapshot(&meta(9, 2)));
+        log.check_invariants();
+        assert_eq!(log.first_index(), LogIndex(10));
+        assert_eq!(log.last_index(), LogIndex(9));
+        assert_eq!(log.term_at(LogIndex(9)), Some(Term(2)));
+        assert_eq!(log.first_cluster_id(), Some(ClusterId(9)));
+    }
+
+    #[test]
+    fn planted_compaction_skips_unapplied_entries_without_tripping_asserts() {
+        let mut log = RaftLog::new(entries_from_index(1, &[1, 1, 1, 1]));
+        log.commit_to(LogIndex(4));
+        log.take_committed(1);
+        log.planted_compact_unapplied(LogIndex(1));
+        log.check_invariants();
+        assert_eq!(log.base_index(), LogIndex(4));
+        assert!(log.take_committed(10).is_empty(), "2..=4 are never applied");
     }
 }

@@ -1,15 +1,18 @@
 //! What one pass through the core asks of the runtime.
 
-use super::message::{ClusterTag, Message};
+use super::message::{ChunkToSend, ClusterTag, InstallSnapshot, Message};
 use super::types::{ClusterId, Entry, HardState, LogIndex, NodeId, Term};
 
-/// The runtime must, in this order: make `hard_state` and `entries` durable
-/// (entries whose first index is at or below the stored last index replace
-/// that suffix), then send `messages_after_persist` and call
-/// `Raft::persisted` (and, for a hard state, `Raft::hard_state_persisted`). `messages` may leave at once, before the write (§10.2.1
-/// of the dissertation: a leader may send AppendEntries in parallel with its
-/// own write). `committed_entries` are durable on a majority (not
-/// necessarily here yet) and are applied in order.
+/// The runtime must, in this order: make `hard_state`, `entries` and
+/// `snapshot_chunks_received` durable (entries whose first index is at or
+/// below the stored last index replace that suffix), then send
+/// `messages_after_persist` and call `Raft::persisted` (and, for a hard
+/// state, `Raft::hard_state_persisted`). `messages` may leave at once,
+/// before the write (§10.2.1 of the dissertation: a leader may send
+/// AppendEntries in parallel with its own write), and so may the chunks of
+/// `snapshot_chunks_to_send`, once read. `committed_entries` are durable on
+/// a majority (not necessarily here yet) and are applied in order; while a
+/// received snapshot is being installed there are none.
 #[derive(Debug, Default)]
 pub struct Ready {
     pub hard_state: Option<HardState>,
@@ -20,6 +23,22 @@ pub struct Ready {
     /// a crash.
     pub messages_after_persist: Vec<Message>,
     pub committed_entries: Vec<Entry>,
+    /// Leader: chunks of its snapshot files to send, each once its bytes
+    /// are read (`ChunkToSend::into_message`). Kept apart from `messages`
+    /// because the core cannot read files, and a message always carries
+    /// its bytes.
+    pub snapshot_chunks_to_send: Vec<ChunkToSend>,
+    /// Follower: chunks of the snapshot it receives, in order, to append to
+    /// the file being received (a chunk at offset 0 starts a new one)
+    /// before `messages_after_persist` leave. Written, not necessarily
+    /// synced: the file is synced once, before it is installed, and a node
+    /// that restarts has forgotten the transfer (its first answer asks for
+    /// offset 0). After the last one
+    /// (`InstallSnapshot::is_last`) the runtime checks the file, installs
+    /// it and restores the state machine from it, then calls
+    /// `Raft::snapshot_installed`, or `Raft::snapshot_install_failed` if
+    /// the check failed.
+    pub snapshot_chunks_received: Vec<InstallSnapshot>,
     /// ReadIndex reads whose leadership check passed: each may be answered
     /// once the state machine has applied `index`.
     pub read_states: Vec<ReadState>,
@@ -40,12 +59,16 @@ impl Ready {
             && self.messages.is_empty()
             && self.messages_after_persist.is_empty()
             && self.committed_entries.is_empty()
+            && self.snapshot_chunks_to_send.is_empty()
+            && self.snapshot_chunks_received.is_empty()
             && self.read_states.is_empty()
             && self.events.is_empty()
     }
 
     pub fn needs_persist(&self) -> bool {
-        self.hard_state.is_some() || !self.entries.is_empty()
+        self.hard_state.is_some()
+            || !self.entries.is_empty()
+            || !self.snapshot_chunks_received.is_empty()
     }
 }
 
@@ -95,6 +118,18 @@ pub enum Event {
     /// cluster it belongs to.
     ClusterIdLearned {
         cluster_id: ClusterId,
+    },
+    /// A leader starts streaming its snapshot at `index` (of `size_bytes`)
+    /// to `follower`, which needs entries the leader no longer holds.
+    SnapshotSendStarted {
+        follower: NodeId,
+        index: LogIndex,
+        size_bytes: u64,
+    },
+    /// A follower installed the snapshot at `index` that `from` sent.
+    SnapshotInstalled {
+        from: NodeId,
+        index: LogIndex,
     },
     /// A message from a node of another cluster (or of none this node
     /// recognises) was ignored, term and all (`Raft::is_foreign`).

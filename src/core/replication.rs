@@ -8,8 +8,9 @@ use super::planted::PlantedBug;
 use super::progress::{quorum_value, Progress, ProgressState};
 use super::raft::{Envelope, Raft};
 use super::raft_log::RaftLog;
-use super::ready::Event;
+use super::ready::{Event, Ready};
 use super::role::{LeaderState, RoleState};
+use super::snapshot::{start_transfer, transfer_done, Snapshots};
 use super::types::*;
 use std::collections::BTreeMap;
 
@@ -40,6 +41,9 @@ impl Raft {
             self.send_after_persist(leader, MessageBody::AppendEntriesResponse(response));
             return;
         }
+        if prev_index < self.log.base_index() {
+            return self.answer_below_base(leader, request.round);
+        }
         if !self.log.matches(prev_index, request.prev_log_term) {
             let response = self.rejection(prev_index, request.round);
             self.send_after_persist(leader, MessageBody::AppendEntriesResponse(response));
@@ -64,6 +68,21 @@ impl Raft {
             conflict_term: None,
             conflict_index: LogIndex(0),
             round: request.round,
+        };
+        self.send_after_persist(leader, MessageBody::AppendEntriesResponse(response));
+    }
+
+    /// A request from below our base, whose entries are gone into our
+    /// snapshot: they are committed, so the leader holds them too (Leader
+    /// Completeness, §5.4) and our log matches its up to our commit index.
+    /// Answered as etcd does; the leader sends on from there.
+    fn answer_below_base(&mut self, leader: NodeId, round: u64) {
+        let response = AppendEntriesResponse {
+            success: true,
+            index: self.log.commit_index(),
+            conflict_term: None,
+            conflict_index: LogIndex(0),
+            round,
         };
         self.send_after_persist(leader, MessageBody::AppendEntriesResponse(response));
     }
@@ -164,7 +183,9 @@ impl Raft {
         let newly_bound = bound && !progress.bound;
         progress.bound = bound;
         progress.round_acknowledged = progress.round_acknowledged.max(response.round);
-        let commit_wanted = if response.success {
+        let commit_wanted = if progress.is_snapshot() {
+            answer_during_transfer(log, progress, response) || newly_bound
+        } else if response.success {
             handle_success(progress, response.index) || newly_bound
         } else {
             ready
@@ -243,6 +264,7 @@ impl Raft {
             return;
         };
         for (&peer, progress) in peers {
+            appender.start_snapshot_if_needed(peer, progress);
             appender.send_heartbeat(peer, progress);
         }
     }
@@ -255,7 +277,9 @@ impl Raft {
             return;
         };
         for (&peer, progress) in peers {
+            appender.start_snapshot_if_needed(peer, progress);
             while appender.send_append(peer, progress) {}
+            while appender.send_chunk(peer, progress) {}
         }
     }
 
@@ -269,17 +293,30 @@ impl Raft {
             log,
             config,
             ready,
+            snapshots,
+            now_ms,
             ..
         } = self
         else {
             return None;
         };
+        let Ready {
+            messages,
+            snapshot_chunks_to_send,
+            events,
+            ..
+        } = ready;
         let appender = Appender {
             log,
             limits: &config.limits,
             envelope,
             round: leader.reads.round(),
-            messages: &mut ready.messages,
+            messages,
+            snapshots,
+            chunks: snapshot_chunks_to_send,
+            events,
+            now_ms: *now_ms,
+            transfer_silence_ms_max: config.election_timeout_ms_min,
         };
         Some((appender, &mut leader.progress))
     }
@@ -293,13 +330,73 @@ struct Appender<'a> {
     /// The read round every AppendEntries carries (§6.4).
     round: u64,
     messages: &'a mut Vec<Message>,
+    snapshots: &'a Snapshots,
+    chunks: &'a mut Vec<ChunkToSend>,
+    events: &'a mut Vec<Event>,
+    now_ms: u64,
+    /// A snapshot transfer the follower has not answered for this long
+    /// lost its chunks: it resumes from what the follower last stored.
+    transfer_silence_ms_max: u64,
 }
 
 impl Appender<'_> {
+    /// A follower that needs an entry we no longer hold (below our first
+    /// index, where its rejections or its log's end led next_index) gets
+    /// the newest snapshot instead; only such a follower does.
+    fn start_snapshot_if_needed(&mut self, peer: NodeId, progress: &mut Progress) {
+        if progress.is_snapshot() || progress.next_index >= self.log.first_index() {
+            return;
+        }
+        let snapshot = self
+            .snapshots
+            .newest()
+            .expect("log compacted without a snapshot");
+        start_transfer(peer, progress, snapshot, self.now_ms, self.events);
+    }
+
+    /// The next chunk of the snapshot `peer` is in, if the window has room.
+    /// A transfer of a snapshot storage has since let go (two newer ones
+    /// are durable) starts over with the newest. Returns whether it sent.
+    fn send_chunk(&mut self, peer: NodeId, progress: &mut Progress) -> bool {
+        let Some(transfer) = progress.snapshot_transfer() else {
+            return false;
+        };
+        let Some(snapshot) = self.snapshots.find(transfer.index, transfer.term) else {
+            let newest = self.snapshots.newest().expect("a snapshot was streamed");
+            start_transfer(peer, progress, newest, self.now_ms, self.events);
+            return true;
+        };
+        let chunk_size_max = self.limits.snapshot_chunk_size_max;
+        let chunks_max = self.limits.inflight_snapshot_chunks_max;
+        let Some((offset, size)) = transfer.next_chunk(chunk_size_max, chunks_max) else {
+            return false;
+        };
+        self.chunks.push(ChunkToSend {
+            from: self.envelope.from,
+            to: peer,
+            term: self.envelope.term,
+            cluster: self.envelope.cluster,
+            meta: snapshot.meta.clone(),
+            offset,
+            size,
+            total_size: transfer.total_size,
+        });
+        true
+    }
+
     /// An empty AppendEntries at next_index - 1. In Probe it re-sends the
     /// probe (the last one may be lost); in Replicate a rejection reveals
-    /// lost batches.
+    /// lost batches. In Snapshot it goes at our base: it holds off the
+    /// follower's election, carries the read round, and a success says the
+    /// follower no longer needs the snapshot; a transfer gone silent
+    /// resumes.
     fn send_heartbeat(&mut self, peer: NodeId, progress: &mut Progress) {
+        if let Some(transfer) = progress.snapshot_transfer() {
+            if self.now_ms >= transfer.progress_ms + self.transfer_silence_ms_max {
+                transfer.resume(self.now_ms);
+            }
+            return self.send_request(peer, self.log.base_index(), Vec::new());
+        }
         if progress.state == ProgressState::Probe {
             progress.probe_sent = false;
             if self.send_append(peer, progress) {
@@ -344,6 +441,22 @@ impl Appender<'_> {
         let message = self.envelope.to(peer, MessageBody::AppendEntries(request));
         self.messages.push(message);
     }
+}
+
+/// An answer to an AppendEntries (a heartbeat, mostly) while a snapshot
+/// streams to the follower: a success at or past our base says its log
+/// matches where ours begins, so entries can reach it after all.
+/// Rejections say nothing the transfer does not know. Returns whether the
+/// answer told anything new.
+fn answer_during_transfer(
+    log: &RaftLog,
+    progress: &mut Progress,
+    response: &AppendEntriesResponse,
+) -> bool {
+    if !response.success || response.index < log.base_index() {
+        return false;
+    }
+    transfer_done(progress, response.index)
 }
 
 /// `answer_stale` marks its replies with conflict index 0, which a real

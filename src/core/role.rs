@@ -3,6 +3,7 @@
 //! function, after `Raft::step` has done the term checks common to all, and
 //! time in one `tick_*` function (the layout of etcd-io/raft's raft.go).
 
+use super::config::Limits;
 use super::message::*;
 use super::progress::Progress;
 use super::raft::Raft;
@@ -75,11 +76,25 @@ pub(super) struct LeaderState {
 }
 
 impl LeaderState {
-    /// Whether some peer has entries to receive and room in its window.
+    /// Whether some peer has entries to receive and room in its window
+    /// (or needs a snapshot: the next send finds out).
     pub(super) fn has_appends_to_send(&self, log: &RaftLog) -> bool {
+        self.progress.values().any(|progress| {
+            let needs_snapshot = !progress.is_snapshot() && progress.next_index < log.first_index();
+            needs_snapshot
+                || (progress.can_send_entries() && progress.next_index <= log.last_index())
+        })
+    }
+
+    /// Whether some peer in Snapshot state has room for a chunk.
+    pub(super) fn has_chunks_to_send(&self, limits: &Limits) -> bool {
+        let (size, count) = (
+            limits.snapshot_chunk_size_max,
+            limits.inflight_snapshot_chunks_max,
+        );
         self.progress
             .values()
-            .any(|progress| progress.can_send_entries() && progress.next_index <= log.last_index())
+            .any(|progress| progress.has_chunk_to_send(size, count))
     }
 }
 
@@ -211,8 +226,13 @@ impl Raft {
             MessageBody::AppendEntries(request) => {
                 self.handle_append_entries(message.from, message.cluster, request)
             }
+            MessageBody::InstallSnapshot(chunk) => {
+                self.handle_install_snapshot(message.from, chunk)
+            }
             // Answers to requests of an earlier role: nothing to do.
-            MessageBody::RequestVoteResponse(_) | MessageBody::AppendEntriesResponse(_) => {}
+            MessageBody::RequestVoteResponse(_)
+            | MessageBody::AppendEntriesResponse(_)
+            | MessageBody::InstallSnapshotResponse(_) => {}
         }
     }
 
@@ -229,7 +249,13 @@ impl Raft {
             MessageBody::AppendEntries(request) => {
                 self.yield_to_leader(message.from, message.cluster, request)
             }
-            MessageBody::AppendEntriesResponse(_) => {}
+            MessageBody::InstallSnapshot(chunk) => {
+                let leader = message.from;
+                let reason = StepDownReason::LeaderExists { leader };
+                self.become_follower(self.hard_state.current_term, Some(leader), reason);
+                self.handle_install_snapshot(leader, chunk)
+            }
+            MessageBody::AppendEntriesResponse(_) | MessageBody::InstallSnapshotResponse(_) => {}
         }
     }
 
@@ -241,7 +267,10 @@ impl Raft {
             MessageBody::AppendEntriesResponse(response) => {
                 self.handle_append_response(message.from, message.cluster.bound, &response)
             }
-            MessageBody::AppendEntries(_) => {
+            MessageBody::InstallSnapshotResponse(response) => {
+                self.handle_snapshot_response(message.from, message.cluster.bound, &response)
+            }
+            MessageBody::AppendEntries(_) | MessageBody::InstallSnapshot(_) => {
                 panic!(
                     "two leaders in term {}: {} and {}",
                     self.hard_state.current_term, self.config.id, message.from

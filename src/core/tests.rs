@@ -1070,6 +1070,8 @@ fn smallest_limits_still_replicate_everything() {
             inflight_bytes_max: 1,
             apply_batch_entries_max: 1,
             reads_pending_max: 1,
+            snapshot_chunk_size_max: 1,
+            inflight_snapshot_chunks_max: 1,
         };
     }
     cluster.campaign(0);

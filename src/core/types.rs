@@ -183,3 +183,11 @@ pub struct SnapshotMeta {
     /// The voters the log held at `index` (today: the configured members).
     pub voters: Vec<NodeId>,
 }
+
+/// A snapshot this node holds durably: what it covers and how many bytes
+/// its file has (what a leader streams to a follower, byte for byte).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredSnapshot {
+    pub meta: SnapshotMeta,
+    pub size_bytes: u64,
+}

@@ -539,6 +539,20 @@ impl<S: Storage<Job = SyncJob>> Server<S> {
                 Info,
                 "Cluster id {cluster_id}: this node now refuses peers of any other cluster"
             ),
+            Event::SnapshotSendStarted {
+                follower,
+                index,
+                size_bytes,
+            } => log!(
+                Info,
+                "Sending snapshot to {} (index={index}, bytes={size_bytes})",
+                self.name(*follower)
+            ),
+            Event::SnapshotInstalled { from, index } => log!(
+                Info,
+                "Installed snapshot from {} (index={index})",
+                self.name(*from)
+            ),
         }
     }
 

@@ -17,11 +17,13 @@ use super::handshake::{
 };
 use super::handshake::{PeerChallenge, PeerHello, PeerProof, PeerRefused, PeerWelcome};
 use crate::constants::{
-    APPEND_BATCH_ENTRIES_MAX, COMMAND_SIZE_MAX, ENTRY_DATA_SIZE_MAX, FRAME_SIZE_MAX,
+    APPEND_BATCH_ENTRIES_MAX, CLUSTER_SIZE_MAX, COMMAND_SIZE_MAX, ENTRY_DATA_SIZE_MAX,
+    FRAME_SIZE_MAX, SNAPSHOT_CHUNK_SIZE_MAX,
 };
 use crate::core::{
-    AppendEntries, AppendEntriesResponse, ClusterId, ClusterTag, Entry, EntryKind, LogIndex,
-    Message, MessageBody, NodeId, RequestVote, RequestVoteResponse, Term, ENTRY_HEADER_SIZE,
+    AppendEntries, AppendEntriesResponse, ClusterId, ClusterTag, Entry, EntryKind, InstallSnapshot,
+    InstallSnapshotResponse, LogIndex, Message, MessageBody, NodeId, RequestVote,
+    RequestVoteResponse, SnapshotMeta, SnapshotStatus, Term, ENTRY_HEADER_SIZE,
 };
 
 /// Everything that travels on a connection.
@@ -37,7 +39,7 @@ pub enum Frame {
     PeerWelcome(PeerWelcome),
     /// Either side ends a handshake, saying why (frame type 11).
     PeerRefused(PeerRefused),
-    /// A Raft RPC between peers (frame types 2 to 5).
+    /// A Raft RPC between peers (frame types 2 to 5, 12 and 13).
     Peer(Message),
     /// A client's command (frame type 6).
     ClientRequest(ClientRequest),
@@ -185,6 +187,8 @@ pub(super) enum FrameType {
     PeerProof = 9,
     PeerWelcome = 10,
     PeerRefused = 11,
+    InstallSnapshot = 12,
+    InstallSnapshotResponse = 13,
 }
 
 impl FrameType {
@@ -201,6 +205,8 @@ impl FrameType {
             9 => Some(FrameType::PeerProof),
             10 => Some(FrameType::PeerWelcome),
             11 => Some(FrameType::PeerRefused),
+            12 => Some(FrameType::InstallSnapshot),
+            13 => Some(FrameType::InstallSnapshotResponse),
             _ => None,
         }
     }
@@ -218,6 +224,8 @@ impl FrameType {
             FrameType::PeerProof => "PeerProof",
             FrameType::PeerWelcome => "PeerWelcome",
             FrameType::PeerRefused => "PeerRefused",
+            FrameType::InstallSnapshot => "InstallSnapshot",
+            FrameType::InstallSnapshotResponse => "InstallSnapshotResponse",
         }
     }
 }
@@ -241,6 +249,8 @@ pub(super) fn message_frame_type(body: &MessageBody) -> FrameType {
         MessageBody::RequestVoteResponse(_) => FrameType::RequestVoteResponse,
         MessageBody::AppendEntries(_) => FrameType::AppendEntries,
         MessageBody::AppendEntriesResponse(_) => FrameType::AppendEntriesResponse,
+        MessageBody::InstallSnapshot(_) => FrameType::InstallSnapshot,
+        MessageBody::InstallSnapshotResponse(_) => FrameType::InstallSnapshotResponse,
     }
 }
 
@@ -316,7 +326,61 @@ pub(super) fn encode_message_payload(message: &Message, out: &mut Vec<u8>) {
             put_u64(out, response.conflict_index.0);
             put_u64(out, response.round);
         }
+        MessageBody::InstallSnapshot(chunk) => encode_install_snapshot(chunk, out),
+        MessageBody::InstallSnapshotResponse(response) => {
+            put_u64(out, response.index.0);
+            put_u64(out, response.term.0);
+            let (status, value) = match response.status {
+                SnapshotStatus::Accepted { stored } => (SNAPSHOT_ACCEPTED, stored),
+                SnapshotStatus::OutOfOrder { stored } => (SNAPSHOT_OUT_OF_ORDER, stored),
+                SnapshotStatus::Installed { match_index } => (SNAPSHOT_INSTALLED, match_index.0),
+                SnapshotStatus::Failed => (SNAPSHOT_FAILED, 0),
+            };
+            out.push(status);
+            put_u64(out, value);
+        }
     }
+}
+
+/// The status byte of an InstallSnapshotResponse.
+const SNAPSHOT_ACCEPTED: u8 = 0;
+const SNAPSHOT_OUT_OF_ORDER: u8 = 1;
+const SNAPSHOT_INSTALLED: u8 = 2;
+const SNAPSHOT_FAILED: u8 = 3;
+
+fn encode_install_snapshot(chunk: &InstallSnapshot, out: &mut Vec<u8>) {
+    // The bounds the decoder enforces (`read_install_snapshot`).
+    assert!(
+        chunk.meta.index > LogIndex(0),
+        "a snapshot at index 0 covers nothing"
+    );
+    assert!(
+        !chunk.data.is_empty(),
+        "an empty snapshot chunk at {}",
+        chunk.offset
+    );
+    let end = chunk.offset.checked_add(chunk.data.len() as u64);
+    assert!(
+        end.is_some_and(|end| end <= chunk.total_size),
+        "snapshot chunk at {} runs past the file's {} bytes",
+        chunk.offset,
+        chunk.total_size
+    );
+    assert!(
+        chunk.meta.voters.len() <= CLUSTER_SIZE_MAX,
+        "snapshot names {} voters",
+        chunk.meta.voters.len()
+    );
+    put_u64(out, chunk.meta.index.0);
+    put_u64(out, chunk.meta.term.0);
+    put_u64(out, chunk.meta.cluster_id.map_or(0, |id| id.0));
+    put_u32(out, chunk.meta.voters.len() as u32);
+    for voter in &chunk.meta.voters {
+        put_u32(out, voter.0);
+    }
+    put_u64(out, chunk.offset);
+    put_u64(out, chunk.total_size);
+    put_bytes(out, &chunk.data, SNAPSHOT_CHUNK_SIZE_MAX);
 }
 
 fn encode_append_entries(append: &AppendEntries, out: &mut Vec<u8>) {
@@ -403,6 +467,12 @@ pub(super) fn decode_payload(frame_type: FrameType, payload: &[u8]) -> Result<Fr
         FrameType::AppendEntries => Frame::Peer(read_message(&mut reader, read_append_entries)?),
         FrameType::AppendEntriesResponse => {
             Frame::Peer(read_message(&mut reader, read_append_entries_response)?)
+        }
+        FrameType::InstallSnapshot => {
+            Frame::Peer(read_message(&mut reader, read_install_snapshot)?)
+        }
+        FrameType::InstallSnapshotResponse => {
+            Frame::Peer(read_message(&mut reader, read_install_snapshot_response)?)
         }
         FrameType::ClientRequest => Frame::ClientRequest(read_client_request(&mut reader)?),
         FrameType::ClientResponse => Frame::ClientResponse(read_client_response(&mut reader)?),
@@ -510,6 +580,79 @@ fn read_append_entries_response(reader: &mut Reader<'_>) -> Result<MessageBody, 
         conflict_index,
         round,
     }))
+}
+
+/// A chunk must lie within its file and carry at least one byte, and its
+/// snapshot must cover at least one entry: a chunk that breaks any of these
+/// cannot come from a correct leader.
+fn read_install_snapshot(reader: &mut Reader<'_>) -> Result<MessageBody, PayloadError> {
+    let meta = read_snapshot_meta(reader)?;
+    let offset = reader.read_u64("offset")?;
+    let total_size = reader.read_u64("total_size")?;
+    let data_size = reader.read_size("data", SNAPSHOT_CHUNK_SIZE_MAX)?;
+    let data = reader.take(data_size, "data")?;
+    if data.is_empty() {
+        return Err(PayloadError::Invalid("empty snapshot chunk"));
+    }
+    let end = offset.checked_add(data_size as u64);
+    if end.is_none_or(|end| end > total_size) {
+        return Err(PayloadError::Invalid(
+            "snapshot chunk runs past the end of its file",
+        ));
+    }
+    Ok(MessageBody::InstallSnapshot(InstallSnapshot {
+        meta,
+        offset,
+        total_size,
+        data: data.into(),
+    }))
+}
+
+fn read_snapshot_meta(reader: &mut Reader<'_>) -> Result<SnapshotMeta, PayloadError> {
+    let index = LogIndex(reader.read_u64("snapshot_index")?);
+    if index == LogIndex(0) {
+        return Err(PayloadError::Invalid("snapshot_index 0 covers nothing"));
+    }
+    let term = Term(reader.read_u64("snapshot_term")?);
+    let cluster_id = match reader.read_u64("snapshot_cluster_id")? {
+        0 => None,
+        id => Some(ClusterId(id)),
+    };
+    let count = reader.read_count("voters", CLUSTER_SIZE_MAX)?;
+    let mut voters = Vec::with_capacity(count);
+    for _ in 0..count {
+        voters.push(NodeId(reader.read_u32("voter")?));
+    }
+    Ok(SnapshotMeta {
+        index,
+        term,
+        cluster_id,
+        voters,
+    })
+}
+
+fn read_install_snapshot_response(reader: &mut Reader<'_>) -> Result<MessageBody, PayloadError> {
+    let index = LogIndex(reader.read_u64("snapshot_index")?);
+    let term = Term(reader.read_u64("snapshot_term")?);
+    let status_byte = reader.read_u8("status")?;
+    let value = reader.read_u64("status value")?;
+    let status = match status_byte {
+        SNAPSHOT_ACCEPTED => SnapshotStatus::Accepted { stored: value },
+        SNAPSHOT_OUT_OF_ORDER => SnapshotStatus::OutOfOrder { stored: value },
+        SNAPSHOT_INSTALLED => SnapshotStatus::Installed {
+            match_index: LogIndex(value),
+        },
+        SNAPSHOT_FAILED if value == 0 => SnapshotStatus::Failed,
+        SNAPSHOT_FAILED => return Err(PayloadError::Invalid("status failed with a value")),
+        _ => return Err(PayloadError::Invalid("unknown snapshot status")),
+    };
+    Ok(MessageBody::InstallSnapshotResponse(
+        InstallSnapshotResponse {
+            index,
+            term,
+            status,
+        },
+    ))
 }
 
 /// Entries must continue the log right after `prev_log_index` with no gap:
@@ -729,6 +872,38 @@ pub(super) mod tests {
         )
     }
 
+    fn snapshot_meta(voter_count: u32) -> SnapshotMeta {
+        SnapshotMeta {
+            index: LogIndex(41),
+            term: Term(3),
+            cluster_id: Some(ClusterId(0x1234)),
+            voters: (0..voter_count).map(NodeId).collect(),
+        }
+    }
+
+    fn install_snapshot(offset: u64, data: &[u8], total_size: u64) -> Frame {
+        message(
+            4,
+            MessageBody::InstallSnapshot(InstallSnapshot {
+                meta: snapshot_meta(3),
+                offset,
+                total_size,
+                data: data.into(),
+            }),
+        )
+    }
+
+    fn snapshot_answer(status: SnapshotStatus) -> Frame {
+        message(
+            4,
+            MessageBody::InstallSnapshotResponse(InstallSnapshotResponse {
+                index: LogIndex(41),
+                term: Term(3),
+                status,
+            }),
+        )
+    }
+
     /// One small frame of every type and shape, for round trips and fuzzing.
     pub(in crate::wire) fn sample_frames() -> Vec<Frame> {
         vec![
@@ -820,6 +995,26 @@ pub(super) mod tests {
                 RefusalReason::ClusterId,
                 "another cluster",
             )),
+            install_snapshot(0, b"RLSNAP", 100),
+            install_snapshot(94, &[0, 255, 7, 1, 2, 3], 100),
+            message(
+                3,
+                MessageBody::InstallSnapshot(InstallSnapshot {
+                    meta: SnapshotMeta {
+                        cluster_id: None,
+                        ..snapshot_meta(0)
+                    },
+                    offset: u64::MAX - 1,
+                    total_size: u64::MAX,
+                    data: vec![9].into(),
+                }),
+            ),
+            snapshot_answer(SnapshotStatus::Accepted { stored: 6 }),
+            snapshot_answer(SnapshotStatus::OutOfOrder { stored: 0 }),
+            snapshot_answer(SnapshotStatus::Installed {
+                match_index: LogIndex(44),
+            }),
+            snapshot_answer(SnapshotStatus::Failed),
         ]
     }
 
@@ -1142,5 +1337,203 @@ pub(super) mod tests {
             request_id: 1,
             reply,
         }));
+    }
+
+    // ---- InstallSnapshot and its answer ----------------------------------
+
+    /// Bytes of an InstallSnapshot body before its offset, with `voters`.
+    fn snapshot_meta_size(voters: usize) -> usize {
+        8 + 8 + 8 + 4 + 4 * voters
+    }
+
+    #[test]
+    fn install_snapshot_layout_is_as_documented() {
+        let frame = install_snapshot(94, &[0xaa, 0xbb], 100);
+        let mut expected = Vec::new();
+        let body_size = MESSAGE_HEADER_SIZE + snapshot_meta_size(3) + 8 + 8 + 4 + 2;
+        expected.extend_from_slice(&(body_size as u32 + 2).to_be_bytes());
+        expected.extend_from_slice(&[1, 12]);
+        expected.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2]);
+        expected.extend_from_slice(&4u64.to_be_bytes());
+        expected.extend_from_slice(&0x1234u64.to_be_bytes());
+        expected.push(1); // bound (even term)
+        expected.extend_from_slice(&41u64.to_be_bytes()); // snapshot index
+        expected.extend_from_slice(&3u64.to_be_bytes()); // snapshot term
+        expected.extend_from_slice(&0x1234u64.to_be_bytes()); // its cluster
+        expected.extend_from_slice(&3u32.to_be_bytes()); // voters
+        for voter in 0u32..3 {
+            expected.extend_from_slice(&voter.to_be_bytes());
+        }
+        expected.extend_from_slice(&94u64.to_be_bytes()); // offset
+        expected.extend_from_slice(&100u64.to_be_bytes()); // total size
+        expected.extend_from_slice(&2u32.to_be_bytes());
+        expected.extend_from_slice(&[0xaa, 0xbb]);
+        assert_eq!(encode(&frame), expected);
+    }
+
+    #[test]
+    fn install_snapshot_response_layout_is_as_documented() {
+        let cases = [
+            (SnapshotStatus::Accepted { stored: 6 }, 0, 6u64),
+            (SnapshotStatus::OutOfOrder { stored: 5 }, 1, 5),
+            (
+                SnapshotStatus::Installed {
+                    match_index: LogIndex(44),
+                },
+                2,
+                44,
+            ),
+            (SnapshotStatus::Failed, 3, 0),
+        ];
+        for (status, status_byte, value) in cases {
+            let payload = payload_of(&snapshot_answer(status));
+            let mut expected = payload[..MESSAGE_HEADER_SIZE].to_vec();
+            expected.extend_from_slice(&41u64.to_be_bytes());
+            expected.extend_from_slice(&3u64.to_be_bytes());
+            expected.push(status_byte);
+            expected.extend_from_slice(&value.to_be_bytes());
+            assert_eq!(payload, expected, "{status:?}");
+            assert_eq!(encode(&snapshot_answer(status))[5], 13);
+        }
+    }
+
+    #[test]
+    fn full_snapshot_chunk_with_every_voter_round_trips_within_a_frame() {
+        let data = vec![0x5a; SNAPSHOT_CHUNK_SIZE_MAX];
+        let frame = message(
+            2,
+            MessageBody::InstallSnapshot(InstallSnapshot {
+                meta: snapshot_meta(CLUSTER_SIZE_MAX as u32),
+                offset: 0,
+                total_size: SNAPSHOT_CHUNK_SIZE_MAX as u64,
+                data: data.into(),
+            }),
+        );
+        assert!(encode(&frame).len() <= FRAME_SIZE_MAX + 4);
+        assert_round_trip(&frame);
+    }
+
+    #[test]
+    fn every_truncation_of_a_snapshot_frame_is_refused_as_truncation() {
+        let frames = [
+            install_snapshot(94, &[1, 2, 3], 100),
+            snapshot_answer(SnapshotStatus::Installed {
+                match_index: LogIndex(44),
+            }),
+        ];
+        for frame in frames {
+            let payload = payload_of(&frame);
+            let frame_type = encode(&frame)[5];
+            for size in 0..payload.len() {
+                let error = payload_error(frame_type, &payload[..size]);
+                assert!(
+                    matches!(error, PayloadError::Truncated { .. }),
+                    "{size} of {} bytes: {error}",
+                    payload.len()
+                );
+            }
+        }
+    }
+
+    /// The InstallSnapshot payload of `install_snapshot(offset, data,
+    /// total)` with its fields at the given offsets rewritten.
+    fn chunk_payload() -> Vec<u8> {
+        payload_of(&install_snapshot(94, &[1, 2, 3], 100))
+    }
+
+    const CHUNK_META_AT: usize = MESSAGE_HEADER_SIZE;
+    const CHUNK_VOTERS_AT: usize = CHUNK_META_AT + 24;
+    const CHUNK_OFFSET_AT: usize = CHUNK_META_AT + 28 + 12;
+    const CHUNK_DATA_SIZE_AT: usize = CHUNK_OFFSET_AT + 16;
+
+    #[test]
+    fn snapshot_chunk_past_the_end_of_its_file_is_refused() {
+        let mut payload = chunk_payload();
+        payload[CHUNK_OFFSET_AT..CHUNK_OFFSET_AT + 8].copy_from_slice(&98u64.to_be_bytes());
+        let expected = PayloadError::Invalid("snapshot chunk runs past the end of its file");
+        assert_eq!(payload_error(12, &payload), expected);
+        payload[CHUNK_OFFSET_AT..CHUNK_OFFSET_AT + 8].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(payload_error(12, &payload), expected, "offset overflow");
+    }
+
+    #[test]
+    fn empty_snapshot_chunk_is_refused() {
+        let mut payload = chunk_payload();
+        payload.truncate(CHUNK_DATA_SIZE_AT);
+        payload.extend_from_slice(&0u32.to_be_bytes());
+        let error = payload_error(12, &payload);
+        assert_eq!(error, PayloadError::Invalid("empty snapshot chunk"));
+    }
+
+    #[test]
+    fn snapshot_at_index_zero_is_refused() {
+        let mut payload = chunk_payload();
+        payload[CHUNK_META_AT..CHUNK_META_AT + 8].copy_from_slice(&0u64.to_be_bytes());
+        let error = payload_error(12, &payload);
+        assert_eq!(
+            error,
+            PayloadError::Invalid("snapshot_index 0 covers nothing")
+        );
+    }
+
+    #[test]
+    fn snapshot_voters_over_their_bound_are_refused_before_reading_them() {
+        let mut payload = chunk_payload();
+        let count = CLUSTER_SIZE_MAX as u32 + 1;
+        payload[CHUNK_VOTERS_AT..CHUNK_VOTERS_AT + 4].copy_from_slice(&count.to_be_bytes());
+        let error = payload_error(12, &payload);
+        let expected = PayloadError::CountTooLarge {
+            field: "voters",
+            count,
+            count_max: CLUSTER_SIZE_MAX,
+        };
+        assert_eq!(error, expected);
+    }
+
+    #[test]
+    fn snapshot_chunk_over_its_bound_is_refused_before_reading_it() {
+        let mut payload = chunk_payload();
+        payload.truncate(CHUNK_DATA_SIZE_AT);
+        let size = SNAPSHOT_CHUNK_SIZE_MAX as u32 + 1;
+        payload.extend_from_slice(&size.to_be_bytes());
+        let error = payload_error(12, &payload);
+        let expected = PayloadError::FieldTooLarge {
+            field: "data",
+            size,
+            size_max: SNAPSHOT_CHUNK_SIZE_MAX,
+        };
+        assert_eq!(error, expected);
+    }
+
+    #[test]
+    fn unknown_snapshot_status_and_failed_with_a_value_are_refused() {
+        let mut payload = payload_of(&snapshot_answer(SnapshotStatus::Failed));
+        let status_at = MESSAGE_HEADER_SIZE + 16;
+        payload[status_at] = 4;
+        let error = payload_error(13, &payload);
+        assert_eq!(error, PayloadError::Invalid("unknown snapshot status"));
+        payload[status_at] = 3;
+        payload[status_at + 8] = 1;
+        let error = payload_error(13, &payload);
+        assert_eq!(error, PayloadError::Invalid("status failed with a value"));
+    }
+
+    #[test]
+    #[should_panic(expected = "runs past the file")]
+    fn encoding_a_chunk_past_its_file_is_a_bug() {
+        encode(&install_snapshot(99, &[1, 2], 100));
+    }
+
+    #[test]
+    #[should_panic(expected = "empty snapshot chunk")]
+    fn encoding_an_empty_chunk_is_a_bug() {
+        encode(&install_snapshot(0, &[], 100));
+    }
+
+    #[test]
+    #[should_panic(expected = "exceeds maximum")]
+    fn encoding_an_oversized_chunk_is_a_bug() {
+        let data = vec![0; SNAPSHOT_CHUNK_SIZE_MAX + 1];
+        encode(&install_snapshot(0, &data, data.len() as u64));
     }
 }

@@ -11,7 +11,7 @@
 
 use super::disk::Disk;
 use raftlite::core::rng::Rng;
-use raftlite::core::{Entry, HardState, Message, MessageBody};
+use raftlite::core::{Entry, HardState, Message, MessageBody, SnapshotStatus};
 use raftlite::driver::{DriveError, SyncExecutor, Transport};
 use raftlite::storage::{Storage, StorageError};
 use std::cell::Cell;
@@ -210,6 +210,10 @@ pub fn promises_durable_state(message: &Message) -> bool {
         MessageBody::AppendEntriesResponse(response) => {
             response.success || response.conflict_index.0 != 0
         }
-        MessageBody::AppendEntries(_) => false,
+        MessageBody::AppendEntries(_) | MessageBody::InstallSnapshot(_) => false,
+        // An installed snapshot is durable; a chunk's answer promises nothing.
+        MessageBody::InstallSnapshotResponse(response) => {
+            matches!(response.status, SnapshotStatus::Installed { .. })
+        }
     }
 }

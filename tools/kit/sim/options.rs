@@ -266,6 +266,7 @@ fn small_limits(rng: &mut Rng) -> Limits {
         inflight_bytes_max: small(rng, &[1, 64, 256, 1024]),
         apply_batch_entries_max: 1,
         reads_pending_max: small(rng, &[1, 2]),
+        ..Limits::default()
     }
 }
 

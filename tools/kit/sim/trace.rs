@@ -6,7 +6,9 @@ use super::disk::TornTail;
 use super::event::Reply;
 use super::network::DropReason;
 use super::options::TRACE_TAIL_EVENTS;
-use raftlite::core::{Event, HardState, LogIndex, Message, MessageBody, NodeId, Term};
+use raftlite::core::{
+    Event, HardState, LogIndex, Message, MessageBody, NodeId, SnapshotStatus, Term,
+};
 use raftlite::reply::Answer;
 use std::collections::VecDeque;
 use std::fmt;
@@ -42,6 +44,16 @@ pub enum BodySummary {
         index: LogIndex,
         conflict_index: LogIndex,
     },
+    Snapshot {
+        index: LogIndex,
+        offset: u64,
+        size: usize,
+        total_size: u64,
+    },
+    SnapshotResponse {
+        index: LogIndex,
+        status: SnapshotStatus,
+    },
 }
 
 impl MessageSummary {
@@ -66,6 +78,16 @@ impl MessageSummary {
                 success: response.success,
                 index: response.index,
                 conflict_index: response.conflict_index,
+            },
+            MessageBody::InstallSnapshot(chunk) => BodySummary::Snapshot {
+                index: chunk.meta.index,
+                offset: chunk.offset,
+                size: chunk.data.len(),
+                total_size: chunk.total_size,
+            },
+            MessageBody::InstallSnapshotResponse(response) => BodySummary::SnapshotResponse {
+                index: response.index,
+                status: response.status,
             },
         };
         MessageSummary {
@@ -124,6 +146,18 @@ impl fmt::Display for MessageSummary {
                 index,
                 conflict_index,
             } => write!(f, "AppendReject prev={index} retry-from={conflict_index}"),
+            BodySummary::Snapshot {
+                index,
+                offset,
+                size,
+                total_size,
+            } => write!(
+                f,
+                "Snapshot index={index} bytes={offset}+{size} of {total_size}"
+            ),
+            BodySummary::SnapshotResponse { index, status } => {
+                write!(f, "SnapshotAnswer index={index} {status:?}")
+            }
         }
     }
 }
@@ -445,6 +479,14 @@ fn core_event(event: &Event) -> String {
         } => format!(
             "{follower} lost acknowledged entries: its log ends at {last_index}, below {acknowledged}"
         ),
+        Event::SnapshotSendStarted {
+            follower,
+            index,
+            size_bytes,
+        } => format!("sends snapshot {index} ({size_bytes} bytes) to {follower}"),
+        Event::SnapshotInstalled { from, index } => {
+            format!("installed snapshot {index} from {from}")
+        }
     }
 }
 
