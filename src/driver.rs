@@ -78,6 +78,33 @@ impl From<StorageError> for DriveError {
     }
 }
 
+/// When the driver snapshots the state machine and how much log it keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// Snapshot once more than this many entries are applied past the
+    /// last snapshot (`--snapshot-entries`); `u64::MAX`: only on request.
+    pub entries: u64,
+    /// Entries kept below the snapshot index (`--snapshot-trailing`).
+    pub trailing: u64,
+    /// State-machine bytes written per `drive` call while a snapshot is
+    /// being taken: the bound on how long one loop turn spends on it.
+    pub bytes_per_drive: usize,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy {
+            entries: 100_000,
+            trailing: 10_000,
+            bytes_per_drive: SNAPSHOT_BYTES_PER_DRIVE_MAX,
+        }
+    }
+}
+
+/// The default and ceiling of `SnapshotPolicy::bytes_per_drive`: about a
+/// millisecond of the state machine's encoding (docs/DESIGN.md).
+pub const SNAPSHOT_BYTES_PER_DRIVE_MAX: usize = 1 << 20;
+
 /// What the driver keeps between calls: the deferred syncs it owes the
 /// core, and a counter for STATUS.
 #[derive(Debug)]
@@ -320,17 +347,18 @@ fn planted_ack_before_sync(_replica: &Replica) -> bool {
 mod tests {
     use super::*;
     use crate::core::{
-        ClusterId, ClusterTag, Config, Entry, HardState, Limits, MessageBody, NodeId, Raft,
-        RequestVote, RequestVoteResponse,
+        ClusterId, ClusterTag, Config, Entry, HardState, InstallSnapshot, Limits, MessageBody,
+        NodeId, Raft, RequestVote, RequestVoteResponse, SnapshotMeta,
     };
     use crate::replica::{ClientToken, Member, Replica, SessionTag};
+    use crate::storage::LoadedSnapshot;
     use std::cell::RefCell;
     use std::collections::VecDeque;
     use std::rc::Rc;
 
     type Log = Rc<RefCell<Vec<String>>>;
 
-    struct FakeStorage(Log);
+    struct FakeStorage(Log, crate::storage::MemoryStorage);
 
     impl Storage for FakeStorage {
         type Job = u64;
@@ -360,6 +388,56 @@ mod tests {
 
         fn merge_jobs(_older: u64, newer: u64) -> u64 {
             newer
+        }
+
+        fn snapshot_begin(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+            self.0
+                .borrow_mut()
+                .push(format!("snapshot {} begin", meta.index));
+            self.1.snapshot_begin(meta)
+        }
+
+        fn snapshot_append(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+            self.1.snapshot_append(bytes)
+        }
+
+        fn snapshot_finish(&mut self) -> Result<Option<u64>, StorageError> {
+            self.1.snapshot_finish()?;
+            let job = self.0.borrow().len() as u64;
+            self.0.borrow_mut().push(format!("snapshot finish #{job}"));
+            Ok(Some(job))
+        }
+
+        fn snapshot_commit(&mut self, synced: Option<u64>) -> Result<u64, StorageError> {
+            let job = synced.expect("the snapshot's sync ran");
+            self.0.borrow_mut().push(format!("snapshot commit #{job}"));
+            self.1.snapshot_commit(Some(()))
+        }
+
+        fn snapshot_abandon(&mut self) -> Result<(), StorageError> {
+            self.1.snapshot_abandon()
+        }
+
+        fn receive_chunk(&mut self, chunk: &InstallSnapshot) -> Result<(), StorageError> {
+            let offset = chunk.offset;
+            self.0
+                .borrow_mut()
+                .push(format!("receive chunk at {offset}"));
+            self.1.receive_chunk(chunk)
+        }
+
+        fn receive_finish(&mut self) -> Result<LoadedSnapshot, StorageError> {
+            self.0.borrow_mut().push("receive finish".to_string());
+            self.1.receive_finish()
+        }
+
+        fn snapshot_chunk(
+            &mut self,
+            index: LogIndex,
+            offset: u64,
+            size: usize,
+        ) -> Result<Vec<u8>, StorageError> {
+            self.1.snapshot_chunk(index, offset, size)
         }
     }
 
@@ -447,7 +525,7 @@ mod tests {
             Node {
                 replica: Replica::new(raft, members),
                 driver: Driver::default(),
-                storage: FakeStorage(Rc::clone(&log)),
+                storage: FakeStorage(Rc::clone(&log), Default::default()),
                 transport: FakeTransport(Rc::clone(&log)),
                 syncer: FakeSyncer {
                     log: Rc::clone(&log),

@@ -17,9 +17,9 @@ use super::segment::{
 };
 use super::snapshot::{self, SNAPSHOT_CHUNK_SIZE_MAX};
 use super::snapshot_recovery::{self, Chosen, LogFate, LogShape, RejectedSnapshot};
-use super::snapshot_writer::{ChunkReceiver, SnapshotWriter};
-use super::{Recovered, Storage, StorageError, StorageStats, SyncJob};
-use crate::core::{ClusterId, Entry, HardState, LogIndex, SnapshotMeta, Term};
+use super::snapshot_writer::{ChunkReceiver, FinishedSnapshot, SnapshotWriter};
+use super::{LoadedSnapshot, Recovered, Storage, StorageError, StorageStats, SyncJob};
+use crate::core::{ClusterId, Entry, HardState, InstallSnapshot, LogIndex, SnapshotMeta, Term};
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Read;
@@ -397,6 +397,11 @@ pub struct DiskStorage {
     /// The snapshot file the leader streams chunks from, kept open so that
     /// retention unlinking it mid-send does not cut the send short.
     snapshot_reader: Option<(LogIndex, PathBuf, File)>,
+    /// This node's snapshot being written, then waiting for its sync.
+    snapshot_writing: Option<SnapshotWriter>,
+    snapshot_finished: Option<FinishedSnapshot>,
+    /// The leader's snapshot being received.
+    receiving: Option<ChunkReceiver>,
 }
 
 impl DiskStorage {
@@ -510,6 +515,9 @@ impl DiskStorage {
             stats: StorageStats::default(),
             halted: false,
             snapshot_reader: None,
+            snapshot_writing: None,
+            snapshot_finished: None,
+            receiving: None,
         })
     }
 
@@ -1009,6 +1017,65 @@ impl Storage for DiskStorage {
         self.check_running()?;
         let result = self.reset_log(meta);
         self.halt_on_error(result)
+    }
+
+    fn snapshot_begin(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        self.snapshot_abandon()?;
+        self.snapshot_writing = Some(self.snapshot_writer(meta.clone())?);
+        Ok(())
+    }
+
+    fn snapshot_append(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.check_running()?;
+        let writer = self.snapshot_writing.as_mut().expect("no snapshot begun");
+        writer.append(bytes)
+    }
+
+    fn snapshot_finish(&mut self) -> Result<Option<SyncJob>, StorageError> {
+        self.check_running()?;
+        let writer = self.snapshot_writing.take().expect("no snapshot begun");
+        let (finished, job) = writer.finish()?;
+        self.snapshot_finished = Some(finished);
+        Ok(job)
+    }
+
+    fn snapshot_commit(&mut self, synced: Option<SyncJob>) -> Result<u64, StorageError> {
+        self.check_running()?;
+        let finished = self.snapshot_finished.take().expect("no snapshot finished");
+        Ok(finished.commit(synced)?.size_bytes)
+    }
+
+    fn snapshot_abandon(&mut self) -> Result<(), StorageError> {
+        self.snapshot_finished = None;
+        match self.snapshot_writing.take() {
+            Some(writer) => writer.abandon(),
+            None => Ok(()),
+        }
+    }
+
+    fn receive_chunk(&mut self, chunk: &InstallSnapshot) -> Result<(), StorageError> {
+        self.check_running()?;
+        if chunk.offset == 0 {
+            if let Some(previous) = self.receiving.take() {
+                previous.abandon()?;
+            }
+            let (index, term) = (chunk.meta.index, chunk.meta.term);
+            self.receiving = Some(self.chunk_receiver(index, term)?);
+        }
+        let Some(receiver) = self.receiving.as_mut() else {
+            return Err(StorageError::BadChunk {
+                path: self.directory.clone(),
+                problem: format!("chunk at byte {} before one at 0", chunk.offset),
+            });
+        };
+        receiver.write_chunk(chunk.offset, &chunk.data)
+    }
+
+    fn receive_finish(&mut self) -> Result<LoadedSnapshot, StorageError> {
+        self.check_running()?;
+        let receiver = self.receiving.take().expect("no snapshot received");
+        let file = receiver.finish()?;
+        snapshot::load(&file.path)
     }
 
     fn snapshot_chunk(

@@ -22,7 +22,7 @@ mod snapshot_tests;
 #[cfg(test)]
 mod test_support;
 
-use crate::core::{Entry, HardState, LogIndex, SnapshotMeta};
+use crate::core::{Entry, HardState, InstallSnapshot, LogIndex, SnapshotMeta};
 use std::ffi::OsStr;
 use std::fmt;
 use std::io;
@@ -281,6 +281,33 @@ pub trait Storage {
     fn reset_to_snapshot(&mut self, _meta: &SnapshotMeta) -> Result<(), StorageError> {
         Ok(())
     }
+    // Snapshot files (docs/STORAGE.md, "Snapshot file"). A node writes at
+    // most one snapshot of its own and receives at most one at a time.
+
+    /// Starts the file of a snapshot this node takes of its state machine
+    /// up to `meta.index`, abandoning one still being written.
+    fn snapshot_begin(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError>;
+    /// Appends state-machine bytes to the file `snapshot_begin` started.
+    fn snapshot_append(&mut self, bytes: &[u8]) -> Result<(), StorageError>;
+    /// Ends the file; returns the fdatasync it still owes (None: none), to
+    /// run on the sync executor, apart from the log's jobs (never merged
+    /// with them), before `snapshot_commit`.
+    fn snapshot_finish(&mut self) -> Result<Option<Self::Job>, StorageError>;
+    /// `synced` (the job `snapshot_finish` returned) has run: the file
+    /// takes its final name and is durable, and retention removes what it
+    /// no longer keeps. Returns the file's size in bytes.
+    fn snapshot_commit(&mut self, synced: Option<Self::Job>) -> Result<u64, StorageError>;
+    /// Gives up the snapshot being written, if there is one.
+    fn snapshot_abandon(&mut self) -> Result<(), StorageError>;
+    /// Stores a chunk of the leader's snapshot file, in order: one at
+    /// offset 0 starts a new file (abandoning any other being received).
+    fn receive_chunk(&mut self, chunk: &InstallSnapshot) -> Result<(), StorageError>;
+    /// The last chunk is stored: the file is synced, checked whole
+    /// (structure, CRC, the index and term the chunks announced) and
+    /// installed under its final name. Returns it with its body, for the
+    /// state machine. A file that fails is removed and the error is
+    /// `Corrupt`; the node goes on without it.
+    fn receive_finish(&mut self) -> Result<LoadedSnapshot, StorageError>;
     /// Up to `size` bytes of the durable snapshot file at `index` from
     /// `offset` (fewer only at its end), for the leader's InstallSnapshot
     /// chunks. The default holds no snapshot files: `NoSnapshot`.

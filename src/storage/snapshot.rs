@@ -241,6 +241,46 @@ fn parse_trailer(trailer: &[u8], file_size: u64, header_len: usize) -> Result<(u
     Ok((body_size, BigEndian::read_u32(&trailer[8..12])))
 }
 
+/// A whole snapshot file's bytes, for storage that keeps its files in
+/// memory (the simulator's, `MemoryStorage`): the same bytes the disk
+/// holds and InstallSnapshot carries.
+pub fn encode_file(meta: &SnapshotMeta, body: &[u8]) -> Vec<u8> {
+    let mut bytes = encode_header(meta);
+    bytes.extend_from_slice(body);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&bytes);
+    let trailer = encode_trailer(body.len() as u64, hasher);
+    bytes.extend_from_slice(&trailer);
+    bytes
+}
+
+/// `load` of a file held in memory: its meta and body, or the byte offset
+/// and problem of the first damage found (the caller names the file).
+pub fn decode_bytes(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), (u64, String)> {
+    let size = bytes.len() as u64;
+    if size > SNAPSHOT_FILE_SIZE_MAX {
+        return Err((
+            0,
+            format!("file has {size} bytes, more than {SNAPSHOT_FILE_SIZE_MAX}"),
+        ));
+    }
+    let header = &bytes[..bytes.len().min(SNAPSHOT_HEADER_SIZE_MAX)];
+    let (meta, header_len) = parse_header(header, size)?;
+    let trailer_start = bytes.len() - SNAPSHOT_TRAILER_SIZE;
+    let trailer = &bytes[trailer_start..];
+    let (_, crc_stored) = parse_trailer(trailer, size, header_len)?;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&bytes[..trailer_start + 8]);
+    let crc_computed = hasher.finalize();
+    if crc_stored != crc_computed {
+        let problem = format!(
+            "snapshot CRC mismatch (stored {crc_stored:#010x}, computed {crc_computed:#010x})"
+        );
+        return Err((size - 12, problem));
+    }
+    Ok((meta, &bytes[header_len..trailer_start]))
+}
+
 /// Parses and CRC-checks a snapshot file, returning its meta and body.
 /// Damage is `StorageError::Corrupt` with the byte offset; nothing changes.
 pub fn load(path: &Path) -> Result<LoadedSnapshot, StorageError> {

@@ -746,11 +746,95 @@ fn the_leader_reads_chunks_through_its_storage_even_after_retention() {
         missing,
         StorageError::NoSnapshot { index: LogIndex(4) }
     ));
-    let memory = MemoryStorage
+    let memory = MemoryStorage::default()
         .snapshot_chunk(LogIndex(5), 0, 10)
         .unwrap_err();
     assert_eq!(
         memory.to_string(),
         "no snapshot file at index 5 in this storage"
     );
+}
+
+/// The in-memory form of a file is the disk's, byte for byte, and reads
+/// back only whole.
+#[test]
+fn a_file_in_memory_is_the_disk_file_and_damage_is_refused() {
+    let directory = TempDir::new("snapshot-bytes");
+    let file = write_snapshot(&directory.path, meta(9, 2));
+    let on_disk = fs::read(&file.path).unwrap();
+    let in_memory = snapshot::encode_file(&meta(9, 2), &body(9));
+    assert_eq!(in_memory, on_disk);
+    let (decoded, decoded_body) = snapshot::decode_bytes(&in_memory).unwrap();
+    assert_eq!((decoded, decoded_body), (meta(9, 2), &body(9)[..]));
+    for position in 0..in_memory.len() {
+        let mut damaged = in_memory.clone();
+        damaged[position] ^= 0x40;
+        assert!(snapshot::decode_bytes(&damaged).is_err(), "byte {position}");
+    }
+    for cut in 0..in_memory.len() {
+        assert!(
+            snapshot::decode_bytes(&in_memory[..cut]).is_err(),
+            "cut {cut}"
+        );
+    }
+}
+
+/// The trait's snapshot steps on disk: take one, stream it, receive it
+/// elsewhere in chunks, and read the same body back.
+#[test]
+fn the_storage_trait_takes_streams_and_receives_a_snapshot() {
+    let leader_dir = TempDir::new("snapshot-trait-leader");
+    let follower_dir = TempDir::new("snapshot-trait-follower");
+    let (mut leader, _, _) = open(&leader_dir.path);
+    let (mut follower, _, _) = open(&follower_dir.path);
+    let body = body(12);
+    leader.snapshot_begin(&meta(12, 3)).unwrap();
+    for piece in body.chunks(100) {
+        leader.snapshot_append(piece).unwrap();
+    }
+    let job = leader.snapshot_finish().unwrap();
+    job.as_ref().unwrap().run().unwrap();
+    let size = leader.snapshot_commit(job).unwrap();
+    let mut offset = 0;
+    while offset < size {
+        let data = leader.snapshot_chunk(LogIndex(12), offset, 256).unwrap();
+        let chunk = crate::core::InstallSnapshot {
+            meta: meta(12, 3),
+            offset,
+            total_size: size,
+            data: data.clone().into(),
+        };
+        follower.receive_chunk(&chunk).unwrap();
+        offset += data.len() as u64;
+    }
+    let loaded = follower.receive_finish().unwrap();
+    assert_eq!((loaded.file.meta, loaded.body), (meta(12, 3), body));
+    assert_eq!(loaded.file.size_bytes, size);
+    assert!(loaded.file.path.exists());
+}
+
+/// A chunk that does not follow what is stored changes nothing.
+#[test]
+fn a_received_chunk_out_of_order_is_refused_in_memory_too() {
+    let mut memory = MemoryStorage::default();
+    let bytes = snapshot::encode_file(&meta(4, 1), &body(4));
+    let chunk = |offset: usize, size: usize| crate::core::InstallSnapshot {
+        meta: meta(4, 1),
+        offset: offset as u64,
+        total_size: bytes.len() as u64,
+        data: bytes[offset..offset + size].to_vec().into(),
+    };
+    memory.receive_chunk(&chunk(0, 100)).unwrap();
+    let refused = memory.receive_chunk(&chunk(150, 10)).unwrap_err();
+    assert!(
+        matches!(refused, StorageError::BadChunk { .. }),
+        "{refused}"
+    );
+    memory
+        .receive_chunk(&chunk(100, bytes.len() - 100))
+        .unwrap();
+    let loaded = memory.receive_finish().unwrap();
+    assert_eq!(loaded.body, body(4));
+    let sent = memory.snapshot_chunk(LogIndex(4), 0, 1 << 20).unwrap();
+    assert_eq!(sent, bytes);
 }

@@ -11,9 +11,11 @@
 
 use super::disk::Disk;
 use raftlite::core::rng::Rng;
-use raftlite::core::{Entry, HardState, Message, MessageBody, SnapshotStatus};
+use raftlite::core::{
+    Entry, HardState, InstallSnapshot, Message, MessageBody, SnapshotMeta, SnapshotStatus,
+};
 use raftlite::driver::{DriveError, SyncExecutor, Transport};
-use raftlite::storage::{Storage, StorageError};
+use raftlite::storage::{LoadedSnapshot, Storage, StorageError};
 use std::cell::Cell;
 use std::collections::VecDeque;
 
@@ -138,6 +140,38 @@ impl Storage for SimStorage<'_> {
 
     fn merge_jobs(_older: SimJob, newer: SimJob) -> SimJob {
         newer
+    }
+
+    // Snapshots are not simulated yet: the driver takes none while its
+    // policy says never (the simulator's default until they are).
+    fn snapshot_begin(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        Err(StorageError::NoSnapshot { index: meta.index })
+    }
+
+    fn snapshot_append(&mut self, _bytes: &[u8]) -> Result<(), StorageError> {
+        unreachable!("no snapshot begun")
+    }
+
+    fn snapshot_finish(&mut self) -> Result<Option<SimJob>, StorageError> {
+        unreachable!("no snapshot begun")
+    }
+
+    fn snapshot_commit(&mut self, _synced: Option<SimJob>) -> Result<u64, StorageError> {
+        unreachable!("no snapshot begun")
+    }
+
+    fn snapshot_abandon(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    fn receive_chunk(&mut self, chunk: &InstallSnapshot) -> Result<(), StorageError> {
+        Err(StorageError::NoSnapshot {
+            index: chunk.meta.index,
+        })
+    }
+
+    fn receive_finish(&mut self) -> Result<LoadedSnapshot, StorageError> {
+        unreachable!("no snapshot received")
     }
 }
 
