@@ -87,7 +87,11 @@ impl Node {
             lost_outbox_below: 0,
             commit_seen: LogIndex(0),
             own_disk: None,
-            driver: Driver::default(),
+            // The simulated disk keeps no snapshot files yet: never take one.
+            driver: Driver::new(raftlite::driver::SnapshotPolicy {
+                entries: u64::MAX,
+                ..Default::default()
+            }),
             sync_queue: VecDeque::new(),
             busy_until_ms: 0,
             after_fsync: Observed::default(),

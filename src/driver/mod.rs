@@ -16,11 +16,21 @@
 //! 4. tell the core what is durable (`persisted`, `hard_state_persisted`);
 //!    a deferred sync reports its entries when it finishes
 //!    (`collect_finished_syncs`).
+//!
+//! Snapshots (snapshots.rs) ride on the same calls: the chunks a leader
+//! sends are read from storage as they leave, the chunks a follower
+//! receives are written with the rest of the Ready (its install before the
+//! answers go), and each `drive` writes a bounded slice of a snapshot the
+//! node is taking, whose fdatasync is a job of its own on the executor.
 
 use crate::core::{LogIndex, Message, Ready, Term};
 use crate::replica::Replica;
 use crate::storage::{Storage, StorageError};
 use std::fmt;
+
+mod snapshots;
+
+pub use snapshots::SnapshotEvent;
 
 /// Ready passes per `drive` call before it returns (a bound, not a tuning
 /// knob: a pass normally settles in two; the caller drives again later).
@@ -46,9 +56,10 @@ pub trait SyncExecutor<J> {
 }
 
 /// Sees each Ready before the driver acts on it (log lines, traces,
-/// checkers). The default sees nothing.
+/// checkers), and the driver's snapshot steps. The default sees nothing.
 pub trait ReadyObserver {
     fn ready(&mut self, _ready: &Ready, _replica: &Replica) {}
+    fn snapshot(&mut self, _event: &SnapshotEvent, _replica: &Replica) {}
 }
 
 /// An observer that sees nothing.
@@ -105,23 +116,62 @@ impl Default for SnapshotPolicy {
 /// millisecond of the state machine's encoding (docs/DESIGN.md).
 pub const SNAPSHOT_BYTES_PER_DRIVE_MAX: usize = 1 << 20;
 
+/// What the job running on the executor makes durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InFlight {
+    /// Log records, up to this entry.
+    Log(LogIndex, Term),
+    /// The snapshot file being taken.
+    Snapshot,
+}
+
 /// What the driver keeps between calls: the deferred syncs it owes the
-/// core, and a counter for STATUS.
+/// core, the snapshot policy, and a counter for STATUS.
 #[derive(Debug)]
 pub struct Driver<J> {
-    /// The last entry the job running on the executor makes durable.
-    sync_in_flight: Option<(LogIndex, Term)>,
+    sync_in_flight: Option<InFlight>,
     /// Records written while that job ran: the next job, and its last entry.
     sync_waiting: Option<(J, LogIndex, Term)>,
+    /// The snapshot file's sync, waiting for the executor (log jobs go
+    /// first: the leader's own durability waits on them).
+    snapshot_sync_waiting: Option<J>,
+    policy: SnapshotPolicy,
+    /// Where the log is to be compacted to, once what is durable and
+    /// applied here reaches it.
+    compact_target: Option<LogIndex>,
+    /// Reused for the state machine's bytes of each `drive`.
+    snapshot_buffer: Vec<u8>,
+    /// The snapshot whose sync is in flight was abandoned: its commit is
+    /// skipped.
+    snapshot_superseded: bool,
+    /// Reported to the observer at the end of the next `drive`.
+    snapshot_events: Vec<SnapshotEvent>,
     /// Entries handed to storage.
     pub entries_appended: u64,
 }
 
 impl<J> Default for Driver<J> {
     fn default() -> Self {
+        Driver::new(SnapshotPolicy::default())
+    }
+}
+
+impl<J> Driver<J> {
+    pub fn new(policy: SnapshotPolicy) -> Driver<J> {
+        assert!(
+            (1..=SNAPSHOT_BYTES_PER_DRIVE_MAX).contains(&policy.bytes_per_drive),
+            "snapshot bytes per drive {}",
+            policy.bytes_per_drive
+        );
         Driver {
             sync_in_flight: None,
             sync_waiting: None,
+            snapshot_sync_waiting: None,
+            policy,
+            compact_target: None,
+            snapshot_buffer: Vec::new(),
+            snapshot_superseded: false,
+            snapshot_events: Vec::new(),
             entries_appended: 0,
         }
     }
@@ -148,14 +198,19 @@ impl<J> Driver<J> {
         T: Transport,
         X: SyncExecutor<J>,
     {
-        for _ in 0..READY_PASSES_PER_DRIVE_MAX {
-            if !replica.has_ready() {
-                return Ok(false);
-            }
+        let NodeIo {
+            storage,
+            transport,
+            syncer,
+        } = io;
+        let mut passes = 0;
+        while replica.has_ready() && passes < READY_PASSES_PER_DRIVE_MAX {
             let ready = replica.ready();
             observer.ready(&ready, replica);
-            self.handle(ready, replica, io.storage, io.transport, io.syncer)?;
+            self.handle(ready, replica, storage, transport, syncer, observer)?;
+            passes += 1;
         }
+        self.snapshot_step(replica, storage, syncer, observer)?;
         Ok(replica.has_ready())
     }
 
@@ -166,6 +221,7 @@ impl<J> Driver<J> {
         storage: &mut S,
         transport: &mut T,
         syncer: &mut X,
+        observer: &mut impl ReadyObserver,
     ) -> Result<(), DriveError>
     where
         S: Storage<Job = J>,
@@ -176,6 +232,8 @@ impl<J> Driver<J> {
         for message in std::mem::take(&mut ready.messages) {
             transport.send(message);
         }
+        let chunks = std::mem::take(&mut ready.snapshot_chunks_to_send);
+        snapshots::send_snapshot_chunks(chunks, storage, transport, replica, observer)?;
         let mut after_persist = std::mem::take(&mut ready.messages_after_persist);
         if ready.hard_state.is_none() && planted_ack_before_sync(replica) {
             // The planted bug: acknowledgements leave with the messages,
@@ -195,6 +253,8 @@ impl<J> Driver<J> {
                 self.write_and_sync(&ready, storage)?;
             }
         }
+        let received = std::mem::take(&mut ready.snapshot_chunks_received);
+        self.store_snapshot_chunks(received, replica, storage, syncer)?;
         if !after_persist.is_empty() {
             // What they promise may rest on records an earlier deferred
             // sync still owes.
@@ -251,7 +311,7 @@ impl<J> Driver<J> {
         };
         if self.sync_in_flight.is_none() {
             syncer.submit(job)?;
-            self.sync_in_flight = Some((last.index, last.term));
+            self.sync_in_flight = Some(InFlight::Log(last.index, last.term));
             return Ok(true);
         }
         // The newer job covers every record the waiting one does (those in
@@ -281,9 +341,33 @@ impl<J> Driver<J> {
         Ok(())
     }
 
-    /// Waits until every deferred sync is done: what follows promises
-    /// durable state, or syncs on the spot, and must come after them.
+    /// Waits until every deferred sync of the log is done: what follows
+    /// promises durable state, or syncs on the spot, and must come after
+    /// them. A snapshot's sync alone is not waited for (it covers no log
+    /// record), unless a log job queues behind it.
     pub fn settle_syncs<S, X>(
+        &mut self,
+        replica: &mut Replica,
+        storage: &mut S,
+        syncer: &mut X,
+    ) -> Result<(), DriveError>
+    where
+        S: Storage<Job = J>,
+        X: SyncExecutor<J>,
+    {
+        while self.log_sync_owed() {
+            let job = syncer.wait_finished()?;
+            self.sync_finished(job, replica, storage, syncer)?;
+        }
+        Ok(())
+    }
+
+    fn log_sync_owed(&self) -> bool {
+        matches!(self.sync_in_flight, Some(InFlight::Log(..))) || self.sync_waiting.is_some()
+    }
+
+    /// Waits for every job, the snapshot's too (a clean stop).
+    pub fn settle_all_syncs<S, X>(
         &mut self,
         replica: &mut Replica,
         storage: &mut S,
@@ -311,14 +395,28 @@ impl<J> Driver<J> {
         S: Storage<Job = J>,
         X: SyncExecutor<J>,
     {
-        storage.deferred_sync_done(&job);
-        let Some((index, term)) = self.sync_in_flight.take() else {
-            panic!("a sync finished that was never submitted");
-        };
-        replica.persisted(index, term);
+        match self.sync_in_flight.take() {
+            Some(InFlight::Log(index, term)) => {
+                storage.deferred_sync_done(&job);
+                replica.persisted(index, term);
+            }
+            Some(InFlight::Snapshot) => self.commit_snapshot(Some(job), replica, storage)?,
+            None => panic!("a sync finished that was never submitted"),
+        }
+        self.submit_next(syncer)
+    }
+
+    /// Hands the executor its next job, the log's before the snapshot's.
+    fn submit_next<X: SyncExecutor<J>>(&mut self, syncer: &mut X) -> Result<(), DriveError> {
+        if self.sync_in_flight.is_some() {
+            return Ok(());
+        }
         if let Some((next, index, term)) = self.sync_waiting.take() {
             syncer.submit(next)?;
-            self.sync_in_flight = Some((index, term));
+            self.sync_in_flight = Some(InFlight::Log(index, term));
+        } else if let Some(next) = self.snapshot_sync_waiting.take() {
+            syncer.submit(next)?;
+            self.sync_in_flight = Some(InFlight::Snapshot);
         }
         Ok(())
     }
