@@ -158,7 +158,7 @@ fn open_storage(options: &Options) -> Result<(DiskStorage, Recovered), String> {
     let disk_options = DiskOptions {
         fsync: options.fsync,
         node_name,
-        ..DiskOptions::default()
+        segment_size_max: options.log_segment_bytes,
     };
     std::fs::create_dir_all(&options.data_dir).map_err(|error| {
         format!(
