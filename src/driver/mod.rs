@@ -448,7 +448,9 @@ mod tests {
         ClusterId, ClusterTag, Config, Entry, HardState, InstallSnapshot, Limits, MessageBody,
         NodeId, Raft, RequestVote, RequestVoteResponse, SnapshotMeta,
     };
+    use crate::kv::StateMachine;
     use crate::replica::{ClientToken, Member, Replica, SessionTag};
+    use crate::reply::Reply;
     use crate::storage::LoadedSnapshot;
     use std::cell::RefCell;
     use std::collections::VecDeque;
@@ -496,6 +498,8 @@ mod tests {
         }
 
         fn snapshot_append(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+            let size = bytes.len();
+            self.0.borrow_mut().push(format!("snapshot append {size}"));
             self.1.snapshot_append(bytes)
         }
 
@@ -773,5 +777,212 @@ mod tests {
             "{done:?}"
         );
         assert!(!node.driver.syncing());
+    }
+
+    fn token(request_id: u64) -> ClientToken {
+        ClientToken {
+            connection: 1,
+            request_id,
+        }
+    }
+
+    /// A lone leader with a tiny snapshot policy, `count` SETs applied.
+    fn leader_with_writes(policy: SnapshotPolicy, count: u64) -> Node {
+        let mut node = Node::new(1);
+        node.driver = Driver::new(policy);
+        node.syncer.finished = true;
+        node.replica.advance_time(1000);
+        node.drive();
+        for request in 1..=count {
+            let line = format!("SET key{request} value{request}");
+            node.replica
+                .handle_request(token(request), SessionTag::default(), &line);
+            node.drive();
+            node.collect();
+            node.drive();
+        }
+        node
+    }
+
+    fn lines_like<'a>(done: &'a [String], what: &str) -> Vec<&'a String> {
+        done.iter().filter(|line| line.starts_with(what)).collect()
+    }
+
+    /// A snapshot is written a slice per drive, its fdatasync is a job of
+    /// its own, and only once that job is done does the core learn of it,
+    /// SNAPSHOT get its answer and the log get compacted.
+    #[test]
+    fn a_snapshot_is_written_in_slices_synced_apart_then_committed_and_compacted() {
+        let policy = SnapshotPolicy {
+            entries: u64::MAX,
+            trailing: 2,
+            bytes_per_drive: 64,
+        };
+        let mut node = leader_with_writes(policy, 20);
+        node.syncer.finished = false;
+        node.replica.take_replies();
+        node.replica
+            .handle_request(token(99), SessionTag::default(), "SNAPSHOT");
+        let mut done = Vec::new();
+        while !done
+            .iter()
+            .any(|line: &String| line.starts_with("snapshot finish"))
+        {
+            let before = done.len();
+            done.extend(node.drive());
+            assert!(done.len() > before, "no progress: {done:?}");
+        }
+        let slices = lines_like(&done, "snapshot append");
+        assert!(slices.len() > 5, "written in slices: {done:?}");
+        assert!(
+            slices.iter().all(|line| line["snapshot append ".len()..]
+                .parse::<usize>()
+                .is_ok_and(|size| size <= 64 + crate::kv::SNAPSHOT_RECORD_SIZE_MAX)),
+            "{slices:?}"
+        );
+        assert!(position(&done, "snapshot finish #") < position(&done, "submit #"));
+        assert!(node.replica.raft().snapshot().is_none(), "not durable yet");
+        assert!(
+            node.replica.take_replies().is_empty(),
+            "answered once durable"
+        );
+        node.syncer.finished = true;
+        let collected = node.collect();
+        assert!(position(&collected, "snapshot commit #") < collected.len());
+        let applied = node.replica.raft().log().last_applied();
+        let snapshot = node.replica.raft().snapshot().expect("durable").clone();
+        assert_eq!(snapshot.meta.index, applied);
+        let replies = node.replica.take_replies();
+        let expected = Reply::SnapshotTaken {
+            index: applied,
+            bytes: snapshot.size_bytes,
+        };
+        assert_eq!(replies, vec![(token(99), expected)]);
+        node.drive();
+        assert_eq!(
+            node.replica.raft().log().first_index(),
+            LogIndex(applied.0 - 2 + 1),
+            "compacted to the snapshot less the trailing entries"
+        );
+    }
+
+    /// The log's deferred sync queues behind a snapshot's, is never merged
+    /// into it, and goes first once both wait.
+    #[test]
+    fn a_snapshot_job_is_never_merged_with_the_logs() {
+        let policy = SnapshotPolicy {
+            entries: u64::MAX,
+            trailing: 0,
+            bytes_per_drive: SNAPSHOT_BYTES_PER_DRIVE_MAX,
+        };
+        let mut node = leader_with_writes(policy, 3);
+        node.syncer.finished = false;
+        node.replica
+            .handle_request(token(50), SessionTag::default(), "SNAPSHOT");
+        let done = node.drive();
+        let snapshot_job = position(&done, "snapshot finish #");
+        assert!(snapshot_job < position(&done, "submit #"), "{done:?}");
+        node.replica
+            .handle_request(token(51), SessionTag::default(), "SET b 2");
+        let done = node.drive();
+        assert!(position(&done, "defer #") < done.len());
+        assert!(lines_like(&done, "submit #").is_empty(), "queued: {done:?}");
+        node.syncer.finished = true;
+        let done = node.collect();
+        assert!(
+            position(&done, "snapshot commit #") < position(&done, "submit #"),
+            "{done:?}"
+        );
+        assert_eq!(lines_like(&done, "snapshot commit").len(), 1);
+        assert!(!node.driver.syncing(), "both jobs done");
+    }
+
+    /// What a leader would send: the file of a machine with a few keys.
+    fn snapshot_file(index: u64) -> (SnapshotMeta, Vec<u8>, u64) {
+        let mut machine = StateMachine::default();
+        for key in 1..=index {
+            let mut record = Vec::new();
+            let command = crate::kv::Command::Set {
+                key: format!("k{key}").into_bytes(),
+                value: b"v".to_vec(),
+            };
+            crate::kv::LogRecord::Command {
+                session: None,
+                command,
+            }
+            .encode(&mut record);
+            machine.apply(key, 1, &record);
+        }
+        let mut cursor = machine.begin_snapshot();
+        let mut body = Vec::new();
+        while !cursor.next_chunk(&mut body, 1 << 20) {}
+        let meta = SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(1),
+            cluster_id: Some(ClusterId(0x1234)),
+            voters: vec![NodeId(0), NodeId(1), NodeId(2)],
+        };
+        let file = crate::storage::snapshot::encode_file(&meta, &body);
+        (meta, file, machine.digest())
+    }
+
+    fn send_chunks(node: &mut Node, meta: &SnapshotMeta, file: &[u8], size: usize) -> Vec<String> {
+        let mut done = Vec::new();
+        for (number, piece) in file.chunks(size).enumerate() {
+            let chunk = InstallSnapshot {
+                meta: meta.clone(),
+                offset: (number * size) as u64,
+                total_size: file.len() as u64,
+                data: piece.to_vec().into(),
+            };
+            node.replica
+                .step(message(1, 1, MessageBody::InstallSnapshot(chunk)));
+            done.extend(node.drive());
+        }
+        done
+    }
+
+    /// A follower writes each chunk before its answer leaves, checks and
+    /// installs the file the last one completes, and restores the state
+    /// machine from it.
+    #[test]
+    fn a_follower_stores_chunks_before_answering_and_installs_the_last() {
+        let mut node = Node::new(3);
+        let (meta, file, digest) = snapshot_file(12);
+        let done = send_chunks(&mut node, &meta, &file, 40);
+        let first_answer = position(&done, "send snapshot answer");
+        assert!(
+            position(&done, "receive chunk at 0") < first_answer,
+            "{done:?}"
+        );
+        let finished = position(&done, "receive finish");
+        assert!(
+            lines_like(&done[finished..], "send snapshot answer").len() == 1,
+            "{done:?}"
+        );
+        assert_eq!(node.replica.machine().digest(), digest);
+        assert_eq!(node.replica.raft().log().last_applied(), LogIndex(12));
+        assert_eq!(
+            node.replica.raft().snapshot().map(|s| s.meta.index),
+            Some(LogIndex(12))
+        );
+    }
+
+    /// A file that fails its check is discarded and the state machine is
+    /// untouched; the leader is told to start over.
+    #[test]
+    fn a_damaged_snapshot_is_discarded_and_changes_nothing() {
+        let mut node = Node::new(3);
+        let (meta, mut file, _) = snapshot_file(12);
+        let middle = file.len() / 2;
+        file[middle] ^= 1;
+        send_chunks(&mut node, &meta, &file, 40);
+        assert_eq!(
+            node.replica.machine().digest(),
+            StateMachine::default().digest()
+        );
+        assert_eq!(node.replica.raft().log().last_applied(), LogIndex(0));
+        assert!(node.replica.raft().snapshot().is_none());
+        assert!(!node.replica.raft().is_installing_snapshot());
     }
 }
