@@ -21,6 +21,15 @@ pub struct Summary {
     final_reads_answered: bool,
     /// Nodes that exited by themselves (a panic, an assertion).
     exits: Vec<String>,
+    snapshots: SnapshotCounts,
+}
+
+/// What the nodes' logs say they did with snapshots during the run.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct SnapshotCounts {
+    pub taken: u64,
+    pub installed: u64,
+    pub compactions: u64,
 }
 
 impl Summary {
@@ -49,7 +58,12 @@ impl Summary {
             converged,
             final_reads_answered,
             exits,
+            snapshots: SnapshotCounts::default(),
         }
+    }
+
+    pub fn with_snapshots(self, snapshots: SnapshotCounts) -> Summary {
+        Summary { snapshots, ..self }
     }
 
     pub fn passed(&self) -> bool {
@@ -105,6 +119,11 @@ impl Summary {
             self.exits.join(", ")
         };
         text.push_str(&format!("nodes that stopped on their own: {exits}\n"));
+        let snapshots = &self.snapshots;
+        text.push_str(&format!(
+            "snapshots: taken={} installed={} compactions={}\n",
+            snapshots.taken, snapshots.installed, snapshots.compactions
+        ));
         text.push_str(&self.stale_text());
         text.push_str(&format!(
             "result: {}",
@@ -146,6 +165,7 @@ impl Summary {
             final_reads_answered: self.final_reads_answered,
             term_jumps: &self.term_jumps,
             exits: &self.exits,
+            snapshots: self.snapshots,
             stale_member: StaleMember {
                 returned: stale.returned,
                 term_max: stale.term_max,
@@ -182,6 +202,7 @@ struct Json<'a> {
     final_reads_answered: bool,
     term_jumps: &'a [String],
     exits: &'a [String],
+    snapshots: SnapshotCounts,
     stale_member: StaleMember<'a>,
 }
 
