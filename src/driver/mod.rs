@@ -185,8 +185,9 @@ pub struct NodeIo<'a, S, T, X> {
 }
 
 impl<J> Driver<J> {
-    /// Ready passes until the replica has nothing left to do, or the bound.
-    /// Returns whether work is left over (the caller drives again soon).
+    /// Ready passes until the replica has nothing left to do, or the bound,
+    /// then one snapshot step. Returns whether work is left over (the
+    /// caller drives again soon).
     pub fn drive<S, T, X>(
         &mut self,
         replica: &mut Replica,
@@ -210,8 +211,8 @@ impl<J> Driver<J> {
             self.handle(ready, replica, storage, transport, syncer, observer)?;
             passes += 1;
         }
-        self.snapshot_step(replica, storage, syncer, observer)?;
-        Ok(replica.has_ready())
+        let snapshot_work_left = self.snapshot_step(replica, storage, syncer, observer)?;
+        Ok(replica.has_ready() || snapshot_work_left)
     }
 
     fn handle<S, T, X>(
@@ -646,7 +647,11 @@ mod tests {
                 syncer: &mut self.syncer,
             };
             let left = self.driver.drive(&mut self.replica, io, &mut Unobserved);
-            assert!(!left.expect("fake IO never fails"), "settles in one call");
+            let left = left.expect("fake IO never fails");
+            assert!(
+                !left || self.replica.snapshot_writing(),
+                "settles in one call, but for a snapshot's next slice"
+            );
             self.log.borrow_mut().drain(..).collect()
         }
 

@@ -31,32 +31,36 @@ pub enum SnapshotEvent {
 impl<J> Driver<J> {
     /// Once per `drive`: compacts what a durable snapshot allows, writes
     /// the next slice of a snapshot being taken (or begins one that is
-    /// due), and reports what happened.
+    /// due), and reports what happened. Returns whether work is left (a
+    /// slice to write, a delta to fold): the caller drives again soon
+    /// rather than at its next event.
     pub(super) fn snapshot_step<S, X>(
         &mut self,
         replica: &mut Replica,
         storage: &mut S,
         syncer: &mut X,
         observer: &mut impl ReadyObserver,
-    ) -> Result<(), DriveError>
+    ) -> Result<bool, DriveError>
     where
         S: Storage<Job = J>,
         X: SyncExecutor<J>,
     {
         self.compact(replica, storage)?;
-        if replica.snapshot_writing() {
+        let more = if replica.snapshot_writing() {
             self.write_snapshot_slice(replica, storage, syncer)?;
+            replica.snapshot_writing()
         } else if replica.snapshot_due(self.policy.entries) {
             let meta = replica.begin_snapshot();
             storage.snapshot_begin(&meta)?;
             self.write_snapshot_slice(replica, storage, syncer)?;
+            replica.snapshot_writing()
         } else {
-            replica.fold_idle();
-        }
+            replica.fold_idle()
+        };
         for event in std::mem::take(&mut self.snapshot_events) {
             observer.snapshot(&event, replica);
         }
-        Ok(())
+        Ok(more)
     }
 
     fn write_snapshot_slice<S, X>(
