@@ -146,6 +146,8 @@ pub struct Driver<J> {
     snapshot_superseded: bool,
     /// Reported to the observer at the end of the next `drive`.
     snapshot_events: Vec<SnapshotEvent>,
+    /// A snapshot from the leader, restored as it arrives.
+    receiving: Option<snapshots::Receiving>,
     /// Entries handed to storage.
     pub entries_appended: u64,
 }
@@ -172,6 +174,7 @@ impl<J> Driver<J> {
             snapshot_buffer: Vec::new(),
             snapshot_superseded: false,
             snapshot_events: Vec::new(),
+            receiving: None,
             entries_appended: 0,
         }
     }
@@ -452,7 +455,7 @@ mod tests {
     use crate::kv::StateMachine;
     use crate::replica::{ClientToken, Member, Replica, SessionTag};
     use crate::reply::Reply;
-    use crate::storage::LoadedSnapshot;
+    use crate::storage::SnapshotFile;
     use std::cell::RefCell;
     use std::collections::VecDeque;
     use std::rc::Rc;
@@ -529,7 +532,7 @@ mod tests {
             self.1.receive_chunk(chunk)
         }
 
-        fn receive_finish(&mut self) -> Result<LoadedSnapshot, StorageError> {
+        fn receive_finish(&mut self) -> Result<SnapshotFile, StorageError> {
             self.0.borrow_mut().push("receive finish".to_string());
             self.1.receive_finish()
         }

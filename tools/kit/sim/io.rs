@@ -15,7 +15,7 @@ use raftlite::core::{
     Entry, HardState, InstallSnapshot, Message, MessageBody, SnapshotMeta, SnapshotStatus,
 };
 use raftlite::driver::{DriveError, SyncExecutor, Transport};
-use raftlite::storage::{LoadedSnapshot, Storage, StorageError};
+use raftlite::storage::{SnapshotFile, Storage, StorageError};
 use std::cell::Cell;
 use std::collections::VecDeque;
 
@@ -170,7 +170,7 @@ impl Storage for SimStorage<'_> {
         })
     }
 
-    fn receive_finish(&mut self) -> Result<LoadedSnapshot, StorageError> {
+    fn receive_finish(&mut self) -> Result<SnapshotFile, StorageError> {
         unreachable!("no snapshot received")
     }
 }
