@@ -4,10 +4,12 @@
 //! name (or passed over when an older one and the log cover it), and the
 //! SNAPSHOT command and its STATUS fields.
 //!
-//! Load comes from `bench` (built next to the daemon: `cargo test` builds
-//! the tools' binaries with the workspace). The tests that drive load hold
-//! the machine alone, so their counts come at the pace a loaded 2-core
-//! machine allows; every wait is a poll with a generous bound.
+//! Load comes from `bench`, next to the daemon: `cargo test --release`
+//! (`make test`) builds it with the workspace, but `cargo test --test
+//! snapshots` alone does not, so run `cargo build --release --bins` first
+//! there (a missing `bench` fails with that hint). The tests that drive
+//! load hold the machine alone, so their counts come at the pace a loaded
+//! 2-core machine allows; every wait is a poll with a generous bound.
 
 mod common;
 
