@@ -544,24 +544,15 @@ impl<S: Storage<Job = SyncJob>> Server<S> {
                 Info,
                 "Cluster id {cluster_id}: this node now refuses peers of any other cluster"
             ),
-            // A follower that stays down is offered each newer snapshot:
-            // one line per follower per interval, with the count.
             Event::SnapshotSendStarted {
                 follower,
                 index,
                 size_bytes,
-            } => {
-                let now_ms = self.clock.now_ms();
-                let name = self.name(*follower).to_string();
-                crate::log_limited!(
-                    self.limiter,
-                    now_ms,
-                    Info,
-                    "snapshot-send",
-                    u64::from(follower.0),
-                    "Sending snapshot to {name} (index={index}, bytes={size_bytes})"
-                )
-            }
+            } => log!(
+                Info,
+                "Sending snapshot to {} (index={index}, bytes={size_bytes})",
+                self.name(*follower)
+            ),
             Event::SnapshotInstalled { from, index } => log!(
                 Info,
                 "Installed snapshot from {} (index={index})",
