@@ -4,7 +4,7 @@
 //! and what it sends after the fsync leaves only then; a deferred fsync
 //! completes on its sync thread after a drawn while.
 
-use super::checker::{Applied, ObservedReply};
+use super::checker::{Applied, ApplyStep, ObservedReply};
 use super::event::{Event, Reply};
 use super::hash::entry_hash;
 use super::io::{promises_durable_state, Latency, SimStorage, SimSyncer, SimTransport};
@@ -22,6 +22,7 @@ struct Outputs {
     sent: Vec<(Message, u64)>,
     submitted: Vec<(super::io::SimJob, u64)>,
     writes: Vec<TraceEvent>,
+    snapshot_writes: Vec<super::io::SnapshotWrite>,
     busy_until: u64,
     left_over: bool,
 }
@@ -45,20 +46,32 @@ impl ReadyObserver for SimObserver {
         self.reply_stamps
             .push((replica.replies().len(), applied_now));
         self.events.extend(ready.events.iter().cloned());
-        let Some(last) = ready.committed_entries.last() else {
+        // An install announced in this Ready came before its entries were
+        // applied (they follow the snapshot).
+        let installed = ready.events.iter().filter_map(|event| match event {
+            CoreEvent::SnapshotInstalled { index, .. } => Some(ApplyStep::Installed { index: *index }),
+            _ => None,
+        });
+        let mut steps: Vec<ApplyStep> = installed.collect();
+        let hashed = ready.committed_entries.iter();
+        steps.extend(hashed.map(|entry| ApplyStep::Entry {
+            index: entry.index,
+            term: entry.term,
+            hash: entry_hash(entry),
+        }));
+        if steps.is_empty() {
             return;
-        };
+        }
         let applied = self.applied.get_or_insert(Applied {
             node: self.node,
+            steps: Vec::new(),
             entries: Vec::new(),
             last_applied: LogIndex(0),
             digest: 0,
         });
-        let hashed = ready.committed_entries.iter();
-        applied
-            .entries
-            .extend(hashed.map(|entry| (entry.index, entry.term, entry_hash(entry))));
-        applied.last_applied = last.index;
+        applied.steps.extend(steps);
+        applied.entries.extend(ready.committed_entries.iter().cloned());
+        applied.last_applied = replica.raft().log().last_applied();
         applied.digest = replica.machine().digest();
     }
 }
@@ -221,6 +234,7 @@ impl Simulator {
             sent: transport.sent,
             submitted: syncer.submitted,
             writes,
+            snapshot_writes: storage.snapshot_writes,
             busy_until: busy.get(),
             left_over,
         }
@@ -257,9 +271,12 @@ impl Simulator {
         for write in outputs.writes {
             self.record(write);
         }
+        self.snapshot_writes(node, outputs.snapshot_writes);
         let incarnation = self.nodes[node].incarnation;
         for (job, at_ms) in outputs.submitted {
-            self.nodes[node].disk.sync_through(job.sequence, at_ms);
+            if let super::io::SimJob::Log { sequence } = job {
+                self.nodes[node].disk.sync_through(sequence, at_ms);
+            }
             self.queue
                 .push(at_ms, Event::SyncComplete { node, incarnation });
         }
@@ -282,6 +299,7 @@ impl Simulator {
         if promises_durable_state(&message) {
             self.nodes[from].promises.push((leaves_ms, message.term));
         }
+        self.count_chunk(&message);
         let summary = MessageSummary::of(&message);
         self.record(TraceEvent::Send {
             message: summary,
