@@ -13,7 +13,7 @@ build:
 	cargo build --release --bins
 
 cluster: build
-	tools/cluster.sh start $(N)
+	RAFTLITE_ARGS="$(ARGS)" tools/cluster.sh start $(N)
 
 # Stops NODE if it runs (SIGTERM, SIGKILL after 5 s), then starts it again.
 restart: build

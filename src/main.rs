@@ -1,7 +1,9 @@
 //! raftlite: one node of a Raft cluster serving a replicated key-value store.
 
 use raftlite::constants::{CLIENT_CONNECTIONS_MAX, DESCRIPTORS_RESERVED, LISTEN_BACKLOG};
-use raftlite::core::{ClusterId, Config, Limits, NodeId, Raft};
+use raftlite::core::{ClusterId, Config, Limits, NodeId, Raft, StoredSnapshot};
+use raftlite::driver::SnapshotPolicy;
+use raftlite::kv::StateMachine;
 use raftlite::log;
 use raftlite::replica::{Member, Replica};
 use raftlite::runtime::clock::Clock;
@@ -156,7 +158,7 @@ fn open_storage(options: &Options) -> Result<(DiskStorage, Recovered), String> {
     let disk_options = DiskOptions {
         fsync: options.fsync,
         node_name,
-        ..DiskOptions::default()
+        segment_size_max: options.log_segment_bytes,
     };
     std::fs::create_dir_all(&options.data_dir).map_err(|error| {
         format!(
@@ -169,17 +171,21 @@ fn open_storage(options: &Options) -> Result<(DiskStorage, Recovered), String> {
     if report.needs_attention() {
         log!(Warn, "Repaired a crash's traces: {report}");
     }
-    let last = recovered
-        .entries
-        .last()
-        .map_or((0, 0), |entry| (entry.index.0, entry.term.0));
+    let snapshot = recovered.snapshot.as_ref().map(|loaded| &loaded.file.meta);
+    let last = recovered.entries.last().map_or_else(
+        || snapshot.map_or((0, 0), |meta| (meta.index.0, meta.term.0)),
+        |entry| (entry.index.0, entry.term.0),
+    );
+    let snapshot_text = snapshot.map_or(String::new(), |meta| {
+        format!("snapshot at index {} and ", meta.index)
+    });
     let cluster = recovered
         .hard_state
         .cluster_id
         .map_or("not known yet".to_string(), |id| id.to_string());
     log!(
         Info,
-        "Recovered {} entries (last index {}, term {}; current term {}; cluster {cluster}) in {} ms",
+        "Recovered {snapshot_text}{} entries (last index {}, term {}; current term {}; cluster {cluster}) in {} ms",
         recovered.entries.len(),
         last.0,
         last.1,
@@ -240,6 +246,11 @@ fn server_parts(
         identity,
         nonce_seed: random_bytes()?,
         client_slots_max: client_slots(),
+        snapshot_policy: SnapshotPolicy {
+            entries: options.snapshot_entries,
+            trailing: options.snapshot_trailing,
+            ..SnapshotPolicy::default()
+        },
     })
 }
 
@@ -280,8 +291,30 @@ fn replica(
         check_quorum: true,
         limits: Limits::default(),
     };
-    let raft = Raft::new(config, recovered.hard_state, recovered.entries, now_ms)
-        .map_err(|error| format!("invalid configuration: {error}"))?;
+    let (snapshot, machine) = match recovered.snapshot {
+        None => (None, StateMachine::default()),
+        Some(loaded) => {
+            let machine = StateMachine::restore(&loaded.body).map_err(|error| {
+                format!(
+                    "corrupt snapshot: {}: {error}; see docs/OPERATIONS.md",
+                    loaded.file.path.display()
+                )
+            })?;
+            let stored = StoredSnapshot {
+                meta: loaded.file.meta,
+                size_bytes: loaded.file.size_bytes,
+            };
+            (Some(stored), machine)
+        }
+    };
+    let raft = Raft::restore(
+        config,
+        recovered.hard_state,
+        snapshot,
+        recovered.entries,
+        now_ms,
+    )
+    .map_err(|error| format!("invalid configuration: {error}"))?;
     #[cfg(feature = "planted-bugs")]
     let raft = {
         let mut raft = raft;
@@ -299,7 +332,7 @@ fn replica(
             address: address.to_string(),
         })
         .collect();
-    Ok(Replica::new(raft, members))
+    Ok(Replica::restored(raft, members, machine))
 }
 
 fn log_start(options: &Options, identity: &LocalIdentity) {

@@ -140,7 +140,7 @@ start() { # N
     else
       peer_argument="--peers="
     fi
-    echo "$BIN/raftlite --id $id --port $((BASE_PORT + index)) $peer_argument --data-dir $RUN/data/$id --peer-secret $RUN/peer-secret" \
+    echo "$BIN/raftlite --id $id --port $((BASE_PORT + index)) $peer_argument --data-dir $RUN/data/$id --peer-secret $RUN/peer-secret${RAFTLITE_ARGS:+ $RAFTLITE_ARGS}" \
       >"$RUN/cmd/$id"
     launch "$id"
   done

@@ -353,6 +353,11 @@ impl Raft {
         }
     }
 
+    /// The latest time the runtime reported.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
     pub fn id(&self) -> NodeId {
         self.config.id
     }

@@ -17,6 +17,9 @@ pub const SNAPSHOT_TRAILING_DEFAULT: u64 = 10_000;
 /// Ceiling of both: a log of more entries than this is no longer bounded
 /// memory on any machine this runs on.
 pub const SNAPSHOT_ENTRIES_MAX: u64 = 1_000_000_000;
+/// `--log-segment-bytes` bounds: compaction frees disk a segment at a time.
+pub const LOG_SEGMENT_BYTES_MIN: u64 = 1 << 20;
+pub const LOG_SEGMENT_BYTES_MAX: u64 = crate::storage::disk::SEGMENT_SIZE_MAX_LIMIT;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerSpec {
@@ -45,6 +48,8 @@ pub struct Options {
     pub snapshot_entries: u64,
     /// `--snapshot-trailing N`: entries kept below the snapshot index.
     pub snapshot_trailing: u64,
+    /// `--log-segment-bytes N`: the size of one log segment file.
+    pub log_segment_bytes: u64,
     /// Test builds only (feature `planted-bugs`): run with a known bug.
     pub planted_bug: Option<crate::core::PlantedBug>,
 }
@@ -137,6 +142,12 @@ fn option_table() -> getopts::Options {
         "entries kept in the log below a snapshot, so a follower a little behind catches up from the log (default 10000)",
         "N",
     );
+    table.optopt(
+        "",
+        "log-segment-bytes",
+        "size of one log segment file; compaction deletes whole segments, so smaller ones free disk sooner (default 67108864, at least 1048576)",
+        "N",
+    );
     table.optflag("h", "help", "print this help");
     #[cfg(feature = "planted-bugs")]
     table.optopt(
@@ -181,7 +192,7 @@ pub fn usage() -> String {
     let brief = "Usage: raftlite --id ID --port PORT --peers LIST [--host ADDR] [--data-dir DIR]\n\
                  \x20               [--election-timeout MIN-MAX] [--heartbeat MS] [--fsync always|never]\n\
                  \x20               [--log-level LEVEL] [--peer-secret FILE]\n\
-                 \x20               [--snapshot-entries N] [--snapshot-trailing N]";
+                 \x20               [--snapshot-entries N] [--snapshot-trailing N] [--log-segment-bytes N]";
     format!("{}\n{EXIT_CODES}", option_table().usage(brief))
 }
 
@@ -246,6 +257,17 @@ pub fn parse(arguments: &[String]) -> Result<Parsed, UsageError> {
         None => SNAPSHOT_TRAILING_DEFAULT,
         Some(text) => parse_entry_count(&text, "--snapshot-trailing", 0)?,
     };
+    let log_segment_bytes = match matches.opt_str("log-segment-bytes") {
+        None => crate::storage::disk::SEGMENT_SIZE_MAX_DEFAULT,
+        Some(text) => match text.parse::<u64>() {
+            Ok(size) if (LOG_SEGMENT_BYTES_MIN..=LOG_SEGMENT_BYTES_MAX).contains(&size) => size,
+            _ => {
+                return usage_error(format!(
+                    "--log-segment-bytes {text:?}: expected bytes, {LOG_SEGMENT_BYTES_MIN} to {LOG_SEGMENT_BYTES_MAX}"
+                ))
+            }
+        },
+    };
     let data_dir = matches
         .opt_str("data-dir")
         .map_or_else(|| PathBuf::from("data").join(&id), PathBuf::from);
@@ -263,6 +285,7 @@ pub fn parse(arguments: &[String]) -> Result<Parsed, UsageError> {
         peer_secret: matches.opt_str("peer-secret").map(PathBuf::from),
         snapshot_entries,
         snapshot_trailing,
+        log_segment_bytes,
         planted_bug: parse_planted_bug(&matches)?,
     }))
 }
@@ -464,6 +487,10 @@ mod tests {
                 "--id A --port 8000 --peers B:8001 --snapshot-entries 1e6",
                 "--snapshot-entries",
             ),
+            (
+                "--id A --port 8000 --peers B:8001 --log-segment-bytes 4096",
+                "--log-segment-bytes \"4096\": expected bytes, 1048576 to",
+            ),
         ];
         for (line, expected) in cases {
             let error = run(line).expect_err(line);
@@ -486,6 +513,7 @@ mod tests {
             "--log-level",
             "--snapshot-entries",
             "--snapshot-trailing",
+            "--log-segment-bytes",
         ] {
             assert!(text.contains(flag), "{flag} missing from help");
         }

@@ -18,7 +18,7 @@ use crate::constants::{
     POLL_EVENTS_MAX,
 };
 use crate::core::{ClusterId, Event, LogIndex, NodeId, Ready, Role, StepDownReason, Term};
-use crate::driver::{DriveError, Driver, NodeIo, ReadyObserver};
+use crate::driver::{DriveError, Driver, NodeIo, ReadyObserver, SnapshotEvent, SnapshotPolicy};
 use crate::log;
 use crate::replica::{ClientToken, NodeCounters, Replica};
 use crate::storage::{Storage, SyncJob};
@@ -171,6 +171,8 @@ pub struct ServerParts<S: Storage<Job = SyncJob>> {
     /// Seeds the handshake nonces; from the operating system's randomness.
     pub nonce_seed: [u8; 32],
     pub client_slots_max: usize,
+    /// When to snapshot and how much log to keep (the --snapshot-* flags).
+    pub snapshot_policy: SnapshotPolicy,
 }
 
 impl<S: Storage<Job = SyncJob>> Server<S> {
@@ -238,7 +240,7 @@ impl<S: Storage<Job = SyncJob>> Server<S> {
             throttles: LogThrottles::default(),
             counters: NodeCounters::default(),
             syncer,
-            driver: Driver::default(),
+            driver: Driver::new(parts.snapshot_policy),
         })
     }
 
@@ -296,7 +298,7 @@ impl<S: Storage<Job = SyncJob>> Server<S> {
     fn shut_down(&mut self) -> Result<(), RuntimeError> {
         let settled =
             self.driver
-                .settle_syncs(&mut self.replica, &mut self.storage, &mut self.syncer);
+                .settle_all_syncs(&mut self.replica, &mut self.storage, &mut self.syncer);
         settled.map_err(RuntimeError::Drive)?;
         self.flush_dirty();
         self.log_throttled(self.clock.now_ms(), true);
@@ -419,6 +421,9 @@ impl<S: Storage<Job = SyncJob>> Server<S> {
         }
         for event in &observer.events {
             self.log_event(event);
+        }
+        for event in &observer.snapshot_events {
+            self.log_snapshot_event(event);
         }
         self.throttles.applied.add(observer.applied);
         self.note_storage_stats();
@@ -556,6 +561,39 @@ impl<S: Storage<Job = SyncJob>> Server<S> {
         }
     }
 
+    fn log_snapshot_event(&mut self, event: &SnapshotEvent) {
+        match event {
+            SnapshotEvent::Taken(taken) => log!(
+                Info,
+                "Snapshot taken (index={}, term={}, keys={}, bytes={}) in {} ms",
+                taken.meta.index,
+                taken.meta.term,
+                taken.keys,
+                taken.size_bytes,
+                taken.took_ms
+            ),
+            SnapshotEvent::Compacted {
+                first_index,
+                segments,
+            } => log!(
+                Info,
+                "Log compacted below index {first_index} ({segments} segments removed)"
+            ),
+            SnapshotEvent::ChunkUnreadable { index, problem } => crate::log_limited!(
+                self.limiter,
+                self.clock.now_ms(),
+                Warn,
+                "snapshot-chunk",
+                index.0,
+                "Cannot read a chunk of snapshot {index} to send: {problem}"
+            ),
+            SnapshotEvent::InstallFailed { index, problem } => log!(
+                Warn,
+                "Snapshot {index} from the leader failed its check and was discarded: {problem}"
+            ),
+        }
+    }
+
     /// Progress lines at most every Throttle::INTERVAL_MS, with totals
     /// (all that are pending when `flush`, at shutdown).
     fn log_throttled(&mut self, now_ms: u64, flush: bool) {
@@ -603,10 +641,15 @@ fn role_name(role: Role) -> &'static str {
 #[derive(Default)]
 struct ServerObserver {
     events: Vec<Event>,
+    snapshot_events: Vec<SnapshotEvent>,
     applied: u64,
 }
 
 impl ReadyObserver for ServerObserver {
+    fn snapshot(&mut self, event: &SnapshotEvent, _replica: &Replica) {
+        self.snapshot_events.push(event.clone());
+    }
+
     fn ready(&mut self, ready: &Ready, _replica: &Replica) {
         self.events.extend(ready.events.iter().cloned());
         self.applied += ready.committed_entries.len() as u64;

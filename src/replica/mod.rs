@@ -10,6 +10,10 @@ use crate::kv::{parse_request, Applied, CachedReply, LogRecord, Outcome, Request
 use crate::reply::{Leader, Reply, Status};
 use std::collections::BTreeMap;
 
+mod snapshot;
+
+pub use snapshot::{SnapshotTaken, FOLD_ENTRIES_PER_DRIVE_MAX};
+
 /// Identifies a client request to the runtime: which connection, which
 /// request on it. Opaque to the replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -111,15 +115,33 @@ pub struct Replica {
     /// log entry: reused so a proposal costs one allocation, not two. It
     /// keeps at most one command's worth (ENTRY_DATA_SIZE_MAX).
     proposal_buffer: Vec<u8>,
+    /// The snapshot being taken, and SNAPSHOT requests waiting for the
+    /// next one to begin (bounded by the client slots).
+    taking: Option<snapshot::Taking>,
+    snapshot_requests: Vec<ClientToken>,
 }
 
 impl Replica {
     pub fn new(raft: Raft, members: Vec<Member>) -> Replica {
-        Replica {
+        Replica::restored(raft, members, StateMachine::default())
+    }
+
+    /// A replica whose state machine was restored from the snapshot the
+    /// core was restored with (`Raft::restore`).
+    pub fn restored(raft: Raft, members: Vec<Member>, machine: StateMachine) -> Replica {
+        let base = raft
+            .snapshot()
+            .map_or(LogIndex(0), |snapshot| snapshot.meta.index);
+        assert_eq!(
+            raft.log().last_applied(),
+            base,
+            "the state machine starts at the snapshot"
+        );
+        let mut replica = Replica {
             raft,
             counters: NodeCounters::default(),
             status_extra: Vec::new(),
-            machine: StateMachine::default(),
+            machine,
             members,
             pending: BTreeMap::new(),
             reads_unconfirmed: BTreeMap::new(),
@@ -127,7 +149,18 @@ impl Replica {
             read_context_next: 1,
             replies: Vec::new(),
             proposal_buffer: Vec::new(),
-        }
+            taking: None,
+            snapshot_requests: Vec::new(),
+        };
+        replica.plant_bug_in_machine();
+        replica
+    }
+
+    /// Test builds only: plants `bug` in the core and the state machine.
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant_bug(&mut self, bug: Option<crate::core::PlantedBug>) {
+        self.raft.plant_bug(bug);
+        self.plant_bug_in_machine();
     }
 
     pub fn raft(&self) -> &Raft {
@@ -202,10 +235,7 @@ impl Replica {
                 None
             }
             Request::Snapshot => {
-                // Issue 13 lands in steps; until the driver takes
-                // snapshots this is the documented refusal.
-                let refusal = "snapshots are not taken by this build yet";
-                self.reply(token, Reply::Unavailable(refusal.into()));
+                self.request_snapshot(token);
                 None
             }
             Request::StaleGet { key } => {
@@ -433,6 +463,9 @@ impl Replica {
         }
         let turn_max_ms = self.counters.loop_turn_max_us as f64 / 1000.0;
         status.push("loop_turn_max_ms", format_args!("{turn_max_ms:.1}"));
+        let snapshot_index = self.raft.snapshot().map_or(LogIndex(0), |s| s.meta.index);
+        status.push("snapshot_index", snapshot_index);
+        status.push("first_index", self.raft.log().first_index());
         status
     }
 }
@@ -512,7 +545,7 @@ mod tests {
         ]);
         assert_eq!(
             Reply::Status(replica.status()).to_string(),
-            "STATUS id=A role=follower term=0 leader=unknown last_index=0 commit=0 applied=0 digest=0000000000000000 entries_appended=10 fsyncs=4 synced_entries=9 entries_per_fsync=2.2 appends_sent=7 appends_received=2 batch_average=2.7 bytes_in=1000 bytes_out=2000 cluster=none refused=none refused_by=B:cluster_id clients=3 loop_turn_max_ms=2.3"
+            "STATUS id=A role=follower term=0 leader=unknown last_index=0 commit=0 applied=0 digest=0000000000000000 entries_appended=10 fsyncs=4 synced_entries=9 entries_per_fsync=2.2 appends_sent=7 appends_received=2 batch_average=2.7 bytes_in=1000 bytes_out=2000 cluster=none refused=none refused_by=B:cluster_id clients=3 loop_turn_max_ms=2.3 snapshot_index=0 first_index=1"
         );
     }
 

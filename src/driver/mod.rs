@@ -16,11 +16,21 @@
 //! 4. tell the core what is durable (`persisted`, `hard_state_persisted`);
 //!    a deferred sync reports its entries when it finishes
 //!    (`collect_finished_syncs`).
+//!
+//! Snapshots (snapshots.rs) ride on the same calls: the chunks a leader
+//! sends are read from storage as they leave, the chunks a follower
+//! receives are written with the rest of the Ready (its install before the
+//! answers go), and each `drive` writes a bounded slice of a snapshot the
+//! node is taking, whose fdatasync is a job of its own on the executor.
 
 use crate::core::{LogIndex, Message, Ready, Term};
 use crate::replica::Replica;
 use crate::storage::{Storage, StorageError};
 use std::fmt;
+
+mod snapshots;
+
+pub use snapshots::SnapshotEvent;
 
 /// Ready passes per `drive` call before it returns (a bound, not a tuning
 /// knob: a pass normally settles in two; the caller drives again later).
@@ -46,9 +56,10 @@ pub trait SyncExecutor<J> {
 }
 
 /// Sees each Ready before the driver acts on it (log lines, traces,
-/// checkers). The default sees nothing.
+/// checkers), and the driver's snapshot steps. The default sees nothing.
 pub trait ReadyObserver {
     fn ready(&mut self, _ready: &Ready, _replica: &Replica) {}
+    fn snapshot(&mut self, _event: &SnapshotEvent, _replica: &Replica) {}
 }
 
 /// An observer that sees nothing.
@@ -105,23 +116,62 @@ impl Default for SnapshotPolicy {
 /// millisecond of the state machine's encoding (docs/DESIGN.md).
 pub const SNAPSHOT_BYTES_PER_DRIVE_MAX: usize = 1 << 20;
 
+/// What the job running on the executor makes durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InFlight {
+    /// Log records, up to this entry.
+    Log(LogIndex, Term),
+    /// The snapshot file being taken.
+    Snapshot,
+}
+
 /// What the driver keeps between calls: the deferred syncs it owes the
-/// core, and a counter for STATUS.
+/// core, the snapshot policy, and a counter for STATUS.
 #[derive(Debug)]
 pub struct Driver<J> {
-    /// The last entry the job running on the executor makes durable.
-    sync_in_flight: Option<(LogIndex, Term)>,
+    sync_in_flight: Option<InFlight>,
     /// Records written while that job ran: the next job, and its last entry.
     sync_waiting: Option<(J, LogIndex, Term)>,
+    /// The snapshot file's sync, waiting for the executor (log jobs go
+    /// first: the leader's own durability waits on them).
+    snapshot_sync_waiting: Option<J>,
+    policy: SnapshotPolicy,
+    /// Where the log is to be compacted to, once what is durable and
+    /// applied here reaches it.
+    compact_target: Option<LogIndex>,
+    /// Reused for the state machine's bytes of each `drive`.
+    snapshot_buffer: Vec<u8>,
+    /// The snapshot whose sync is in flight was abandoned: its commit is
+    /// skipped.
+    snapshot_superseded: bool,
+    /// Reported to the observer at the end of the next `drive`.
+    snapshot_events: Vec<SnapshotEvent>,
     /// Entries handed to storage.
     pub entries_appended: u64,
 }
 
 impl<J> Default for Driver<J> {
     fn default() -> Self {
+        Driver::new(SnapshotPolicy::default())
+    }
+}
+
+impl<J> Driver<J> {
+    pub fn new(policy: SnapshotPolicy) -> Driver<J> {
+        assert!(
+            (1..=SNAPSHOT_BYTES_PER_DRIVE_MAX).contains(&policy.bytes_per_drive),
+            "snapshot bytes per drive {}",
+            policy.bytes_per_drive
+        );
         Driver {
             sync_in_flight: None,
             sync_waiting: None,
+            snapshot_sync_waiting: None,
+            policy,
+            compact_target: None,
+            snapshot_buffer: Vec::new(),
+            snapshot_superseded: false,
+            snapshot_events: Vec::new(),
             entries_appended: 0,
         }
     }
@@ -148,14 +198,19 @@ impl<J> Driver<J> {
         T: Transport,
         X: SyncExecutor<J>,
     {
-        for _ in 0..READY_PASSES_PER_DRIVE_MAX {
-            if !replica.has_ready() {
-                return Ok(false);
-            }
+        let NodeIo {
+            storage,
+            transport,
+            syncer,
+        } = io;
+        let mut passes = 0;
+        while replica.has_ready() && passes < READY_PASSES_PER_DRIVE_MAX {
             let ready = replica.ready();
             observer.ready(&ready, replica);
-            self.handle(ready, replica, io.storage, io.transport, io.syncer)?;
+            self.handle(ready, replica, storage, transport, syncer, observer)?;
+            passes += 1;
         }
+        self.snapshot_step(replica, storage, syncer, observer)?;
         Ok(replica.has_ready())
     }
 
@@ -166,6 +221,7 @@ impl<J> Driver<J> {
         storage: &mut S,
         transport: &mut T,
         syncer: &mut X,
+        observer: &mut impl ReadyObserver,
     ) -> Result<(), DriveError>
     where
         S: Storage<Job = J>,
@@ -176,6 +232,8 @@ impl<J> Driver<J> {
         for message in std::mem::take(&mut ready.messages) {
             transport.send(message);
         }
+        let chunks = std::mem::take(&mut ready.snapshot_chunks_to_send);
+        snapshots::send_snapshot_chunks(chunks, storage, transport, replica, observer)?;
         let mut after_persist = std::mem::take(&mut ready.messages_after_persist);
         if ready.hard_state.is_none() && planted_ack_before_sync(replica) {
             // The planted bug: acknowledgements leave with the messages,
@@ -195,6 +253,8 @@ impl<J> Driver<J> {
                 self.write_and_sync(&ready, storage)?;
             }
         }
+        let received = std::mem::take(&mut ready.snapshot_chunks_received);
+        self.store_snapshot_chunks(received, replica, storage, syncer)?;
         if !after_persist.is_empty() {
             // What they promise may rest on records an earlier deferred
             // sync still owes.
@@ -251,7 +311,7 @@ impl<J> Driver<J> {
         };
         if self.sync_in_flight.is_none() {
             syncer.submit(job)?;
-            self.sync_in_flight = Some((last.index, last.term));
+            self.sync_in_flight = Some(InFlight::Log(last.index, last.term));
             return Ok(true);
         }
         // The newer job covers every record the waiting one does (those in
@@ -281,9 +341,33 @@ impl<J> Driver<J> {
         Ok(())
     }
 
-    /// Waits until every deferred sync is done: what follows promises
-    /// durable state, or syncs on the spot, and must come after them.
+    /// Waits until every deferred sync of the log is done: what follows
+    /// promises durable state, or syncs on the spot, and must come after
+    /// them. A snapshot's sync alone is not waited for (it covers no log
+    /// record), unless a log job queues behind it.
     pub fn settle_syncs<S, X>(
+        &mut self,
+        replica: &mut Replica,
+        storage: &mut S,
+        syncer: &mut X,
+    ) -> Result<(), DriveError>
+    where
+        S: Storage<Job = J>,
+        X: SyncExecutor<J>,
+    {
+        while self.log_sync_owed() {
+            let job = syncer.wait_finished()?;
+            self.sync_finished(job, replica, storage, syncer)?;
+        }
+        Ok(())
+    }
+
+    fn log_sync_owed(&self) -> bool {
+        matches!(self.sync_in_flight, Some(InFlight::Log(..))) || self.sync_waiting.is_some()
+    }
+
+    /// Waits for every job, the snapshot's too (a clean stop).
+    pub fn settle_all_syncs<S, X>(
         &mut self,
         replica: &mut Replica,
         storage: &mut S,
@@ -311,14 +395,28 @@ impl<J> Driver<J> {
         S: Storage<Job = J>,
         X: SyncExecutor<J>,
     {
-        storage.deferred_sync_done(&job);
-        let Some((index, term)) = self.sync_in_flight.take() else {
-            panic!("a sync finished that was never submitted");
-        };
-        replica.persisted(index, term);
+        match self.sync_in_flight.take() {
+            Some(InFlight::Log(index, term)) => {
+                storage.deferred_sync_done(&job);
+                replica.persisted(index, term);
+            }
+            Some(InFlight::Snapshot) => self.commit_snapshot(Some(job), replica, storage)?,
+            None => panic!("a sync finished that was never submitted"),
+        }
+        self.submit_next(syncer)
+    }
+
+    /// Hands the executor its next job, the log's before the snapshot's.
+    fn submit_next<X: SyncExecutor<J>>(&mut self, syncer: &mut X) -> Result<(), DriveError> {
+        if self.sync_in_flight.is_some() {
+            return Ok(());
+        }
         if let Some((next, index, term)) = self.sync_waiting.take() {
             syncer.submit(next)?;
-            self.sync_in_flight = Some((index, term));
+            self.sync_in_flight = Some(InFlight::Log(index, term));
+        } else if let Some(next) = self.snapshot_sync_waiting.take() {
+            syncer.submit(next)?;
+            self.sync_in_flight = Some(InFlight::Snapshot);
         }
         Ok(())
     }
@@ -350,7 +448,9 @@ mod tests {
         ClusterId, ClusterTag, Config, Entry, HardState, InstallSnapshot, Limits, MessageBody,
         NodeId, Raft, RequestVote, RequestVoteResponse, SnapshotMeta,
     };
+    use crate::kv::StateMachine;
     use crate::replica::{ClientToken, Member, Replica, SessionTag};
+    use crate::reply::Reply;
     use crate::storage::LoadedSnapshot;
     use std::cell::RefCell;
     use std::collections::VecDeque;
@@ -398,6 +498,8 @@ mod tests {
         }
 
         fn snapshot_append(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+            let size = bytes.len();
+            self.0.borrow_mut().push(format!("snapshot append {size}"));
             self.1.snapshot_append(bytes)
         }
 
@@ -675,5 +777,212 @@ mod tests {
             "{done:?}"
         );
         assert!(!node.driver.syncing());
+    }
+
+    fn token(request_id: u64) -> ClientToken {
+        ClientToken {
+            connection: 1,
+            request_id,
+        }
+    }
+
+    /// A lone leader with a tiny snapshot policy, `count` SETs applied.
+    fn leader_with_writes(policy: SnapshotPolicy, count: u64) -> Node {
+        let mut node = Node::new(1);
+        node.driver = Driver::new(policy);
+        node.syncer.finished = true;
+        node.replica.advance_time(1000);
+        node.drive();
+        for request in 1..=count {
+            let line = format!("SET key{request} value{request}");
+            node.replica
+                .handle_request(token(request), SessionTag::default(), &line);
+            node.drive();
+            node.collect();
+            node.drive();
+        }
+        node
+    }
+
+    fn lines_like<'a>(done: &'a [String], what: &str) -> Vec<&'a String> {
+        done.iter().filter(|line| line.starts_with(what)).collect()
+    }
+
+    /// A snapshot is written a slice per drive, its fdatasync is a job of
+    /// its own, and only once that job is done does the core learn of it,
+    /// SNAPSHOT get its answer and the log get compacted.
+    #[test]
+    fn a_snapshot_is_written_in_slices_synced_apart_then_committed_and_compacted() {
+        let policy = SnapshotPolicy {
+            entries: u64::MAX,
+            trailing: 2,
+            bytes_per_drive: 64,
+        };
+        let mut node = leader_with_writes(policy, 20);
+        node.syncer.finished = false;
+        node.replica.take_replies();
+        node.replica
+            .handle_request(token(99), SessionTag::default(), "SNAPSHOT");
+        let mut done = Vec::new();
+        while !done
+            .iter()
+            .any(|line: &String| line.starts_with("snapshot finish"))
+        {
+            let before = done.len();
+            done.extend(node.drive());
+            assert!(done.len() > before, "no progress: {done:?}");
+        }
+        let slices = lines_like(&done, "snapshot append");
+        assert!(slices.len() > 5, "written in slices: {done:?}");
+        assert!(
+            slices.iter().all(|line| line["snapshot append ".len()..]
+                .parse::<usize>()
+                .is_ok_and(|size| size <= 64 + crate::kv::SNAPSHOT_RECORD_SIZE_MAX)),
+            "{slices:?}"
+        );
+        assert!(position(&done, "snapshot finish #") < position(&done, "submit #"));
+        assert!(node.replica.raft().snapshot().is_none(), "not durable yet");
+        assert!(
+            node.replica.take_replies().is_empty(),
+            "answered once durable"
+        );
+        node.syncer.finished = true;
+        let collected = node.collect();
+        assert!(position(&collected, "snapshot commit #") < collected.len());
+        let applied = node.replica.raft().log().last_applied();
+        let snapshot = node.replica.raft().snapshot().expect("durable").clone();
+        assert_eq!(snapshot.meta.index, applied);
+        let replies = node.replica.take_replies();
+        let expected = Reply::SnapshotTaken {
+            index: applied,
+            bytes: snapshot.size_bytes,
+        };
+        assert_eq!(replies, vec![(token(99), expected)]);
+        node.drive();
+        assert_eq!(
+            node.replica.raft().log().first_index(),
+            LogIndex(applied.0 - 2 + 1),
+            "compacted to the snapshot less the trailing entries"
+        );
+    }
+
+    /// The log's deferred sync queues behind a snapshot's, is never merged
+    /// into it, and goes first once both wait.
+    #[test]
+    fn a_snapshot_job_is_never_merged_with_the_logs() {
+        let policy = SnapshotPolicy {
+            entries: u64::MAX,
+            trailing: 0,
+            bytes_per_drive: SNAPSHOT_BYTES_PER_DRIVE_MAX,
+        };
+        let mut node = leader_with_writes(policy, 3);
+        node.syncer.finished = false;
+        node.replica
+            .handle_request(token(50), SessionTag::default(), "SNAPSHOT");
+        let done = node.drive();
+        let snapshot_job = position(&done, "snapshot finish #");
+        assert!(snapshot_job < position(&done, "submit #"), "{done:?}");
+        node.replica
+            .handle_request(token(51), SessionTag::default(), "SET b 2");
+        let done = node.drive();
+        assert!(position(&done, "defer #") < done.len());
+        assert!(lines_like(&done, "submit #").is_empty(), "queued: {done:?}");
+        node.syncer.finished = true;
+        let done = node.collect();
+        assert!(
+            position(&done, "snapshot commit #") < position(&done, "submit #"),
+            "{done:?}"
+        );
+        assert_eq!(lines_like(&done, "snapshot commit").len(), 1);
+        assert!(!node.driver.syncing(), "both jobs done");
+    }
+
+    /// What a leader would send: the file of a machine with a few keys.
+    fn snapshot_file(index: u64) -> (SnapshotMeta, Vec<u8>, u64) {
+        let mut machine = StateMachine::default();
+        for key in 1..=index {
+            let mut record = Vec::new();
+            let command = crate::kv::Command::Set {
+                key: format!("k{key}").into_bytes(),
+                value: b"v".to_vec(),
+            };
+            crate::kv::LogRecord::Command {
+                session: None,
+                command,
+            }
+            .encode(&mut record);
+            machine.apply(key, 1, &record);
+        }
+        let mut cursor = machine.begin_snapshot();
+        let mut body = Vec::new();
+        while !cursor.next_chunk(&mut body, 1 << 20) {}
+        let meta = SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(1),
+            cluster_id: Some(ClusterId(0x1234)),
+            voters: vec![NodeId(0), NodeId(1), NodeId(2)],
+        };
+        let file = crate::storage::snapshot::encode_file(&meta, &body);
+        (meta, file, machine.digest())
+    }
+
+    fn send_chunks(node: &mut Node, meta: &SnapshotMeta, file: &[u8], size: usize) -> Vec<String> {
+        let mut done = Vec::new();
+        for (number, piece) in file.chunks(size).enumerate() {
+            let chunk = InstallSnapshot {
+                meta: meta.clone(),
+                offset: (number * size) as u64,
+                total_size: file.len() as u64,
+                data: piece.to_vec().into(),
+            };
+            node.replica
+                .step(message(1, 1, MessageBody::InstallSnapshot(chunk)));
+            done.extend(node.drive());
+        }
+        done
+    }
+
+    /// A follower writes each chunk before its answer leaves, checks and
+    /// installs the file the last one completes, and restores the state
+    /// machine from it.
+    #[test]
+    fn a_follower_stores_chunks_before_answering_and_installs_the_last() {
+        let mut node = Node::new(3);
+        let (meta, file, digest) = snapshot_file(12);
+        let done = send_chunks(&mut node, &meta, &file, 40);
+        let first_answer = position(&done, "send snapshot answer");
+        assert!(
+            position(&done, "receive chunk at 0") < first_answer,
+            "{done:?}"
+        );
+        let finished = position(&done, "receive finish");
+        assert!(
+            lines_like(&done[finished..], "send snapshot answer").len() == 1,
+            "{done:?}"
+        );
+        assert_eq!(node.replica.machine().digest(), digest);
+        assert_eq!(node.replica.raft().log().last_applied(), LogIndex(12));
+        assert_eq!(
+            node.replica.raft().snapshot().map(|s| s.meta.index),
+            Some(LogIndex(12))
+        );
+    }
+
+    /// A file that fails its check is discarded and the state machine is
+    /// untouched; the leader is told to start over.
+    #[test]
+    fn a_damaged_snapshot_is_discarded_and_changes_nothing() {
+        let mut node = Node::new(3);
+        let (meta, mut file, _) = snapshot_file(12);
+        let middle = file.len() / 2;
+        file[middle] ^= 1;
+        send_chunks(&mut node, &meta, &file, 40);
+        assert_eq!(
+            node.replica.machine().digest(),
+            StateMachine::default().digest()
+        );
+        assert_eq!(node.replica.raft().log().last_applied(), LogIndex(0));
+        assert!(node.replica.raft().snapshot().is_none());
+        assert!(!node.replica.raft().is_installing_snapshot());
     }
 }

@@ -1,0 +1,265 @@
+//! The driver's snapshot steps: taking one (a bounded slice of the state
+//! machine's bytes per `drive`, then its own fdatasync on the executor,
+//! then commit and compaction), sending the chunks a leader's core asks
+//! for, and storing and installing the chunks a follower receives.
+
+use super::{DriveError, Driver, InFlight, ReadyObserver, SyncExecutor, Transport};
+use crate::core::{ChunkToSend, InstallSnapshot, LogIndex, SnapshotMeta};
+use crate::kv::StateMachine;
+use crate::replica::{Replica, SnapshotTaken};
+use crate::storage::{Storage, StorageError};
+
+/// What the driver did with snapshots, for log lines and traces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotEvent {
+    /// A snapshot this node took is durable.
+    Taken(SnapshotTaken),
+    /// The log was compacted: it now begins at `first_index`, and storage
+    /// removed `segments` whole segments below it.
+    Compacted {
+        first_index: LogIndex,
+        segments: usize,
+    },
+    /// A chunk the core asked to send could not be read (the file is gone
+    /// or changed); the core resumes the transfer on a later heartbeat.
+    ChunkUnreadable { index: LogIndex, problem: String },
+    /// A snapshot received from the leader failed its check and was
+    /// discarded; the leader starts over.
+    InstallFailed { index: LogIndex, problem: String },
+}
+
+impl<J> Driver<J> {
+    /// Once per `drive`: compacts what a durable snapshot allows, writes
+    /// the next slice of a snapshot being taken (or begins one that is
+    /// due), and reports what happened.
+    pub(super) fn snapshot_step<S, X>(
+        &mut self,
+        replica: &mut Replica,
+        storage: &mut S,
+        syncer: &mut X,
+        observer: &mut impl ReadyObserver,
+    ) -> Result<(), DriveError>
+    where
+        S: Storage<Job = J>,
+        X: SyncExecutor<J>,
+    {
+        self.compact(replica, storage)?;
+        if replica.snapshot_writing() {
+            self.write_snapshot_slice(replica, storage, syncer)?;
+        } else if replica.snapshot_due(self.policy.entries) {
+            let meta = replica.begin_snapshot();
+            storage.snapshot_begin(&meta)?;
+            self.write_snapshot_slice(replica, storage, syncer)?;
+        } else {
+            replica.fold_idle();
+        }
+        for event in std::mem::take(&mut self.snapshot_events) {
+            observer.snapshot(&event, replica);
+        }
+        Ok(())
+    }
+
+    fn write_snapshot_slice<S, X>(
+        &mut self,
+        replica: &mut Replica,
+        storage: &mut S,
+        syncer: &mut X,
+    ) -> Result<(), DriveError>
+    where
+        S: Storage<Job = J>,
+        X: SyncExecutor<J>,
+    {
+        self.snapshot_buffer.clear();
+        let done = replica.snapshot_chunk(&mut self.snapshot_buffer, self.policy.bytes_per_drive);
+        storage.snapshot_append(&self.snapshot_buffer)?;
+        // Keep one slice's worth, not the largest ever asked for.
+        self.snapshot_buffer.shrink_to(self.policy.bytes_per_drive);
+        if !done {
+            return Ok(());
+        }
+        match storage.snapshot_finish()? {
+            None => self.commit_snapshot(None, replica, storage),
+            Some(job) => {
+                self.snapshot_sync_waiting = Some(job);
+                self.submit_next(syncer)
+            }
+        }
+    }
+
+    /// The snapshot file is synced (by `job`): it becomes durable, the
+    /// core learns of it, and compaction may follow.
+    pub(super) fn commit_snapshot<S: Storage<Job = J>>(
+        &mut self,
+        job: Option<J>,
+        replica: &mut Replica,
+        storage: &mut S,
+    ) -> Result<(), DriveError> {
+        if std::mem::take(&mut self.snapshot_superseded) {
+            // Abandoned while its sync ran: a snapshot from the leader
+            // replaced the state it holds.
+            return Ok(());
+        }
+        let size_bytes = storage.snapshot_commit(job)?;
+        let taken = replica.snapshot_taken(size_bytes);
+        let target = taken.meta.index.0.saturating_sub(self.policy.trailing);
+        self.compact_target = Some(LogIndex(target));
+        self.snapshot_events.push(SnapshotEvent::Taken(taken));
+        Ok(())
+    }
+
+    /// Compacts the core's log and storage towards the target the last
+    /// snapshot set, as far as what is durable and applied here allows.
+    fn compact<S: Storage<Job = J>>(
+        &mut self,
+        replica: &mut Replica,
+        storage: &mut S,
+    ) -> Result<(), DriveError> {
+        let Some(target) = self.compact_target else {
+            return Ok(());
+        };
+        if let Some(point) = replica.compaction_point(self.policy.trailing) {
+            replica.raft_mut().compact(point);
+            let segments = storage.compact(point)?;
+            let first_index = replica.raft().log().first_index();
+            self.snapshot_events.push(SnapshotEvent::Compacted {
+                first_index,
+                segments,
+            });
+        }
+        if replica.raft().log().base_index() >= target {
+            self.compact_target = None;
+        }
+        Ok(())
+    }
+
+    /// Follower: writes the chunks received (in order; the core checked
+    /// the order) and installs the snapshot their last one completes.
+    pub(super) fn store_snapshot_chunks<S, X>(
+        &mut self,
+        received: Vec<InstallSnapshot>,
+        replica: &mut Replica,
+        storage: &mut S,
+        syncer: &mut X,
+    ) -> Result<(), DriveError>
+    where
+        S: Storage<Job = J>,
+        X: SyncExecutor<J>,
+    {
+        for chunk in received {
+            storage.receive_chunk(&chunk)?;
+            if chunk.is_last() {
+                self.install(chunk.meta, replica, storage, syncer)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn install<S, X>(
+        &mut self,
+        meta: SnapshotMeta,
+        replica: &mut Replica,
+        storage: &mut S,
+        syncer: &mut X,
+    ) -> Result<(), DriveError>
+    where
+        S: Storage<Job = J>,
+        X: SyncExecutor<J>,
+    {
+        let index = meta.index;
+        let machine = match checked_body(storage, &meta) {
+            Ok(machine) => machine,
+            Err(Refused(problem)) => {
+                self.snapshot_events
+                    .push(SnapshotEvent::InstallFailed { index, problem });
+                replica.raft_mut().snapshot_install_failed(index);
+                return Ok(());
+            }
+            Err(Failed(error)) => return Err(error.into()),
+        };
+        self.abandon_own_snapshot(storage, syncer)?;
+        if replica.install_snapshot(meta.clone(), machine) {
+            // The log holds the snapshot's entry: what lies below it may go.
+            storage.compact(index)?;
+        } else {
+            storage.reset_to_snapshot(&meta)?;
+        }
+        Ok(())
+    }
+
+    /// A snapshot this node was taking walks state the install replaces.
+    fn abandon_own_snapshot<S, X>(
+        &mut self,
+        storage: &mut S,
+        _syncer: &mut X,
+    ) -> Result<(), DriveError>
+    where
+        S: Storage<Job = J>,
+        X: SyncExecutor<J>,
+    {
+        storage.snapshot_abandon()?;
+        self.snapshot_sync_waiting = None;
+        if self.sync_in_flight == Some(InFlight::Snapshot) {
+            self.snapshot_superseded = true;
+        }
+        Ok(())
+    }
+}
+
+/// Why a received snapshot was not installed: refused (it goes, the node
+/// goes on) or a failure of the node's own storage (it stops).
+enum InstallError {
+    Refused(String),
+    Failed(StorageError),
+}
+use InstallError::{Failed, Refused};
+
+/// The received file checked whole, against what its chunks announced, and
+/// its body restored.
+fn checked_body<S: Storage>(
+    storage: &mut S,
+    meta: &SnapshotMeta,
+) -> Result<StateMachine, InstallError> {
+    let loaded = match storage.receive_finish() {
+        Ok(loaded) => loaded,
+        Err(error @ StorageError::Corrupt { .. }) => return Err(Refused(error.to_string())),
+        Err(error) => return Err(Failed(error)),
+    };
+    if &loaded.file.meta != meta {
+        return Err(Refused(format!(
+            "{}: its header says {:?}, its chunks said {meta:?}",
+            loaded.file.path.display(),
+            loaded.file.meta
+        )));
+    }
+    StateMachine::restore(&loaded.body)
+        .map_err(|error| Refused(format!("{}: {error}", loaded.file.path.display())))
+}
+
+/// Leader: reads each chunk the core asked for and sends it.
+pub(super) fn send_snapshot_chunks<S: Storage, T: Transport>(
+    chunks: Vec<ChunkToSend>,
+    storage: &mut S,
+    transport: &mut T,
+    replica: &Replica,
+    observer: &mut impl ReadyObserver,
+) -> Result<(), DriveError> {
+    for chunk in chunks {
+        let index = chunk.meta.index;
+        let problem = match storage.snapshot_chunk(index, chunk.offset, chunk.size) {
+            Ok(bytes) if bytes.len() == chunk.size => {
+                transport.send(chunk.into_message(bytes.into()));
+                continue;
+            }
+            Ok(bytes) => format!(
+                "{} bytes at byte {} where {} were expected: the file changed",
+                bytes.len(),
+                chunk.offset,
+                chunk.size
+            ),
+            Err(error @ StorageError::NoSnapshot { .. }) => error.to_string(),
+            Err(error) => return Err(error.into()),
+        };
+        observer.snapshot(&SnapshotEvent::ChunkUnreadable { index, problem }, replica);
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! The replica's side of snapshots: when one is due, the cursor that walks
+//! the state machine while it goes on applying, the SNAPSHOT requests
+//! waiting for it, compaction, and a follower's install. No IO: the driver
+//! moves the bytes (src/driver.rs).
+
+use super::{ClientToken, Replica};
+use crate::core::{LogIndex, SnapshotMeta};
+use crate::kv::{SnapshotCursor, StateMachine};
+use crate::reply::Reply;
+
+/// Store entries folded back per drive while no snapshot is being taken
+/// (the delta a snapshot leaves drains on idle turns, at about 1 µs each).
+pub const FOLD_ENTRIES_PER_DRIVE_MAX: usize = 1024;
+
+/// A snapshot of the state machine being taken.
+pub(super) struct Taking {
+    meta: SnapshotMeta,
+    cursor: SnapshotCursor,
+    started_ms: u64,
+    /// SNAPSHOT requests answered once it is durable.
+    requested_by: Vec<ClientToken>,
+    /// Its bytes are all written; it waits for its sync and commit.
+    written: bool,
+}
+
+/// What a durable snapshot was, for the log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotTaken {
+    pub meta: SnapshotMeta,
+    pub keys: u64,
+    pub size_bytes: u64,
+    pub took_ms: u64,
+}
+
+impl Replica {
+    /// SNAPSHOT: answered now if there is nothing new to snapshot or one
+    /// is being taken, else once the next one is durable.
+    pub(super) fn request_snapshot(&mut self, token: ClientToken) {
+        let applied = self.raft.log().last_applied();
+        if let Some(taking) = &self.taking {
+            let reason = format!(
+                "a snapshot is already being written (index {})",
+                taking.meta.index
+            );
+            return self.reply(token, Reply::Unavailable(reason.into()));
+        }
+        if self.raft.is_installing_snapshot() {
+            let reason = "a snapshot from the leader is being installed";
+            return self.reply(token, Reply::Unavailable(reason.into()));
+        }
+        if applied.0 == 0 {
+            let reason = "nothing is applied yet, so there is nothing to snapshot";
+            return self.reply(token, Reply::Unavailable(reason.into()));
+        }
+        match self.raft.snapshot() {
+            Some(snapshot) if snapshot.meta.index == applied => {
+                let (index, bytes) = (snapshot.meta.index, snapshot.size_bytes);
+                self.reply(token, Reply::SnapshotTaken { index, bytes });
+            }
+            _ => self.snapshot_requests.push(token),
+        }
+    }
+
+    /// Whether a snapshot should begin now: asked for, or more than
+    /// `entries` applied past the last one; and nothing stands in the way.
+    pub fn snapshot_due(&self, entries: u64) -> bool {
+        let applied = self.raft.log().last_applied();
+        let last = self
+            .raft
+            .snapshot()
+            .map_or(0, |snapshot| snapshot.meta.index.0);
+        let wanted =
+            !self.snapshot_requests.is_empty() || applied.0 - last.min(applied.0) > entries;
+        wanted
+            && applied.0 > last
+            && self.taking.is_none()
+            && !self.raft.is_installing_snapshot()
+            && self.machine.snapshot_blocked().is_none()
+            && self.raft.log().term_at(applied).is_some()
+    }
+
+    /// Starts a snapshot of the state machine as it is now (everything up
+    /// to the applied index). `snapshot_due` must have said yes.
+    pub fn begin_snapshot(&mut self) -> SnapshotMeta {
+        assert!(self.taking.is_none(), "a snapshot is being taken already");
+        let index = self.raft.log().last_applied();
+        let Some(term) = self.raft.log().term_at(index) else {
+            panic!("snapshot at {index}, whose term the log no longer holds");
+        };
+        let meta = SnapshotMeta {
+            index,
+            term,
+            cluster_id: self.raft.cluster_id(),
+            voters: self.raft.config().members.clone(),
+        };
+        self.taking = Some(Taking {
+            meta: meta.clone(),
+            cursor: self.machine.begin_snapshot(),
+            started_ms: self.raft.now_ms(),
+            requested_by: std::mem::take(&mut self.snapshot_requests),
+            written: false,
+        });
+        meta
+    }
+
+    /// Whether a snapshot's bytes are still being produced.
+    pub fn snapshot_writing(&self) -> bool {
+        self.taking.as_ref().is_some_and(|taking| !taking.written)
+    }
+
+    /// Appends about `size_max` more bytes of the snapshot being taken to
+    /// `out`; true once they are all out.
+    pub fn snapshot_chunk(&mut self, out: &mut Vec<u8>, size_max: usize) -> bool {
+        let taking = self.taking.as_mut().expect("no snapshot being taken");
+        assert!(
+            !taking.written,
+            "snapshot {} already written",
+            taking.meta.index
+        );
+        taking.written = taking.cursor.next_chunk(out, size_max);
+        taking.written
+    }
+
+    /// The snapshot being taken is durable, its file `size_bytes` long:
+    /// the core may stream it and compact below it, and SNAPSHOT requests
+    /// get their answer.
+    pub fn snapshot_taken(&mut self, size_bytes: u64) -> SnapshotTaken {
+        let taking = self.taking.take().expect("no snapshot being taken");
+        assert!(
+            taking.written,
+            "snapshot {} not fully written",
+            taking.meta.index
+        );
+        let index = taking.meta.index;
+        for token in taking.requested_by {
+            self.reply(
+                token,
+                Reply::SnapshotTaken {
+                    index,
+                    bytes: size_bytes,
+                },
+            );
+        }
+        self.raft.snapshot_taken(taking.meta.clone(), size_bytes);
+        SnapshotTaken {
+            keys: taking.cursor.key_count(),
+            meta: taking.meta,
+            size_bytes,
+            took_ms: self.raft.now_ms().saturating_sub(taking.started_ms),
+        }
+    }
+
+    /// Gives up the snapshot being taken (a newer one from the leader
+    /// replaces the state it walks).
+    pub fn snapshot_abandoned(&mut self, reason: &str) {
+        if let Some(taking) = self.taking.take() {
+            for token in taking.requested_by {
+                self.reply(token, Reply::Unavailable(reason.to_string().into()));
+            }
+        }
+    }
+
+    /// Folds back some of what the last snapshot left in the store's
+    /// delta, while no snapshot is being taken.
+    pub fn fold_idle(&mut self) {
+        if self.taking.is_none() {
+            self.machine.fold_delta(FOLD_ENTRIES_PER_DRIVE_MAX);
+        }
+    }
+
+    /// Where the log may be compacted to now: `trailing` entries below the
+    /// newest snapshot, and no further than what is applied and durable
+    /// here. None when that is not past the log's base.
+    pub fn compaction_point(&self, trailing: u64) -> Option<LogIndex> {
+        let snapshot = self.raft.snapshot()?;
+        let log = self.raft.log();
+        let point = LogIndex(snapshot.meta.index.0.saturating_sub(trailing))
+            .min(log.persisted_index())
+            .min(log.last_applied());
+        (point > log.base_index()).then_some(point)
+    }
+
+    /// Follower: the snapshot `meta` the leader sent is durable and its
+    /// body restored into `machine`; it replaces the state machine.
+    /// Returns whether the log kept its suffix (if not, storage drops it).
+    pub fn install_snapshot(&mut self, meta: SnapshotMeta, machine: StateMachine) -> bool {
+        self.snapshot_abandoned("superseded by a snapshot from the leader");
+        self.machine = machine;
+        self.plant_bug_in_machine();
+        self.raft.snapshot_installed(meta)
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    pub(super) fn plant_bug_in_machine(&mut self) {
+        self.machine.plant_bug(self.raft.planted_bug());
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    pub(super) fn plant_bug_in_machine(&mut self) {}
+}
