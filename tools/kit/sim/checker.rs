@@ -4,13 +4,13 @@
 //! through prefix hashes remembered per (index, term), never entry by entry.
 
 use super::disk::Disk;
-use super::snapshot_files::SimSnapshotFile;
 use super::hash::{entry_hash_of, prefix_hash};
 use super::history::History;
 use super::model::read_reply;
 use super::node::Node;
 use super::outcomes::Outcomes;
 use super::property::{violated, Property, Violation};
+use super::snapshot_files::SimSnapshotFile;
 use super::workload::{AttemptState, OperationKind};
 use raftlite::core::raft_log::RaftLog;
 use raftlite::core::{Entry, EntryKind, HardState, LogIndex, Role, Status, Term};
@@ -91,7 +91,11 @@ impl Shadow {
 #[derive(Clone, Copy, Debug)]
 pub enum ApplyStep {
     /// Applied the entry (index, term) whose `entry_hash` is `hash`.
-    Entry { index: LogIndex, term: Term, hash: u64 },
+    Entry {
+        index: LogIndex,
+        term: Term,
+        hash: u64,
+    },
     /// Replaced its state with a leader's snapshot up to `index`.
     Installed { index: LogIndex },
 }

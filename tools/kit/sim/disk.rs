@@ -155,7 +155,9 @@ impl Disk {
     }
 
     pub fn last_term(&self) -> Term {
-        self.entries.last().map_or(self.base_term, |entry| entry.term)
+        self.entries
+            .last()
+            .map_or(self.base_term, |entry| entry.term)
     }
 
     /// The prefix hash of the durable log up to `index` (at the base: the
@@ -344,7 +346,10 @@ impl Disk {
     fn crash_keeping(&mut self, now_ms: u64, records_kept: u64) -> TornTail {
         let pending = std::mem::take(&mut self.pending);
         let records_total: u64 = pending.iter().map(record_count).sum();
-        let log_ops_lost = pending.iter().filter(|write| record_count(write) == 0).count();
+        let log_ops_lost = pending
+            .iter()
+            .filter(|write| record_count(write) == 0)
+            .count();
         let mut records_left = records_kept;
         for write in pending {
             let Op::Records {
@@ -457,7 +462,10 @@ impl Disk {
     /// too. Err: a disk the real recovery would refuse (a gap between the
     /// snapshot and the log), which only a broken runtime leaves.
     pub fn recover(&mut self) -> Result<Recovered, String> {
-        assert!(self.pending.is_empty(), "recovering a disk with writes in flight");
+        assert!(
+            self.pending.is_empty(),
+            "recovering a disk with writes in flight"
+        );
         let snapshot = self.newest_snapshot().cloned();
         let Some(snapshot) = snapshot else {
             if self.base_index > LogIndex(0) {
@@ -483,7 +491,9 @@ impl Disk {
     }
 
     fn recovered(&self, snapshot: Option<SimSnapshotFile>, log_discarded: bool) -> Recovered {
-        let after = snapshot.as_ref().map_or(LogIndex(0), |file| file.meta.index);
+        let after = snapshot
+            .as_ref()
+            .map_or(LogIndex(0), |file| file.meta.index);
         let entries = (self.entries.iter())
             .filter(|entry| entry.index > after)
             .cloned()
@@ -538,7 +548,10 @@ mod tests {
         assert_eq!(disk.last_index(), LogIndex(4));
         disk.settle(20);
         assert_eq!(disk.last_index(), LogIndex(3));
-        assert_eq!(disk.entry(LogIndex(3)).map(|entry| entry.term), Some(Term(2)));
+        assert_eq!(
+            disk.entry(LogIndex(3)).map(|entry| entry.term),
+            Some(Term(2))
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::options::{CLIENT_DELAY_MS_MAX, DISK_SLOW_SYNC_MS_MAX};
 use super::simulator::Simulator;
 use super::trace::{MessageSummary, TraceEvent};
 use raftlite::core::{Event as CoreEvent, LogIndex, Message, Ready};
-use raftlite::driver::{DriveError, NodeIo, ReadyObserver};
+use raftlite::driver::{DriveError, NodeIo, ReadyObserver, SnapshotEvent};
 use raftlite::replica::Replica;
 use std::cell::Cell;
 
@@ -38,9 +38,22 @@ struct SimObserver {
     /// is checked against the index it was served at, and a later pass of
     /// the same call may apply more (apply batches can be one entry).
     reply_stamps: Vec<(usize, LogIndex)>,
+    /// The driver's own snapshot reports (chunks it could not read,
+    /// received files it refused), for the trace.
+    snapshot_events: Vec<SnapshotEvent>,
 }
 
 impl ReadyObserver for SimObserver {
+    fn snapshot(&mut self, event: &SnapshotEvent, _replica: &Replica) {
+        let traced = matches!(
+            event,
+            SnapshotEvent::ChunkUnreadable { .. } | SnapshotEvent::InstallFailed { .. }
+        );
+        if traced {
+            self.snapshot_events.push(event.clone());
+        }
+    }
+
     fn ready(&mut self, ready: &Ready, replica: &Replica) {
         let applied_now = replica.raft().log().last_applied();
         self.reply_stamps
@@ -49,7 +62,9 @@ impl ReadyObserver for SimObserver {
         // An install announced in this Ready came before its entries were
         // applied (they follow the snapshot).
         let installed = ready.events.iter().filter_map(|event| match event {
-            CoreEvent::SnapshotInstalled { index, .. } => Some(ApplyStep::Installed { index: *index }),
+            CoreEvent::SnapshotInstalled { index, .. } => {
+                Some(ApplyStep::Installed { index: *index })
+            }
             _ => None,
         });
         let mut steps: Vec<ApplyStep> = installed.collect();
@@ -70,7 +85,9 @@ impl ReadyObserver for SimObserver {
             digest: 0,
         });
         applied.steps.extend(steps);
-        applied.entries.extend(ready.committed_entries.iter().cloned());
+        applied
+            .entries
+            .extend(ready.committed_entries.iter().cloned());
         applied.last_applied = replica.raft().log().last_applied();
         applied.digest = replica.machine().digest();
     }
@@ -149,6 +166,7 @@ impl Simulator {
             node,
             events: Vec::new(),
             applied: None,
+            snapshot_events: Vec::new(),
             // Replies made before this call, at the index applied then.
             reply_stamps: vec![(replica.replies().len(), replica.raft().log().last_applied())],
         };
@@ -259,6 +277,9 @@ impl Simulator {
                 _ => {}
             }
             self.record(TraceEvent::Core { node, event });
+        }
+        for event in observer.snapshot_events {
+            self.record(TraceEvent::DriverSnapshot { node, event });
         }
         if let Some(applied) = observer.applied {
             self.observed.applied.push(applied);

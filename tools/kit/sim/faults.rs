@@ -243,7 +243,7 @@ impl Simulator {
         if state.state != NodeState::Crashed || state.incarnation != incarnation {
             return Ok(());
         }
-        let (replica, snapshot) = self.new_replica(node)?;
+        let (replica, snapshot, log_discarded) = self.new_replica(node)?;
         let hard_state = self.nodes[node].disk.hard_state();
         let last_index = self.nodes[node].disk.last_index();
         let snapshot_index = snapshot.as_ref().map(|file| file.meta.index);
@@ -262,6 +262,7 @@ impl Simulator {
         self.checker.node_restarted(node, hard_state)?;
         self.checker.node_restored(node, snapshot.as_ref())?;
         self.stats.snapshots.restarts_from_snapshot += u64::from(snapshot.is_some());
+        self.stats.snapshots.logs_discarded += u64::from(log_discarded);
         self.observed.touch(node);
         self.schedule_timer(node);
         Ok(())

@@ -13,8 +13,7 @@ use super::disk::{Disk, Op};
 use super::snapshot_files::SimSnapshotFile;
 use raftlite::core::rng::Rng;
 use raftlite::core::{
-    Entry, HardState, InstallSnapshot, LogIndex, Message, MessageBody, SnapshotMeta,
-    SnapshotStatus,
+    Entry, HardState, InstallSnapshot, LogIndex, Message, MessageBody, SnapshotMeta, SnapshotStatus,
 };
 use raftlite::driver::{DriveError, SyncExecutor, Transport};
 use raftlite::storage::snapshot::{file_name, receiving_file_name, SNAPSHOT_CHUNK_SIZE_MAX};
@@ -57,15 +56,28 @@ pub enum SimJob {
 /// trace and the counters.
 #[derive(Clone, Debug)]
 pub enum SnapshotWrite {
-    Begun { index: LogIndex },
+    Begun {
+        index: LogIndex,
+    },
     /// This node's snapshot took its name, durable at `durable_at_ms`.
-    Committed { file: SimSnapshotFile },
+    Committed {
+        file: SimSnapshotFile,
+    },
     /// A leader's snapshot, checked and installed under its name.
-    Received { file: SimSnapshotFile },
+    Received {
+        file: SimSnapshotFile,
+    },
     /// A received file failed its check and was removed.
-    Refused { index: LogIndex, problem: String },
-    Compacted { upto: LogIndex },
-    Reset { index: LogIndex },
+    Refused {
+        index: LogIndex,
+        problem: String,
+    },
+    Compacted {
+        upto: LogIndex,
+    },
+    Reset {
+        index: LogIndex,
+    },
 }
 
 /// The node's disk as the driver's storage.
@@ -183,7 +195,9 @@ impl Storage for SimStorage<'_> {
     fn merge_jobs(older: SimJob, newer: SimJob) -> SimJob {
         match (older, newer) {
             (SimJob::Log { .. }, SimJob::Log { .. }) => newer,
-            _ => panic!("the driver merged a snapshot's fsync with another job: {older:?}, {newer:?}"),
+            _ => panic!(
+                "the driver merged a snapshot's fsync with another job: {older:?}, {newer:?}"
+            ),
         }
     }
 
@@ -210,7 +224,10 @@ impl Storage for SimStorage<'_> {
         let Some(SimJob::Snapshot { index }) = synced else {
             panic!("a snapshot committed without its own fsync: {synced:?}");
         };
-        assert!(self.disk.snapshots.is_finished(index), "no snapshot {index} finished");
+        assert!(
+            self.disk.snapshots.is_finished(index),
+            "no snapshot {index} finished"
+        );
         let durable_at_ms = self.wait_in_fsync(0);
         let file = self.disk.snapshots.commit(index, durable_at_ms);
         let size = file.size_bytes();
@@ -254,9 +271,14 @@ impl Storage for SimStorage<'_> {
             Err(refusal) => {
                 let index = receiving.expect("a snapshot was received");
                 let problem = refusal.problem.clone();
-                self.snapshot_writes.push(SnapshotWrite::Refused { index, problem });
+                self.snapshot_writes
+                    .push(SnapshotWrite::Refused { index, problem });
                 let path = PathBuf::from(receiving_file_name(index));
-                Err(StorageError::corrupt(&path, refusal.offset, refusal.problem))
+                Err(StorageError::corrupt(
+                    &path,
+                    refusal.offset,
+                    refusal.problem,
+                ))
             }
         }
     }
@@ -283,7 +305,10 @@ impl Storage for SimStorage<'_> {
             .snapshots
             .newest_index()
             .is_some_and(|newest| newest >= upto);
-        assert!(covered, "compacting to {upto} without a snapshot that covers it");
+        assert!(
+            covered,
+            "compacting to {upto} without a snapshot that covers it"
+        );
         if upto <= self.disk.base_index() {
             return Ok(0);
         }

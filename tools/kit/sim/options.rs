@@ -299,8 +299,10 @@ fn snapshot_policy(rng: &mut Rng) -> SnapshotPolicy {
     SnapshotPolicy {
         entries: pick(rng, &[5, 10, 20, 50, 200]),
         trailing: pick(rng, &[0, 0, 2, 10, 50]),
-        bytes_per_drive: pick(rng, &[16, 64, 512, 4096, SNAPSHOT_BYTES_PER_DRIVE_MAX as u64])
-            as usize,
+        bytes_per_drive: pick(
+            rng,
+            &[16, 64, 512, 4096, SNAPSHOT_BYTES_PER_DRIVE_MAX as u64],
+        ) as usize,
     }
 }
 

@@ -7,6 +7,7 @@
 //! must converge within LIVENESS_BOUND_MS of simulated time.
 
 use super::checker::{Applied, Checker, ObservedReply};
+use super::disk::Disk;
 use super::event::{Event, Reply};
 use super::network::Network;
 use super::node::{Node, NodeState};
@@ -16,12 +17,11 @@ use super::options::{
 };
 use super::property::{violated, Property, Violation};
 use super::queue::EventQueue;
+use super::snapshot_files::SimSnapshotFile;
 use super::stats::Stats;
 use super::trace::{Echo, Trace, TraceEvent};
 use super::workload::{address_of_node, Ended, Workload};
 use raftlite::core::rng::Rng;
-use super::disk::Disk;
-use super::snapshot_files::SimSnapshotFile;
 use raftlite::core::{ClusterId, Config, NodeId, Raft, Role, StoredSnapshot};
 use raftlite::kv::StateMachine;
 use raftlite::replica::{Member, Replica};
@@ -232,8 +232,9 @@ impl Simulator {
             profile: format!("{:?}", self.profile),
         });
         for node in 0..self.options.size {
-            let (replica, _) = self.new_replica(node).expect("an empty disk recovers");
-            self.nodes.push(Node::new(replica, self.profile.snapshot_policy));
+            let (replica, _, _) = self.new_replica(node).expect("an empty disk recovers");
+            self.nodes
+                .push(Node::new(replica, self.profile.snapshot_policy));
             self.schedule_timer(node);
         }
         if self.profile.one_slow_disk {
@@ -257,7 +258,7 @@ impl Simulator {
     pub(super) fn new_replica(
         &mut self,
         node: usize,
-    ) -> Result<(Replica, Option<SimSnapshotFile>), Violation> {
+    ) -> Result<(Replica, Option<SimSnapshotFile>, bool), Violation> {
         let seed = self.rng.faults.next_u64();
         let config = Config {
             id: NodeId(node as u32),
@@ -293,11 +294,11 @@ impl Simulator {
             }
         };
         let (hard_state, entries) = (recovered.hard_state, recovered.entries);
-        let mut raft = Raft::restore(config, hard_state, snapshot, entries, 0)
-            .expect("valid configuration");
+        let mut raft =
+            Raft::restore(config, hard_state, snapshot, entries, 0).expect("valid configuration");
         self.plant_bug(&mut raft);
         let replica = Replica::restored(raft, self.members.clone(), machine);
-        Ok((replica, recovered.snapshot))
+        Ok((replica, recovered.snapshot, recovered.log_discarded))
     }
 
     #[cfg(feature = "planted-bugs")]

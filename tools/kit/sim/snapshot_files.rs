@@ -221,6 +221,7 @@ impl SnapshotFiles {
         self.writing.is_some() || self.finished.is_some() || self.receiving.is_some()
     }
 
+    #[cfg(test)]
     pub fn count(&self) -> usize {
         self.files.len()
     }
@@ -286,7 +287,10 @@ mod tests {
         take(&mut files, 9, 20);
         let crashed = files.crash(15);
         assert!(crashed.committing);
-        assert_eq!(files.newest_durable(u64::MAX).map(|f| f.meta.index), Some(LogIndex(5)));
+        assert_eq!(
+            files.newest_durable(u64::MAX).map(|f| f.meta.index),
+            Some(LogIndex(5))
+        );
     }
 
     #[test]
@@ -314,10 +318,15 @@ mod tests {
         };
         let middle = bytes.len() / 2;
         files.receive(&chunk(0, middle)).expect("in order");
-        assert_eq!(files.receive(&chunk(middle + 1, bytes.len())), Err(middle as u64));
+        assert_eq!(
+            files.receive(&chunk(middle + 1, bytes.len())),
+            Err(middle as u64)
+        );
         assert!(files.receive_finish(0).is_err(), "half a file");
         files.receive(&chunk(0, middle)).expect("a new start");
-        files.receive(&chunk(middle, bytes.len())).expect("in order");
+        files
+            .receive(&chunk(middle, bytes.len()))
+            .expect("in order");
         let file = files.receive_finish(7).expect("whole");
         assert_eq!(file.digest, StateMachine::default().digest());
     }

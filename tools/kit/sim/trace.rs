@@ -202,6 +202,11 @@ pub enum TraceEvent {
         /// The snapshot it restored its state machine from.
         snapshot_index: Option<LogIndex>,
     },
+    /// What the driver reported of a snapshot step that went wrong.
+    DriverSnapshot {
+        node: usize,
+        event: raftlite::driver::SnapshotEvent,
+    },
     /// A snapshot step on a node's disk.
     Snapshot {
         node: usize,
@@ -299,6 +304,7 @@ impl fmt::Display for TraceEvent {
             TraceEvent::Core { node, event } => write!(f, "n{node} {}", core_event(event)),
             TraceEvent::Synced { node } => write!(f, "n{node} deferred sync completed"),
             TraceEvent::Snapshot { node, trace } => write!(f, "n{node} {trace}"),
+            TraceEvent::DriverSnapshot { node, event } => write!(f, "n{node} driver: {event:?}"),
             TraceEvent::Write {
                 node,
                 hard_state,
@@ -400,7 +406,10 @@ fn write_lost_snapshot_steps(f: &mut fmt::Formatter<'_>, torn: &TornTail) -> fmt
         (files.writing, "the snapshot being written"),
         (files.receiving, "the snapshot being received"),
         (files.committing, "a snapshot not yet durable"),
-        (torn.log_ops_lost > 0, "a compaction or reset not yet durable"),
+        (
+            torn.log_ops_lost > 0,
+            "a compaction or reset not yet durable",
+        ),
     ];
     for (_, what) in lost.iter().filter(|(lost, _)| *lost) {
         write!(f, "; lost {what}")?;
