@@ -13,6 +13,7 @@ use super::property::{violated, Property, Violation};
 use super::snapshot_files::SimSnapshotFile;
 use super::workload::{AttemptState, OperationKind};
 use raftlite::core::raft_log::RaftLog;
+use raftlite::core::Raft;
 use raftlite::core::{Entry, EntryKind, HardState, LogIndex, Role, Status, Term};
 use raftlite::reply::Reply;
 use std::collections::btree_map::Entry as MapEntry;
@@ -190,6 +191,7 @@ impl Checker {
         self.check_monotonic(node, &status)?;
         let elected = self.check_election(node, &status)?;
         self.check_log_matching(node, raft.log())?;
+        check_compaction(node, raft)?;
         let digest = replica.machine().digest();
         self.check_state(node, status.last_applied, digest, "state machine")?;
         if elected {
@@ -547,9 +549,11 @@ impl Checker {
         self.check_state(node, applied.last_applied, applied.digest, what)
     }
 
-    /// The state digest after applying up to `index` is the same on every
-    /// node, however it got there (applying entries, taking, installing
-    /// or restarting from a snapshot): the first to report one sets it.
+    /// A node's state after applying up to `index` is the committed
+    /// history's there, however it got there (applying entries, taking,
+    /// installing or restarting from a snapshot). Past the history (not
+    /// yet seen committed), it is the same on every node: the first to
+    /// report one sets it.
     fn check_state(
         &mut self,
         node: usize,
@@ -557,6 +561,17 @@ impl Checker {
         digest: u64,
         what: &str,
     ) -> Result<(), Violation> {
+        if let Some(expected) = self.history.state_digest(index) {
+            if expected != digest {
+                return violated(
+                    Property::StateMachineSafety,
+                    format!(
+                        "n{node}'s {what} after applying to {index} is not the committed history's state there"
+                    ),
+                );
+            }
+            return Ok(());
+        }
         match self.digests.entry(index) {
             MapEntry::Vacant(vacant) => {
                 vacant.insert((digest, node));
@@ -805,6 +820,27 @@ impl Checker {
         let held = partition_point(base, limit, matches);
         held.max(covered)
     }
+}
+
+/// A node holds every entry it applied in its log or in its newest
+/// snapshot: its log is never compacted past that snapshot (the entries
+/// between would be gone from the node, and a follower needing them could
+/// only be sent the snapshot, again and again).
+fn check_compaction(node: usize, raft: &Raft) -> Result<(), Violation> {
+    let base = raft.log().base_index();
+    let covered = raft
+        .snapshot()
+        .map_or(LogIndex(0), |snapshot| snapshot.meta.index);
+    if base <= covered {
+        return Ok(());
+    }
+    violated(
+        Property::Durability,
+        format!(
+            "n{node} compacted its log to {base}, past its newest snapshot at {covered}: entries {}..={base} are in neither",
+            covered.next()
+        ),
+    )
 }
 
 /// The largest index in low..=limit for which `holds` is true, given that

@@ -192,6 +192,12 @@ impl FaultProfile {
         if rng.chance(1, 3) {
             profile.limits = small_snapshot_chunks(rng, profile.limits);
         }
+        if rng.chance(1, 3) {
+            // Applying lags committing, a few entries per Ready, while
+            // followers still take large batches: a compaction may come
+            // while committed entries wait to be applied.
+            profile.limits.apply_batch_entries_max = pick(rng, &[1, 2, 4]) as usize;
+        }
         profile
     }
 
