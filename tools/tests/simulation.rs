@@ -279,6 +279,39 @@ mod planted {
         assert!(explanation.contains("took effect twice"), "{explanation}");
     }
 
+    /// The snapshot body leaves the session table out: a node's own
+    /// snapshot, and any follower or restart restored from it, is not the
+    /// state the committed history gives at its index.
+    #[test]
+    fn snapshot_without_sessions() {
+        let failure = first_failure(PlantedBug::SnapshotWithoutSessions);
+        let expected = [Property::StateMachineSafety, Property::ClientSemantics];
+        assert_property(&failure, &expected);
+    }
+
+    /// A follower installs a snapshot at or below what it applied: its
+    /// state machine goes back while its applied index stays.
+    #[test]
+    fn install_older_snapshot() {
+        let failure = first_failure(PlantedBug::InstallOlderSnapshot);
+        assert_property(&failure, &[Property::StateMachineSafety]);
+    }
+
+    /// Compaction discards entries past what the state machine applied
+    /// and past the snapshot that covers the log: the node holds them
+    /// nowhere (Durability), its state skips them (State Machine Safety),
+    /// or a follower needing them is sent the old snapshot forever.
+    #[test]
+    fn compact_unapplied() {
+        let failure = first_failure(PlantedBug::CompactUnapplied);
+        let expected = [
+            Property::Durability,
+            Property::StateMachineSafety,
+            Property::Liveness,
+        ];
+        assert_property(&failure, &expected);
+    }
+
     /// Not in `PlantedBug::ALL` (the process-level bench is meant to find
     /// it), but the simulator's read check finds it too: a leader that
     /// answers reads without confirming its leadership, or before it has

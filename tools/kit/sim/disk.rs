@@ -597,4 +597,119 @@ mod tests {
             assert!(!disk.has_pending());
         }
     }
+
+    fn meta(index: u64, term: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(term),
+            cluster_id: None,
+            voters: vec![NodeId(0)],
+        }
+    }
+
+    /// A durable snapshot file at `index` on the disk, durable at `at_ms`.
+    fn snapshot(disk: &mut Disk, index: u64, term: u64, at_ms: u64) {
+        let mut machine = raftlite::kv::StateMachine::default();
+        let mut cursor = machine.begin_snapshot();
+        let mut body = Vec::new();
+        while !cursor.next_chunk(&mut body, 1 << 10) {}
+        disk.snapshots.begin(&meta(index, term));
+        disk.snapshots.append(&body);
+        let index = disk.snapshots.finish();
+        disk.snapshots.commit(index, at_ms);
+    }
+
+    #[test]
+    fn a_compaction_is_durable_after_the_writes_before_it_and_keeps_the_hashes() {
+        let mut disk = Disk::new();
+        let write = disk.write(None, entries(1, 6, 1));
+        disk.sync_through(write, 10);
+        disk.settle(10);
+        let hash_at_5 = disk.prefix_hash(LogIndex(5));
+        snapshot(&mut disk, 5, 1, 20);
+        disk.write_log_op(Op::Compact { upto: LogIndex(4) }, 20);
+        let torn = disk.crash(15, &mut Rng::new(1));
+        assert_eq!(torn.log_ops_lost, 1);
+        assert_eq!(
+            disk.base_index(),
+            LogIndex(0),
+            "not durable at 15: not done"
+        );
+        assert!(disk.newest_snapshot().is_none(), "its snapshot neither");
+        snapshot(&mut disk, 5, 1, 20);
+        disk.write_log_op(Op::Compact { upto: LogIndex(4) }, 20);
+        disk.settle(20);
+        assert_eq!(
+            (disk.base_index(), disk.last_index()),
+            (LogIndex(4), LogIndex(6))
+        );
+        assert!(disk.entry(LogIndex(4)).is_none() && disk.entry(LogIndex(5)).is_some());
+        assert_eq!(disk.prefix_hash(LogIndex(5)), hash_at_5);
+        let recovered = disk.recover().expect("recovers");
+        let first = recovered.entries.first().map(|entry| entry.index);
+        assert_eq!(first, Some(LogIndex(6)), "entries after the snapshot");
+    }
+
+    #[test]
+    fn a_reset_drops_the_log_and_the_next_write_continues_after_the_snapshot() {
+        let mut disk = Disk::new();
+        let write = disk.write(None, entries(1, 3, 1));
+        disk.sync_through(write, 5);
+        disk.settle(5);
+        snapshot(&mut disk, 9, 2, 10);
+        disk.write_log_op(
+            Op::Reset {
+                index: LogIndex(9),
+                term: Term(2),
+            },
+            10,
+        );
+        let next = disk.write(None, entries(10, 11, 2));
+        disk.sync_through(next, 12);
+        disk.settle(12);
+        assert_eq!(
+            (disk.base_index(), disk.last_index()),
+            (LogIndex(9), LogIndex(11))
+        );
+        assert_eq!(disk.unanchored_base(), Some((LogIndex(9), Term(2))));
+        assert_eq!(disk.prefix_hash(LogIndex(10)), None, "unanchored");
+        disk.anchor(77);
+        assert_eq!(disk.prefix_hash(LogIndex(9)), Some(77));
+        assert!(disk.prefix_hash(LogIndex(10)).is_some());
+    }
+
+    #[test]
+    fn recovery_discards_a_log_that_does_not_hold_the_snapshots_entry() {
+        let mut disk = Disk::new();
+        let write = disk.write(None, entries(1, 3, 1));
+        disk.sync_through(write, 5);
+        disk.settle(5);
+        // An install whose reset a crash cut short: the snapshot is durable,
+        // the old log is still there.
+        snapshot(&mut disk, 9, 2, 10);
+        disk.write_log_op(
+            Op::Reset {
+                index: LogIndex(9),
+                term: Term(2),
+            },
+            30,
+        );
+        disk.crash(20, &mut Rng::new(3));
+        let recovered = disk.recover().expect("recovers");
+        assert!(recovered.log_discarded && recovered.entries.is_empty());
+        assert_eq!(disk.base_index(), LogIndex(9));
+    }
+
+    #[test]
+    fn recovery_refuses_a_log_compacted_past_every_snapshot() {
+        let mut disk = Disk::new();
+        let write = disk.write(None, entries(1, 6, 1));
+        disk.sync_through(write, 5);
+        disk.settle(5);
+        snapshot(&mut disk, 3, 1, 5);
+        disk.write_log_op(Op::Compact { upto: LogIndex(5) }, 5);
+        disk.settle(5);
+        let refused = disk.recover().err().expect("a gap");
+        assert!(refused.contains("gap"), "{refused}");
+    }
 }

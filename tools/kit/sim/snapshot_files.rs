@@ -60,6 +60,7 @@ pub struct SnapshotFiles {
 }
 
 /// Why a received file was refused, for the driver (as `Corrupt`).
+#[derive(Debug)]
 pub struct Refusal {
     pub offset: u64,
     pub problem: String,
