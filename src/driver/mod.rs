@@ -146,6 +146,8 @@ pub struct Driver<J> {
     snapshot_superseded: bool,
     /// Reported to the observer at the end of the next `drive`.
     snapshot_events: Vec<SnapshotEvent>,
+    /// A snapshot from the leader, restored as it arrives.
+    receiving: Option<snapshots::Receiving>,
     /// Entries handed to storage.
     pub entries_appended: u64,
 }
@@ -172,6 +174,7 @@ impl<J> Driver<J> {
             snapshot_buffer: Vec::new(),
             snapshot_superseded: false,
             snapshot_events: Vec::new(),
+            receiving: None,
             entries_appended: 0,
         }
     }
@@ -185,8 +188,9 @@ pub struct NodeIo<'a, S, T, X> {
 }
 
 impl<J> Driver<J> {
-    /// Ready passes until the replica has nothing left to do, or the bound.
-    /// Returns whether work is left over (the caller drives again soon).
+    /// Ready passes until the replica has nothing left to do, or the bound,
+    /// then one snapshot step. Returns whether work is left over (the
+    /// caller drives again soon).
     pub fn drive<S, T, X>(
         &mut self,
         replica: &mut Replica,
@@ -210,8 +214,8 @@ impl<J> Driver<J> {
             self.handle(ready, replica, storage, transport, syncer, observer)?;
             passes += 1;
         }
-        self.snapshot_step(replica, storage, syncer, observer)?;
-        Ok(replica.has_ready())
+        let snapshot_work_left = self.snapshot_step(replica, storage, syncer, observer)?;
+        Ok(replica.has_ready() || snapshot_work_left)
     }
 
     fn handle<S, T, X>(
@@ -451,7 +455,7 @@ mod tests {
     use crate::kv::StateMachine;
     use crate::replica::{ClientToken, Member, Replica, SessionTag};
     use crate::reply::Reply;
-    use crate::storage::LoadedSnapshot;
+    use crate::storage::SnapshotFile;
     use std::cell::RefCell;
     use std::collections::VecDeque;
     use std::rc::Rc;
@@ -528,7 +532,7 @@ mod tests {
             self.1.receive_chunk(chunk)
         }
 
-        fn receive_finish(&mut self) -> Result<LoadedSnapshot, StorageError> {
+        fn receive_finish(&mut self) -> Result<SnapshotFile, StorageError> {
             self.0.borrow_mut().push("receive finish".to_string());
             self.1.receive_finish()
         }
@@ -646,7 +650,11 @@ mod tests {
                 syncer: &mut self.syncer,
             };
             let left = self.driver.drive(&mut self.replica, io, &mut Unobserved);
-            assert!(!left.expect("fake IO never fails"), "settles in one call");
+            let left = left.expect("fake IO never fails");
+            assert!(
+                !left || self.replica.snapshot_writing(),
+                "settles in one call, but for a snapshot's next slice"
+            );
             self.log.borrow_mut().drain(..).collect()
         }
 

@@ -5,9 +5,18 @@
 
 use super::{DriveError, Driver, InFlight, ReadyObserver, SyncExecutor, Transport};
 use crate::core::{ChunkToSend, InstallSnapshot, LogIndex, SnapshotMeta};
-use crate::kv::StateMachine;
+use crate::kv::{Restorer, StateMachine};
 use crate::replica::{Replica, SnapshotTaken};
+use crate::storage::snapshot::BodyFinder;
 use crate::storage::{Storage, StorageError};
+
+/// A snapshot being received: its body is restored as the chunks come, a
+/// chunk's worth per Ready, so that the install costs no long stall.
+#[derive(Debug, Default)]
+pub(super) struct Receiving {
+    finder: BodyFinder,
+    restorer: Restorer,
+}
 
 /// What the driver did with snapshots, for log lines and traces.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,32 +40,36 @@ pub enum SnapshotEvent {
 impl<J> Driver<J> {
     /// Once per `drive`: compacts what a durable snapshot allows, writes
     /// the next slice of a snapshot being taken (or begins one that is
-    /// due), and reports what happened.
+    /// due), and reports what happened. Returns whether work is left (a
+    /// slice to write, a delta to fold): the caller drives again soon
+    /// rather than at its next event.
     pub(super) fn snapshot_step<S, X>(
         &mut self,
         replica: &mut Replica,
         storage: &mut S,
         syncer: &mut X,
         observer: &mut impl ReadyObserver,
-    ) -> Result<(), DriveError>
+    ) -> Result<bool, DriveError>
     where
         S: Storage<Job = J>,
         X: SyncExecutor<J>,
     {
         self.compact(replica, storage)?;
-        if replica.snapshot_writing() {
+        let more = if replica.snapshot_writing() {
             self.write_snapshot_slice(replica, storage, syncer)?;
+            replica.snapshot_writing()
         } else if replica.snapshot_due(self.policy.entries) {
             let meta = replica.begin_snapshot();
             storage.snapshot_begin(&meta)?;
             self.write_snapshot_slice(replica, storage, syncer)?;
+            replica.snapshot_writing()
         } else {
-            replica.fold_idle();
-        }
+            replica.fold_idle()
+        };
         for event in std::mem::take(&mut self.snapshot_events) {
             observer.snapshot(&event, replica);
         }
-        Ok(())
+        Ok(more)
     }
 
     fn write_snapshot_slice<S, X>(
@@ -147,6 +160,16 @@ impl<J> Driver<J> {
     {
         for chunk in received {
             storage.receive_chunk(&chunk)?;
+            if chunk.offset == 0 {
+                self.receiving = Some(Receiving::default());
+            }
+            if let Some(receiving) = self.receiving.as_mut() {
+                let body = receiving
+                    .finder
+                    .body_of(chunk.offset, &chunk.data, chunk.total_size);
+                // A failure sticks in the restorer; `install` reports it.
+                let _ = receiving.restorer.feed(body);
+            }
             if chunk.is_last() {
                 self.install(chunk.meta, replica, storage, syncer)?;
             }
@@ -166,7 +189,8 @@ impl<J> Driver<J> {
         X: SyncExecutor<J>,
     {
         let index = meta.index;
-        let machine = match checked_body(storage, &meta) {
+        let restorer = self.receiving.take().map(|receiving| receiving.restorer);
+        let machine = match checked_machine(storage, &meta, restorer) {
             Ok(machine) => machine,
             Err(Refused(problem)) => {
                 self.snapshot_events
@@ -213,26 +237,31 @@ enum InstallError {
 }
 use InstallError::{Failed, Refused};
 
-/// The received file checked whole, against what its chunks announced, and
-/// its body restored.
-fn checked_body<S: Storage>(
+/// The received file checked whole, against what its chunks announced,
+/// and the state machine restored from its body as the chunks came.
+fn checked_machine<S: Storage>(
     storage: &mut S,
     meta: &SnapshotMeta,
+    restorer: Option<Restorer>,
 ) -> Result<StateMachine, InstallError> {
-    let loaded = match storage.receive_finish() {
-        Ok(loaded) => loaded,
+    let file = match storage.receive_finish() {
+        Ok(file) => file,
         Err(error @ StorageError::Corrupt { .. }) => return Err(Refused(error.to_string())),
         Err(error) => return Err(Failed(error)),
     };
-    if &loaded.file.meta != meta {
+    let path = file.path.display();
+    if &file.meta != meta {
         return Err(Refused(format!(
-            "{}: its header says {:?}, its chunks said {meta:?}",
-            loaded.file.path.display(),
-            loaded.file.meta
+            "{path}: its header says {:?}, its chunks said {meta:?}",
+            file.meta
         )));
     }
-    StateMachine::restore(&loaded.body)
-        .map_err(|error| Refused(format!("{}: {error}", loaded.file.path.display())))
+    let Some(restorer) = restorer else {
+        return Err(Refused(format!("{path}: its first chunk was never seen")));
+    };
+    restorer
+        .finish()
+        .map_err(|error| Refused(format!("{path}: {error}")))
 }
 
 /// Leader: reads each chunk the core asked for and sends it.

@@ -161,11 +161,9 @@ impl Replica {
     }
 
     /// Folds back some of what the last snapshot left in the store's
-    /// delta, while no snapshot is being taken.
-    pub fn fold_idle(&mut self) {
-        if self.taking.is_none() {
-            self.machine.fold_delta(FOLD_ENTRIES_PER_DRIVE_MAX);
-        }
+    /// delta, while no snapshot is being taken; true while some is left.
+    pub fn fold_idle(&mut self) -> bool {
+        self.taking.is_none() && self.machine.fold_delta(FOLD_ENTRIES_PER_DRIVE_MAX) > 0
     }
 
     /// Where the log may be compacted to now: `trailing` entries below the

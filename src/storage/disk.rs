@@ -18,7 +18,7 @@ use super::segment::{
 use super::snapshot::{self, SNAPSHOT_CHUNK_SIZE_MAX};
 use super::snapshot_recovery::{self, Chosen, LogFate, LogShape, RejectedSnapshot};
 use super::snapshot_writer::{ChunkReceiver, FinishedSnapshot, SnapshotWriter};
-use super::{LoadedSnapshot, Recovered, Storage, StorageError, StorageStats, SyncJob};
+use super::{Recovered, SnapshotFile, Storage, StorageError, StorageStats, SyncJob};
 use crate::core::{ClusterId, Entry, HardState, InstallSnapshot, LogIndex, SnapshotMeta, Term};
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -1071,11 +1071,10 @@ impl Storage for DiskStorage {
         receiver.write_chunk(chunk.offset, &chunk.data)
     }
 
-    fn receive_finish(&mut self) -> Result<LoadedSnapshot, StorageError> {
+    fn receive_finish(&mut self) -> Result<SnapshotFile, StorageError> {
         self.check_running()?;
         let receiver = self.receiving.take().expect("no snapshot received");
-        let file = receiver.finish()?;
-        snapshot::load(&file.path)
+        receiver.finish()
     }
 
     fn snapshot_chunk(

@@ -4,7 +4,7 @@
 //! it can take, send and install snapshots like any other.
 
 use super::snapshot::{self, SnapshotFile, SNAPSHOTS_KEPT, SNAPSHOT_CHUNK_SIZE_MAX};
-use super::{LoadedSnapshot, Storage, StorageError};
+use super::{Storage, StorageError};
 use crate::core::{Entry, HardState, InstallSnapshot, LogIndex, SnapshotMeta};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -107,10 +107,10 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
-    fn receive_finish(&mut self) -> Result<LoadedSnapshot, StorageError> {
+    fn receive_finish(&mut self) -> Result<SnapshotFile, StorageError> {
         let (announced, bytes) = self.receiving.take().expect("no snapshot received");
         let path = Self::name(announced.meta.index);
-        let (meta, body) = snapshot::decode_bytes(&bytes)
+        let (meta, _) = snapshot::decode_bytes(&bytes)
             .map_err(|(offset, problem)| StorageError::corrupt(&path, offset, problem))?;
         if (meta.index, meta.term) != (announced.meta.index, announced.meta.term) {
             let problem = format!(
@@ -119,14 +119,12 @@ impl Storage for MemoryStorage {
             );
             return Err(StorageError::corrupt(&path, 0, problem));
         }
-        let body = body.to_vec();
         let size_bytes = self.keep(meta.index, bytes);
-        let file = SnapshotFile {
+        Ok(SnapshotFile {
             meta,
             path,
             size_bytes,
-        };
-        Ok(LoadedSnapshot { file, body })
+        })
     }
 
     fn snapshot_chunk(

@@ -304,10 +304,11 @@ pub trait Storage {
     fn receive_chunk(&mut self, chunk: &InstallSnapshot) -> Result<(), StorageError>;
     /// The last chunk is stored: the file is synced, checked whole
     /// (structure, CRC, the index and term the chunks announced) and
-    /// installed under its final name. Returns it with its body, for the
-    /// state machine. A file that fails is removed and the error is
-    /// `Corrupt`; the node goes on without it.
-    fn receive_finish(&mut self) -> Result<LoadedSnapshot, StorageError>;
+    /// installed under its final name. (The state machine was restored
+    /// from the chunks as they came: `snapshot::BodyFinder`.) A file that
+    /// fails is removed and the error is `Corrupt`; the node goes on
+    /// without it.
+    fn receive_finish(&mut self) -> Result<SnapshotFile, StorageError>;
     /// Up to `size` bytes of the durable snapshot file at `index` from
     /// `offset` (fewer only at its end), for the leader's InstallSnapshot
     /// chunks. The default holds no snapshot files: `NoSnapshot`.

@@ -241,6 +241,46 @@ fn parse_trailer(trailer: &[u8], file_size: u64, header_len: usize) -> Result<(u
     Ok((body_size, BigEndian::read_u32(&trailer[8..12])))
 }
 
+/// Finds the body in a snapshot file arriving in order, chunk by chunk,
+/// so that the state machine can be restored while it arrives (the file is
+/// checked whole, CRC and all, once it is in: until then what this yields
+/// is unchecked, and a restore from it is kept only if that check passes).
+#[derive(Clone, Debug, Default)]
+pub struct BodyFinder {
+    /// The file's first bytes, until they hold the header's length.
+    start: Vec<u8>,
+    /// Where the body begins and ends in the file, once known.
+    body: Option<(u64, u64)>,
+}
+
+impl BodyFinder {
+    /// The part of `data` (at `offset` in a file of `total_size` bytes)
+    /// that is body. Chunks come in order from offset 0; a header that
+    /// makes no sense yields nothing (the whole-file check refuses it).
+    pub fn body_of<'a>(&mut self, offset: u64, data: &'a [u8], total_size: u64) -> &'a [u8] {
+        if self.body.is_none() {
+            let wanted = HEADER_LEN_OFFSET + 4;
+            let skip = (self.start.len() as u64).saturating_sub(offset) as usize;
+            let have = data.len().saturating_sub(skip);
+            let take = have.min(wanted.saturating_sub(self.start.len()));
+            self.start
+                .extend_from_slice(&data[skip.min(data.len())..][..take]);
+            if self.start.len() == wanted {
+                let header_len = u64::from(BigEndian::read_u32(&self.start[HEADER_LEN_OFFSET..]));
+                let end = total_size.saturating_sub(SNAPSHOT_TRAILER_SIZE as u64);
+                self.body = Some((header_len.min(end), end));
+            }
+        }
+        let Some((start, end)) = self.body else {
+            return &[];
+        };
+        let chunk_end = offset.saturating_add(data.len() as u64);
+        let from = start.max(offset).min(chunk_end);
+        let to = end.min(chunk_end).max(from);
+        &data[(from - offset) as usize..(to - offset) as usize]
+    }
+}
+
 /// A whole snapshot file's bytes, for storage that keeps its files in
 /// memory (the simulator's, `MemoryStorage`): the same bytes the disk
 /// holds and InstallSnapshot carries.

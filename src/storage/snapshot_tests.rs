@@ -796,8 +796,11 @@ fn the_storage_trait_takes_streams_and_receives_a_snapshot() {
     job.as_ref().unwrap().run().unwrap();
     let size = leader.snapshot_commit(job).unwrap();
     let mut offset = 0;
+    let mut finder = snapshot::BodyFinder::default();
+    let mut found = Vec::new();
     while offset < size {
         let data = leader.snapshot_chunk(LogIndex(12), offset, 256).unwrap();
+        found.extend_from_slice(finder.body_of(offset, &data, size));
         let chunk = crate::core::InstallSnapshot {
             meta: meta(12, 3),
             offset,
@@ -807,10 +810,30 @@ fn the_storage_trait_takes_streams_and_receives_a_snapshot() {
         follower.receive_chunk(&chunk).unwrap();
         offset += data.len() as u64;
     }
-    let loaded = follower.receive_finish().unwrap();
-    assert_eq!((loaded.file.meta, loaded.body), (meta(12, 3), body));
-    assert_eq!(loaded.file.size_bytes, size);
-    assert!(loaded.file.path.exists());
+    let file = follower.receive_finish().unwrap();
+    assert_eq!((file.meta, file.size_bytes), (meta(12, 3), size));
+    assert!(file.path.exists());
+    assert_eq!(found, body, "the body, found as the chunks came");
+}
+
+/// The body is found whatever the chunk size, down to one byte, and a
+/// header whose length makes no sense yields no more than the file holds.
+#[test]
+fn the_body_is_found_in_chunks_of_any_size() {
+    let bytes = snapshot::encode_file(&meta(6, 2), &body(6));
+    let total = bytes.len() as u64;
+    for size in [1, 2, 7, 11, 12, 13, 40, 4096] {
+        let mut finder = snapshot::BodyFinder::default();
+        let mut found = Vec::new();
+        for (number, piece) in bytes.chunks(size).enumerate() {
+            found.extend_from_slice(finder.body_of((number * size) as u64, piece, total));
+        }
+        assert_eq!(found, body(6), "chunks of {size}");
+    }
+    let mut garbage = bytes.clone();
+    garbage[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+    let mut finder = snapshot::BodyFinder::default();
+    assert!(finder.body_of(0, &garbage, total).is_empty());
 }
 
 /// A chunk that does not follow what is stored changes nothing.
@@ -833,8 +856,8 @@ fn a_received_chunk_out_of_order_is_refused_in_memory_too() {
     memory
         .receive_chunk(&chunk(100, bytes.len() - 100))
         .unwrap();
-    let loaded = memory.receive_finish().unwrap();
-    assert_eq!(loaded.body, body(4));
+    let file = memory.receive_finish().unwrap();
+    assert_eq!(file.meta, meta(4, 1));
     let sent = memory.snapshot_chunk(LogIndex(4), 0, 1 << 20).unwrap();
     assert_eq!(sent, bytes);
 }

@@ -35,7 +35,12 @@ const EXIT_CODES: &str = "Exit codes:\n\
 
 const USAGE: &str =
     "Usage: jepsen [--time S] [--seed N] [--nodes 3|5] [--clients N] [--keys N] [--out DIR]\n\
-\x20             [--faults LIST] [--first-fault NAME] [--plant-bug NAME]";
+\x20             [--faults LIST] [--first-fault NAME] [--plant-bug NAME] [--snapshot-entries N]";
+
+/// Small thresholds, so that every run takes, compacts and installs
+/// snapshots under its faults (a follower killed for a second misses more
+/// than this many entries).
+const SNAPSHOT_ENTRIES_DEFAULT: u64 = 500;
 
 struct Options {
     time: Duration,
@@ -45,6 +50,8 @@ struct Options {
     keys: usize,
     out: PathBuf,
     plant_bug: Option<String>,
+    /// The nodes' --snapshot-entries (their --snapshot-trailing is a tenth).
+    snapshot_entries: u64,
     faults: Vec<nemesis::Fault>,
     first_fault: Option<nemesis::Fault>,
 }
@@ -84,6 +91,12 @@ fn option_table() -> getopts::Options {
         "plant-bug",
         "pass --plant-bug NAME to every node (test builds only)",
         "NAME",
+    );
+    table.optopt(
+        "",
+        "snapshot-entries",
+        "the nodes' --snapshot-entries; --snapshot-trailing is a tenth of it, and log segments are 1 MiB (default 500: snapshots under every fault)",
+        "N",
     );
     table.optflag("h", "help", "print this help");
     table
@@ -135,6 +148,12 @@ fn parse_options(arguments: &[String]) -> Result<Option<Options>, String> {
         keys: parse_number(&matches, "keys", 3, 1..=1000)? as usize,
         out,
         plant_bug: matches.opt_str("plant-bug"),
+        snapshot_entries: parse_number(
+            &matches,
+            "snapshot-entries",
+            SNAPSHOT_ENTRIES_DEFAULT,
+            1..=1_000_000_000,
+        )?,
         faults: parse_faults(matches.opt_str("faults"))?,
         first_fault: parse_first_fault(matches.opt_str("first-fault"))?,
     }))
@@ -178,6 +197,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// Counts the snapshot lines in the nodes' logs (a log that cannot be
+/// read counts nothing: the summary then shows fewer).
+fn count_snapshots(cluster: &LocalCluster) -> summary::SnapshotCounts {
+    let mut counts = summary::SnapshotCounts::default();
+    for index in 0..cluster.nodes.len() {
+        let text = std::fs::read_to_string(cluster.log_path(index)).unwrap_or_default();
+        for line in text.lines() {
+            counts.taken += u64::from(line.contains("] Snapshot taken ("));
+            counts.installed += u64::from(line.contains("] Installed snapshot from "));
+            counts.compactions += u64::from(line.contains("] Log compacted below index "));
+        }
+    }
+    counts
+}
+
 /// The binaries next to this one (target/release/).
 fn sibling(name: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|error| format!("cannot find myself: {error}"))?;
@@ -197,6 +231,15 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
 
 fn start_cluster(options: &Options) -> Result<LocalCluster, String> {
     let mut extra = vec!["--log-level".to_string(), "info".to_string()];
+    let snapshots = [
+        "--snapshot-entries".to_string(),
+        options.snapshot_entries.to_string(),
+        "--snapshot-trailing".to_string(),
+        (options.snapshot_entries / 10).to_string(),
+        "--log-segment-bytes".to_string(),
+        (1 << 20).to_string(),
+    ];
+    extra.extend(snapshots);
     if let Some(bug) = &options.plant_bug {
         extra.extend(["--plant-bug".to_string(), bug.clone()]);
     }
@@ -268,7 +311,8 @@ fn run(options: &Options) -> Result<bool, String> {
         converged,
         faults_ms,
         exits,
-    );
+    )
+    .with_snapshots(count_snapshots(&cluster));
     report
         .write(&options.out)
         .map_err(|error| format!("cannot write the summary: {error}"))?;

@@ -21,6 +21,15 @@ pub struct Summary {
     final_reads_answered: bool,
     /// Nodes that exited by themselves (a panic, an assertion).
     exits: Vec<String>,
+    snapshots: SnapshotCounts,
+}
+
+/// What the nodes' logs say they did with snapshots during the run.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct SnapshotCounts {
+    pub taken: u64,
+    pub installed: u64,
+    pub compactions: u64,
 }
 
 impl Summary {
@@ -49,7 +58,12 @@ impl Summary {
             converged,
             final_reads_answered,
             exits,
+            snapshots: SnapshotCounts::default(),
         }
+    }
+
+    pub fn with_snapshots(self, snapshots: SnapshotCounts) -> Summary {
+        Summary { snapshots, ..self }
     }
 
     pub fn passed(&self) -> bool {
@@ -105,6 +119,11 @@ impl Summary {
             self.exits.join(", ")
         };
         text.push_str(&format!("nodes that stopped on their own: {exits}\n"));
+        let snapshots = &self.snapshots;
+        text.push_str(&format!(
+            "snapshots: taken={} installed={} compactions={}\n",
+            snapshots.taken, snapshots.installed, snapshots.compactions
+        ));
         text.push_str(&self.stale_text());
         text.push_str(&format!(
             "result: {}",
@@ -146,6 +165,7 @@ impl Summary {
             final_reads_answered: self.final_reads_answered,
             term_jumps: &self.term_jumps,
             exits: &self.exits,
+            snapshots: self.snapshots,
             stale_member: StaleMember {
                 returned: stale.returned,
                 term_max: stale.term_max,
@@ -182,6 +202,7 @@ struct Json<'a> {
     final_reads_answered: bool,
     term_jumps: &'a [String],
     exits: &'a [String],
+    snapshots: SnapshotCounts,
     stale_member: StaleMember<'a>,
 }
 
@@ -305,7 +326,8 @@ mod tests {
         }
     }
 
-    /// The bytes as the hand-written JSON before serde wrote them.
+    /// The bytes as the hand-written JSON before serde wrote them (plus
+    /// the snapshot counts since).
     #[test]
     fn json_keeps_its_keys_order_and_nesting() {
         let odd = "a\"b\\c\nd\u{1}é→";
@@ -328,6 +350,11 @@ mod tests {
             converged: Some((77, "719e11296c7c841e".into())),
             final_reads_answered: false,
             exits: vec!["A exited with code 101".into()],
+            snapshots: SnapshotCounts {
+                taken: 5,
+                installed: 1,
+                compactions: 4,
+            },
         };
         assert_eq!(
             full.json().unwrap(),
@@ -339,7 +366,9 @@ mod tests {
                 r#""recovered":true,"converged":{"applied":77,"digest":"719e11296c7c841e"},"#,
                 r#""final_reads_answered":false,"#,
                 r#""term_jumps":["term rose from 2 to 3","a\"b\\c\nd\u0001é→"],"#,
-                r#""exits":["A exited with code 101"],"stale_member":{"returned":2,"#,
+                r#""exits":["A exited with code 101"],"#,
+                r#""snapshots":{"taken":5,"installed":1,"compactions":4},"#,
+                r#""stale_member":{"returned":2,"#,
                 r#""term_max":1000,"peers":4,"refused_by_peers":3,"refused_peers":1,"#,
                 r#""problems":["a\"b\\c\nd\u0001é→","x"]}}"#,
                 "\n"
@@ -357,6 +386,7 @@ mod tests {
             converged: None,
             final_reads_answered: true,
             exits: Vec::new(),
+            snapshots: SnapshotCounts::default(),
         };
         assert_eq!(
             empty.json().unwrap(),
@@ -365,6 +395,7 @@ mod tests {
                 r#""verdict":"linearizable: 0 operations on 0 keys","operations":{},"#,
                 r#""faults":{},"longest_unavailable_ms":0,"recovered":true,"converged":null,"#,
                 r#""final_reads_answered":true,"term_jumps":[],"exits":[],"#,
+                r#""snapshots":{"taken":0,"installed":0,"compactions":0},"#,
                 r#""stale_member":{"returned":0,"term_max":0,"peers":0,"refused_by_peers":0,"#,
                 r#""refused_peers":0,"problems":[]}}"#,
                 "\n"

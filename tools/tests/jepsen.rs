@@ -47,6 +47,10 @@ fn a_minute_of_faults_leaves_a_linearizable_history() {
     );
     assert!(summary.contains("\"stale-member\":"), "{summary}");
     assert!(
+        !summary.contains("\"snapshots\":{\"taken\":0,"),
+        "the nodes took snapshots under the faults: {summary}"
+    );
+    assert!(
         !summary.contains("\"returned\":0,"),
         "a stale member returned: {summary}"
     );

@@ -17,7 +17,7 @@ use raftlite::core::{
 };
 use raftlite::driver::{DriveError, SyncExecutor, Transport};
 use raftlite::storage::snapshot::{file_name, receiving_file_name, SNAPSHOT_CHUNK_SIZE_MAX};
-use raftlite::storage::{LoadedSnapshot, SnapshotFile, Storage, StorageError};
+use raftlite::storage::{SnapshotFile, Storage, StorageError};
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -252,18 +252,15 @@ impl Storage for SimStorage<'_> {
 
     /// The fdatasync, rename and directory sync on the spot: the node waits
     /// in them, and the file is durable when they complete.
-    fn receive_finish(&mut self) -> Result<LoadedSnapshot, StorageError> {
+    fn receive_finish(&mut self) -> Result<SnapshotFile, StorageError> {
         let receiving = self.disk.snapshots.receiving_index();
         let durable_at_ms = self.wait_in_fsync(0);
         match self.disk.snapshots.receive_finish(durable_at_ms) {
             Ok(file) => {
-                let loaded = LoadedSnapshot {
-                    file: SnapshotFile {
-                        meta: file.meta.clone(),
-                        path: PathBuf::from(file_name(file.meta.index)),
-                        size_bytes: file.size_bytes(),
-                    },
-                    body: file.body().to_vec(),
+                let loaded = SnapshotFile {
+                    meta: file.meta.clone(),
+                    path: PathBuf::from(file_name(file.meta.index)),
+                    size_bytes: file.size_bytes(),
                 };
                 self.snapshot_writes.push(SnapshotWrite::Received { file });
                 Ok(loaded)
