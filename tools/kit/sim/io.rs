@@ -134,12 +134,6 @@ impl<'a> SimStorage<'a> {
         at_ms
     }
 
-    /// When the node gets to a log operation it asks for now: after the
-    /// fsync it waits in, if any.
-    fn now_for_node(&self) -> u64 {
-        self.busy_until.get()
-    }
-
     /// Puts this Ready's records on the disk; returns the write's sequence.
     fn write(&mut self) -> u64 {
         if self.hard_state.is_none() && self.entries.is_empty() {
@@ -309,7 +303,8 @@ impl Storage for SimStorage<'_> {
         if upto <= self.disk.base_index() {
             return Ok(0);
         }
-        let at_ms = self.now_for_node();
+        // The node waits in the directory syncs after the deletions.
+        let at_ms = self.wait_in_fsync(0);
         self.disk.write_log_op(Op::Compact { upto }, at_ms);
         self.snapshot_writes.push(SnapshotWrite::Compacted { upto });
         Ok(1)
@@ -322,7 +317,10 @@ impl Storage for SimStorage<'_> {
             "reset to snapshot {} that is not installed",
             meta.index
         );
-        let at_ms = self.now_for_node();
+        // The node waits in the directory syncs after the deletions; a
+        // crash before they complete leaves the snapshot with the old log,
+        // which recovery discards.
+        let at_ms = self.wait_in_fsync(0);
         self.disk.write_log_op(Disk::reset_op(meta), at_ms);
         let index = meta.index;
         self.snapshot_writes.push(SnapshotWrite::Reset { index });
