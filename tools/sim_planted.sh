@@ -3,9 +3,8 @@
 #
 #   tools/sim_planted.sh BUG [SEEDS]      (make sim-planted BUG=NAME SEEDS=N)
 #
-# BUG is a name from `sim --help` (src/core/planted.rs; install-older-snapshot
-# and compact-unapplied exist but are not findable until the simulator runs
-# snapshots: Makefile, SIM_PLANTED_BUGS_PENDING). SEEDS defaults to
+# BUG is a name from `sim --help` (src/core/planted.rs; the ones the sweep
+# must find are the Makefile's SIM_PLANTED_BUGS). SEEDS defaults to
 # 8192, the default sweep. The build lives in target/planted, apart from the
 # real binaries.
 #

@@ -48,18 +48,20 @@ impl PlantedBug {
     /// milliseconds before a new cluster's majority is bound can exploit
     /// it, which the simulator does not stage: a core test finds it.
     /// AdmitForeignCluster is found by both the simulator and the bench.
-    /// SnapshotWithoutSessions waits until the simulator takes snapshots.
-    pub const ALL: [PlantedBug; 5] = [
+    /// The three snapshot bugs are found now that the simulator takes,
+    /// compacts and installs snapshots.
+    pub const ALL: [PlantedBug; 8] = [
         PlantedBug::CommitOldTermByCount,
         PlantedBug::SecondVoteInTerm,
         PlantedBug::VoteBeforePersist,
         PlantedBug::TruncateOnMatchingAppend,
         PlantedBug::AdmitForeignCluster,
+        PlantedBug::SnapshotWithoutSessions,
+        PlantedBug::InstallOlderSnapshot,
+        PlantedBug::CompactUnapplied,
     ];
 
-    /// Every bug a test build can plant. InstallOlderSnapshot and
-    /// CompactUnapplied are not in ALL yet: the simulator does not take or
-    /// install snapshots, so it cannot find them.
+    /// Every bug a test build can plant.
     pub const NAMED: [PlantedBug; 12] = [
         PlantedBug::CommitOldTermByCount,
         PlantedBug::SecondVoteInTerm,

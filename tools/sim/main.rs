@@ -233,6 +233,7 @@ fn summarize(total: &Stats, passed: u64, elapsed: Duration) {
         total.simulated_ms as f64 / 1000.0
     );
     out!("  faults: {}", total.faults);
+    out!("  {}", total.snapshots);
     out!(
         "  elections={} commits={} max term={} client operations={} replies={} slowest recovery={} ms (bound {LIVENESS_BOUND_MS} ms)",
         total.elections,

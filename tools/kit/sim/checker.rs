@@ -10,9 +10,11 @@ use super::model::read_reply;
 use super::node::Node;
 use super::outcomes::Outcomes;
 use super::property::{violated, Property, Violation};
+use super::snapshot_files::SimSnapshotFile;
 use super::workload::{AttemptState, OperationKind};
 use raftlite::core::raft_log::RaftLog;
-use raftlite::core::{EntryKind, HardState, LogIndex, Role, Status, Term};
+use raftlite::core::Raft;
+use raftlite::core::{Entry, EntryKind, HardState, LogIndex, Role, Status, Term};
 use raftlite::reply::Reply;
 use std::collections::btree_map::Entry as MapEntry;
 use std::collections::BTreeMap;
@@ -31,11 +33,82 @@ struct ShadowEntry {
     prefix_hash: u64,
 }
 
-/// Entries one node applied in one Ready, and its state digest after.
+/// What the checker remembers of a node's in-memory log: its entries above
+/// a base, where the prefix hash is the committed history's (the log
+/// began there from a snapshot), or unknown (a snapshot beyond the
+/// history the checker has seen: nothing above it is compared then).
+#[derive(Clone, Debug, Default)]
+struct Shadow {
+    base_index: LogIndex,
+    base_term: Term,
+    /// Some(0) for a log from index 1.
+    base_hash: Option<u64>,
+    /// `entries[i]` is at `base_index + 1 + i`.
+    entries: Vec<ShadowEntry>,
+}
+
+impl Shadow {
+    fn from_index_one() -> Shadow {
+        Shadow {
+            base_hash: Some(0),
+            ..Shadow::default()
+        }
+    }
+
+    fn last_index(&self) -> LogIndex {
+        LogIndex(self.base_index.0 + self.entries.len() as u64)
+    }
+
+    fn get(&self, index: LogIndex) -> Option<&ShadowEntry> {
+        let offset = index.0.checked_sub(self.base_index.0 + 1)?;
+        self.entries.get(usize::try_from(offset).ok()?)
+    }
+
+    fn term_at(&self, index: LogIndex) -> Option<Term> {
+        match index == self.base_index {
+            true => Some(self.base_term),
+            false => self.get(index).map(|known| known.term),
+        }
+    }
+
+    /// The prefix hash up to `index`, if known: at or below the base, the
+    /// history's when anchored (the node holds that prefix as its
+    /// snapshot, checked against the history when it arrived).
+    fn prefix_hash(&self, index: LogIndex) -> Option<u64> {
+        let base_hash = self.base_hash?;
+        match index == self.base_index {
+            true => Some(base_hash),
+            false => self.get(index).map(|known| known.prefix_hash),
+        }
+    }
+
+    fn truncate(&mut self, last: LogIndex) {
+        let keep = last.0.saturating_sub(self.base_index.0) as usize;
+        self.entries.truncate(keep);
+    }
+}
+
+/// One thing a node did to its state machine, in order.
+#[derive(Clone, Copy, Debug)]
+pub enum ApplyStep {
+    /// Applied the entry (index, term) whose `entry_hash` is `hash`.
+    Entry {
+        index: LogIndex,
+        term: Term,
+        hash: u64,
+    },
+    /// Replaced its state with a leader's snapshot up to `index`.
+    Installed { index: LogIndex },
+}
+
+/// What one node did to its state machine in one driver call, and its
+/// state digest after.
 pub struct Applied {
     pub node: usize,
-    /// (index, term, entry hash) of each entry, in order.
-    pub entries: Vec<(LogIndex, Term, u64)>,
+    pub steps: Vec<ApplyStep>,
+    /// The entries applied, in order (the history extends from them when
+    /// the node's log no longer holds them).
+    pub entries: Vec<Entry>,
     pub last_applied: LogIndex,
     pub digest: u64,
 }
@@ -62,7 +135,11 @@ pub struct Checker {
     /// Prefix hash of every (index, term) any log held.
     positions: BTreeMap<(LogIndex, Term), u64>,
     /// Each node's in-memory log as last checked.
-    shadows: Vec<Vec<ShadowEntry>>,
+    shadows: Vec<Shadow>,
+    /// Entries nodes applied beyond the committed history, by index: the
+    /// history extends from them where a committer's log was already
+    /// compacted past them when it was checked.
+    applied_beyond: BTreeMap<LogIndex, Entry>,
     pub history: History,
     /// None while the node is crashed: a new process starts afresh.
     watermarks: Vec<Option<Watermarks>>,
@@ -86,7 +163,8 @@ impl Checker {
             quorum: size / 2 + 1,
             leaders: BTreeMap::new(),
             positions: BTreeMap::new(),
-            shadows: vec![Vec::new(); size],
+            shadows: vec![Shadow::from_index_one(); size],
+            applied_beyond: BTreeMap::new(),
             history: History::new(),
             watermarks: vec![None; size],
             commits_checked: vec![LogIndex(0); size],
@@ -113,6 +191,9 @@ impl Checker {
         self.check_monotonic(node, &status)?;
         let elected = self.check_election(node, &status)?;
         self.check_log_matching(node, raft.log())?;
+        check_compaction(node, raft)?;
+        let digest = replica.machine().digest();
+        self.check_state(node, status.last_applied, digest, "state machine")?;
         if elected {
             let needed = self.history.last_index_committed_before(status.term);
             self.check_complete(node, status.term, needed, None)?;
@@ -165,25 +246,47 @@ impl Checker {
     /// is durable, may crash, and may lead the same term again with other
     /// entries; nobody ever saw the first ones.)
     fn check_log_matching(&mut self, node: usize, log: &RaftLog) -> Result<(), Violation> {
+        let base = log.base_index();
+        let base_term = log.term_at(base).expect("the log knows its base's term");
+        // A log compacted within what the shadow holds still connects to
+        // it; one that starts from an installed or restored snapshot the
+        // shadow does not reach starts a new shadow at its base.
+        let shadow = &self.shadows[node];
+        let connects = base >= shadow.base_index && shadow.term_at(base) == Some(base_term);
+        // An unanchored shadow starts again once the history reaches it.
+        if !connects || shadow.base_hash.is_none() {
+            let base_hash = self.anchor(node, base, base_term, "log starts from a snapshot")?;
+            self.shadows[node] = Shadow {
+                base_index: base,
+                base_term,
+                base_hash,
+                entries: Vec::new(),
+            };
+        }
         let shadow = &mut self.shadows[node];
-        let last = log.last_index().0 as usize;
-        let mut keep = shadow.len().min(last);
+        let last = log.last_index();
+        let mut keep = shadow.last_index().min(last);
         // An entry keeps its place unless a truncation replaced it, and a
         // replacement has another term (two leaders of one term aside,
         // which Election Safety reports first).
-        while keep > 0 && Some(shadow[keep - 1].term) != log.term_at(LogIndex(keep as u64)) {
-            keep -= 1;
+        while keep > base && shadow.term_at(keep) != log.term_at(keep) {
+            keep = keep.prev();
         }
         shadow.truncate(keep);
-        for index in keep + 1..=last {
-            let entry = log.entry(LogIndex(index as u64)).expect("within the log");
-            let previous = shadow.last().map_or(0, |known| known.prefix_hash);
+        let anchored = shadow.base_hash.is_some();
+        for index in keep.0 + 1..=last.0 {
+            let entry = log.entry(LogIndex(index)).expect("within the log");
+            let previous = shadow.entries.last().map(|known| known.prefix_hash);
+            let previous = previous.or(shadow.base_hash).unwrap_or(0);
             let hash = prefix_hash(previous, entry);
-            shadow.push(ShadowEntry {
+            shadow.entries.push(ShadowEntry {
                 term: entry.term,
                 prefix_hash: hash,
             });
             let created_here = self.leaders.get(&entry.term) == Some(&node);
+            if !anchored {
+                continue; // its prefix is unknown: nothing to compare
+            }
             match self.positions.entry((entry.index, entry.term)) {
                 MapEntry::Vacant(vacant) => {
                     if !created_here {
@@ -201,6 +304,46 @@ impl Checker {
                 }
                 MapEntry::Occupied(_) => {}
             }
+        }
+        Ok(())
+    }
+
+    /// The committed history's prefix hash at (index, term), where a log
+    /// starts from a snapshot: the snapshot must be of the history. None
+    /// when the history does not reach `index` yet.
+    fn anchor(
+        &self,
+        node: usize,
+        index: LogIndex,
+        term: Term,
+        what: &str,
+    ) -> Result<Option<u64>, Violation> {
+        if index.0 == 0 {
+            return Ok(Some(0));
+        }
+        let Some(committed) = self.history.get(index) else {
+            return Ok(None);
+        };
+        if committed.term != term {
+            return violated(
+                Property::StateMachineSafety,
+                format!(
+                    "n{node}'s {what} at {index}/{term}, but the committed entry at {index} has term {}",
+                    committed.term
+                ),
+            );
+        }
+        Ok(Some(committed.prefix_hash))
+    }
+
+    /// A disk whose log was reset to a snapshot gets its prefix anchored
+    /// to the history (checking the snapshot's term against it).
+    pub fn anchor_disk(&self, node: usize, disk: &mut Disk) -> Result<(), Violation> {
+        let Some((index, term)) = disk.unanchored_base() else {
+            return Ok(());
+        };
+        if let Some(hash) = self.anchor(node, index, term, "disk's log starts from a snapshot")? {
+            disk.anchor(hash);
         }
         Ok(())
     }
@@ -255,21 +398,26 @@ impl Checker {
         )
     }
 
+    /// Whether the node's log holds the history up to `index`; a prefix
+    /// its snapshot holds counts (an anchored base is the history's).
     fn shadow_matches_history(&self, node: usize, index: LogIndex) -> bool {
         if index.0 == 0 {
             return true;
         }
         let shadow = &self.shadows[node];
-        shadow
-            .get(index.0 as usize - 1)
-            .is_some_and(|known| known.prefix_hash == self.history.prefix_hash(index))
+        if index < shadow.base_index {
+            return shadow.base_hash.is_some();
+        }
+        shadow.prefix_hash(index) == Some(self.history.prefix_hash(index))
     }
 
     /// The first index at or below `limit` where the node's log and the
     /// committed history differ (prefix matches are monotone, so a binary
     /// search finds it).
     fn first_divergence(&self, node: usize, limit: LogIndex) -> LogIndex {
-        let matching = partition_point(limit, |index| self.shadow_matches_history(node, index));
+        let matching = partition_point(LogIndex(0), limit, |index| {
+            self.shadow_matches_history(node, index)
+        });
         matching.next()
     }
 
@@ -299,11 +447,18 @@ impl Checker {
         }
         self.history.committed_in(shared, status.term);
         for index in known.0 + 1..=commit_index.0 {
-            let entry = log.entry(LogIndex(index)).expect("commit within the log");
+            let index = LogIndex(index);
+            // Compacted already (the node applied and snapshotted within
+            // one call): as it applied it, if anyone saw it.
+            let Some(entry) = log.entry(index).or(self.applied_beyond.get(&index)) else {
+                break;
+            };
             if let Some(number) = self.history.extend(entry, status.term) {
                 self.outcomes.applied(number, entry.index)?;
             }
         }
+        let known = self.history.last_index();
+        self.applied_beyond.retain(|&index, _| index > known);
         if self.commits_checked[node] == commit_index {
             return Ok(());
         }
@@ -333,13 +488,40 @@ impl Checker {
         Ok(())
     }
 
+    /// Entries a node applied, kept while the history has not reached them.
+    pub fn remember_applied(&mut self, applied: &Applied) {
+        let known = self.history.last_index();
+        for entry in applied.entries.iter().filter(|entry| entry.index > known) {
+            self.applied_beyond
+                .entry(entry.index)
+                .or_insert_with(|| entry.clone());
+        }
+    }
+
     /// State Machine Safety: a node applies the history in order, one
-    /// entry after the other, and its state matches every other node's at
-    /// the same index.
+    /// entry after the other, or moves past it only by installing a
+    /// leader's snapshot ahead of what it applied; and its state matches
+    /// every other node's at the same index.
     pub fn check_applied(&mut self, applied: &Applied) -> Result<(), Violation> {
         let node = applied.node;
-        for &(index, term, hash) in &applied.entries {
+        for &step in &applied.steps {
             let expected = self.applied_next[node];
+            let (index, term, hash) = match step {
+                ApplyStep::Installed { index } if index < expected => {
+                    return violated(
+                        Property::StateMachineSafety,
+                        format!(
+                            "n{node} installed snapshot {index} though it had applied up to {}: its state machine went back",
+                            expected.prev()
+                        ),
+                    );
+                }
+                ApplyStep::Installed { index } => {
+                    self.applied_next[node] = index.next();
+                    continue;
+                }
+                ApplyStep::Entry { index, term, hash } => (index, term, hash),
+            };
             if index != expected {
                 return violated(
                     Property::StateMachineSafety,
@@ -363,26 +545,75 @@ impl Checker {
             }
             self.applied_next[node] = index.next();
         }
-        self.check_digest(applied)
+        let what = "key-value state";
+        self.check_state(node, applied.last_applied, applied.digest, what)
     }
 
-    fn check_digest(&mut self, applied: &Applied) -> Result<(), Violation> {
-        match self.digests.entry(applied.last_applied) {
+    /// A node's state after applying up to `index` is the committed
+    /// history's there, however it got there (applying entries, taking,
+    /// installing or restarting from a snapshot). Past the history (not
+    /// yet seen committed), it is the same on every node: the first to
+    /// report one sets it.
+    fn check_state(
+        &mut self,
+        node: usize,
+        index: LogIndex,
+        digest: u64,
+        what: &str,
+    ) -> Result<(), Violation> {
+        if let Some(expected) = self.history.state_digest(index) {
+            if expected != digest {
+                return violated(
+                    Property::StateMachineSafety,
+                    format!(
+                        "n{node}'s {what} after applying to {index} is not the committed history's state there"
+                    ),
+                );
+            }
+            return Ok(());
+        }
+        match self.digests.entry(index) {
             MapEntry::Vacant(vacant) => {
-                vacant.insert((applied.digest, applied.node));
+                vacant.insert((digest, node));
                 Ok(())
             }
-            MapEntry::Occupied(known) if known.get().0 != applied.digest => violated(
+            MapEntry::Occupied(known) if known.get().0 != digest => violated(
                 Property::StateMachineSafety,
                 format!(
-                    "n{} and n{} have different key-value states after applying to {}",
+                    "n{node}'s {what} after applying to {index} differs from n{}'s there",
                     known.get().1,
-                    applied.node,
-                    applied.last_applied
                 ),
             ),
             MapEntry::Occupied(_) => Ok(()),
         }
+    }
+
+    /// A snapshot file a node took or installed holds the state applied at
+    /// its index on every node: a follower's state after an install is
+    /// the leader's at that index (and a node's own snapshot is its state).
+    pub fn check_snapshot_file(
+        &mut self,
+        node: usize,
+        file: &SimSnapshotFile,
+        how: &str,
+    ) -> Result<(), Violation> {
+        let meta = &file.meta;
+        self.anchor(node, meta.index, meta.term, how)?;
+        self.check_state(node, meta.index, file.digest, how)
+    }
+
+    /// A node restarted from `snapshot` (if any): its state machine starts
+    /// there, and it next applies the entry after it.
+    pub fn node_restored(
+        &mut self,
+        node: usize,
+        snapshot: Option<&SimSnapshotFile>,
+    ) -> Result<(), Violation> {
+        let Some(file) = snapshot else {
+            return Ok(());
+        };
+        self.applied_next[node] = file.meta.index.next();
+        self.check_snapshot_file(node, file, "snapshot it restarted from")
     }
 
     /// Client semantics. Replies that carry no outcome (NOT_LEADER,
@@ -472,7 +703,7 @@ impl Checker {
 
     pub fn node_crashed(&mut self, node: usize) {
         self.watermarks[node] = None;
-        self.shadows[node].clear();
+        self.shadows[node] = Shadow::from_index_one();
         self.applied_next[node] = LogIndex(1);
         self.commits_checked[node] = LogIndex(0);
     }
@@ -543,9 +774,12 @@ impl Checker {
         disk: &Disk,
         from: LogIndex,
     ) -> Result<(), Violation> {
-        for index in from.0.max(1)..=disk.last_index().0 {
-            let entry = &disk.entries()[index as usize - 1];
-            let hash = disk.prefix_hash(entry.index).expect("within the disk");
+        let from = from.max(disk.base_index().next());
+        for index in from.0..=disk.last_index().0 {
+            let entry = disk.entry(LogIndex(index)).expect("within the disk");
+            let Some(hash) = disk.prefix_hash(entry.index) else {
+                return Ok(()); // a reset log not anchored yet: nothing to compare
+            };
             match self.positions.entry((entry.index, entry.term)) {
                 MapEntry::Vacant(vacant) => {
                     vacant.insert(hash);
@@ -565,19 +799,54 @@ impl Checker {
         Ok(())
     }
 
-    /// How much of the committed history the disk holds, as a prefix.
+    /// How much of the committed history the disk holds, as a prefix: its
+    /// newest durable snapshot (of the history: checked when it was made),
+    /// then its log as far as it matches.
     fn durable_prefix(&self, disk: &Disk) -> LogIndex {
-        let limit = disk.last_index().min(self.history.last_index());
-        partition_point(limit, |index| {
-            disk.prefix_hash(index) == Some(self.history.prefix_hash(index))
-        })
+        let known = self.history.last_index();
+        let snapshot = disk.newest_snapshot().map(|file| &file.meta);
+        let covered = snapshot
+            .filter(|meta| meta.index <= known)
+            .filter(|meta| self.history.get(meta.index).map(|e| e.term) == Some(meta.term))
+            .map_or(LogIndex(0), |meta| meta.index);
+        let base = disk.base_index();
+        let matches = |index: LogIndex| {
+            index <= known && disk.prefix_hash(index) == Some(self.history.prefix_hash(index))
+        };
+        if !matches(base) {
+            return covered;
+        }
+        let limit = disk.last_index().min(known);
+        let held = partition_point(base, limit, matches);
+        held.max(covered)
     }
 }
 
-/// The largest index in 0..=limit for which `holds` is true, given that it
-/// holds for 0 and, once false, stays false.
-fn partition_point(limit: LogIndex, holds: impl Fn(LogIndex) -> bool) -> LogIndex {
-    let (mut low, mut high) = (0u64, limit.0);
+/// A node holds every entry it applied in its log or in its newest
+/// snapshot: its log is never compacted past that snapshot (the entries
+/// between would be gone from the node, and a follower needing them could
+/// only be sent the snapshot, again and again).
+fn check_compaction(node: usize, raft: &Raft) -> Result<(), Violation> {
+    let base = raft.log().base_index();
+    let covered = raft
+        .snapshot()
+        .map_or(LogIndex(0), |snapshot| snapshot.meta.index);
+    if base <= covered {
+        return Ok(());
+    }
+    violated(
+        Property::Durability,
+        format!(
+            "n{node} compacted its log to {base}, past its newest snapshot at {covered}: entries {}..={base} are in neither",
+            covered.next()
+        ),
+    )
+}
+
+/// The largest index in low..=limit for which `holds` is true, given that
+/// it holds for `low` and, once false, stays false.
+fn partition_point(low: LogIndex, limit: LogIndex, holds: impl Fn(LogIndex) -> bool) -> LogIndex {
+    let (mut low, mut high) = (low.0, limit.0.max(low.0));
     while low < high {
         let middle = low + (high - low).div_ceil(2);
         if holds(LogIndex(middle)) {

@@ -61,11 +61,7 @@ impl Simulator {
         let state = &self.nodes[node];
         match state.replica.as_ref() {
             Some(replica) => replica.raft().log().term_at(index),
-            None => {
-                let entries = state.disk.entries();
-                let offset = usize::try_from(index.0.checked_sub(1)?).ok()?;
-                entries.get(offset).map(|entry| entry.term)
-            }
+            None => state.disk.term_at(index).filter(|_| index.0 > 0),
         }
     }
 
@@ -73,11 +69,7 @@ impl Simulator {
         let state = &self.nodes[node];
         match state.replica.as_ref() {
             Some(replica) => replica.raft().log().last_term(),
-            None => state
-                .disk
-                .entries()
-                .last()
-                .map_or(Term(0), |entry| entry.term),
+            None => state.disk.last_term(),
         }
     }
 

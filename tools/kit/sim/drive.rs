@@ -4,7 +4,7 @@
 //! and what it sends after the fsync leaves only then; a deferred fsync
 //! completes on its sync thread after a drawn while.
 
-use super::checker::{Applied, ObservedReply};
+use super::checker::{Applied, ApplyStep, ObservedReply};
 use super::event::{Event, Reply};
 use super::hash::entry_hash;
 use super::io::{promises_durable_state, Latency, SimStorage, SimSyncer, SimTransport};
@@ -13,7 +13,7 @@ use super::options::{CLIENT_DELAY_MS_MAX, DISK_SLOW_SYNC_MS_MAX};
 use super::simulator::Simulator;
 use super::trace::{MessageSummary, TraceEvent};
 use raftlite::core::{Event as CoreEvent, LogIndex, Message, Ready};
-use raftlite::driver::{DriveError, NodeIo, ReadyObserver};
+use raftlite::driver::{DriveError, NodeIo, ReadyObserver, SnapshotEvent};
 use raftlite::replica::Replica;
 use std::cell::Cell;
 
@@ -22,6 +22,7 @@ struct Outputs {
     sent: Vec<(Message, u64)>,
     submitted: Vec<(super::io::SimJob, u64)>,
     writes: Vec<TraceEvent>,
+    snapshot_writes: Vec<super::io::SnapshotWrite>,
     busy_until: u64,
     left_over: bool,
 }
@@ -37,28 +38,57 @@ struct SimObserver {
     /// is checked against the index it was served at, and a later pass of
     /// the same call may apply more (apply batches can be one entry).
     reply_stamps: Vec<(usize, LogIndex)>,
+    /// The driver's own snapshot reports (chunks it could not read,
+    /// received files it refused), for the trace.
+    snapshot_events: Vec<SnapshotEvent>,
 }
 
 impl ReadyObserver for SimObserver {
+    fn snapshot(&mut self, event: &SnapshotEvent, _replica: &Replica) {
+        let traced = matches!(
+            event,
+            SnapshotEvent::ChunkUnreadable { .. } | SnapshotEvent::InstallFailed { .. }
+        );
+        if traced {
+            self.snapshot_events.push(event.clone());
+        }
+    }
+
     fn ready(&mut self, ready: &Ready, replica: &Replica) {
         let applied_now = replica.raft().log().last_applied();
         self.reply_stamps
             .push((replica.replies().len(), applied_now));
         self.events.extend(ready.events.iter().cloned());
-        let Some(last) = ready.committed_entries.last() else {
+        // An install announced in this Ready came before its entries were
+        // applied (they follow the snapshot).
+        let installed = ready.events.iter().filter_map(|event| match event {
+            CoreEvent::SnapshotInstalled { index, .. } => {
+                Some(ApplyStep::Installed { index: *index })
+            }
+            _ => None,
+        });
+        let mut steps: Vec<ApplyStep> = installed.collect();
+        let hashed = ready.committed_entries.iter();
+        steps.extend(hashed.map(|entry| ApplyStep::Entry {
+            index: entry.index,
+            term: entry.term,
+            hash: entry_hash(entry),
+        }));
+        if steps.is_empty() {
             return;
-        };
+        }
         let applied = self.applied.get_or_insert(Applied {
             node: self.node,
+            steps: Vec::new(),
             entries: Vec::new(),
             last_applied: LogIndex(0),
             digest: 0,
         });
-        let hashed = ready.committed_entries.iter();
+        applied.steps.extend(steps);
         applied
             .entries
-            .extend(hashed.map(|entry| (entry.index, entry.term, entry_hash(entry))));
-        applied.last_applied = last.index;
+            .extend(ready.committed_entries.iter().cloned());
+        applied.last_applied = replica.raft().log().last_applied();
         applied.digest = replica.machine().digest();
     }
 }
@@ -136,6 +166,7 @@ impl Simulator {
             node,
             events: Vec::new(),
             applied: None,
+            snapshot_events: Vec::new(),
             // Replies made before this call, at the index applied then.
             reply_stamps: vec![(replica.replies().len(), replica.raft().log().last_applied())],
         };
@@ -221,6 +252,7 @@ impl Simulator {
             sent: transport.sent,
             submitted: syncer.submitted,
             writes,
+            snapshot_writes: storage.snapshot_writes,
             busy_until: busy.get(),
             left_over,
         }
@@ -246,6 +278,9 @@ impl Simulator {
             }
             self.record(TraceEvent::Core { node, event });
         }
+        for event in observer.snapshot_events {
+            self.record(TraceEvent::DriverSnapshot { node, event });
+        }
         if let Some(applied) = observer.applied {
             self.observed.applied.push(applied);
         }
@@ -257,9 +292,12 @@ impl Simulator {
         for write in outputs.writes {
             self.record(write);
         }
+        self.snapshot_writes(node, outputs.snapshot_writes);
         let incarnation = self.nodes[node].incarnation;
         for (job, at_ms) in outputs.submitted {
-            self.nodes[node].disk.sync_through(job.sequence, at_ms);
+            if let super::io::SimJob::Log { sequence } = job {
+                self.nodes[node].disk.sync_through(sequence, at_ms);
+            }
             self.queue
                 .push(at_ms, Event::SyncComplete { node, incarnation });
         }
@@ -282,6 +320,7 @@ impl Simulator {
         if promises_durable_state(&message) {
             self.nodes[from].promises.push((leaves_ms, message.term));
         }
+        self.count_chunk(&message);
         let summary = MessageSummary::of(&message);
         self.record(TraceEvent::Send {
             message: summary,

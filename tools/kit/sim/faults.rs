@@ -12,6 +12,7 @@ use super::property::Violation;
 use super::simulator::{Phase, Simulator};
 use super::trace::TraceEvent;
 use raftlite::core::{LogIndex, NodeId, Role};
+use raftlite::driver::Driver;
 use std::collections::BTreeSet;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,7 +122,10 @@ impl Simulator {
         let writing: Vec<usize> = alive
             .iter()
             .copied()
-            .filter(|&node| nodes[node].disk.has_pending())
+            .filter(|&node| {
+                let disk = &nodes[node].disk;
+                disk.has_pending() || disk.has_snapshot_in_progress()
+            })
             .collect();
         let prefer_writing = self.rng.faults.chance(1, 2);
         let candidates = match prefer_writing && !writing.is_empty() {
@@ -189,6 +193,8 @@ impl Simulator {
     fn stop_process(&mut self, node: usize, torn: TornTail) {
         self.stats.faults.crashes += 1;
         self.stats.faults.torn_writes += u64::from(torn.records_lost > 0);
+        let mid_snapshot = torn.files.any() || torn.log_ops_lost > 0;
+        self.stats.snapshots.crashes_mid_snapshot += u64::from(mid_snapshot);
         let now_ms = self.now_ms;
         let state = &mut self.nodes[node];
         state.replica = None;
@@ -199,7 +205,7 @@ impl Simulator {
         state.incarnation += 1;
         state.held.clear();
         state.timer_at_ms = None;
-        state.driver = Default::default();
+        state.driver = Driver::new(self.profile.snapshot_policy);
         state.sync_queue.clear();
         state.busy_until_ms = 0;
         state.after_fsync = Default::default(); // a future that never came
@@ -237,9 +243,10 @@ impl Simulator {
         if state.state != NodeState::Crashed || state.incarnation != incarnation {
             return Ok(());
         }
-        let replica = self.new_replica(node);
+        let (replica, snapshot, log_discarded) = self.new_replica(node)?;
         let hard_state = self.nodes[node].disk.hard_state();
         let last_index = self.nodes[node].disk.last_index();
+        let snapshot_index = snapshot.as_ref().map(|file| file.meta.index);
         let state = &mut self.nodes[node];
         state.replica = Some(replica);
         state.state = NodeState::Up;
@@ -250,8 +257,12 @@ impl Simulator {
             node,
             hard_state,
             last_index,
+            snapshot_index,
         });
         self.checker.node_restarted(node, hard_state)?;
+        self.checker.node_restored(node, snapshot.as_ref())?;
+        self.stats.snapshots.restarts_from_snapshot += u64::from(snapshot.is_some());
+        self.stats.snapshots.logs_discarded += u64::from(log_discarded);
         self.observed.touch(node);
         self.schedule_timer(node);
         Ok(())

@@ -3,7 +3,8 @@
 
 use super::hash::{entry_hash, prefix_hash};
 use super::model::Model;
-use raftlite::core::{Entry, LogIndex, Term};
+use raftlite::core::{Entry, EntryKind, LogIndex, Term};
+use raftlite::kv::StateMachine;
 use raftlite::reply::Reply;
 
 pub struct HistoryEntry {
@@ -17,12 +18,19 @@ pub struct HistoryEntry {
     /// Prefix hash of the history up to and including this entry.
     pub prefix_hash: u64,
     pub expected_reply: Option<Reply>,
+    /// The state machine's digest once every entry up to this one is
+    /// applied: what every node's state must be at this index, however it
+    /// got there (applying, or a snapshot).
+    pub state_digest: u64,
 }
 
 #[derive(Default)]
 pub struct History {
     entries: Vec<HistoryEntry>,
     model: Model,
+    /// The daemon's state machine, applying the committed history in
+    /// order as a replica does: the reference for every node's state.
+    machine: StateMachine,
 }
 
 impl History {
@@ -71,6 +79,15 @@ impl History {
         }
     }
 
+    /// The state digest once every entry up to `index` is applied; None
+    /// past the history.
+    pub fn state_digest(&self, index: LogIndex) -> Option<u64> {
+        match index.0 {
+            0 => Some(StateMachine::default().digest()),
+            _ => self.get(index).map(|entry| entry.state_digest),
+        }
+    }
+
     /// What `key` held once every entry up to `index` was applied.
     pub fn value_at(&self, key: &[u8], index: LogIndex) -> Option<&[u8]> {
         self.model.value_at(key, index)
@@ -83,7 +100,11 @@ impl History {
         assert_eq!(entry.index, self.last_index().next(), "history has a gap");
         let previous = self.prefix_hash(self.last_index());
         let expected_reply = self.model.apply(entry);
+        if entry.kind == EntryKind::Command {
+            self.machine.apply(entry.index.0, entry.term.0, &entry.data);
+        }
         self.entries.push(HistoryEntry {
+            state_digest: self.machine.digest(),
             term: entry.term,
             commit_term,
             entry_hash: entry_hash(entry),

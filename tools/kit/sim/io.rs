@@ -9,15 +9,18 @@
 //! thread": one at a time, in order, each done after a drawn while, without
 //! blocking the node; a crash before it completes loses what it covers.
 
-use super::disk::Disk;
+use super::disk::{Disk, Op};
+use super::snapshot_files::SimSnapshotFile;
 use raftlite::core::rng::Rng;
 use raftlite::core::{
-    Entry, HardState, InstallSnapshot, Message, MessageBody, SnapshotMeta, SnapshotStatus,
+    Entry, HardState, InstallSnapshot, LogIndex, Message, MessageBody, SnapshotMeta, SnapshotStatus,
 };
 use raftlite::driver::{DriveError, SyncExecutor, Transport};
+use raftlite::storage::snapshot::{file_name, receiving_file_name, SNAPSHOT_CHUNK_SIZE_MAX};
 use raftlite::storage::{SnapshotFile, Storage, StorageError};
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::path::PathBuf;
 
 /// How long one fsync takes on a node's disk now.
 #[derive(Clone, Copy, Debug)]
@@ -40,10 +43,41 @@ impl Latency {
     }
 }
 
-/// A deferred fsync: it covers the disk's writes up to `sequence`.
+/// A deferred fsync, of one of two kinds that must never be merged: the
+/// log's covers the disk's writes up to `sequence`; a snapshot's covers
+/// the finished file of the snapshot at `index`, another file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SimJob {
-    pub sequence: u64,
+pub enum SimJob {
+    Log { sequence: u64 },
+    Snapshot { index: LogIndex },
+}
+
+/// What the storage did with snapshots in one call, for the checkers, the
+/// trace and the counters.
+#[derive(Clone, Debug)]
+pub enum SnapshotWrite {
+    Begun {
+        index: LogIndex,
+    },
+    /// This node's snapshot took its name, durable at `durable_at_ms`.
+    Committed {
+        file: SimSnapshotFile,
+    },
+    /// A leader's snapshot, checked and installed under its name.
+    Received {
+        file: SimSnapshotFile,
+    },
+    /// A received file failed its check and was removed.
+    Refused {
+        index: LogIndex,
+        problem: String,
+    },
+    Compacted {
+        upto: LogIndex,
+    },
+    Reset {
+        index: LogIndex,
+    },
 }
 
 /// The node's disk as the driver's storage.
@@ -58,6 +92,8 @@ pub struct SimStorage<'a> {
     entries: Vec<Entry>,
     /// This call's writes, for the trace.
     pub writes: Vec<TracedWrite>,
+    /// This call's snapshot steps.
+    pub snapshot_writes: Vec<SnapshotWrite>,
 }
 
 /// One write to the disk as the trace shows it.
@@ -85,7 +121,17 @@ impl<'a> SimStorage<'a> {
             hard_state: None,
             entries: Vec::new(),
             writes: Vec::new(),
+            snapshot_writes: Vec::new(),
         }
+    }
+
+    /// The node waits in one more fsync (a rename's directory sync, a
+    /// received file's fdatasync): returns when it completes.
+    fn wait_in_fsync(&mut self, after_ms: u64) -> u64 {
+        let start = self.busy_until.get().max(after_ms);
+        let at_ms = start + self.latency.draw(self.rng);
+        self.busy_until.set(at_ms);
+        at_ms
     }
 
     /// Puts this Ready's records on the disk; returns the write's sequence.
@@ -135,43 +181,150 @@ impl Storage for SimStorage<'_> {
 
     fn write_deferring_sync(&mut self) -> Result<Option<SimJob>, StorageError> {
         let sequence = self.write();
-        Ok(Some(SimJob { sequence }))
+        Ok(Some(SimJob::Log { sequence }))
     }
 
-    fn merge_jobs(_older: SimJob, newer: SimJob) -> SimJob {
-        newer
+    /// Only log jobs merge: a snapshot's fsync syncs another file, and a
+    /// driver that merged it away would commit a file never synced.
+    fn merge_jobs(older: SimJob, newer: SimJob) -> SimJob {
+        match (older, newer) {
+            (SimJob::Log { .. }, SimJob::Log { .. }) => newer,
+            _ => panic!(
+                "the driver merged a snapshot's fsync with another job: {older:?}, {newer:?}"
+            ),
+        }
     }
 
-    // Snapshots are not simulated yet: the driver takes none while its
-    // policy says never (the simulator's default until they are).
     fn snapshot_begin(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
-        Err(StorageError::NoSnapshot { index: meta.index })
+        self.disk.snapshots.begin(meta);
+        let index = meta.index;
+        self.snapshot_writes.push(SnapshotWrite::Begun { index });
+        Ok(())
     }
 
-    fn snapshot_append(&mut self, _bytes: &[u8]) -> Result<(), StorageError> {
-        unreachable!("no snapshot begun")
+    fn snapshot_append(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.disk.snapshots.append(bytes);
+        Ok(())
     }
 
     fn snapshot_finish(&mut self) -> Result<Option<SimJob>, StorageError> {
-        unreachable!("no snapshot begun")
+        let index = self.disk.snapshots.finish();
+        Ok(Some(SimJob::Snapshot { index }))
     }
 
-    fn snapshot_commit(&mut self, _synced: Option<SimJob>) -> Result<u64, StorageError> {
-        unreachable!("no snapshot begun")
+    /// The rename and the directory's fsync: the node waits in it, and the
+    /// file is durable when it completes.
+    fn snapshot_commit(&mut self, synced: Option<SimJob>) -> Result<u64, StorageError> {
+        let Some(SimJob::Snapshot { index }) = synced else {
+            panic!("a snapshot committed without its own fsync: {synced:?}");
+        };
+        assert!(
+            self.disk.snapshots.is_finished(index),
+            "no snapshot {index} finished"
+        );
+        let durable_at_ms = self.wait_in_fsync(0);
+        let file = self.disk.snapshots.commit(index, durable_at_ms);
+        let size = file.size_bytes();
+        self.snapshot_writes.push(SnapshotWrite::Committed { file });
+        Ok(size)
     }
 
     fn snapshot_abandon(&mut self) -> Result<(), StorageError> {
+        self.disk.snapshots.abandon();
         Ok(())
     }
 
     fn receive_chunk(&mut self, chunk: &InstallSnapshot) -> Result<(), StorageError> {
-        Err(StorageError::NoSnapshot {
-            index: chunk.meta.index,
+        self.disk.snapshots.receive(chunk).map_err(|stored| {
+            let index = chunk.meta.index;
+            StorageError::BadChunk {
+                path: PathBuf::from(receiving_file_name(index)),
+                problem: format!("chunk at byte {}, {stored} bytes stored", chunk.offset),
+            }
         })
     }
 
+    /// The fdatasync, rename and directory sync on the spot: the node waits
+    /// in them, and the file is durable when they complete.
     fn receive_finish(&mut self) -> Result<SnapshotFile, StorageError> {
-        unreachable!("no snapshot received")
+        let receiving = self.disk.snapshots.receiving_index();
+        let durable_at_ms = self.wait_in_fsync(0);
+        match self.disk.snapshots.receive_finish(durable_at_ms) {
+            Ok(file) => {
+                let loaded = SnapshotFile {
+                    meta: file.meta.clone(),
+                    path: PathBuf::from(file_name(file.meta.index)),
+                    size_bytes: file.size_bytes(),
+                };
+                self.snapshot_writes.push(SnapshotWrite::Received { file });
+                Ok(loaded)
+            }
+            Err(refusal) => {
+                let index = receiving.expect("a snapshot was received");
+                let problem = refusal.problem.clone();
+                self.snapshot_writes
+                    .push(SnapshotWrite::Refused { index, problem });
+                let path = PathBuf::from(receiving_file_name(index));
+                Err(StorageError::corrupt(
+                    &path,
+                    refusal.offset,
+                    refusal.problem,
+                ))
+            }
+        }
+    }
+
+    fn snapshot_chunk(
+        &mut self,
+        index: LogIndex,
+        offset: u64,
+        size: usize,
+    ) -> Result<Vec<u8>, StorageError> {
+        assert!(size <= SNAPSHOT_CHUNK_SIZE_MAX, "chunk of {size} bytes");
+        let file = (self.disk.snapshots.get(index)).ok_or(StorageError::NoSnapshot { index })?;
+        let bytes = &file.bytes;
+        let start = usize::try_from(offset).map_or(bytes.len(), |start| start.min(bytes.len()));
+        let end = start.saturating_add(size).min(bytes.len());
+        Ok(bytes[start..end].to_vec())
+    }
+
+    /// Compaction deletes whole segments with a directory sync after each;
+    /// here it is one step, durable once the node gets there.
+    fn compact(&mut self, upto: LogIndex) -> Result<usize, StorageError> {
+        let covered = self
+            .disk
+            .snapshots
+            .newest_index()
+            .is_some_and(|newest| newest >= upto);
+        assert!(
+            covered,
+            "compacting to {upto} without a snapshot that covers it"
+        );
+        if upto <= self.disk.base_index() {
+            return Ok(0);
+        }
+        // The node waits in the directory syncs after the deletions.
+        let at_ms = self.wait_in_fsync(0);
+        self.disk.write_log_op(Op::Compact { upto }, at_ms);
+        self.snapshot_writes.push(SnapshotWrite::Compacted { upto });
+        Ok(1)
+    }
+
+    fn reset_to_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        let installed = self.disk.snapshots.get(meta.index);
+        assert!(
+            installed.is_some_and(|file| file.meta.term == meta.term),
+            "reset to snapshot {} that is not installed",
+            meta.index
+        );
+        // The node waits in the directory syncs after the deletions; a
+        // crash before they complete leaves the snapshot with the old log,
+        // which recovery discards.
+        let at_ms = self.wait_in_fsync(0);
+        self.disk.write_log_op(Disk::reset_op(meta), at_ms);
+        let index = meta.index;
+        self.snapshot_writes.push(SnapshotWrite::Reset { index });
+        Ok(())
     }
 }
 

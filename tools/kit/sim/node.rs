@@ -6,7 +6,7 @@ use super::event::Event;
 use super::io::SimJob;
 use super::simulator::Observed;
 use raftlite::core::{LogIndex, Term};
-use raftlite::driver::Driver;
+use raftlite::driver::{Driver, SnapshotPolicy};
 use raftlite::replica::Replica;
 use std::collections::VecDeque;
 
@@ -71,7 +71,7 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(replica: Replica) -> Node {
+    pub fn new(replica: Replica, policy: SnapshotPolicy) -> Node {
         Node {
             replica: Some(replica),
             disk: Disk::new(),
@@ -87,11 +87,7 @@ impl Node {
             lost_outbox_below: 0,
             commit_seen: LogIndex(0),
             own_disk: None,
-            // The simulated disk keeps no snapshot files yet: never take one.
-            driver: Driver::new(raftlite::driver::SnapshotPolicy {
-                entries: u64::MAX,
-                ..Default::default()
-            }),
+            driver: Driver::new(policy),
             sync_queue: VecDeque::new(),
             busy_until_ms: 0,
             after_fsync: Observed::default(),

@@ -6,6 +6,7 @@
 
 use raftlite::core::rng::Rng;
 use raftlite::core::{Limits, PlantedBug};
+use raftlite::driver::{SnapshotPolicy, SNAPSHOT_BYTES_PER_DRIVE_MAX};
 
 /// The cluster sizes a sweep cycles through.
 pub const CLUSTER_SIZES: [usize; 4] = [1, 3, 5, 7];
@@ -166,6 +167,10 @@ pub struct FaultProfile {
     /// The core's batch, window and queue bounds: the daemon's defaults,
     /// or in part of the seeds tiny ones (`small_limits`).
     pub limits: Limits,
+    /// When nodes snapshot and how much log they keep below: in most seeds
+    /// tiny thresholds, so that snapshots, compactions and installs happen
+    /// all the time; in some never (`snapshot_policy`).
+    pub snapshot_policy: SnapshotPolicy,
 }
 
 impl FaultProfile {
@@ -182,6 +187,16 @@ impl FaultProfile {
         }
         if rng.chance(1, 4) {
             profile.limits = small_limits(rng);
+        }
+        profile.snapshot_policy = snapshot_policy(rng);
+        if rng.chance(1, 3) {
+            profile.limits = small_snapshot_chunks(rng, profile.limits);
+        }
+        if rng.chance(1, 3) {
+            // Applying lags committing, a few entries per Ready, while
+            // followers still take large batches: a compaction may come
+            // while committed entries wait to be applied.
+            profile.limits.apply_batch_entries_max = pick(rng, &[1, 2, 4]) as usize;
         }
         profile
     }
@@ -212,6 +227,7 @@ impl FaultProfile {
             clients_count: rng.range_inclusive(1, CLIENTS_MAX),
             client_think_ms_max: pick(rng, &[1, 20, 100]),
             limits: Limits::default(),
+            snapshot_policy: SNAPSHOT_NEVER,
         }
     }
 
@@ -267,6 +283,42 @@ fn small_limits(rng: &mut Rng) -> Limits {
         apply_batch_entries_max: 1,
         reads_pending_max: small(rng, &[1, 2]),
         ..Limits::default()
+    }
+}
+
+/// A policy that never snapshots (the daemon's only on request).
+pub const SNAPSHOT_NEVER: SnapshotPolicy = SnapshotPolicy {
+    entries: u64::MAX,
+    trailing: 0,
+    bytes_per_drive: SNAPSHOT_BYTES_PER_DRIVE_MAX,
+};
+
+/// In one seed of six no snapshots (the log from index 1, as before);
+/// otherwise a snapshot every 5 to 200 applied entries, 0 to 50 of them
+/// kept below it (0: every follower a little behind needs an install),
+/// written 16 bytes to 1 MiB per loop turn (16: a snapshot spans many
+/// turns, and crashes, installs and elections land in the middle).
+fn snapshot_policy(rng: &mut Rng) -> SnapshotPolicy {
+    if rng.chance(1, 6) {
+        return SNAPSHOT_NEVER;
+    }
+    SnapshotPolicy {
+        entries: pick(rng, &[5, 10, 20, 50, 200]),
+        trailing: pick(rng, &[0, 0, 2, 10, 50]),
+        bytes_per_drive: pick(
+            rng,
+            &[16, 64, 512, 4096, SNAPSHOT_BYTES_PER_DRIVE_MAX as u64],
+        ) as usize,
+    }
+}
+
+/// Chunks of a few bytes and one or two in flight: a transfer is many
+/// messages, so losses, duplicates, reordering and crashes hit it midway.
+fn small_snapshot_chunks(rng: &mut Rng, limits: Limits) -> Limits {
+    Limits {
+        snapshot_chunk_size_max: pick(rng, &[16, 64, 512]) as usize,
+        inflight_snapshot_chunks_max: pick(rng, &[1, 2]) as usize,
+        ..limits
     }
 }
 

@@ -7,6 +7,7 @@
 //! must converge within LIVENESS_BOUND_MS of simulated time.
 
 use super::checker::{Applied, Checker, ObservedReply};
+use super::disk::Disk;
 use super::event::{Event, Reply};
 use super::network::Network;
 use super::node::{Node, NodeState};
@@ -16,11 +17,13 @@ use super::options::{
 };
 use super::property::{violated, Property, Violation};
 use super::queue::EventQueue;
+use super::snapshot_files::SimSnapshotFile;
 use super::stats::Stats;
 use super::trace::{Echo, Trace, TraceEvent};
 use super::workload::{address_of_node, Ended, Workload};
 use raftlite::core::rng::Rng;
-use raftlite::core::{ClusterId, Config, NodeId, Raft, Role};
+use raftlite::core::{ClusterId, Config, NodeId, Raft, Role, StoredSnapshot};
+use raftlite::kv::StateMachine;
 use raftlite::replica::{Member, Replica};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +69,8 @@ pub(super) struct Observed {
     pub commits: Vec<usize>,
     /// Client commands that ended.
     pub ended: Vec<Ended>,
+    /// Snapshot files nodes took or installed, and how.
+    pub snapshot_files: Vec<(usize, SimSnapshotFile, &'static str)>,
 }
 
 // `touched` has a bit per node.
@@ -84,6 +89,7 @@ impl Observed {
             && self.elected.is_empty()
             && self.commits.is_empty()
             && self.ended.is_empty()
+            && self.snapshot_files.is_empty()
     }
 
     pub fn merge(&mut self, other: Observed) {
@@ -94,6 +100,7 @@ impl Observed {
         self.elected.extend(other.elected);
         self.commits.extend(other.commits);
         self.ended.extend(other.ended);
+        self.snapshot_files.extend(other.snapshot_files);
     }
 }
 
@@ -225,8 +232,9 @@ impl Simulator {
             profile: format!("{:?}", self.profile),
         });
         for node in 0..self.options.size {
-            let replica = self.new_replica(node);
-            self.nodes.push(Node::new(replica));
+            let (replica, _, _) = self.new_replica(node).expect("an empty disk recovers");
+            self.nodes
+                .push(Node::new(replica, self.profile.snapshot_policy));
             self.schedule_timer(node);
         }
         if self.profile.one_slow_disk {
@@ -243,8 +251,14 @@ impl Simulator {
         self.schedule_nemesis();
     }
 
-    /// A fresh process for `node`, started from its disk (empty at first).
-    pub(super) fn new_replica(&mut self, node: usize) -> Replica {
+    /// A fresh process for `node`, started from its disk (empty at first)
+    /// as the daemon's recovery starts one: the newest snapshot restores
+    /// the state machine, the log after it the core. Returns the snapshot
+    /// it started from, for the checkers.
+    pub(super) fn new_replica(
+        &mut self,
+        node: usize,
+    ) -> Result<(Replica, Option<SimSnapshotFile>, bool), Violation> {
         let seed = self.rng.faults.next_u64();
         let config = Config {
             id: NodeId(node as u32),
@@ -259,13 +273,32 @@ impl Simulator {
             check_quorum: self.profile.check_quorum,
             limits: self.profile.limits,
         };
-        let (hard_state, entries) = match self.nodes.get(node) {
-            Some(state) => (state.disk.hard_state(), state.disk.entries().to_vec()),
-            None => Default::default(),
+        let recovered = match self.nodes.get_mut(node) {
+            Some(state) => state.disk.recover().or_else(|problem| {
+                violated(
+                    Property::Durability,
+                    format!("n{node} cannot restart from its disk: {problem}"),
+                )
+            })?,
+            None => Disk::new().recover().expect("an empty disk recovers"),
         };
-        let mut raft = Raft::new(config, hard_state, entries, 0).expect("valid configuration");
+        let (snapshot, machine) = match &recovered.snapshot {
+            None => (None, StateMachine::default()),
+            Some(file) => {
+                let machine = StateMachine::restore(file.body()).expect("a sim file restores");
+                let stored = StoredSnapshot {
+                    meta: file.meta.clone(),
+                    size_bytes: file.size_bytes(),
+                };
+                (Some(stored), machine)
+            }
+        };
+        let (hard_state, entries) = (recovered.hard_state, recovered.entries);
+        let mut raft =
+            Raft::restore(config, hard_state, snapshot, entries, 0).expect("valid configuration");
         self.plant_bug(&mut raft);
-        Replica::new(raft, self.members.clone())
+        let replica = Replica::restored(raft, self.members.clone(), machine);
+        Ok((replica, recovered.snapshot, recovered.log_discarded))
     }
 
     #[cfg(feature = "planted-bugs")]
@@ -418,6 +451,11 @@ impl Simulator {
 
     fn check_observed(&mut self, observed: &Observed) -> Result<(), Violation> {
         let committed_before = self.checker.history.last_index();
+        for applied in &observed.applied {
+            if !self.nodes[applied.node].is_stale() {
+                self.checker.remember_applied(applied);
+            }
+        }
         for node in 0..self.nodes.len() {
             // A node blocked in an fsync is checked when it completes: its
             // memory is already past it (drive.rs).
@@ -441,7 +479,17 @@ impl Simulator {
         for ended in &observed.ended {
             self.checker.outcomes.ended(ended)?;
         }
+        for (node, file, how) in &observed.snapshot_files {
+            if !self.nodes[*node].is_stale() {
+                self.checker.check_snapshot_file(*node, file, how)?;
+            }
+        }
         if observed.disks_changed || self.checker.history.last_index() > committed_before {
+            for node in 0..self.nodes.len() {
+                let state = &mut self.nodes[node];
+                let own = state.own_disk.as_mut().unwrap_or(&mut state.disk);
+                self.checker.anchor_disk(node, own)?;
+            }
             let changed_from: Vec<_> = (self.nodes.iter_mut())
                 .map(|node| node.disk.take_changed_from())
                 .collect();

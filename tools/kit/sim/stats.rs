@@ -66,11 +66,68 @@ impl fmt::Display for FaultCounts {
     }
 }
 
+/// What nodes did with snapshots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotCounts {
+    /// Snapshots a node took of its own state and committed.
+    pub taken: u64,
+    /// Leaders' snapshots a follower checked and installed.
+    pub installed: u64,
+    /// Received files that failed their check.
+    pub refused: u64,
+    pub compactions: u64,
+    /// Installs that dropped the follower's log.
+    pub resets: u64,
+    /// Restarts from a snapshot on disk.
+    pub restarts_from_snapshot: u64,
+    /// Restarts that discarded a log not holding the snapshot's entry.
+    pub logs_discarded: u64,
+    /// InstallSnapshot chunks sent.
+    pub chunks_sent: u64,
+    /// Crashes while a snapshot was being written, received, committed,
+    /// or a compaction or reset was not yet durable.
+    pub crashes_mid_snapshot: u64,
+}
+
+impl SnapshotCounts {
+    pub fn add(&mut self, other: &SnapshotCounts) {
+        self.taken += other.taken;
+        self.installed += other.installed;
+        self.refused += other.refused;
+        self.compactions += other.compactions;
+        self.resets += other.resets;
+        self.restarts_from_snapshot += other.restarts_from_snapshot;
+        self.logs_discarded += other.logs_discarded;
+        self.chunks_sent += other.chunks_sent;
+        self.crashes_mid_snapshot += other.crashes_mid_snapshot;
+    }
+}
+
+impl fmt::Display for SnapshotCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "snapshots={} installs={} refused={} compactions={} resets={} \
+             restarts-from-snapshot={} logs-discarded={} chunks={} crash-mid-snapshot={}",
+            self.taken,
+            self.installed,
+            self.refused,
+            self.compactions,
+            self.resets,
+            self.restarts_from_snapshot,
+            self.logs_discarded,
+            self.chunks_sent,
+            self.crashes_mid_snapshot
+        )
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub steps: u64,
     pub simulated_ms: u64,
     pub faults: FaultCounts,
+    pub snapshots: SnapshotCounts,
     /// Distinct (term, leader) pairs seen.
     pub elections: u64,
     /// Length of the committed history at the end.
@@ -88,6 +145,7 @@ impl Stats {
         self.steps += other.steps;
         self.simulated_ms += other.simulated_ms;
         self.faults.add(&other.faults);
+        self.snapshots.add(&other.snapshots);
         self.elections += other.elections;
         self.commits += other.commits;
         self.term_max = self.term_max.max(other.term_max);

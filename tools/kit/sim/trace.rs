@@ -199,6 +199,18 @@ pub enum TraceEvent {
         node: usize,
         hard_state: HardState,
         last_index: LogIndex,
+        /// The snapshot it restored its state machine from.
+        snapshot_index: Option<LogIndex>,
+    },
+    /// What the driver reported of a snapshot step that went wrong.
+    DriverSnapshot {
+        node: usize,
+        event: raftlite::driver::SnapshotEvent,
+    },
+    /// A snapshot step on a node's disk.
+    Snapshot {
+        node: usize,
+        trace: SnapshotTrace,
     },
     Pause {
         node: usize,
@@ -291,6 +303,8 @@ impl fmt::Display for TraceEvent {
             TraceEvent::Drop { message, reason } => write!(f, "drop {message} ({reason:?})"),
             TraceEvent::Core { node, event } => write!(f, "n{node} {}", core_event(event)),
             TraceEvent::Synced { node } => write!(f, "n{node} deferred sync completed"),
+            TraceEvent::Snapshot { node, trace } => write!(f, "n{node} {trace}"),
+            TraceEvent::DriverSnapshot { node, event } => write!(f, "n{node} driver: {event:?}"),
             TraceEvent::Write {
                 node,
                 hard_state,
@@ -329,22 +343,28 @@ fn write_fault_or_client(f: &mut fmt::Formatter<'_>, event: &TraceEvent) -> fmt:
             torn,
             durable_last_index,
             durable_hard_state,
-        } => write!(
-            f,
-            "CRASH n{node}: kept {} unsynced record(s), lost {}; disk has log to {durable_last_index}, {}",
-            torn.records_kept,
-            torn.records_lost,
-            hard_state_text(*durable_hard_state)
-        ),
+        } => {
+            write!(
+                f,
+                "CRASH n{node}: kept {} unsynced record(s), lost {}; disk has log to {durable_last_index}, {}",
+                torn.records_kept,
+                torn.records_lost,
+                hard_state_text(*durable_hard_state)
+            )?;
+            write_lost_snapshot_steps(f, torn)
+        }
         TraceEvent::Restart {
             node,
             hard_state,
             last_index,
-        } => write!(
-            f,
-            "RESTART n{node} from disk: {}, log to {last_index}",
-            hard_state_text(*hard_state)
-        ),
+            snapshot_index,
+        } => {
+            write!(f, "RESTART n{node} from disk: {}", hard_state_text(*hard_state))?;
+            if let Some(index) = snapshot_index {
+                write!(f, ", snapshot {index}")?;
+            }
+            write!(f, ", log to {last_index}")
+        }
         TraceEvent::Pause { node } => write!(f, "PAUSE n{node}"),
         TraceEvent::Resume { node, held } => {
             write!(f, "RESUME n{node} ({held} held event(s), clock jumps)")
@@ -378,6 +398,23 @@ fn write_fault_or_client(f: &mut fmt::Formatter<'_>, event: &TraceEvent) -> fmt:
         } => write!(f, "START seed={seed} size={size} {profile}"),
         other => write_client(f, other),
     }
+}
+
+fn write_lost_snapshot_steps(f: &mut fmt::Formatter<'_>, torn: &TornTail) -> fmt::Result {
+    let files = torn.files;
+    let lost = [
+        (files.writing, "the snapshot being written"),
+        (files.receiving, "the snapshot being received"),
+        (files.committing, "a snapshot not yet durable"),
+        (
+            torn.log_ops_lost > 0,
+            "a compaction or reset not yet durable",
+        ),
+    ];
+    for (_, what) in lost.iter().filter(|(lost, _)| *lost) {
+        write!(f, "; lost {what}")?;
+    }
+    Ok(())
 }
 
 fn write_client(f: &mut fmt::Formatter<'_>, event: &TraceEvent) -> fmt::Result {
@@ -486,6 +523,69 @@ fn core_event(event: &Event) -> String {
         } => format!("sends snapshot {index} ({size_bytes} bytes) to {follower}"),
         Event::SnapshotInstalled { from, index } => {
             format!("installed snapshot {index} from {from}")
+        }
+    }
+}
+
+/// A snapshot step in a few numbers.
+#[derive(Clone, Debug)]
+pub enum SnapshotTrace {
+    Begun {
+        index: LogIndex,
+    },
+    Committed {
+        index: LogIndex,
+        term: Term,
+        size_bytes: u64,
+        durable_at_ms: u64,
+    },
+    Received {
+        index: LogIndex,
+        term: Term,
+        size_bytes: u64,
+        durable_at_ms: u64,
+    },
+    Refused {
+        index: LogIndex,
+        problem: String,
+    },
+    Compacted {
+        upto: LogIndex,
+    },
+    Reset {
+        index: LogIndex,
+    },
+}
+
+impl fmt::Display for SnapshotTrace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotTrace::Begun { index } => write!(f, "begins writing snapshot {index}"),
+            SnapshotTrace::Committed {
+                index,
+                term,
+                size_bytes,
+                durable_at_ms,
+            } => write!(
+                f,
+                "commits snapshot {index}/{term} ({size_bytes} bytes; durable at {durable_at_ms}ms)"
+            ),
+            SnapshotTrace::Received {
+                index,
+                term,
+                size_bytes,
+                durable_at_ms,
+            } => write!(
+                f,
+                "installs the leader's snapshot {index}/{term} ({size_bytes} bytes; durable at {durable_at_ms}ms)"
+            ),
+            SnapshotTrace::Refused { index, problem } => {
+                write!(f, "refuses the received snapshot {index}: {problem}")
+            }
+            SnapshotTrace::Compacted { upto } => write!(f, "compacts its disk's log to {upto}"),
+            SnapshotTrace::Reset { index } => {
+                write!(f, "drops its disk's log: it continues after snapshot {index}")
+            }
         }
     }
 }
