@@ -495,9 +495,11 @@ mod tests {
         }
 
         fn snapshot_begin(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+            let (index, cluster) = (meta.index, meta.cluster_id);
+            let cluster = cluster.map_or("none".to_string(), |id| id.to_string());
             self.0
                 .borrow_mut()
-                .push(format!("snapshot {} begin", meta.index));
+                .push(format!("snapshot {index} begin cluster {cluster}"));
             self.1.snapshot_begin(meta)
         }
 
@@ -992,5 +994,37 @@ mod tests {
         assert_eq!(node.replica.raft().log().last_applied(), LogIndex(0));
         assert!(node.replica.raft().snapshot().is_none());
         assert!(!node.replica.raft().is_installing_snapshot());
+    }
+
+    /// A first leader's own copy of the Bootstrap may be durable after the
+    /// followers' acks committed and applied it: it is not bound yet, but
+    /// a snapshot of it still names the cluster.
+    #[test]
+    fn a_snapshot_before_the_leader_is_bound_names_its_cluster() {
+        let mut node = leader_of_three();
+        node.drive();
+        assert!(node.driver.syncing(), "its own Bootstrap not durable yet");
+        let ack = crate::core::AppendEntriesResponse {
+            success: true,
+            index: LogIndex(1),
+            conflict_term: None,
+            conflict_index: LogIndex(0),
+            round: 0,
+        };
+        for follower in [1, 2] {
+            let body = MessageBody::AppendEntriesResponse(ack.clone());
+            let mut answer = message(follower, 1, body);
+            answer.cluster.log_id = Some(ClusterId(0x1234));
+            node.replica.step(answer);
+        }
+        node.drive();
+        assert_eq!(node.replica.raft().log().last_applied(), LogIndex(1));
+        assert_eq!(node.replica.raft().cluster_id(), None, "not bound yet");
+        node.replica
+            .handle_request(token(7), SessionTag::default(), "SNAPSHOT");
+        let done = node.drive();
+        let begun = lines_like(&done, "snapshot 1 begin");
+        assert_eq!(begun.len(), 1, "{done:?}");
+        assert!(begun[0].ends_with("cluster 0000000000001234"), "{begun:?}");
     }
 }

@@ -87,10 +87,18 @@ impl Replica {
         let Some(term) = self.raft.log().term_at(index) else {
             panic!("snapshot at {index}, whose term the log no longer holds");
         };
+        // Before this node is bound (its own copy of the Bootstrap not yet
+        // durable) its log still names the cluster: the Bootstrap is applied,
+        // so committed. A snapshot without it would leave whoever installs
+        // it unable ever to bind.
+        let cluster_id = self
+            .raft
+            .cluster_id()
+            .or_else(|| self.raft.log().first_cluster_id());
         let meta = SnapshotMeta {
             index,
             term,
-            cluster_id: self.raft.cluster_id(),
+            cluster_id,
             voters: self.raft.config().members.clone(),
         };
         self.taking = Some(Taking {
@@ -185,7 +193,16 @@ impl Replica {
         self.snapshot_abandoned("superseded by a snapshot from the leader");
         self.machine = machine;
         self.plant_bug_in_machine();
-        self.raft.snapshot_installed(meta)
+        let kept = self.raft.snapshot_installed(meta);
+        // Requests that waited for a snapshot of what is applied now have
+        // one: the installed file is this node's newest.
+        if let Some(snapshot) = self.raft.snapshot() {
+            let (index, bytes) = (snapshot.meta.index, snapshot.size_bytes);
+            for token in std::mem::take(&mut self.snapshot_requests) {
+                self.reply(token, Reply::SnapshotTaken { index, bytes });
+            }
+        }
+        kept
     }
 
     #[cfg(feature = "planted-bugs")]

@@ -5,7 +5,7 @@
 
 use super::snapshot::{self, LoadedSnapshot, SnapshotListing};
 use super::StorageError;
-use crate::core::{Entry, LogIndex, SnapshotMeta, Term};
+use crate::core::{ClusterId, Entry, LogIndex, SnapshotMeta, Term};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -164,8 +164,28 @@ pub fn reconcile(snapshot: Option<&SnapshotMeta>, log: &LogShape) -> Result<LogF
             );
             Ok(LogFate::Discard(reason))
         }
+        _ if began_with_another_cluster(meta, log.entries) => {
+            let reason = format!(
+                "log begins with another cluster's Bootstrap than the snapshot's ({})",
+                meta.cluster_id
+                    .map_or("none".to_string(), |id| id.to_string())
+            );
+            Ok(LogFate::Discard(reason))
+        }
         _ => check_first_term_after(meta, log.entries, first_path),
     }
+}
+
+/// The log's first entry is another cluster's Bootstrap: a node not yet
+/// bound was installing a snapshot of the cluster it joined when it
+/// crashed. Its old log agrees in terms by chance only, and the install
+/// drops it (`RaftLog::install_snapshot`); recovery must too.
+fn began_with_another_cluster(meta: &SnapshotMeta, entries: &[Entry]) -> bool {
+    let named = entries
+        .first()
+        .filter(|entry| entry.index == LogIndex(1))
+        .and_then(ClusterId::of_bootstrap);
+    matches!((named, meta.cluster_id), (Some(log), Some(snapshot)) if log != snapshot)
 }
 
 /// A log that starts right after the snapshot continues its term (§5.3:

@@ -408,6 +408,37 @@ fn reset_to_snapshot_starts_the_log_after_it() {
     assert_eq!(report.log_discarded, None);
 }
 
+/// A node not yet bound held another cluster's young log when it was sent
+/// a snapshot of the cluster it joined, and crashed before the install
+/// reset its log. Terms agree by chance; recovery drops the old log anyway,
+/// as the install would have: it began with another cluster's Bootstrap.
+#[test]
+fn a_log_of_another_cluster_is_dropped_after_an_interrupted_install() {
+    let directory = TempDir::new("snap-foreign-log");
+    let (mut storage, _, _) = open(&directory.path);
+    let bootstrap = Entry {
+        term: Term(1),
+        index: LogIndex(1),
+        kind: crate::core::EntryKind::Bootstrap,
+        data: ClusterId(99).to_bytes().to_vec().into(),
+    };
+    storage.append(&[bootstrap]).unwrap();
+    storage.append(&entries(2, 9, 1)).unwrap();
+    storage.set_hard_state(hard_state(1)).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+    write_snapshot(&directory.path, meta(6, 1)); // of cluster 77, term 1 at 6
+    let (_, recovered, report) = open(&directory.path);
+    assert_eq!(recovered.snapshot.unwrap().file.meta, meta(6, 1));
+    assert!(
+        recovered.entries.is_empty(),
+        "{:?}",
+        indexes(&recovered.entries)
+    );
+    let reason = report.log_discarded.expect("the old log is dropped");
+    assert!(reason.contains("another cluster's Bootstrap"), "{reason}");
+}
+
 #[test]
 #[should_panic(expected = "at or below the snapshot at 20")]
 fn an_append_below_the_snapshot_is_a_bug() {
