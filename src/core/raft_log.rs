@@ -311,9 +311,10 @@ impl RaftLog {
     /// AppendEntries cuts whatever conflicts after it); otherwise every
     /// entry goes, and so it does if the log began with another cluster's
     /// Bootstrap (an unbound node's, never committed), whose terms say
-    /// nothing about the leader's log. Commit and applied move to the snapshot (applied only
-    /// up: the caller refuses snapshots at or below it), and so does what
-    /// is durable: the snapshot is. Returns whether the suffix was kept.
+    /// nothing about the leader's log. Commit and applied move to the
+    /// snapshot (applied only up: the caller refuses snapshots at or below
+    /// it), and so does what is durable: the snapshot is. Returns whether
+    /// the suffix was kept.
     pub fn install_snapshot(&mut self, meta: &SnapshotMeta) -> bool {
         if meta.index <= self.base_index {
             return true; // only the planted InstallOlderSnapshot gets here

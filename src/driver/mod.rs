@@ -258,7 +258,7 @@ impl<J> Driver<J> {
             }
         }
         let received = std::mem::take(&mut ready.snapshot_chunks_received);
-        self.store_snapshot_chunks(received, replica, storage, syncer)?;
+        self.store_snapshot_chunks(received, replica, storage)?;
         if !after_persist.is_empty() {
             // What they promise may rest on records an earlier deferred
             // sync still owes.
@@ -537,6 +537,11 @@ mod tests {
         fn receive_finish(&mut self) -> Result<SnapshotFile, StorageError> {
             self.0.borrow_mut().push("receive finish".to_string());
             self.1.receive_finish()
+        }
+
+        fn receive_abandon(&mut self) -> Result<(), StorageError> {
+            self.0.borrow_mut().push("receive abandon".to_string());
+            self.1.receive_abandon()
         }
 
         fn snapshot_chunk(
@@ -1026,5 +1031,22 @@ mod tests {
         let begun = lines_like(&done, "snapshot 1 begin");
         assert_eq!(begun.len(), 1, "{done:?}");
         assert!(begun[0].ends_with("cluster 0000000000001234"), "{begun:?}");
+    }
+
+    /// A file whose CRC holds but whose body does not restore (another
+    /// body version, say) is refused before it takes its final name: it
+    /// never becomes this node's newest snapshot.
+    #[test]
+    fn a_snapshot_whose_body_does_not_restore_is_never_installed() {
+        let mut node = Node::new(3);
+        let (meta, _, _) = snapshot_file(12);
+        let file = crate::storage::snapshot::encode_file(&meta, b"not a state machine");
+        let done = send_chunks(&mut node, &meta, &file, 40);
+        assert!(position(&done, "receive abandon") < done.len(), "{done:?}");
+        assert!(lines_like(&done, "receive finish").is_empty(), "{done:?}");
+        let kept = node.storage.1.snapshot_chunk(LogIndex(12), 0, 10);
+        assert!(kept.is_err(), "no file kept");
+        assert_eq!(node.replica.raft().log().last_applied(), LogIndex(0));
+        assert!(node.replica.raft().snapshot().is_none());
     }
 }

@@ -147,17 +147,12 @@ impl<J> Driver<J> {
 
     /// Follower: writes the chunks received (in order; the core checked
     /// the order) and installs the snapshot their last one completes.
-    pub(super) fn store_snapshot_chunks<S, X>(
+    pub(super) fn store_snapshot_chunks<S: Storage<Job = J>>(
         &mut self,
         received: Vec<InstallSnapshot>,
         replica: &mut Replica,
         storage: &mut S,
-        syncer: &mut X,
-    ) -> Result<(), DriveError>
-    where
-        S: Storage<Job = J>,
-        X: SyncExecutor<J>,
-    {
+    ) -> Result<(), DriveError> {
         for chunk in received {
             storage.receive_chunk(&chunk)?;
             if chunk.offset == 0 {
@@ -171,23 +166,18 @@ impl<J> Driver<J> {
                 let _ = receiving.restorer.feed(body);
             }
             if chunk.is_last() {
-                self.install(chunk.meta, replica, storage, syncer)?;
+                self.install(chunk.meta, replica, storage)?;
             }
         }
         Ok(())
     }
 
-    fn install<S, X>(
+    fn install<S: Storage<Job = J>>(
         &mut self,
         meta: SnapshotMeta,
         replica: &mut Replica,
         storage: &mut S,
-        syncer: &mut X,
-    ) -> Result<(), DriveError>
-    where
-        S: Storage<Job = J>,
-        X: SyncExecutor<J>,
-    {
+    ) -> Result<(), DriveError> {
         let index = meta.index;
         let restorer = self.receiving.take().map(|receiving| receiving.restorer);
         let machine = match checked_machine(storage, &meta, restorer) {
@@ -200,7 +190,7 @@ impl<J> Driver<J> {
             }
             Err(Failed(error)) => return Err(error.into()),
         };
-        self.abandon_own_snapshot(storage, syncer)?;
+        self.abandon_own_snapshot(storage)?;
         if replica.install_snapshot(meta.clone(), machine) {
             // The log holds the snapshot's entry: what lies below it may go.
             storage.compact(index)?;
@@ -211,15 +201,10 @@ impl<J> Driver<J> {
     }
 
     /// A snapshot this node was taking walks state the install replaces.
-    fn abandon_own_snapshot<S, X>(
+    fn abandon_own_snapshot<S: Storage<Job = J>>(
         &mut self,
         storage: &mut S,
-        _syncer: &mut X,
-    ) -> Result<(), DriveError>
-    where
-        S: Storage<Job = J>,
-        X: SyncExecutor<J>,
-    {
+    ) -> Result<(), DriveError> {
         storage.snapshot_abandon()?;
         self.snapshot_sync_waiting = None;
         if self.sync_in_flight == Some(InFlight::Snapshot) {
@@ -237,31 +222,31 @@ enum InstallError {
 }
 use InstallError::{Failed, Refused};
 
-/// The received file checked whole, against what its chunks announced,
-/// and the state machine restored from its body as the chunks came.
+/// The state machine restored from the chunks as they came, then the file
+/// checked whole against what they announced and installed under its
+/// final name: a file whose body does not restore never becomes this
+/// node's newest snapshot.
 fn checked_machine<S: Storage>(
     storage: &mut S,
     meta: &SnapshotMeta,
     restorer: Option<Restorer>,
 ) -> Result<StateMachine, InstallError> {
-    let file = match storage.receive_finish() {
-        Ok(file) => file,
-        Err(error @ StorageError::Corrupt { .. }) => return Err(Refused(error.to_string())),
-        Err(error) => return Err(Failed(error)),
+    let restored = match restorer {
+        Some(restorer) => restorer.finish().map_err(|error| error.to_string()),
+        None => Err("its first chunk was never seen".to_string()),
     };
-    let path = file.path.display();
-    if &file.meta != meta {
-        return Err(Refused(format!(
-            "{path}: its header says {:?}, its chunks said {meta:?}",
-            file.meta
-        )));
+    let machine = match restored {
+        Ok(machine) => machine,
+        Err(problem) => {
+            storage.receive_abandon().map_err(Failed)?;
+            return Err(Refused(format!("snapshot {}: {problem}", meta.index)));
+        }
+    };
+    match storage.receive_finish() {
+        Ok(_) => Ok(machine),
+        Err(error @ StorageError::Corrupt { .. }) => Err(Refused(error.to_string())),
+        Err(error) => Err(Failed(error)),
     }
-    let Some(restorer) = restorer else {
-        return Err(Refused(format!("{path}: its first chunk was never seen")));
-    };
-    restorer
-        .finish()
-        .map_err(|error| Refused(format!("{path}: {error}")))
 }
 
 /// Leader: reads each chunk the core asked for and sends it.

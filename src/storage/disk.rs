@@ -533,13 +533,9 @@ impl DiskStorage {
     }
 
     /// Starts receiving the leader's snapshot at (index, term).
-    pub fn chunk_receiver(
-        &self,
-        index: LogIndex,
-        term: Term,
-    ) -> Result<ChunkReceiver, StorageError> {
+    pub fn chunk_receiver(&self, meta: SnapshotMeta) -> Result<ChunkReceiver, StorageError> {
         self.check_running()?;
-        ChunkReceiver::create(&self.directory, index, term, self.options.fsync)
+        ChunkReceiver::create(&self.directory, meta, self.options.fsync)
     }
 
     /// The first index the log on disk still holds (the base's successor
@@ -1046,7 +1042,11 @@ impl Storage for DiskStorage {
     }
 
     fn snapshot_abandon(&mut self) -> Result<(), StorageError> {
-        self.snapshot_finished = None;
+        if let Some(finished) = self.snapshot_finished.take() {
+            // Its sync may still run on the sync thread, through its own
+            // handle: unlinking the name under it is harmless.
+            finished.abandon()?;
+        }
         match self.snapshot_writing.take() {
             Some(writer) => writer.abandon(),
             None => Ok(()),
@@ -1059,8 +1059,7 @@ impl Storage for DiskStorage {
             if let Some(previous) = self.receiving.take() {
                 previous.abandon()?;
             }
-            let (index, term) = (chunk.meta.index, chunk.meta.term);
-            self.receiving = Some(self.chunk_receiver(index, term)?);
+            self.receiving = Some(self.chunk_receiver(chunk.meta.clone())?);
         }
         let Some(receiver) = self.receiving.as_mut() else {
             return Err(StorageError::BadChunk {
@@ -1075,6 +1074,13 @@ impl Storage for DiskStorage {
         self.check_running()?;
         let receiver = self.receiving.take().expect("no snapshot received");
         receiver.finish()
+    }
+
+    fn receive_abandon(&mut self) -> Result<(), StorageError> {
+        match self.receiving.take() {
+            Some(receiver) => receiver.abandon(),
+            None => Ok(()),
+        }
     }
 
     fn snapshot_chunk(

@@ -112,10 +112,10 @@ impl Storage for MemoryStorage {
         let path = Self::name(announced.meta.index);
         let (meta, _) = snapshot::decode_bytes(&bytes)
             .map_err(|(offset, problem)| StorageError::corrupt(&path, offset, problem))?;
-        if (meta.index, meta.term) != (announced.meta.index, announced.meta.term) {
+        if meta != announced.meta {
             let problem = format!(
-                "received snapshot holds index {} term {}, the leader announced {} term {}",
-                meta.index, meta.term, announced.meta.index, announced.meta.term
+                "received snapshot holds {meta:?}, the leader announced {:?}",
+                announced.meta
             );
             return Err(StorageError::corrupt(&path, 0, problem));
         }
@@ -125,6 +125,11 @@ impl Storage for MemoryStorage {
             path,
             size_bytes,
         })
+    }
+
+    fn receive_abandon(&mut self) -> Result<(), StorageError> {
+        self.receiving = None;
+        Ok(())
     }
 
     fn snapshot_chunk(

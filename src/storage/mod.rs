@@ -303,12 +303,15 @@ pub trait Storage {
     /// offset 0 starts a new file (abandoning any other being received).
     fn receive_chunk(&mut self, chunk: &InstallSnapshot) -> Result<(), StorageError>;
     /// The last chunk is stored: the file is synced, checked whole
-    /// (structure, CRC, the index and term the chunks announced) and
+    /// (structure, CRC, the meta the chunks announced) and
     /// installed under its final name. (The state machine was restored
     /// from the chunks as they came: `snapshot::BodyFinder`.) A file that
     /// fails is removed and the error is `Corrupt`; the node goes on
     /// without it.
     fn receive_finish(&mut self) -> Result<SnapshotFile, StorageError>;
+    /// Gives up the snapshot being received (its body failed to restore):
+    /// its file goes, and nothing else changes.
+    fn receive_abandon(&mut self) -> Result<(), StorageError>;
     /// Up to `size` bytes of the durable snapshot file at `index` from
     /// `offset` (fewer only at its end), for the leader's InstallSnapshot
     /// chunks. The default holds no snapshot files: `NoSnapshot`.

@@ -680,7 +680,7 @@ fn chunks_received_in_order_install_the_leaders_file() {
     let leader = TempDir::new("snap-chunks-leader");
     let follower = TempDir::new("snap-chunks-follower");
     let file = write_snapshot(&leader.path, meta(30, 2));
-    let mut receiver = ChunkReceiver::create(&follower.path, LogIndex(30), Term(2), true).unwrap();
+    let mut receiver = ChunkReceiver::create(&follower.path, meta(30, 2), true).unwrap();
     receive(&file, &mut receiver, 97);
     let installed = receiver.finish().unwrap();
     assert_eq!(installed.path, snapshot_path(&follower.path, 30));
@@ -699,7 +699,7 @@ fn an_out_of_order_chunk_is_refused_and_changes_nothing() {
     let leader = TempDir::new("snap-order-leader");
     let follower = TempDir::new("snap-order-follower");
     let file = write_snapshot(&leader.path, meta(30, 2));
-    let mut receiver = ChunkReceiver::create(&follower.path, LogIndex(30), Term(2), true).unwrap();
+    let mut receiver = ChunkReceiver::create(&follower.path, meta(30, 2), true).unwrap();
     let first = snapshot::read_chunk(&file.path, 0, 100).unwrap();
     receiver.write_chunk(0, &first).unwrap();
     let stored = files(&follower.path);
@@ -725,12 +725,23 @@ fn a_corrupt_received_file_is_rejected_and_only_its_temporary_removed() {
     let follower = TempDir::new("snap-bad-follower");
     let older = write_snapshot(&follower.path, meta(10, 1));
     let file = write_snapshot(&leader.path, meta(30, 2));
+    let other_voters = SnapshotMeta {
+        voters: vec![NodeId(1), NodeId(2)],
+        ..meta(30, 2)
+    };
     let cases = [
-        ("flipped", LogIndex(30), Term(2), true),
-        ("announced", LogIndex(30), Term(3), false),
+        ("flipped", meta(30, 2), true, "snapshot CRC mismatch"),
+        ("term", meta(30, 3), false, "term: Term(3)"),
+        (
+            "voters",
+            other_voters,
+            false,
+            "voters: [NodeId(1), NodeId(2)]",
+        ),
     ];
-    for (label, index, term, flip) in cases {
-        let mut receiver = ChunkReceiver::create(&follower.path, index, term, true).unwrap();
+    for (label, announced, flip, problem) in cases {
+        let index = announced.index;
+        let mut receiver = ChunkReceiver::create(&follower.path, announced, true).unwrap();
         let mut bytes = fs::read(&file.path).unwrap();
         if flip {
             bytes[70] ^= 4;
@@ -740,11 +751,7 @@ fn a_corrupt_received_file_is_rejected_and_only_its_temporary_removed() {
         }
         let temporary = follower.path.join(snapshot::receiving_file_name(index));
         let error = receiver.finish().unwrap_err();
-        let (offset, problem) = if flip {
-            (file.size_bytes - 12, "snapshot CRC mismatch")
-        } else {
-            (12, "the leader announced index 30 term 3")
-        };
+        let offset = if flip { file.size_bytes - 12 } else { 12 };
         assert_corrupt_snapshot(&error, &temporary, offset, problem);
         assert!(!temporary.exists(), "{label}");
         assert!(!snapshot_path(&follower.path, 30).exists(), "{label}");

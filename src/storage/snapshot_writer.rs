@@ -12,7 +12,7 @@ use super::snapshot::{
     SNAPSHOT_TRAILER_SIZE,
 };
 use super::{StorageError, SyncJob};
-use crate::core::{LogIndex, SnapshotMeta, Term};
+use crate::core::SnapshotMeta;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -181,6 +181,13 @@ impl FinishedSnapshot {
         };
         install(&self.directory, &self.temporary_path, file, self.fsync)
     }
+
+    /// Gives the snapshot up before its commit (a snapshot from the
+    /// leader replaced the state it holds): removes its temporary file.
+    pub fn abandon(self) -> Result<(), StorageError> {
+        fs::remove_file(&self.temporary_path)
+            .map_err(StorageError::io(&self.temporary_path, "remove"))
+    }
 }
 
 /// A snapshot arriving from the leader in chunks, written as they come.
@@ -188,8 +195,7 @@ impl FinishedSnapshot {
 pub struct ChunkReceiver {
     directory: PathBuf,
     /// What the leader announced; the file's header must say the same.
-    index: LogIndex,
-    term: Term,
+    meta: SnapshotMeta,
     temporary_path: PathBuf,
     file: File,
     /// Bytes stored so far: the offset the next chunk must carry.
@@ -198,19 +204,18 @@ pub struct ChunkReceiver {
 }
 
 impl ChunkReceiver {
-    /// Creates (or restarts) `<dir>/snapshot-<index>.recv.tmp`.
+    /// Creates (or restarts) `<dir>/snapshot-<index>.recv.tmp` for the
+    /// snapshot the leader announced (`meta`, from the network).
     pub fn create(
         directory: &Path,
-        index: LogIndex,
-        term: Term,
+        meta: SnapshotMeta,
         fsync: bool,
     ) -> Result<ChunkReceiver, StorageError> {
-        let temporary_path = directory.join(snapshot::receiving_file_name(index));
+        let temporary_path = directory.join(snapshot::receiving_file_name(meta.index));
         let file = create_temporary(&temporary_path)?;
         Ok(ChunkReceiver {
             directory: directory.to_path_buf(),
-            index,
-            term,
+            meta,
             temporary_path,
             file,
             stored: 0,
@@ -218,9 +223,9 @@ impl ChunkReceiver {
         })
     }
 
-    /// The index and term the leader announced.
-    pub fn announced(&self) -> (LogIndex, Term) {
-        (self.index, self.term)
+    /// The snapshot the leader announced.
+    pub fn announced(&self) -> &SnapshotMeta {
+        &self.meta
     }
 
     pub fn stored_bytes(&self) -> u64 {
@@ -282,7 +287,7 @@ impl ChunkReceiver {
             Err(error) => return Err(error),
         };
         let file = SnapshotFile {
-            path: self.directory.join(snapshot::file_name(self.index)),
+            path: self.directory.join(snapshot::file_name(self.meta.index)),
             ..received
         };
         install(&self.directory, path, file, self.fsync)
@@ -290,10 +295,10 @@ impl ChunkReceiver {
 
     fn check_meta(&self, received: SnapshotFile) -> Result<SnapshotFile, StorageError> {
         let got = &received.meta;
-        if (got.index, got.term) != (self.index, self.term) {
+        if got != &self.meta {
             let problem = format!(
-                "received snapshot holds index {} term {}, the leader announced index {} term {}",
-                got.index, got.term, self.index, self.term
+                "received snapshot holds {got:?}, the leader announced {:?}",
+                self.meta
             );
             return Err(StorageError::corrupt(
                 &self.temporary_path,

@@ -594,6 +594,11 @@ fn read_install_snapshot(reader: &mut Reader<'_>) -> Result<MessageBody, Payload
     if data.is_empty() {
         return Err(PayloadError::Invalid("empty snapshot chunk"));
     }
+    if total_size > crate::storage::snapshot::SNAPSHOT_FILE_SIZE_MAX {
+        return Err(PayloadError::Invalid(
+            "snapshot chunk of a file larger than a snapshot may be",
+        ));
+    }
     let end = offset.checked_add(data_size as u64);
     if end.is_none_or(|end| end > total_size) {
         return Err(PayloadError::Invalid(
@@ -1004,8 +1009,8 @@ pub(super) mod tests {
                         cluster_id: None,
                         ..snapshot_meta(0)
                     },
-                    offset: u64::MAX - 1,
-                    total_size: u64::MAX,
+                    offset: crate::storage::snapshot::SNAPSHOT_FILE_SIZE_MAX - 1,
+                    total_size: crate::storage::snapshot::SNAPSHOT_FILE_SIZE_MAX,
                     data: vec![9].into(),
                 }),
             ),
@@ -1454,6 +1459,19 @@ pub(super) mod tests {
         assert_eq!(payload_error(12, &payload), expected);
         payload[CHUNK_OFFSET_AT..CHUNK_OFFSET_AT + 8].copy_from_slice(&u64::MAX.to_be_bytes());
         assert_eq!(payload_error(12, &payload), expected, "offset overflow");
+    }
+
+    /// A peer cannot make a follower store more than a snapshot file may
+    /// hold (storage would refuse it, and that refusal would stop the node).
+    #[test]
+    fn snapshot_chunk_of_an_oversized_file_is_refused() {
+        let mut payload = chunk_payload();
+        let total_at = CHUNK_OFFSET_AT + 8;
+        let too_large = crate::storage::snapshot::SNAPSHOT_FILE_SIZE_MAX + 1;
+        payload[total_at..total_at + 8].copy_from_slice(&too_large.to_be_bytes());
+        let expected =
+            PayloadError::Invalid("snapshot chunk of a file larger than a snapshot may be");
+        assert_eq!(payload_error(12, &payload), expected);
     }
 
     #[test]

@@ -244,6 +244,11 @@ impl Storage for SimStorage<'_> {
         })
     }
 
+    fn receive_abandon(&mut self) -> Result<(), StorageError> {
+        self.disk.snapshots.abandon_receive();
+        Ok(())
+    }
+
     /// The fdatasync, rename and directory sync on the spot: the node waits
     /// in them, and the file is durable when they complete.
     fn receive_finish(&mut self) -> Result<SnapshotFile, StorageError> {

@@ -149,11 +149,9 @@ impl SnapshotFiles {
         let announced = &receiving.announced.meta;
         let (meta, body) = decode_bytes(&receiving.bytes)
             .map_err(|(offset, problem)| Refusal { offset, problem })?;
-        if (meta.index, meta.term) != (announced.index, announced.term) {
-            let problem = format!(
-                "received snapshot holds index {} term {}, the leader announced {} term {}",
-                meta.index, meta.term, announced.index, announced.term
-            );
+        if &meta != announced {
+            let problem =
+                format!("received snapshot holds {meta:?}, the leader announced {announced:?}");
             return Err(Refusal { offset: 0, problem });
         }
         let digest = digest_of(body);
@@ -165,6 +163,11 @@ impl SnapshotFiles {
         };
         self.files.insert(file.meta.index, file.clone());
         Ok(file)
+    }
+
+    /// Gives up the file being received (nothing else changes).
+    pub fn abandon_receive(&mut self) {
+        self.receiving = None;
     }
 
     /// The newest file with its name, durable yet or not.
