@@ -30,7 +30,9 @@ pub enum SnapshotEvent {
         segments: usize,
     },
     /// A chunk the core asked to send could not be read (the file is gone
-    /// or changed); the core resumes the transfer on a later heartbeat.
+    /// or changed). The core asks again on a later heartbeat, for the same
+    /// offset of the same file, or of the newest one once that file is
+    /// gone: a file that stays unreadable is asked for again each time.
     ChunkUnreadable { index: LogIndex, problem: String },
     /// A snapshot received from the leader failed its check and was
     /// discarded; the leader starts over.
