@@ -19,7 +19,7 @@
 //! and data dir against time both ways.
 
 use crate::probe::{self, LogMark, Window};
-use crate::{field, float_field, sibling, start_cluster, Options};
+use crate::{field, float_field, keep_logs, sibling, start_cluster, Options};
 use raftlite_kit::fault::{poll_until, LocalCluster};
 use std::fmt::Write;
 use std::process::{Command, Stdio};
@@ -68,9 +68,12 @@ pub fn run(options: &Options, seconds: u64) -> Result<String, String> {
         let _ = writeln!(report, "\n- during the writes ({usage})");
         let mut cluster = cluster;
         let _ = writeln!(report, "- {}", restart(&mut cluster)?);
+        let way = if flags.is_empty() { "on" } else { "off" };
+        keep_logs(&cluster, &options.out, &format!("growth-snapshots-{way}"));
         drop(cluster);
         let mut cluster = start_cluster(options, "growth-catch-up", flags)?;
         let _ = writeln!(report, "- {}", catch_up(&mut cluster)?);
+        keep_logs(&cluster, &options.out, &format!("catch-up-snapshots-{way}"));
         histories.push((label, samples));
     }
     let svg = options.out.join("growth.svg");
@@ -217,6 +220,9 @@ fn catch_up(cluster: &mut LocalCluster) -> Result<String, String> {
         .wait_for_leader(Duration::from_secs(5))
         .ok_or("no leader")?;
     let follower = (leader + 1) % 3;
+    // From the kill: the leader starts sending once a snapshot exists past
+    // what the follower has, before the follower is back.
+    let leader_log = LogMark::now(cluster.log_path(leader));
     cluster.kill(follower);
     let written = Instant::now();
     let status = Command::new(sibling("bench")?)
@@ -243,7 +249,6 @@ fn catch_up(cluster: &mut LocalCluster) -> Result<String, String> {
     let leader_snapshot = field(cluster, leader, "snapshot_index").unwrap_or(0);
     let leader_first = field(cluster, leader, "first_index").unwrap_or(0);
     let follower_log = LogMark::now(cluster.log_path(follower));
-    let leader_log = LogMark::now(cluster.log_path(leader));
     let mut processes = node_processes(cluster, leader);
     let started = Instant::now();
     cluster
@@ -264,11 +269,10 @@ fn catch_up(cluster: &mut LocalCluster) -> Result<String, String> {
         .lines()
         .filter(|line| line.contains("Installed snapshot from"))
         .count();
-    let sent: Vec<String> = leader_log
-        .since()
+    let leader_text = leader_log.since();
+    let sent: Vec<&str> = leader_text
         .lines()
         .filter(|line| line.contains("Sending snapshot to"))
-        .map(|line| format!("`{}`", line.trim()))
         .collect();
     let turn = float_field(cluster, follower, "loop_turn_max_ms");
     let converged = cluster.wait_converged(Duration::from_secs(30)).map_or(
@@ -281,10 +285,13 @@ fn catch_up(cluster: &mut LocalCluster) -> Result<String, String> {
          restarted: applied {target} after {caught_up:.2} s; {installed} snapshots installed \
          ({}); the follower's loop_turn_max_ms {}; {converged}; during the catch-up ({usage})",
         cluster.nodes[follower].id,
-        if sent.is_empty() {
-            "the leader sent none: by the log".to_string()
-        } else {
-            sent.join(", ")
+        match sent.last() {
+            None => "the leader logged no `Sending snapshot`: by the log".to_string(),
+            Some(last) => format!(
+                "the leader logged {} `Sending snapshot` since the kill, the last `{}`",
+                sent.len(),
+                last.trim()
+            ),
         },
         turn.map_or("?".to_string(), |ms| format!("{ms:.1}")),
     ))

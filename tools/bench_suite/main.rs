@@ -388,9 +388,29 @@ fn snapshot_rows(options: &Options) -> Result<Vec<Row>, String> {
             shown(row.loop_turn_max_ms),
             probe::snapshots_line(&probe::snapshots_taken(&log.since()))
         ));
+        keep_logs(&cluster, &options.out, &slug(name));
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// Copies the nodes' logs out of a cluster's dir (removed with it) to
+/// `<prefix>-<id>.log` under `out`, for reading the loop's stalls after.
+pub(crate) fn keep_logs(cluster: &LocalCluster, out: &Path, prefix: &str) {
+    for (index, node) in cluster.nodes.iter().enumerate() {
+        let kept = out.join(format!("{prefix}-{}.log", node.id));
+        if let Err(error) = std::fs::copy(cluster.log_path(index), &kept) {
+            eprintln!("bench-suite: cannot keep {}: {error}", kept.display());
+        }
+    }
+}
+
+/// A workload's name as a file name: its letters and digits, lower case.
+fn slug(name: &str) -> String {
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_lowercase()
 }
 
 /// Writes every one of `keys` keys once (`bench --fill`, 64 clients,
@@ -545,11 +565,7 @@ fn run_workload(options: &Options, target: &Target, workload: &Workload) -> Resu
         read_ratio,
         keys,
     } = *workload;
-    let slug: String = name
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect::<String>()
-        .to_lowercase();
+    let slug = slug(name);
     let json = options.out.join(format!("{slug}.json"));
     let status = Command::new(sibling("bench")?)
         .args(["--protocol", target.protocol])
