@@ -6,7 +6,8 @@
 //! phase changes, open-loop releases and new operations, and every 10 ms one
 //! sweep over the clients' timers (deadlines, pauses, slow connects).
 //!
-//! A run goes Setup (every client opens a session) → Warmup (load, not
+//! A run goes Setup (every client opens a session) → Fill (with --fill:
+//! every key written once, in order, not counted) → Warmup (load, not
 //! counted) → Measure → Drain (no new operations; the ones in flight may
 //! finish) → Done.
 
@@ -53,6 +54,8 @@ pub struct Settings {
     pub warmup: Duration,
     pub timeout: Duration,
     pub seed: u64,
+    /// Write every key once before the warmup (`--fill`).
+    pub fill: bool,
 }
 
 /// What `run` hands to the report.
@@ -71,6 +74,7 @@ pub struct Outcome {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Setup,
+    Fill,
     Warmup,
     Measure,
     Drain,
@@ -135,6 +139,12 @@ pub struct Driver {
     addresses: HashMap<String, Option<SocketAddr>>,
     phase: Phase,
     setup_start: Instant,
+    /// The fill: the next key to hand out (keys 0..fill_next are written or
+    /// in flight), when it began, and its writes that failed.
+    /// Invariant: fill_next <= workload.keys.
+    fill_next: u64,
+    fill_start: Instant,
+    fill_failed: u64,
     setup_deadline: Instant,
     // The run's instants, set when setup ends.
     run_start: Instant,
@@ -229,6 +239,9 @@ impl Driver {
             addresses: HashMap::new(),
             phase: Phase::Setup,
             setup_start: now,
+            fill_next: 0,
+            fill_start: now,
+            fill_failed: 0,
             setup_deadline: now + setup_duration,
             run_start: now,
             measure_start: now,
@@ -266,7 +279,7 @@ impl Driver {
         }
         self.release_due(now);
         self.start_ready(now);
-        let running = matches!(self.phase, Phase::Warmup | Phase::Measure | Phase::Drain);
+        let running = self.issues_operations();
         if running && now >= self.progress_next {
             self.print_progress(now);
         }
@@ -280,6 +293,7 @@ impl Driver {
         let mut wake = self.scan_next;
         let phase_end = match self.phase {
             Phase::Setup => Some(self.setup_deadline),
+            Phase::Fill => None,
             Phase::Warmup => Some(self.measure_start),
             Phase::Measure => self.measure_end_planned,
             Phase::Drain => Some(self.drain_deadline),
@@ -302,6 +316,7 @@ impl Driver {
     fn advance_phase(&mut self, now: Instant) {
         match self.phase {
             Phase::Setup => self.check_setup(now),
+            Phase::Fill if self.fill_complete() => self.end_fill(now),
             Phase::Warmup if now >= self.measure_start => self.enter_measure(),
             Phase::Measure if self.measurement_complete(now) => self.end_measure(now),
             Phase::Drain if self.drained() || now >= self.drain_deadline => {
@@ -315,7 +330,10 @@ impl Driver {
     /// open-loop operations scheduled before the end: they belong to the
     /// window even when the loop noticed them late.
     fn issues_operations(&self) -> bool {
-        matches!(self.phase, Phase::Warmup | Phase::Measure | Phase::Drain)
+        matches!(
+            self.phase,
+            Phase::Fill | Phase::Warmup | Phase::Measure | Phase::Drain
+        )
     }
 
     /// Nothing in flight and (open loop) nothing released waits to start.
@@ -345,6 +363,44 @@ impl Driver {
         ));
         // Setup errors (first contacts redirected to the leader) are not load.
         self.unmeasured = Stats::default();
+        if self.settings.fill {
+            self.begin_fill(now);
+        } else {
+            self.begin_load(now);
+        }
+    }
+
+    /// Every client takes the next unwritten key until all are handed out.
+    fn begin_fill(&mut self, now: Instant) {
+        self.phase = Phase::Fill;
+        self.fill_start = now;
+        self.run_start = now;
+        self.progress_last = now;
+        self.progress_next = now + PROGRESS_INTERVAL;
+        for index in 0..self.clients.len() {
+            self.enqueue_ready(index);
+        }
+    }
+
+    fn fill_complete(&self) -> bool {
+        self.fill_next == self.settings.workload.keys && self.in_progress == 0
+    }
+
+    fn end_fill(&mut self, now: Instant) {
+        let seconds = (now - self.fill_start).as_secs_f64();
+        let keys = self.settings.workload.keys;
+        write_stdout(&format!(
+            "fill: {keys} keys written in {seconds:.3} s ({:.0} keys/s; {} failed; {})\n",
+            keys as f64 / seconds.max(f64::EPSILON),
+            self.fill_failed,
+            errors_line(&self.unmeasured)
+        ));
+        self.unmeasured = Stats::default();
+        self.begin_load(now);
+    }
+
+    /// The warmup and the measured window start from `now`.
+    fn begin_load(&mut self, now: Instant) {
         self.run_start = now;
         self.measure_start = now + self.settings.warmup;
         self.measure_end_planned = self
@@ -599,6 +655,7 @@ impl Driver {
             self.second_operations += 1;
         } else {
             stats.record_failure();
+            self.fill_failed += u64::from(self.phase == Phase::Fill);
         }
         self.enqueue_ready(index);
     }
@@ -626,7 +683,9 @@ impl Driver {
     fn record_error(&mut self, kind: ErrorKind) {
         match self.phase {
             Phase::Measure | Phase::Drain => self.measured.record_error(kind),
-            Phase::Setup | Phase::Warmup | Phase::Done => self.unmeasured.record_error(kind),
+            Phase::Setup | Phase::Fill | Phase::Warmup | Phase::Done => {
+                self.unmeasured.record_error(kind)
+            }
         }
     }
 
@@ -693,6 +752,9 @@ impl Driver {
         if busy || !client.active {
             return;
         }
+        if self.phase == Phase::Fill {
+            return self.begin_fill_write(index, now);
+        }
         let intended = match &self.schedule {
             None => {
                 // Closed loop: the end of the window ends new operations.
@@ -716,6 +778,30 @@ impl Driver {
             Some(_) => return,
         };
         self.begin_operation(index, intended, now);
+    }
+
+    /// The fill's next key, written by client `index`; nothing once every
+    /// key is handed out.
+    fn begin_fill_write(&mut self, index: usize, now: Instant) {
+        let key_index = self.fill_next;
+        if key_index == self.settings.workload.keys {
+            return;
+        }
+        self.fill_next += 1;
+        self.in_progress += 1;
+        let now_ms = self.ms(now);
+        let client = &mut self.clients[index];
+        let command = self
+            .settings
+            .workload
+            .fill_command(key_index, &client.value);
+        let action = client.machine.start(&command, now_ms);
+        client.purpose = Some(Purpose::Operation);
+        client.operation = Some(Operation {
+            intended_start: now,
+            measured: false,
+        });
+        self.act(index, action, now);
     }
 
     fn begin_operation(&mut self, index: usize, intended: Instant, now: Instant) {
@@ -748,6 +834,7 @@ impl Driver {
             .saturating_duration_since(self.progress_last)
             .as_secs_f64();
         let (label, stats) = match self.phase {
+            Phase::Fill => ("  (fill)", &self.unmeasured),
             Phase::Warmup => ("  (warmup)", &self.unmeasured),
             Phase::Drain => ("  (drain)", &self.measured),
             _ => ("", &self.measured),
@@ -944,6 +1031,7 @@ mod tests {
             warmup: Duration::ZERO,
             timeout: Duration::from_millis(timeout_ms),
             seed: 1,
+            fill: false,
         }
     }
 
@@ -970,6 +1058,31 @@ mod tests {
         assert_eq!(outcome.measured.errors_total(), 0);
         assert!((outcome.measured_seconds - 0.3).abs() < 1e-9);
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    /// The keys of every SET the fill test's node received.
+    static FILLED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+    #[test]
+    fn fill_writes_every_key_once_before_the_measured_reads() {
+        let node = fake_node(|command, session_id, sequence| {
+            if let Some(rest) = command.strip_prefix("SET ") {
+                let key = rest.split(' ').next().unwrap_or_default().to_string();
+                FILLED.lock().expect("not poisoned").push(key);
+            }
+            leader_answer(command, session_id, sequence)
+        });
+        let mut settings = settings(vec![node], 1.0, 1000);
+        settings.workload.keys = 50;
+        settings.fill = true;
+        let outcome = run(settings).expect("runs");
+        // Only reads are measured; the fill's writes are not counted.
+        assert!(outcome.measured.operations_succeeded > 0);
+        assert_eq!(outcome.measured.errors_total(), 0);
+        let mut filled = FILLED.lock().expect("not poisoned").clone();
+        filled.sort();
+        let expected: Vec<String> = (0..50).map(|index| format!("k{index:07}")).collect();
+        assert_eq!(filled, expected);
     }
 
     #[test]

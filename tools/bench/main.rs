@@ -106,6 +106,7 @@ fn run(options: &Options, seeds: Vec<SocketAddr>) -> u8 {
         warmup: options.warmup,
         timeout: options.timeout,
         seed: options.seed,
+        fill: options.fill,
     };
     let outcome = match driver::run(settings) {
         Ok(outcome) => outcome,

@@ -69,6 +69,8 @@ pub struct Options {
     pub seed: u64,
     pub json_path: Option<PathBuf>,
     pub histogram_path: Option<PathBuf>,
+    /// Before the run, write each of the `keys` keys once, in order.
+    pub fill: bool,
 }
 
 pub enum Parsed {
@@ -79,7 +81,7 @@ pub enum Parsed {
 
 fn option_table() -> getopts::Options {
     let mut table = getopts::Options::new();
-    let flags: [(&str, &str, String); 16] = [
+    let flags: [(&str, &str, String); 17] = [
         ("cluster", "HOST:PORT,...", format!("nodes to contact, comma-separated; the only source of addresses besides leader hints (default {CLUSTER_DEFAULT})")),
         ("protocol", "raftlite|etcd", "what the nodes speak: raftlite frames, or etcd 3.4's JSON gateway over HTTP/1.1 (PUT and linearizable RANGE, no sessions; --cluster lists client URLs) (default raftlite)".to_string()),
         ("clients", "N", format!("concurrent clients, each with its own TCP connection and session, one request outstanding (default {CLIENTS_DEFAULT}, at most {CLIENTS_MAX})")),
@@ -95,11 +97,13 @@ fn option_table() -> getopts::Options {
         ("seed", "N", format!("seed of the key and read/write choices (default {SEED_DEFAULT})")),
         ("json", "FILE", "also write the summary as one JSON object to FILE (default: none)".to_string()),
         ("hist", "FILE.svg", "also draw the latency histogram as SVG to FILE (default: none)".to_string()),
+        ("fill", "", "first SET every one of the --keys keys once, in key order across the clients, so the store holds them all live; then warm up and measure as usual (the fill is not counted; a line says how long it took) (default: no fill)".to_string()),
         ("help", "", "print this help".to_string()),
     ];
     for (name, hint, description) in flags {
         if hint.is_empty() {
-            table.optflag("h", name, &description);
+            let short = if name == "help" { "h" } else { "" };
+            table.optflag(short, name, &description);
         } else {
             table.optopt("", name, &description, hint);
         }
@@ -181,6 +185,7 @@ pub fn parse(arguments: &[String]) -> Result<Parsed, String> {
         .unwrap_or(SEED_DEFAULT),
         json_path: text("json").map(PathBuf::from),
         histogram_path: text("hist").map(PathBuf::from),
+        fill: matches.opt_present("fill"),
     };
     Ok(Parsed::Run(Box::new(options)))
 }
@@ -340,6 +345,7 @@ mod tests {
         assert_eq!(options.read_ratio, 0.5);
         assert_eq!(options.timeout, Duration::from_millis(5000));
         assert_eq!((options.json_path, options.histogram_path), (None, None));
+        assert!(!options.fill);
     }
 
     #[test]
@@ -347,7 +353,8 @@ mod tests {
         let options = run(
             "--cluster 10.0.1.12:8000,node-b:9000 --clients 64 --duration 2.5 --ops 1000 \
              --warmup 1 --rate 5000 --key-size 12 --value-size 100 --keys 1000 \
-             --read-ratio 0.9 --timeout 250 --seed 7 --json out.json --hist out.svg --protocol etcd",
+             --read-ratio 0.9 --timeout 250 --seed 7 --json out.json --hist out.svg --protocol etcd \
+             --fill",
         )
         .expect("valid");
         assert_eq!(options.cluster, ["10.0.1.12:8000", "node-b:9000"]);
@@ -363,6 +370,7 @@ mod tests {
         assert_eq!(options.seed, 7);
         assert_eq!(options.json_path, Some(PathBuf::from("out.json")));
         assert_eq!(options.histogram_path, Some(PathBuf::from("out.svg")));
+        assert!(options.fill);
     }
 
     #[test]
@@ -391,11 +399,12 @@ mod tests {
             "--seed",
             "--json",
             "--hist",
+            "--fill",
             "--help",
         ] {
             assert!(text.contains(flag), "{flag} missing from --help");
         }
-        assert_eq!(text.matches("(default").count(), 15);
+        assert_eq!(text.matches("(default").count(), 16);
     }
 
     #[test]

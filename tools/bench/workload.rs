@@ -60,6 +60,15 @@ impl Workload {
             OperationKind::Write
         };
         let key_index = random.below(self.keys);
+        (kind, self.command(kind, key_index, value))
+    }
+
+    /// The fill's write of key `key_index` (`bench --fill`).
+    pub fn fill_command(&self, key_index: u64, value: &str) -> String {
+        self.command(OperationKind::Write, key_index, value)
+    }
+
+    fn command(&self, kind: OperationKind, key_index: u64, value: &str) -> String {
         let mut command = String::with_capacity(5 + self.key_size + self.value_size);
         command.push_str(match kind {
             OperationKind::Read => "GET ",
@@ -70,7 +79,7 @@ impl Workload {
             command.push(' ');
             command.push_str(value);
         }
-        (kind, command)
+        command
     }
 
     /// `k` and the index zero-padded to `key_size` bytes, e.g. `k0000042`.
@@ -201,6 +210,13 @@ mod tests {
             .value_for_client(123),
             "c1"
         );
+    }
+
+    #[test]
+    fn fill_commands_write_the_key_asked_for() {
+        let workload = workload(0.9);
+        assert_eq!(workload.fill_command(0, "vv"), "SET k0000000 vv");
+        assert_eq!(workload.fill_command(99, "vv"), "SET k0000099 vv");
     }
 
     #[test]

@@ -7,9 +7,15 @@
 //! the table shows both with ratios, failover included (etcd with the
 //! issue's heartbeat 50 ms and election 300 ms). `--failover-only` skips
 //! the throughput and catch-up rows for a quick check of the failover ones.
+//! The two 1M-key SET rows (issue 13: without snapshots and with one every
+//! 20k entries) run after the others, or alone with `--snapshots-only`;
+//! `--growth` runs instead the measurements of memory, disk and restart
+//! time against history (`growth.rs`).
 
 mod etcd;
 mod etcd_client;
+mod growth;
+mod probe;
 use etcd_client::EtcdClient;
 // bench's etcd requests and responses (the failover client uses them too).
 use raftlite_kit::etcd_gateway as gateway;
@@ -22,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-struct Options {
+pub(crate) struct Options {
     duration_s: u64,
     trials: usize,
     catch_up_entries: u64,
@@ -30,6 +36,9 @@ struct Options {
     out: PathBuf,
     compare_etcd: bool,
     failover_only: bool,
+    snapshots_only: bool,
+    /// `--growth S`: the history runs of `growth.rs`, S seconds each.
+    growth_s: Option<u64>,
 }
 
 /// One workload's figures, read back from `bench --json`.
@@ -39,6 +48,12 @@ struct Row {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+    p999_ms: f64,
+    /// The leader's STATUS `loop_turn_max_ms` after the run (since it
+    /// started), if it answered.
+    loop_turn_max_ms: Option<f64>,
+    /// Said below the table: what else was measured during the row.
+    notes: Vec<String>,
 }
 
 /// What the suite reads of `bench --json` (tools/bench/report.rs has the
@@ -50,6 +65,9 @@ struct BenchJson {
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
     errors: u64,
+    p999_ms: Option<f64>,
+    cpu_user_s: Option<f64>,
+    cpu_system_s: Option<f64>,
 }
 
 const EXIT_FAILED: u8 = 1;
@@ -63,7 +81,7 @@ const EXIT_CODES: &str = "Exit codes:\n\
 \x20    acknowledged, a follower did not catch up, or a result could not be written\n\
 \x20 2  usage error\n";
 
-const USAGE: &str = "Usage: bench-suite [--duration S] [--trials N] [--catch-up N] [--fsync MODE] [--out DIR] [--compare-etcd] [--failover-only]";
+const USAGE: &str = "Usage: bench-suite [--duration S] [--trials N] [--catch-up N] [--fsync MODE] [--out DIR] [--compare-etcd] [--failover-only | --snapshots-only | --growth S]";
 
 fn main() -> ExitCode {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
@@ -114,6 +132,19 @@ fn option_table() -> getopts::Options {
         "failover-only",
         "run only the failover trials (with --compare-etcd, etcd's too): a quick check",
     );
+    table.optflag(
+        "",
+        "snapshots-only",
+        "run only the two 1M-key SET rows, without snapshots and with one every 20k entries (about 90 s)",
+    );
+    table.optopt(
+        "",
+        "growth",
+        "instead of the suite: memory, disk and restart time against history, S seconds of \
+         writes with snapshots at the defaults and with them off, then a follower catching up \
+         1M writes each way (about 2 S + 90 seconds; growth.rs)",
+        "S",
+    );
     table.optflag("h", "help", "print this help");
     table
 }
@@ -154,10 +185,32 @@ fn parse_options(arguments: &[String]) -> Result<Option<Options>, String> {
         ),
         compare_etcd: matches.opt_present("compare-etcd"),
         failover_only: matches.opt_present("failover-only"),
+        snapshots_only: matches.opt_present("snapshots-only"),
+        growth_s: matches
+            .opt_present("growth")
+            .then(|| number("growth", 75))
+            .transpose()?,
     }))
+    .and_then(|options| match options {
+        Some(options) if exclusive_modes(&options) > 1 => {
+            Err("--failover-only, --snapshots-only and --growth exclude each other".to_string())
+        }
+        options => Ok(options),
+    })
 }
 
-fn sibling(name: &str) -> Result<PathBuf, String> {
+fn exclusive_modes(options: &Options) -> usize {
+    [
+        options.failover_only,
+        options.snapshots_only,
+        options.growth_s.is_some(),
+    ]
+    .iter()
+    .filter(|&&mode| mode)
+    .count()
+}
+
+pub(crate) fn sibling(name: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|error| error.to_string())?;
     let path = exe
         .parent()
@@ -169,13 +222,20 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
     ))
 }
 
-fn start_cluster(options: &Options, name: &str) -> Result<LocalCluster, String> {
+/// A fresh 3-node cluster with a leader; `flags` go to every node.
+pub(crate) fn start_cluster(
+    options: &Options,
+    name: &str,
+    flags: &[&str],
+) -> Result<LocalCluster, String> {
     let fsync = if options.fsync { "always" } else { "never" };
+    let mut extra_arguments = vec!["--fsync".to_string(), fsync.to_string()];
+    extra_arguments.extend(flags.iter().map(|flag| flag.to_string()));
     let spec = ClusterSpec {
         size: 3,
         dir: options.out.join(name),
         binary: sibling("raftlite")?,
-        extra_arguments: vec!["--fsync".to_string(), fsync.to_string()],
+        extra_arguments,
         proxied: false,
         remove_dir_on_drop: true,
     };
@@ -197,18 +257,33 @@ const WORKLOADS: [(&str, usize, &str); 4] = [
 
 fn run(options: &Options) -> Result<(), String> {
     std::fs::create_dir_all(&options.out).map_err(|error| error.to_string())?;
-    let rows = if options.failover_only {
+    if let Some(seconds) = options.growth_s {
+        let report = growth::run(options, seconds)?;
+        println!("{report}");
+        return std::fs::write(options.out.join("growth.md"), &report)
+            .map_err(|error| error.to_string());
+    }
+    let rows = if options.failover_only || options.snapshots_only {
         Vec::new()
     } else {
         raftlite_rows(options)?
     };
-    let failovers = failover_trials(options)?;
-    let catch_up = if options.failover_only {
+    let snapshot_rows = if options.failover_only {
+        Vec::new()
+    } else {
+        snapshot_rows(options)?
+    };
+    let failovers = if options.snapshots_only {
+        Vec::new()
+    } else {
+        failover_trials(options)?
+    };
+    let catch_up = if options.failover_only || options.snapshots_only {
         None
     } else {
         Some(catch_up(options)?)
     };
-    let mut report = table(&rows, &failovers, catch_up, options);
+    let mut report = table(&rows, &snapshot_rows, &failovers, catch_up, options);
     if options.compare_etcd {
         let etcd_rows = if options.failover_only {
             Vec::new()
@@ -225,14 +300,161 @@ fn run(options: &Options) -> Result<(), String> {
 fn raftlite_rows(options: &Options) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     for (name, clients, read_ratio) in WORKLOADS {
-        let cluster = start_cluster(options, "throughput")?;
+        let cluster = start_cluster(options, "throughput", &[])?;
         let target = Target {
             protocol: "raftlite",
             addresses: cluster.addresses(),
         };
-        rows.push(run_workload(options, &target, name, clients, read_ratio)?);
+        let workload = Workload {
+            name,
+            clients,
+            read_ratio,
+            keys: THROUGHPUT_KEYS,
+        };
+        let mut row = run_workload(options, &target, &workload)?;
+        row.loop_turn_max_ms = leader_loop_turn_max_ms(&cluster);
+        rows.push(row);
     }
     Ok(rows)
+}
+
+/// Keys of the throughput rows.
+const THROUGHPUT_KEYS: u64 = 10_000;
+/// Live keys of the snapshot rows (issue 13: "at 1M live keys").
+const SNAPSHOT_ROW_KEYS: u64 = 1_000_000;
+/// (name, --snapshot-entries) of the 1M-key rows: snapshots effectively
+/// off (a threshold the run never reaches), then one every 20k entries;
+/// trailing is the default.
+const SNAPSHOT_WORKLOADS: [(&str, &str); 2] = [
+    ("SET, 64 clients, 1M keys", "1000000000"),
+    (
+        "SET, 64 clients, 1M keys, snapshot every 20k entries",
+        "20000",
+    ),
+];
+
+/// The 1M-key rows, each on a fresh cluster after a fill of every key
+/// (a separate `bench --fill`, so the measured run's log lines and CPU
+/// are its own), with what the leader and the machine did meanwhile.
+fn snapshot_rows(options: &Options) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    for (name, snapshot_entries) in SNAPSHOT_WORKLOADS {
+        let flags = ["--snapshot-entries", snapshot_entries];
+        let cluster = start_cluster(options, "snapshots", &flags)?;
+        let target = Target {
+            protocol: "raftlite",
+            addresses: cluster.addresses(),
+        };
+        let fill_line = fill(&target, SNAPSHOT_ROW_KEYS)?;
+        let leader = cluster
+            .wait_for_leader(Duration::from_secs(10))
+            .ok_or("no leader after the fill")?;
+        let turn_after_fill = float_field(&cluster, leader, "loop_turn_max_ms");
+        let log = probe::LogMark::now(cluster.log_path(leader));
+        let processes: Vec<(String, u32)> = (0..3)
+            .filter_map(|index| {
+                let role = if index == leader {
+                    "leader"
+                } else {
+                    "follower"
+                };
+                let name = format!("{role} {}", cluster.nodes[index].id);
+                Some((name, cluster.pid(index)?))
+            })
+            .collect();
+        let window = probe::Window::start(&processes);
+        let workload = Workload {
+            name,
+            clients: 64,
+            read_ratio: "0",
+            keys: SNAPSHOT_ROW_KEYS,
+        };
+        let mut row = run_workload(options, &target, &workload)?;
+        row.notes
+            .push(format!("during the run ({})", window.report()));
+        row.loop_turn_max_ms = float_field(&cluster, leader, "loop_turn_max_ms");
+        let still = cluster.agreed_leader() == Some(leader);
+        row.notes.insert(0, fill_line);
+        row.notes.push(format!(
+            "leader {}{}: loop_turn_max_ms {} after the fill, {} after the run; \
+             during the run: {}",
+            cluster.nodes[leader].id,
+            if still {
+                ""
+            } else {
+                " (no longer leader at the end)"
+            },
+            shown(turn_after_fill),
+            shown(row.loop_turn_max_ms),
+            probe::snapshots_line(&probe::snapshots_taken(&log.since()))
+        ));
+        keep_logs(&cluster, &options.out, &slug(name));
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Copies the nodes' logs out of a cluster's dir (removed with it) to
+/// `<prefix>-<id>.log` under `out`, for reading the loop's stalls after.
+pub(crate) fn keep_logs(cluster: &LocalCluster, out: &Path, prefix: &str) {
+    for (index, node) in cluster.nodes.iter().enumerate() {
+        let kept = out.join(format!("{prefix}-{}.log", node.id));
+        if let Err(error) = std::fs::copy(cluster.log_path(index), &kept) {
+            eprintln!("bench-suite: cannot keep {}: {error}", kept.display());
+        }
+    }
+}
+
+/// A workload's name as a file name: its letters and digits, lower case.
+fn slug(name: &str) -> String {
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_lowercase()
+}
+
+/// Writes every one of `keys` keys once (`bench --fill`, 64 clients,
+/// 64-byte values); returns bench's `fill:` line.
+fn fill(target: &Target, keys: u64) -> Result<String, String> {
+    let output = Command::new(sibling("bench")?)
+        .args(["--cluster", &target.addresses.join(",")])
+        .args([
+            "--clients",
+            "64",
+            "--read-ratio",
+            "0",
+            "--fill",
+            "--ops",
+            "1",
+        ])
+        .args(["--key-size", "8", "--value-size", "64"])
+        .args(["--keys", &keys.to_string()])
+        .output()
+        .map_err(|error| format!("cannot run bench: {error}"))?;
+    if !output.status.success() {
+        return Err(format!("bench --fill failed ({})", output.status));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().find(|line| line.starts_with("fill: "));
+    Ok(line.unwrap_or("fill: no summary line").to_string())
+}
+
+/// The leader's `loop_turn_max_ms`, if a leader answers.
+fn leader_loop_turn_max_ms(cluster: &LocalCluster) -> Option<f64> {
+    let leader = cluster.wait_for_leader(Duration::from_secs(2))?;
+    float_field(cluster, leader, "loop_turn_max_ms")
+}
+
+fn shown(value: Option<f64>) -> String {
+    value.map_or("?".to_string(), |value| format!("{value:.1}"))
+}
+
+/// One throughput workload.
+struct Workload<'a> {
+    name: &'a str,
+    clients: usize,
+    read_ratio: &'a str,
+    keys: u64,
 }
 
 /// Where `bench` sends its load.
@@ -249,13 +471,14 @@ fn etcd_rows(options: &Options) -> Result<Vec<Row>, String> {
             protocol: "etcd",
             addresses: etcd.addresses(),
         };
-        rows.push(run_workload(
-            options,
-            &target,
-            &format!("etcd {name}"),
+        let name = format!("etcd {name}");
+        let workload = Workload {
+            name: &name,
             clients,
             read_ratio,
-        )?);
+            keys: THROUGHPUT_KEYS,
+        };
+        rows.push(run_workload(options, &target, &workload)?);
     }
     Ok(rows)
 }
@@ -335,18 +558,14 @@ fn etcd_failover_trials(options: &Options) -> Result<Vec<f64>, String> {
     Ok(results)
 }
 
-fn run_workload(
-    options: &Options,
-    target: &Target,
-    name: &str,
-    clients: usize,
-    read_ratio: &str,
-) -> Result<Row, String> {
-    let slug: String = name
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect::<String>()
-        .to_lowercase();
+fn run_workload(options: &Options, target: &Target, workload: &Workload) -> Result<Row, String> {
+    let Workload {
+        name,
+        clients,
+        read_ratio,
+        keys,
+    } = *workload;
+    let slug = slug(name);
     let json = options.out.join(format!("{slug}.json"));
     let status = Command::new(sibling("bench")?)
         .args(["--protocol", target.protocol])
@@ -364,7 +583,8 @@ fn run_workload(
             "--read-ratio",
             read_ratio,
         ])
-        .args(["--key-size", "8", "--value-size", "64", "--keys", "10000"])
+        .args(["--key-size", "8", "--value-size", "64"])
+        .args(["--keys", &keys.to_string()])
         .arg("--json")
         .arg(&json)
         .arg("--hist")
@@ -386,12 +606,21 @@ fn read_row(name: &str, path: &Path) -> Result<Row, String> {
     let json: BenchJson = serde_json::from_str(&text)
         .map_err(|error| format!("{} is not bench's JSON: {error}", path.display()))?;
     // null (nothing measured) shows as NaN in the table.
+    let cpu = json.cpu_user_s.zip(json.cpu_system_s);
     Ok(Row {
         name: name.to_string(),
         ops_per_sec: json.ops_per_sec.unwrap_or(f64::NAN),
         p50_ms: json.p50_ms.unwrap_or(f64::NAN),
         p99_ms: json.p99_ms.unwrap_or(f64::NAN),
         errors: json.errors,
+        p999_ms: json.p999_ms.unwrap_or(f64::NAN),
+        loop_turn_max_ms: None,
+        notes: cpu
+            .map(|(user, system)| {
+                format!("bench's own CPU: {user:.2} s user, {system:.2} s system")
+            })
+            .into_iter()
+            .collect(),
     })
 }
 
@@ -402,7 +631,7 @@ const ETCD_HEALTHY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// kill -9 the leader, then time until the next write is acknowledged.
 fn failover_trials(options: &Options) -> Result<Vec<f64>, String> {
-    let mut cluster = start_cluster(options, "failover")?;
+    let mut cluster = start_cluster(options, "failover", &[])?;
     let mut client = cluster.client(FAILOVER_WRITE_TIMEOUT);
     let mut results = Vec::new();
     for trial in 0..options.trials {
@@ -431,7 +660,7 @@ fn failover_trials(options: &Options) -> Result<Vec<f64>, String> {
 /// A follower down while `catch_up_entries` writes commit, then restarted:
 /// seconds until it has applied all of them.
 fn catch_up(options: &Options) -> Result<f64, String> {
-    let mut cluster = start_cluster(options, "catch-up")?;
+    let mut cluster = start_cluster(options, "catch-up", &[])?;
     let leader = cluster
         .wait_for_leader(Duration::from_secs(5))
         .ok_or("no leader")?;
@@ -470,7 +699,11 @@ fn catch_up(options: &Options) -> Result<f64, String> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn field(cluster: &LocalCluster, index: usize, name: &str) -> Option<u64> {
+pub(crate) fn field(cluster: &LocalCluster, index: usize, name: &str) -> Option<u64> {
+    cluster.status(index)?.get(name)?.parse().ok()
+}
+
+pub(crate) fn float_field(cluster: &LocalCluster, index: usize, name: &str) -> Option<f64> {
     cluster.status(index)?.get(name)?.parse().ok()
 }
 
@@ -490,39 +723,84 @@ fn rounded(values: &[f64]) -> Vec<f64> {
 }
 
 /// raftlite's table; without a catch-up time (`--failover-only`) its row is
-/// left out.
-fn table(rows: &[Row], failovers: &[f64], catch_up_s: Option<f64>, options: &Options) -> String {
+/// left out, and so are the failover row without trials
+/// (`--snapshots-only`). The last two columns came with the snapshot rows
+/// (issue 13); the columns before them keep their places, for the tools
+/// that read the table.
+fn table(
+    rows: &[Row],
+    snapshot_rows: &[Row],
+    failovers: &[f64],
+    catch_up_s: Option<f64>,
+    options: &Options,
+) -> String {
     let mut text = format!(
         "raftlite, 3 nodes on loopback, --fsync {}, 8-byte keys, 64-byte values, {} s per workload\n\n",
         if options.fsync { "always" } else { "never" },
         options.duration_s
     );
-    text.push_str("| workload | ops/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|\n");
-    for row in rows {
+    text.push_str(
+        "| workload | ops/s | p50 ms | p99 ms | errors | p99.9 ms | leader loop_turn_max_ms |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for row in rows.iter().chain(snapshot_rows) {
         text.push_str(&format!(
-            "| {} | {:.0} | {:.3} | {:.3} | {} |\n",
-            row.name, row.ops_per_sec, row.p50_ms, row.p99_ms, row.errors
+            "| {} | {:.0} | {:.3} | {:.3} | {} | {:.3} | {} |\n",
+            row.name,
+            row.ops_per_sec,
+            row.p50_ms,
+            row.p99_ms,
+            row.errors,
+            row.p999_ms,
+            shown(row.loop_turn_max_ms)
         ));
     }
-    text.push_str(&format!(
-        "| kill -9 leader → next acknowledged write ({} trials) | | median {:.0} ms | max {:.0} ms | |\n",
-        failovers.len(),
-        median(failovers),
-        maximum(failovers)
-    ));
+    if !failovers.is_empty() {
+        text.push_str(&format!(
+            "| kill -9 leader → next acknowledged write ({} trials) | | median {:.0} ms | max {:.0} ms | | | |\n",
+            failovers.len(),
+            median(failovers),
+            maximum(failovers)
+        ));
+    }
     if let Some(catch_up_s) = catch_up_s {
         text.push_str(&format!(
-            "| follower catches up {} entries | {:.0} entries/s | {:.2} s total | | |\n",
+            "| follower catches up {} entries | {:.0} entries/s | {:.2} s total | | | | |\n",
             options.catch_up_entries,
             options.catch_up_entries as f64 / catch_up_s,
             catch_up_s
         ));
     }
-    text.push_str(&format!(
-        "\nfailover trials (ms): {:?}\nresults: {}\n",
-        rounded(failovers),
-        options.out.display()
-    ));
+    text.push_str(&snapshot_notes(snapshot_rows));
+    if !failovers.is_empty() {
+        text.push_str(&format!("\nfailover trials (ms): {:?}", rounded(failovers)));
+    }
+    text.push_str(&format!("\nresults: {}\n", options.out.display()));
+    text
+}
+
+/// The snapshot rows' p99.9 ratio against the issue's target, then what
+/// each row's notes say.
+fn snapshot_notes(rows: &[Row]) -> String {
+    let [without, with] = rows else {
+        return String::new();
+    };
+    let ratio = with.p999_ms / without.p999_ms;
+    let verdict = if ratio <= 2.0 { "met" } else { "MISSED" };
+    let mut text = format!(
+        "\n1M keys, p99.9 with snapshots every 20k entries / without: {:.3} / {:.3} ms = {ratio:.2}x \
+         (issue 13's target: at most 2x: {verdict}); p99 {:.2}x, ops/s {:.2}x\n",
+        with.p999_ms,
+        without.p999_ms,
+        with.p99_ms / without.p99_ms,
+        with.ops_per_sec / without.ops_per_sec
+    );
+    for row in rows {
+        text.push_str(&format!("\n{}:\n", row.name));
+        for note in &row.notes {
+            text.push_str(&format!("- {note}\n"));
+        }
+    }
     text
 }
 
@@ -537,6 +815,9 @@ mod tests {
             p50_ms: 1.0,
             p99_ms: 2.0,
             errors: 0,
+            p999_ms: 3.0,
+            loop_turn_max_ms: None,
+            notes: Vec::new(),
         }
     }
 
@@ -617,5 +898,61 @@ mod tests {
             lines.last(),
             Some(&"etcd failover trials (ms): [1000.0, 1200.0]")
         );
+    }
+
+    fn options(arguments: &str) -> Result<Option<Options>, String> {
+        let arguments: Vec<String> = arguments.split_whitespace().map(String::from).collect();
+        parse_options(&arguments)
+    }
+
+    #[test]
+    fn the_table_keeps_its_first_columns_and_judges_the_snapshot_rows() {
+        let options = options("--out /tmp/x").expect("valid").expect("not help");
+        let mut without = row("SET, 64 clients, 1M keys", 30000.0);
+        without.p999_ms = 10.0;
+        let mut with = row(
+            "SET, 64 clients, 1M keys, snapshot every 20k entries",
+            27000.0,
+        );
+        with.p999_ms = 25.0;
+        with.loop_turn_max_ms = Some(4.5);
+        with.notes.push("3 snapshots taken".to_string());
+        let rows = [row("SET, 1 client", 2000.0)];
+        let text = table(&rows, &[without, with], &[200.0], Some(0.5), &options);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.contains(&"| SET, 1 client | 2000 | 1.000 | 2.000 | 0 | 3.000 | ? |"));
+        assert!(lines
+            .iter()
+            .any(|line| line
+                .starts_with("| workload | ops/s | p50 ms | p99 ms | errors | p99.9 ms |")));
+        assert!(lines.contains(
+            &"| SET, 64 clients, 1M keys, snapshot every 20k entries | 27000 | 1.000 | 2.000 | 0 | 25.000 | 4.5 |"
+        ));
+        assert!(lines.iter().any(|line| line.contains("= 2.50x")
+            && line.contains("at most 2x: MISSED")
+            && line.contains("ops/s 0.90x")));
+        assert!(lines.contains(&"- 3 snapshots taken"));
+        assert!(lines
+            .iter()
+            .any(|line| line.starts_with("| kill -9 leader")));
+        // Without snapshot rows there is no verdict line.
+        let text = table(&rows, &[], &[200.0], Some(0.5), &options);
+        assert!(!text.contains("target"));
+    }
+
+    #[test]
+    fn modes_exclude_each_other_and_growth_takes_seconds() {
+        let growth = options("--growth 30").expect("valid").expect("not help");
+        assert_eq!(growth.growth_s, Some(30));
+        assert!(options("--snapshots-only").expect("valid").is_some());
+        for line in [
+            "--growth 30 --snapshots-only",
+            "--failover-only --snapshots-only",
+            "--growth 30 --failover-only",
+        ] {
+            let error = options(line).err().expect("refused");
+            assert!(error.contains("exclude each other"), "{line}: {error}");
+        }
+        assert!(options("--growth 0").is_err());
     }
 }
