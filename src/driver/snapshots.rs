@@ -58,13 +58,11 @@ impl<J> Driver<J> {
     {
         self.compact(replica, storage)?;
         let more = if replica.snapshot_writing() {
-            self.write_snapshot_slice(replica, storage, syncer)?;
-            replica.snapshot_writing()
+            self.write_snapshot_slice(replica, storage, syncer)?
         } else if replica.snapshot_due(self.policy.entries) {
             let meta = replica.begin_snapshot();
             storage.snapshot_begin(&meta)?;
-            self.write_snapshot_slice(replica, storage, syncer)?;
-            replica.snapshot_writing()
+            self.write_snapshot_slice(replica, storage, syncer)?
         } else {
             replica.fold_idle()
         };
@@ -74,31 +72,42 @@ impl<J> Driver<J> {
         Ok(more)
     }
 
+    /// Writes the next slice, if the pace allows one now. Returns whether
+    /// a slice is due at once (the caller drives again soon); a paced one
+    /// waits for the next turn.
     fn write_snapshot_slice<S, X>(
         &mut self,
         replica: &mut Replica,
         storage: &mut S,
         syncer: &mut X,
-    ) -> Result<(), DriveError>
+    ) -> Result<bool, DriveError>
     where
         S: Storage<Job = J>,
         X: SyncExecutor<J>,
     {
+        let budget = replica.snapshot_budget(self.policy.bytes_per_ms);
+        if budget == 0 {
+            return Ok(false);
+        }
+        let size = usize::try_from(budget).map_or(self.policy.bytes_per_drive, |budget| {
+            budget.min(self.policy.bytes_per_drive)
+        });
         self.snapshot_buffer.clear();
-        let done = replica.snapshot_chunk(&mut self.snapshot_buffer, self.policy.bytes_per_drive);
+        let done = replica.snapshot_chunk(&mut self.snapshot_buffer, size);
         storage.snapshot_append(&self.snapshot_buffer)?;
         // Keep one slice's worth, not the largest ever asked for.
         self.snapshot_buffer.shrink_to(self.policy.bytes_per_drive);
         if !done {
-            return Ok(());
+            return Ok(replica.snapshot_budget(self.policy.bytes_per_ms) > 0);
         }
         match storage.snapshot_finish()? {
-            None => self.commit_snapshot(None, replica, storage),
+            None => self.commit_snapshot(None, replica, storage)?,
             Some(job) => {
                 self.snapshot_sync_waiting = Some(job);
-                self.submit_next(syncer)
+                self.submit_next(syncer)?;
             }
         }
+        Ok(false)
     }
 
     /// The snapshot file is synced (by `job`): it becomes durable, the

@@ -116,6 +116,20 @@ impl Replica {
         self.taking.as_ref().is_some_and(|taking| !taking.written)
     }
 
+    /// How many more bytes of the snapshot being written may go now, at
+    /// `bytes_per_ms` since it began (0: unpaced, no bound).
+    pub fn snapshot_budget(&self, bytes_per_ms: u64) -> u64 {
+        let Some(taking) = &self.taking else {
+            return 0;
+        };
+        if bytes_per_ms == 0 {
+            return u64::MAX;
+        }
+        let elapsed_ms = self.raft.now_ms().saturating_sub(taking.started_ms) + 1;
+        let allowed = elapsed_ms.saturating_mul(bytes_per_ms);
+        allowed.saturating_sub(taking.cursor.size_written())
+    }
+
     /// Appends about `size_max` more bytes of the snapshot being taken to
     /// `out`; true once they are all out.
     pub fn snapshot_chunk(&mut self, out: &mut Vec<u8>, size_max: usize) -> bool {

@@ -11,6 +11,7 @@
 use super::hard_state::{
     sync_path, HardStateFile, NodeName, RecoveredHardState, HARD_STATE_FILE_NAME,
 };
+use super::remover::Remover;
 use super::segment::{
     self, HeaderRead, RecordPosition, ScanEnd, ScanStart, TornReason, RECORD_HEADER_SIZE,
     RECORD_PAYLOAD_SIZE_MAX, SEGMENT_FILE_SUFFIX, SEGMENT_HEADER_SIZE,
@@ -402,6 +403,8 @@ pub struct DiskStorage {
     snapshot_finished: Option<FinishedSnapshot>,
     /// The leader's snapshot being received.
     receiving: Option<ChunkReceiver>,
+    /// Removes what compaction and retention drop, off the event loop.
+    remover: Remover,
 }
 
 impl DiskStorage {
@@ -498,6 +501,8 @@ impl DiskStorage {
             Some(file) => file_size(file, &log.segments[log.segments.len() - 1].path)?,
             None => 0,
         };
+        let remover = Remover::start(options.fsync)
+            .map_err(StorageError::io(directory, "start the remover thread for"))?;
         Ok(DiskStorage {
             options,
             directory: directory.to_path_buf(),
@@ -518,6 +523,7 @@ impl DiskStorage {
             snapshot_writing: None,
             snapshot_finished: None,
             receiving: None,
+            remover,
         })
     }
 
@@ -529,13 +535,15 @@ impl DiskStorage {
     /// Starts writing a snapshot file in the data dir.
     pub fn snapshot_writer(&self, meta: SnapshotMeta) -> Result<SnapshotWriter, StorageError> {
         self.check_running()?;
-        SnapshotWriter::create(&self.directory, meta, self.options.fsync)
+        let writer = SnapshotWriter::create(&self.directory, meta, self.options.fsync)?;
+        Ok(writer.with_remover(self.remover.handle()))
     }
 
     /// Starts receiving the leader's snapshot at (index, term).
     pub fn chunk_receiver(&self, meta: SnapshotMeta) -> Result<ChunkReceiver, StorageError> {
         self.check_running()?;
-        ChunkReceiver::create(&self.directory, meta, self.options.fsync)
+        let receiver = ChunkReceiver::create(&self.directory, meta, self.options.fsync)?;
+        Ok(receiver.with_remover(self.remover.handle()))
     }
 
     /// The first index the log on disk still holds (the base's successor
@@ -575,7 +583,16 @@ impl DiskStorage {
         if self.halted {
             return Err(StorageError::Halted);
         }
+        if let Some(problem) = self.remover.failure() {
+            return Err(StorageError::RemovalFailed { problem });
+        }
         Ok(())
+    }
+
+    /// Waits until the files compaction and retention dropped are removed
+    /// (tests; a clean stop waits by dropping the storage).
+    pub fn wait_removals(&self) {
+        self.remover.wait();
     }
 
     fn halt_on_error<T>(&mut self, result: Result<T, StorageError>) -> Result<T, StorageError> {
@@ -613,11 +630,12 @@ impl DiskStorage {
             if self.segments.len() == 1 || oldest.last_index() > upto {
                 break;
             }
-            fs::remove_file(&oldest.path).map_err(StorageError::io(&oldest.path, "remove"))?;
-            if self.options.fsync {
-                sync_path(&self.log_directory)?;
-            }
-            self.segments.remove(0);
+            // Oldest first, each with its directory sync, on the remover's
+            // thread: a crash leaves a suffix of the log, never a gap.
+            let segment = self.segments.remove(0);
+            self.remover
+                .handle()
+                .remove(segment.path, &self.log_directory)?;
             removed += 1;
         }
         Ok(removed)

@@ -10,6 +10,7 @@
 pub mod disk;
 pub mod hard_state;
 pub mod memory;
+pub mod remover;
 pub mod segment;
 pub mod snapshot;
 pub mod snapshot_recovery;
@@ -97,6 +98,11 @@ pub enum StorageError {
     /// for data that never reached the disk: the node must restart.
     Halted,
     InvalidOptions {
+        problem: String,
+    },
+    /// A file compaction or retention dropped could not be removed (on the
+    /// remover's thread); the node stops, as it would have inline.
+    RemovalFailed {
         problem: String,
     },
     /// A snapshot chunk from the network that cannot be stored as sent
@@ -197,6 +203,12 @@ impl fmt::Display for StorageError {
             ),
             StorageError::InvalidOptions { problem } => {
                 write!(f, "invalid storage options: {problem}")
+            }
+            StorageError::RemovalFailed { problem } => {
+                write!(
+                    f,
+                    "removing a file the log no longer needs failed: {problem}"
+                )
             }
             StorageError::BadChunk { path, problem } => {
                 write!(

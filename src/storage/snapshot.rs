@@ -14,6 +14,7 @@
 //! Integers are big-endian.
 
 use super::hard_state::sync_path;
+use super::remover::RemoverHandle;
 use super::StorageError;
 use crate::constants::CLUSTER_SIZE_MAX;
 use crate::core::{ClusterId, LogIndex, NodeId, SnapshotMeta, Term};
@@ -512,6 +513,7 @@ pub fn apply_retention(
     directory: &Path,
     newest: LogIndex,
     fsync: bool,
+    remover: Option<&RemoverHandle>,
 ) -> Result<Vec<PathBuf>, StorageError> {
     let listing = list(directory)?;
     let older: Vec<&PathBuf> = listing
@@ -522,6 +524,14 @@ pub fn apply_retention(
         .collect();
     let remove_count = older.len().saturating_sub(SNAPSHOTS_KEPT - 1);
     let mut removed = Vec::with_capacity(remove_count);
+    if let Some(remover) = remover {
+        // Later, off the loop, each with its own directory sync.
+        for path in &older[..remove_count] {
+            remover.remove(path.to_path_buf(), directory)?;
+            removed.push(path.to_path_buf());
+        }
+        return Ok(removed);
+    }
     for path in &older[..remove_count] {
         fs::remove_file(path).map_err(StorageError::io(path, "remove"))?;
         removed.push(path.to_path_buf());

@@ -291,6 +291,7 @@ fn compaction_removes_only_whole_segments_at_or_below_the_point() {
     write_snapshot(&directory.path, meta(7, 1));
     // Segments [1,2] [3,4] [5,6] hold only entries <= 7; [7,8] does not.
     assert_eq!(storage.compact(LogIndex(7)).unwrap(), 3);
+    storage.wait_removals();
     assert_eq!(
         segment_paths(&directory.path)[0],
         segment_path(&directory.path, 7)
@@ -308,6 +309,7 @@ fn compaction_removes_only_whole_segments_at_or_below_the_point() {
     // Never the newest, even when all of it is covered.
     write_snapshot(&directory.path, meta(12, 1));
     assert_eq!(storage.compact(LogIndex(12)).unwrap(), 2);
+    storage.wait_removals();
     assert_eq!(
         segment_paths(&directory.path),
         vec![segment_path(&directory.path, 11)]

@@ -7,6 +7,7 @@
 //! removes (docs/STORAGE.md, "Snapshot files").
 
 use super::hard_state::sync_path;
+use super::remover::RemoverHandle;
 use super::snapshot::{
     self, SnapshotFile, INDEX_OFFSET, SNAPSHOT_CHUNK_SIZE_MAX, SNAPSHOT_FILE_SIZE_MAX,
     SNAPSHOT_TRAILER_SIZE,
@@ -37,12 +38,13 @@ fn install(
     temporary: &Path,
     file: SnapshotFile,
     fsync: bool,
+    remover: Option<&RemoverHandle>,
 ) -> Result<SnapshotFile, StorageError> {
     fs::rename(temporary, &file.path).map_err(StorageError::io(temporary, "rename"))?;
     if fsync {
         sync_path(directory)?;
     }
-    snapshot::apply_retention(directory, file.meta.index, fsync)?;
+    snapshot::apply_retention(directory, file.meta.index, fsync, remover)?;
     Ok(file)
 }
 
@@ -60,9 +62,20 @@ pub struct SnapshotWriter {
     /// Bytes in the file so far. Invariant: header_size <= size.
     size: u64,
     fsync: bool,
+    /// Where retention's removals go (None: removed on the spot).
+    remover: Option<RemoverHandle>,
 }
 
 impl SnapshotWriter {
+    /// Retention's removals go to `remover`'s thread instead of running
+    /// on the caller's.
+    pub fn with_remover(self, remover: RemoverHandle) -> SnapshotWriter {
+        SnapshotWriter {
+            remover: Some(remover),
+            ..self
+        }
+    }
+
     /// Creates `<dir>/snapshot-<index>.snap.tmp` holding the header.
     pub fn create(
         directory: &Path,
@@ -85,6 +98,7 @@ impl SnapshotWriter {
             header_size: header.len() as u64,
             size: header.len() as u64,
             fsync,
+            remover: None,
         })
     }
 
@@ -135,6 +149,7 @@ impl SnapshotWriter {
             temporary_path: self.temporary_path,
             size: self.size + trailer.len() as u64,
             fsync: self.fsync,
+            remover: self.remover,
         };
         Ok((finished, job))
     }
@@ -154,6 +169,7 @@ pub struct FinishedSnapshot {
     temporary_path: PathBuf,
     size: u64,
     fsync: bool,
+    remover: Option<RemoverHandle>,
 }
 
 impl FinishedSnapshot {
@@ -179,7 +195,14 @@ impl FinishedSnapshot {
             meta: self.meta,
             size_bytes: self.size,
         };
-        install(&self.directory, &self.temporary_path, file, self.fsync)
+        let remover = self.remover.as_ref();
+        install(
+            &self.directory,
+            &self.temporary_path,
+            file,
+            self.fsync,
+            remover,
+        )
     }
 
     /// Gives the snapshot up before its commit (a snapshot from the
@@ -201,6 +224,7 @@ pub struct ChunkReceiver {
     /// Bytes stored so far: the offset the next chunk must carry.
     stored: u64,
     fsync: bool,
+    remover: Option<RemoverHandle>,
 }
 
 impl ChunkReceiver {
@@ -220,7 +244,16 @@ impl ChunkReceiver {
             file,
             stored: 0,
             fsync,
+            remover: None,
         })
+    }
+
+    /// Retention's removals go to `remover`'s thread.
+    pub fn with_remover(self, remover: RemoverHandle) -> ChunkReceiver {
+        ChunkReceiver {
+            remover: Some(remover),
+            ..self
+        }
     }
 
     /// The snapshot the leader announced.
@@ -290,7 +323,13 @@ impl ChunkReceiver {
             path: self.directory.join(snapshot::file_name(self.meta.index)),
             ..received
         };
-        install(&self.directory, path, file, self.fsync)
+        install(
+            &self.directory,
+            path,
+            file,
+            self.fsync,
+            self.remover.as_ref(),
+        )
     }
 
     fn check_meta(&self, received: SnapshotFile) -> Result<SnapshotFile, StorageError> {

@@ -291,6 +291,7 @@ pub const SNAPSHOT_NEVER: SnapshotPolicy = SnapshotPolicy {
     entries: u64::MAX,
     trailing: 0,
     bytes_per_drive: SNAPSHOT_BYTES_PER_DRIVE_MAX,
+    bytes_per_ms: 0,
 };
 
 /// In one seed of six no snapshots (the log from index 1, as before);
@@ -309,6 +310,9 @@ fn snapshot_policy(rng: &mut Rng) -> SnapshotPolicy {
             rng,
             &[16, 64, 512, 4096, SNAPSHOT_BYTES_PER_DRIVE_MAX as u64],
         ) as usize,
+        // Unpaced in most seeds; paced to a few bytes per ms in some, so
+        // that a snapshot spans elections, crashes and installs.
+        bytes_per_ms: pick(rng, &[0, 0, 0, 1, 8]),
     }
 }
 
