@@ -119,7 +119,7 @@ impl Default for SnapshotPolicy {
 }
 
 /// 32 MiB/s: a 1M-key store (81 MB) in about 2.5 s.
-pub const SNAPSHOT_BYTES_PER_MS_DEFAULT: u64 = 32 * 1024 * 1024 / 1000;
+pub const SNAPSHOT_BYTES_PER_MS_DEFAULT: u64 = 8 * 1024 * 1024 / 1000;
 
 /// The default and ceiling of `SnapshotPolicy::bytes_per_drive`: about a
 /// millisecond of the state machine's encoding (docs/DESIGN.md).
@@ -148,6 +148,8 @@ pub struct Driver<J> {
     /// Where the log is to be compacted to, once what is durable and
     /// applied here reaches it.
     compact_target: Option<LogIndex>,
+    /// Compaction steps taken and segments removed since the last report.
+    compacted: Option<(u64, usize)>,
     /// Reused for the state machine's bytes of each `drive`.
     snapshot_buffer: Vec<u8>,
     /// The snapshot whose sync is in flight was abandoned: its commit is
@@ -180,6 +182,7 @@ impl<J> Driver<J> {
             snapshot_sync_waiting: None,
             policy,
             compact_target: None,
+            compacted: None,
             snapshot_buffer: Vec::new(),
             snapshot_superseded: false,
             snapshot_events: Vec::new(),

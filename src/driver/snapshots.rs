@@ -56,16 +56,17 @@ impl<J> Driver<J> {
         S: Storage<Job = J>,
         X: SyncExecutor<J>,
     {
-        self.compact(replica, storage)?;
-        let more = if replica.snapshot_writing() {
-            self.write_snapshot_slice(replica, storage, syncer)?
-        } else if replica.snapshot_due(self.policy.entries) {
-            let meta = replica.begin_snapshot();
-            storage.snapshot_begin(&meta)?;
-            self.write_snapshot_slice(replica, storage, syncer)?
-        } else {
-            replica.fold_idle()
-        };
+        let compacting = self.compact(replica, storage)?;
+        let more = compacting
+            || if replica.snapshot_writing() {
+                self.write_snapshot_slice(replica, storage, syncer)?
+            } else if replica.snapshot_due(self.policy.entries) {
+                let meta = replica.begin_snapshot();
+                storage.snapshot_begin(&meta)?;
+                self.write_snapshot_slice(replica, storage, syncer)?
+            } else {
+                replica.fold_idle()
+            };
         for event in std::mem::take(&mut self.snapshot_events) {
             observer.snapshot(&event, replica);
         }
@@ -132,28 +133,38 @@ impl<J> Driver<J> {
     }
 
     /// Compacts the core's log and storage towards the target the last
-    /// snapshot set, as far as what is durable and applied here allows.
+    /// snapshot set, as far as what is durable and applied here allows, a
+    /// bounded step per drive. Returns whether a step is left that could
+    /// be taken at once.
     fn compact<S: Storage<Job = J>>(
         &mut self,
         replica: &mut Replica,
         storage: &mut S,
-    ) -> Result<(), DriveError> {
+    ) -> Result<bool, DriveError> {
         let Some(target) = self.compact_target else {
-            return Ok(());
+            return Ok(false);
         };
         if let Some(point) = replica.compaction_point(self.policy.trailing) {
             replica.raft_mut().compact(point);
             let segments = storage.compact(point)?;
+            let (steps, removed) = self.compacted.unwrap_or((0, 0));
+            self.compacted = Some((steps + 1, removed + segments));
+        }
+        if replica.raft().log().base_index() >= target {
+            self.compact_target = None;
+        }
+        let step_left = self.compact_target.is_some()
+            && replica.compaction_point(self.policy.trailing).is_some();
+        // One line for the steps that got as far as they can for now.
+        if let (false, Some((_, segments))) = (step_left, self.compacted) {
+            self.compacted = None;
             let first_index = replica.raft().log().first_index();
             self.snapshot_events.push(SnapshotEvent::Compacted {
                 first_index,
                 segments,
             });
         }
-        if replica.raft().log().base_index() >= target {
-            self.compact_target = None;
-        }
-        Ok(())
+        Ok(step_left)
     }
 
     /// Follower: writes the chunks received (in order; the core checked

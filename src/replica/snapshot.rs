@@ -12,6 +12,10 @@ use crate::reply::Reply;
 /// (the delta a snapshot leaves drains on idle turns, at about 1 µs each).
 pub const FOLD_ENTRIES_PER_DRIVE_MAX: usize = 1024;
 
+/// Entries compaction drops per drive: freeing them costs about 50 ns each,
+/// and a snapshot of a large store lets a few hundred thousand pile up.
+pub const COMPACT_ENTRIES_PER_DRIVE_MAX: u64 = 16_384;
+
 /// A snapshot of the state machine being taken.
 pub(super) struct Taking {
     meta: SnapshotMeta,
@@ -189,14 +193,17 @@ impl Replica {
     }
 
     /// Where the log may be compacted to now: `trailing` entries below the
-    /// newest snapshot, and no further than what is applied and durable
-    /// here. None when that is not past the log's base.
+    /// newest snapshot, no further than what is applied and durable here,
+    /// and at most `COMPACT_ENTRIES_PER_DRIVE_MAX` past the base (the
+    /// driver goes on at its next drive). None when that is not past the
+    /// log's base.
     pub fn compaction_point(&self, trailing: u64) -> Option<LogIndex> {
         let snapshot = self.raft.snapshot()?;
         let log = self.raft.log();
         let point = LogIndex(snapshot.meta.index.0.saturating_sub(trailing))
             .min(log.persisted_index())
-            .min(log.last_applied());
+            .min(log.last_applied())
+            .min(LogIndex(log.base_index().0 + COMPACT_ENTRIES_PER_DRIVE_MAX));
         (point > log.base_index()).then_some(point)
     }
 
