@@ -3,7 +3,9 @@
 //! then commit and compaction), sending the chunks a leader's core asks
 //! for, and storing and installing the chunks a follower receives.
 
-use super::{DriveError, Driver, InFlight, ReadyObserver, SyncExecutor, Transport};
+use super::{
+    DriveError, Driver, InFlight, ReadyObserver, SyncExecutor, Transport, SNAPSHOT_FLUSH_BYTES,
+};
 use crate::core::{ChunkToSend, InstallSnapshot, LogIndex, SnapshotMeta};
 use crate::kv::{Restorer, StateMachine};
 use crate::replica::{Replica, SnapshotTaken};
@@ -86,7 +88,7 @@ impl<J> Driver<J> {
         S: Storage<Job = J>,
         X: SyncExecutor<J>,
     {
-        let budget = replica.snapshot_budget(self.policy.bytes_per_ms);
+        let budget = replica.snapshot_budget(self.policy.bytes_per_ms, self.policy.entries);
         if budget == 0 {
             return Ok(false);
         }
@@ -96,11 +98,14 @@ impl<J> Driver<J> {
         self.snapshot_buffer.clear();
         let done = replica.snapshot_chunk(&mut self.snapshot_buffer, size);
         storage.snapshot_append(&self.snapshot_buffer)?;
+        self.snapshot_unflushed += self.snapshot_buffer.len() as u64;
         // Keep one slice's worth, not the largest ever asked for.
         self.snapshot_buffer.shrink_to(self.policy.bytes_per_drive);
         if !done {
-            return Ok(replica.snapshot_budget(self.policy.bytes_per_ms) > 0);
+            self.flush_snapshot(storage, syncer)?;
+            return Ok(replica.snapshot_budget(self.policy.bytes_per_ms, self.policy.entries) > 0);
         }
+        self.snapshot_unflushed = 0;
         match storage.snapshot_finish()? {
             None => self.commit_snapshot(None, replica, storage)?,
             Some(job) => {
@@ -109,6 +114,29 @@ impl<J> Driver<J> {
             }
         }
         Ok(false)
+    }
+
+    /// Every `SNAPSHOT_FLUSH_BYTES`, syncs what the snapshot file holds so
+    /// far, if the executor is free: the disk then takes the snapshot in
+    /// pieces, and the sync that makes it durable has little left to do
+    /// (one large flush made the followers' log syncs wait behind it).
+    fn flush_snapshot<S, X>(&mut self, storage: &mut S, syncer: &mut X) -> Result<(), DriveError>
+    where
+        S: Storage<Job = J>,
+        X: SyncExecutor<J>,
+    {
+        let idle = self.sync_in_flight.is_none()
+            && self.sync_waiting.is_none()
+            && self.snapshot_sync_waiting.is_none();
+        if self.snapshot_unflushed < SNAPSHOT_FLUSH_BYTES || !idle {
+            return Ok(());
+        }
+        if let Some(job) = storage.snapshot_flush() {
+            syncer.submit(job)?;
+            self.sync_in_flight = Some(InFlight::SnapshotFlush);
+        }
+        self.snapshot_unflushed = 0;
+        Ok(())
     }
 
     /// The snapshot file is synced (by `job`): it becomes durable, the

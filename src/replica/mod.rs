@@ -12,7 +12,10 @@ use std::collections::BTreeMap;
 
 mod snapshot;
 
-pub use snapshot::{SnapshotTaken, FOLD_ENTRIES_PER_DRIVE_MAX};
+pub use snapshot::{
+    SnapshotTaken, COMPACT_ENTRIES_PER_DRIVE_MAX, FOLD_ENTRIES_PER_DRIVE_MAX,
+    SNAPSHOT_CATCH_UP_FACTOR,
+};
 
 /// Identifies a client request to the runtime: which connection, which
 /// request on it. Opaque to the replica.

@@ -16,6 +16,11 @@ pub const FOLD_ENTRIES_PER_DRIVE_MAX: usize = 1024;
 /// and a snapshot of a large store lets a few hundred thousand pile up.
 pub const COMPACT_ENTRIES_PER_DRIVE_MAX: u64 = 16_384;
 
+/// A paced snapshot goes at full speed once the log has grown by this many
+/// times `--snapshot-entries` since it began: the log stays bounded by
+/// about the threshold times this, however large the store.
+pub const SNAPSHOT_CATCH_UP_FACTOR: u64 = 16;
+
 /// A snapshot of the state machine being taken.
 pub(super) struct Taking {
     meta: SnapshotMeta,
@@ -120,18 +125,23 @@ impl Replica {
         self.taking.as_ref().is_some_and(|taking| !taking.written)
     }
 
-    /// How many more bytes of the snapshot being written may go now, at
-    /// `bytes_per_ms` since it began (0: unpaced, no bound).
-    pub fn snapshot_budget(&self, bytes_per_ms: u64) -> u64 {
+    /// How many more bytes of the snapshot being written may go now: at
+    /// `bytes_per_ms` since it began (0: unpaced, no bound), and unpaced
+    /// once the log has grown by `SNAPSHOT_CATCH_UP_FACTOR` times
+    /// `entries` since it began, so that a large store's snapshot still
+    /// bounds the log.
+    pub fn snapshot_budget(&self, bytes_per_ms: u64, entries: u64) -> u64 {
         let Some(taking) = &self.taking else {
             return 0;
         };
-        if bytes_per_ms == 0 {
+        let applied_since = self.raft.log().last_applied().0 - taking.meta.index.0;
+        let window = entries.saturating_mul(SNAPSHOT_CATCH_UP_FACTOR);
+        if bytes_per_ms == 0 || applied_since >= window {
             return u64::MAX;
         }
         let elapsed_ms = self.raft.now_ms().saturating_sub(taking.started_ms) + 1;
-        let allowed = elapsed_ms.saturating_mul(bytes_per_ms);
-        allowed.saturating_sub(taking.cursor.size_written())
+        let by_time = elapsed_ms.saturating_mul(bytes_per_ms);
+        by_time.saturating_sub(taking.cursor.size_written())
     }
 
     /// Appends about `size_max` more bytes of the snapshot being taken to

@@ -1045,6 +1045,12 @@ impl Storage for DiskStorage {
         writer.append(bytes)
     }
 
+    fn snapshot_flush(&mut self) -> Option<SyncJob> {
+        self.snapshot_writing
+            .as_ref()
+            .and_then(SnapshotWriter::flush_job)
+    }
+
     fn snapshot_finish(&mut self) -> Result<Option<SyncJob>, StorageError> {
         self.check_running()?;
         let writer = self.snapshot_writing.take().expect("no snapshot begun");

@@ -301,6 +301,12 @@ pub trait Storage {
     fn snapshot_begin(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError>;
     /// Appends state-machine bytes to the file `snapshot_begin` started.
     fn snapshot_append(&mut self, bytes: &[u8]) -> Result<(), StorageError>;
+    /// A sync of the snapshot file as written so far, to run on the
+    /// executor now and then while it is written (None: nothing to sync,
+    /// or storage that needs none). The default has none.
+    fn snapshot_flush(&mut self) -> Option<Self::Job> {
+        None
+    }
     /// Ends the file; returns the fdatasync it still owes (None: none), to
     /// run on the sync executor, apart from the log's jobs (never merged
     /// with them), before `snapshot_commit`.

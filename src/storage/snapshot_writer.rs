@@ -55,7 +55,8 @@ pub struct SnapshotWriter {
     directory: PathBuf,
     meta: SnapshotMeta,
     temporary_path: PathBuf,
-    file: File,
+    /// Shared with the flush jobs that sync it while it is written.
+    file: Arc<File>,
     /// Has seen every byte written so far.
     hasher: crc32fast::Hasher,
     header_size: u64,
@@ -84,7 +85,7 @@ impl SnapshotWriter {
     ) -> Result<SnapshotWriter, StorageError> {
         let temporary_path = directory.join(snapshot::writing_file_name(meta.index));
         let header = snapshot::encode_header(&meta);
-        let file = create_temporary(&temporary_path)?;
+        let file = Arc::new(create_temporary(&temporary_path)?);
         file.write_all_at(&header, 0)
             .map_err(StorageError::io(&temporary_path, "write"))?;
         let mut hasher = crc32fast::Hasher::new();
@@ -137,7 +138,7 @@ impl SnapshotWriter {
         self.file
             .write_all_at(&trailer, self.size)
             .map_err(StorageError::io(&self.temporary_path, "write"))?;
-        let file = Arc::new(self.file);
+        let file = self.file;
         let job = self.fsync.then(|| SyncJob {
             file: Arc::clone(&file),
             path: self.temporary_path.clone(),
@@ -152,6 +153,18 @@ impl SnapshotWriter {
             remover: self.remover,
         };
         Ok((finished, job))
+    }
+
+    /// A job that syncs what is written so far (None with fsync off): run
+    /// now and then while the body is written, so that the sync `finish`
+    /// owes has little left to write when it runs, and the disk takes the
+    /// snapshot in small pieces between the log's own syncs.
+    pub fn flush_job(&self) -> Option<SyncJob> {
+        self.fsync.then(|| SyncJob {
+            file: Arc::clone(&self.file),
+            path: self.temporary_path.clone(),
+            entries: 0,
+        })
     }
 
     /// Gives the snapshot up: removes its temporary file.
