@@ -379,6 +379,10 @@ fn a_follower_behind_the_compacted_log_catches_up_by_snapshot() {
     let follower = (leader + 1) % 3;
     Load::counted(&cluster, 1000, 500).finish(30 * SECOND);
     let behind = number(&status_of(&cluster, follower), "last_index");
+    // The leader may start the transfer while the follower is still down
+    // (it sends chunks into the void until the follower is back), so its
+    // `Sending snapshot` line is looked for from the kill on.
+    let sent_from: Vec<u64> = (0..3).map(|index| log_size(&cluster, index)).collect();
     cluster.kill(follower);
     let load = Load::endless(&cluster, 3000, 500);
     // The leader's log must begin well past anything the follower holds
@@ -416,7 +420,7 @@ fn a_follower_behind_the_compacted_log_catches_up_by_snapshot() {
     let to = &cluster.nodes[follower].id;
     let sizes: Vec<u64> = (0..3)
         .filter(|&index| index != follower)
-        .flat_map(|index| sent_snapshot_sizes(&log_after(&cluster, index, offsets[index]), to))
+        .flat_map(|index| sent_snapshot_sizes(&log_after(&cluster, index, sent_from[index]), to))
         .collect();
     assert!(
         sizes
