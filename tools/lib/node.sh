@@ -30,10 +30,16 @@ node_valid_id() { # ID
   [[ $1 =~ $NODE_ID_PATTERN ]]
 }
 
-node_alive() { # PID: the process exists and is not a zombie (whose cmdline is empty)
-  local command_line
-  command_line=$(tr -d '\0' 2>/dev/null <"/proc/$1/cmdline") || return 1
-  [[ -n $command_line ]]
+node_alive() { # PID: the process exists and is not a zombie
+  # The state letter after the command name in /proc/PID/stat. (An empty
+  # cmdline is no sign of death: it is also what a process shows for a
+  # moment in execve, which a loaded machine made this function see, and
+  # `launch` then waited for a node that was running.)
+  local stat state
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  state=${stat##*) }
+  state=${state%% *}
+  [[ -n $state && $state != Z ]]
 }
 
 # PID ID: is PID alive and the raftlite of $RUN/data/ID ($RUN: the caller's
