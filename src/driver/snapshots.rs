@@ -58,21 +58,20 @@ impl<J> Driver<J> {
         S: Storage<Job = J>,
         X: SyncExecutor<J>,
     {
-        let compacting = self.compact(replica, storage)?;
-        let more = compacting
-            || if replica.snapshot_writing() {
-                self.write_snapshot_slice(replica, storage, syncer)?
-            } else if replica.snapshot_due(self.policy.entries) {
-                let meta = replica.begin_snapshot();
-                storage.snapshot_begin(&meta)?;
-                self.write_snapshot_slice(replica, storage, syncer)?
-            } else {
-                replica.fold_idle()
-            };
+        let compaction_left = self.compact(replica, storage)?;
+        let snapshot_left = if replica.snapshot_writing() {
+            self.write_snapshot_slice(replica, storage, syncer)?
+        } else if replica.snapshot_due(self.policy.entries) {
+            let meta = replica.begin_snapshot();
+            storage.snapshot_begin(&meta)?;
+            self.write_snapshot_slice(replica, storage, syncer)?
+        } else {
+            replica.fold_idle()
+        };
         for event in std::mem::take(&mut self.snapshot_events) {
             observer.snapshot(&event, replica);
         }
-        Ok(more)
+        Ok(compaction_left || snapshot_left)
     }
 
     /// Writes the next slice, if the pace allows one now. Returns whether
