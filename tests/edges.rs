@@ -20,7 +20,7 @@ use raftlite::wire::{
     PeerRefused, RefusalReason, NONCE_SIZE, PROOF_SIZE,
 };
 use raftlite_kit::fault::{free_ports, LinkProxy};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -75,24 +75,6 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).expect("copy a file");
         }
     }
-}
-
-/// Every file under `dir` with its bytes, by path relative to `dir`.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).expect("read dir") {
-            let path = entry.expect("a directory entry").path();
-            if path.is_dir() {
-                walk(root, &path, files);
-            } else {
-                let relative = path.strip_prefix(root).expect("under root").to_path_buf();
-                files.insert(relative, std::fs::read(&path).expect("read a file"));
-            }
-        }
-    }
-    let mut files = BTreeMap::new();
-    walk(dir, dir, &mut files);
-    files
 }
 
 /// Node `index`'s STATUS fields, waiting a little for a busy node.
@@ -383,7 +365,7 @@ fn a_data_dir_started_under_another_id_is_refused_and_left_as_it_was() {
     let dir = TempDir::new("other-id");
     let copy = dir.0.join("C-data");
     copy_dir(&cluster.data_dir(2), &copy);
-    let before = snapshot(&copy);
+    let before = common::files_in(&copy);
 
     let port = free_ports(1).expect("a free port")[0];
     let arguments: Vec<String> = [
@@ -414,7 +396,7 @@ fn a_data_dir_started_under_another_id_is_refused_and_left_as_it_was() {
         "the line names both ids: {}",
         errors[0]
     );
-    let after = snapshot(&copy);
+    let after = common::files_in(&copy);
     let changed: Vec<&PathBuf> = before
         .keys()
         .chain(after.keys())

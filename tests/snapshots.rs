@@ -16,7 +16,7 @@ mod common;
 use common::{free_ports, poll_until, Cluster, TempDir, RAFTLITE};
 use raftlite::client::Client;
 use raftlite::constants::SNAPSHOT_CHUNK_SIZE_MAX;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -179,24 +179,6 @@ fn first_segment_index(data_dir: &Path) -> u64 {
         })
         .min()
         .expect("a segment")
-}
-
-/// Every file under `dir` with its bytes, by path relative to `dir`.
-fn files_in(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).expect("read dir") {
-            let path = entry.expect("a directory entry").path();
-            if path.is_dir() {
-                walk(root, &path, files);
-            } else {
-                let relative = path.strip_prefix(root).expect("under root").to_path_buf();
-                files.insert(relative, std::fs::read(&path).expect("read a file"));
-            }
-        }
-    }
-    let mut files = BTreeMap::new();
-    walk(dir, dir, &mut files);
-    files
 }
 
 /// Bytes of every file under `dir` (apparent sizes: a preallocated
@@ -554,7 +536,7 @@ fn a_damaged_snapshot_the_log_cannot_replace_is_refused_by_name_and_changes_noth
     assert_eq!(snapshot_indexes(&data_dir), vec![older, newer]);
     let path = snapshot_path(&data_dir, newer);
     let size = damage_snapshot(&path);
-    let before = files_in(&data_dir);
+    let before = common::files_in(&data_dir);
     let offset = log_size(&cluster, 0);
     cluster.start_node(0).expect("start");
     let status = cluster.wait_exit(0, 20 * SECOND);
@@ -575,7 +557,10 @@ fn a_damaged_snapshot_the_log_cannot_replace_is_refused_by_name_and_changes_noth
         lines.len() == 1 && lines[0].contains(&location),
         "one line, naming the file and the CRC's offset ({location:?}): {lines:?}"
     );
-    assert!(files_in(&data_dir) == before, "the data dir changed");
+    assert!(
+        common::files_in(&data_dir) == before,
+        "the data dir changed"
+    );
 }
 
 /// Every entry kept (trailing as long as the history): the log holds what

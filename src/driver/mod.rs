@@ -382,11 +382,7 @@ impl<J> Driver<J> {
         S: Storage<Job = J>,
         X: SyncExecutor<J>,
     {
-        while self.log_sync_owed() {
-            let job = syncer.wait_finished()?;
-            self.sync_finished(job, replica, storage, syncer)?;
-        }
-        Ok(())
+        self.wait_while(Self::log_sync_owed, replica, storage, syncer)
     }
 
     fn log_sync_owed(&self) -> bool {
@@ -404,7 +400,22 @@ impl<J> Driver<J> {
         S: Storage<Job = J>,
         X: SyncExecutor<J>,
     {
-        while self.sync_in_flight.is_some() {
+        self.wait_while(Self::syncing, replica, storage, syncer)
+    }
+
+    /// Waits for the executor's jobs, in order, while `owed` says so.
+    fn wait_while<S, X>(
+        &mut self,
+        owed: fn(&Self) -> bool,
+        replica: &mut Replica,
+        storage: &mut S,
+        syncer: &mut X,
+    ) -> Result<(), DriveError>
+    where
+        S: Storage<Job = J>,
+        X: SyncExecutor<J>,
+    {
+        while owed(self) {
             let job = syncer.wait_finished()?;
             self.sync_finished(job, replica, storage, syncer)?;
         }

@@ -8,11 +8,10 @@ use super::hard_state::{HARD_STATE_FILE_NAME, HARD_STATE_SLOT_STRIDE};
 use super::segment::{
     self, TornReason, RECORD_HEADER_SIZE, RECORD_PAYLOAD_SIZE_MAX, SEGMENT_HEADER_SIZE,
 };
-use super::test_support::{entries, entry, TempDir};
+use super::test_support::{copy_data_dir, entries, entry, files as snapshot, TempDir};
 use super::{Recovered, Storage, StorageError, StorageStats};
 use crate::core::rng::Rng;
 use crate::core::{Entry, HardState, LogIndex, NodeId, Term};
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -57,31 +56,6 @@ fn log_files(directory: &Path) -> Vec<PathBuf> {
         .collect();
     paths.sort();
     paths
-}
-
-/// Every file under `directory` with its bytes.
-fn snapshot(directory: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![directory.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        for item in fs::read_dir(&path).unwrap() {
-            let path = item.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.insert(path.clone(), fs::read(&path).unwrap());
-            }
-        }
-    }
-    files
-}
-
-fn copy_data_dir(from: &Path, to: &Path) {
-    for (path, bytes) in snapshot(from) {
-        let target = to.join(path.strip_prefix(from).unwrap());
-        fs::create_dir_all(target.parent().unwrap()).unwrap();
-        fs::write(target, bytes).unwrap();
-    }
 }
 
 /// A segment's bytes without its preallocated zero tail (the test payloads

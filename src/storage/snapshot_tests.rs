@@ -6,10 +6,9 @@ use super::disk::{DiskOptions, DiskStorage, RecoveryReport, LOG_DIRECTORY_NAME};
 use super::hard_state::HARD_STATE_FILE_NAME;
 use super::snapshot::{self, SnapshotFile, SNAPSHOT_TRAILER_SIZE};
 use super::snapshot_writer::{ChunkReceiver, SnapshotWriter};
-use super::test_support::{entries, TempDir};
+use super::test_support::{copy_data_dir, entries, files, TempDir};
 use super::{MemoryStorage, Recovered, Storage, StorageError};
 use crate::core::{ClusterId, Entry, HardState, LogIndex, NodeId, SnapshotMeta, Term};
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -102,31 +101,6 @@ fn snapshot_indexes(directory: &Path) -> Vec<u64> {
 
 fn indexes(entries: &[Entry]) -> Vec<u64> {
     entries.iter().map(|entry| entry.index.0).collect()
-}
-
-/// Every file under `directory` with its bytes.
-fn files(directory: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut found = BTreeMap::new();
-    let mut stack = vec![directory.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        for item in fs::read_dir(&path).unwrap() {
-            let path = item.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.insert(path.clone(), fs::read(&path).unwrap());
-            }
-        }
-    }
-    found
-}
-
-fn copy_data_dir(from: &Path, to: &Path) {
-    for (path, bytes) in files(from) {
-        let target = to.join(path.strip_prefix(from).unwrap());
-        fs::create_dir_all(target.parent().unwrap()).unwrap();
-        fs::write(target, bytes).unwrap();
-    }
 }
 
 fn assert_corrupt(error: &StorageError, path: &Path, offset: u64, problem: &str) {

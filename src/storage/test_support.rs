@@ -57,3 +57,29 @@ pub fn entries(first: u64, count: u64, term: u64) -> Vec<Entry> {
         })
         .collect()
 }
+
+/// Every file under `directory` with its bytes.
+pub fn files(directory: &std::path::Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut stack = vec![directory.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        for item in std::fs::read_dir(&path).unwrap() {
+            let path = item.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    found
+}
+
+/// A copy of the data dir `from` at `to`, file by file.
+pub fn copy_data_dir(from: &std::path::Path, to: &std::path::Path) {
+    for (path, bytes) in files(from) {
+        let target = to.join(path.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, bytes).unwrap();
+    }
+}

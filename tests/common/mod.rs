@@ -9,7 +9,8 @@ use raftlite_kit::fault::ClusterSpec;
 pub use raftlite_kit::fault::{
     free_ports, poll_until, temp_path, LocalCluster as Cluster, TempDir,
 };
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub const RAFTLITE: &str = env!("CARGO_BIN_EXE_raftlite");
@@ -47,4 +48,23 @@ pub fn run_submit(arguments: &[&str]) -> (String, i32) {
         String::from_utf8_lossy(&output.stdout).to_string(),
         output.status.code().unwrap_or(-1),
     )
+}
+
+/// Every file under `dir` with its bytes, by path relative to `dir`: what a
+/// test compares to show a refusal changed nothing on disk.
+pub fn files_in(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).expect("read dir") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                walk(root, &path, files);
+            } else {
+                let relative = path.strip_prefix(root).expect("under root").to_path_buf();
+                files.insert(relative, std::fs::read(&path).expect("read a file"));
+            }
+        }
+    }
+    let mut files = BTreeMap::new();
+    walk(dir, dir, &mut files);
+    files
 }

@@ -19,7 +19,7 @@
 //! and data dir against time both ways.
 
 use crate::probe::{self, LogMark, Window};
-use crate::{field, float_field, keep_logs, sibling, start_cluster, Options};
+use crate::{field, fill_command, float_field, keep_logs, sibling, start_cluster, Options};
 use raftlite_kit::fault::{poll_until, LocalCluster};
 use std::fmt::Write;
 use std::process::{Command, Stdio};
@@ -225,19 +225,7 @@ fn catch_up(cluster: &mut LocalCluster) -> Result<String, String> {
     let leader_log = LogMark::now(cluster.log_path(leader));
     cluster.kill(follower);
     let written = Instant::now();
-    let status = Command::new(sibling("bench")?)
-        .args(["--cluster", &cluster.addresses().join(",")])
-        .args([
-            "--clients",
-            "64",
-            "--read-ratio",
-            "0",
-            "--fill",
-            "--ops",
-            "1",
-        ])
-        .args(["--key-size", "8", "--value-size", "64"])
-        .args(["--keys", &CATCH_UP_WRITES.to_string()])
+    let status = fill_command(&cluster.addresses(), CATCH_UP_WRITES)?
         .stdout(Stdio::null())
         .status()
         .map_err(|error| format!("cannot run bench: {error}"))?;

@@ -22,7 +22,7 @@ use raftlite_kit::etcd_gateway as gateway;
 
 use raftlite::cli;
 use raftlite::reply::{Answer, Reply};
-use raftlite_kit::fault::{poll_until, ClusterSpec, LocalCluster};
+use raftlite_kit::fault::{poll_until, sibling, ClusterSpec, LocalCluster};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -208,18 +208,6 @@ fn exclusive_modes(options: &Options) -> usize {
     .iter()
     .filter(|&&mode| mode)
     .count()
-}
-
-pub(crate) fn sibling(name: &str) -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|error| error.to_string())?;
-    let path = exe
-        .parent()
-        .map(|dir| dir.join(name))
-        .ok_or("no parent dir")?;
-    path.exists().then_some(path.clone()).ok_or(format!(
-        "{} missing: cargo build --release --bins",
-        path.display()
-    ))
 }
 
 /// A fresh 3-node cluster with a leader; `flags` go to every node.
@@ -415,9 +403,12 @@ fn slug(name: &str) -> String {
 
 /// Writes every one of `keys` keys once (`bench --fill`, 64 clients,
 /// 64-byte values); returns bench's `fill:` line.
-fn fill(target: &Target, keys: u64) -> Result<String, String> {
-    let output = Command::new(sibling("bench")?)
-        .args(["--cluster", &target.addresses.join(",")])
+/// `bench --fill` of `keys` keys (8-byte keys, 64-byte values, 64
+/// clients) into the cluster at `addresses`, and one operation after it.
+pub(crate) fn fill_command(addresses: &[String], keys: u64) -> Result<Command, String> {
+    let mut command = Command::new(sibling("bench")?);
+    command
+        .args(["--cluster", &addresses.join(",")])
         .args([
             "--clients",
             "64",
@@ -428,7 +419,12 @@ fn fill(target: &Target, keys: u64) -> Result<String, String> {
             "1",
         ])
         .args(["--key-size", "8", "--value-size", "64"])
-        .args(["--keys", &keys.to_string()])
+        .args(["--keys", &keys.to_string()]);
+    Ok(command)
+}
+
+fn fill(target: &Target, keys: u64) -> Result<String, String> {
+    let output = fill_command(&target.addresses, keys)?
         .output()
         .map_err(|error| format!("cannot run bench: {error}"))?;
     if !output.status.success() {

@@ -12,7 +12,7 @@ mod workers;
 use history::Recorder;
 use nemesis::Nemesis;
 use raftlite::cli;
-use raftlite_kit::fault::{ClusterSpec, LocalCluster};
+use raftlite_kit::fault::{sibling, ClusterSpec, LocalCluster};
 use raftlite_kit::linearizability::{Action, Operation, SearchBudget};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -210,23 +210,6 @@ fn count_snapshots(cluster: &LocalCluster) -> summary::SnapshotCounts {
         }
     }
     counts
-}
-
-/// The binaries next to this one (target/release/).
-fn sibling(name: &str) -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|error| format!("cannot find myself: {error}"))?;
-    let path = exe
-        .parent()
-        .map(|dir| dir.join(name))
-        .ok_or("no parent dir")?;
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} not found; build with cargo build --release --bins",
-            path.display()
-        ))
-    }
 }
 
 fn start_cluster(options: &Options) -> Result<LocalCluster, String> {
