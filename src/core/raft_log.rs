@@ -8,12 +8,16 @@
 //! consistency check of the entry after it, §5.3) and which cluster the
 //! compacted prefix belonged to (its Bootstrap entry is gone).
 
+use std::collections::VecDeque;
+
 use super::types::{ClusterId, Entry, EntryKind, LogIndex, SnapshotMeta, Term};
 
 #[derive(Debug)]
 pub struct RaftLog {
-    /// `entries[i]` has index `base_index + 1 + i`.
-    entries: Vec<Entry>,
+    /// `entries[i]` has index `base_index + 1 + i`. A deque: compaction
+    /// drops from the front, and a Vec would move every entry left behind
+    /// (hundreds of thousands while a paced snapshot is written).
+    entries: VecDeque<Entry>,
     /// The last index no longer in `entries`; 0 for a log never compacted.
     /// Invariant: base_index <= last_applied (only applied entries, which
     /// a durable snapshot holds, are ever dropped).
@@ -58,7 +62,7 @@ impl RaftLog {
         let (snapshot_index, snapshot_term) =
             snapshot.map_or((LogIndex(0), Term(0)), |meta| (meta.index, meta.term));
         let mut log = RaftLog {
-            entries,
+            entries: entries.into(),
             base_index: snapshot_index,
             base_term: snapshot_term,
             base_cluster_id: snapshot.and_then(|meta| meta.cluster_id),
@@ -67,7 +71,7 @@ impl RaftLog {
             persisted_index: LogIndex(0),
             unstable_from: LogIndex(0),
         };
-        if let Some(first) = log.entries.first() {
+        if let Some(first) = log.entries.front() {
             if first.index <= snapshot_index {
                 let held = log
                     .entries
@@ -76,7 +80,7 @@ impl RaftLog {
                 if held.is_some_and(|entry| entry.term == snapshot_term) {
                     log.base_index = first.index;
                     log.base_term = first.term;
-                    log.entries.remove(0);
+                    log.entries.pop_front();
                 } else {
                     log.entries.clear();
                 }
@@ -108,7 +112,7 @@ impl RaftLog {
     /// The last entry's term; with no entries, the base's.
     pub fn last_term(&self) -> Term {
         self.entries
-            .last()
+            .back()
             .map_or(self.base_term, |entry| entry.term)
     }
 
@@ -152,7 +156,7 @@ impl RaftLog {
             return self.base_cluster_id.is_some();
         }
         self.entries
-            .first()
+            .front()
             .is_some_and(|entry| entry.kind == EntryKind::Bootstrap)
     }
 
@@ -199,7 +203,7 @@ impl RaftLog {
     pub fn append_new(&mut self, term: Term, kind: EntryKind, data: &[u8]) -> LogIndex {
         assert!(term >= self.last_term(), "term going backwards in the log");
         let index = self.last_index().next();
-        self.entries.push(Entry {
+        self.entries.push_back(Entry {
             term,
             index,
             kind,
@@ -223,7 +227,7 @@ impl RaftLog {
                 None => {}
             }
             assert_eq!(entry.index, self.last_index().next(), "append leaves a gap");
-            self.entries.push(entry);
+            self.entries.push_back(entry);
         }
         last_new
     }
@@ -422,7 +426,12 @@ impl RaftLog {
         let held = at.0.saturating_sub(self.base_index.0);
         let limit =
             usize::try_from(held).map_or(self.entries.len(), |held| held.min(self.entries.len()));
-        let offset = self.entries[..limit].partition_point(|entry| entry.term < term);
+        // Terms never decrease, so the prefix's partition point is the
+        // whole log's, capped at the prefix.
+        let offset = self
+            .entries
+            .partition_point(|entry| entry.term < term)
+            .min(limit);
         LogIndex(self.base_index.0 + offset as u64 + 1)
     }
 
@@ -430,7 +439,7 @@ impl RaftLog {
     /// counts: its term is known).
     pub fn last_index_of_term(&self, term: Term) -> Option<LogIndex> {
         let end = self.entries.partition_point(|entry| entry.term <= term);
-        match self.entries[..end].last() {
+        match end.checked_sub(1).and_then(|last| self.entries.get(last)) {
             Some(entry) => (entry.term == term).then_some(entry.index),
             None => {
                 (self.base_index > LogIndex(0) && self.base_term == term).then_some(self.base_index)
@@ -445,13 +454,13 @@ impl RaftLog {
         assert!(self.base_index <= self.last_applied, "compacted unapplied");
         assert!(self.persisted_index < self.unstable_from);
         assert!(self.unstable_from > self.base_index);
-        if let Some(first) = self.entries.first() {
+        if let Some(first) = self.entries.front() {
             assert_eq!(first.index, self.first_index());
             assert!(first.term >= self.base_term, "terms decrease in the log");
         }
-        for pair in self.entries.windows(2) {
-            assert_eq!(pair[1].index, pair[0].index.next());
-            assert!(pair[1].term >= pair[0].term, "terms decrease in the log");
+        for (earlier, later) in self.entries.iter().zip(self.entries.iter().skip(1)) {
+            assert_eq!(later.index, earlier.index.next());
+            assert!(later.term >= earlier.term, "terms decrease in the log");
         }
     }
 }

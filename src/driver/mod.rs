@@ -140,7 +140,7 @@ enum InFlight {
 
 /// Snapshot bytes written between two flushes of its file (when the
 /// executor is free): the disk takes it in pieces this size.
-pub const SNAPSHOT_FLUSH_BYTES: u64 = 8 * 1024 * 1024;
+pub const SNAPSHOT_FLUSH_BYTES: u64 = 1024 * 1024;
 
 /// What the driver keeps between calls: the deferred syncs it owes the
 /// core, the snapshot policy, and a counter for STATUS.

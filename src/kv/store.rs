@@ -30,7 +30,7 @@ const DIGEST_CHECK_KEYS_MAX: usize = 256;
 /// Delta entries folded back into the base per apply once no snapshot
 /// holds the base. While no cursor holds it the delta does not grow, so
 /// any bound above zero drains it; a small one keeps each apply cheap.
-pub const FOLD_ENTRIES_PER_APPLY_MAX: usize = 4;
+pub const FOLD_ENTRIES_PER_APPLY_MAX: usize = 1;
 
 /// The pairs, ordered so that iteration (and anything built from it, such
 /// as a snapshot) is identical on every node.
@@ -215,18 +215,59 @@ impl Store {
         }
     }
 
+    /// One search of each map where it can (a search of the 1M-key base
+    /// costs a cache miss per level): an existing key's value is replaced
+    /// in place, found by the same lookup that reads it for the digest.
     fn put(&mut self, key: &[u8], value: &[u8]) {
         assert!(value.len() <= VALUE_SIZE_MAX);
-        match self.get(key).map(|value_old| pair_hash(key, value_old)) {
-            Some(hash_old) => self.digest ^= hash_old,
-            None => self.len += 1,
-        }
         self.digest ^= pair_hash(key, value);
         if let Some(base) = Arc::get_mut(&mut self.base) {
-            self.delta.remove(key);
-            base.insert(key.to_vec(), value.to_vec());
-        } else {
-            self.delta.insert(key.to_vec(), Some(value.to_vec()));
+            // Unfrozen: the delta is draining, and usually empty.
+            let old = match self.delta.remove(key) {
+                Some(in_delta) => {
+                    base.remove(key);
+                    in_delta
+                }
+                None => None,
+            };
+            let old_hash = match (old, base.get_mut(key)) {
+                (Some(old), _) => {
+                    base.insert(key.to_vec(), value.to_vec());
+                    Some(pair_hash(key, &old))
+                }
+                (None, Some(slot)) => {
+                    let hash = pair_hash(key, slot);
+                    value.clone_into(slot);
+                    Some(hash)
+                }
+                (None, None) => {
+                    base.insert(key.to_vec(), value.to_vec());
+                    None
+                }
+            };
+            self.count_replaced(old_hash);
+            return;
+        }
+        let old_hash = match self.delta.get_mut(key) {
+            Some(slot) => {
+                let hash = slot.as_deref().map(|old| pair_hash(key, old));
+                *slot = Some(value.to_vec());
+                hash
+            }
+            None => {
+                let hash = self.base.get(key).map(|old| pair_hash(key, old));
+                self.delta.insert(key.to_vec(), Some(value.to_vec()));
+                hash
+            }
+        };
+        self.count_replaced(old_hash);
+    }
+
+    /// A put replaced the pair hashing to `old_hash`, or added a key.
+    fn count_replaced(&mut self, old_hash: Option<u64>) {
+        match old_hash {
+            Some(hash) => self.digest ^= hash,
+            None => self.len += 1,
         }
     }
 

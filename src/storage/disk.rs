@@ -11,7 +11,7 @@
 use super::hard_state::{
     sync_path, HardStateFile, NodeName, RecoveredHardState, HARD_STATE_FILE_NAME,
 };
-use super::remover::Remover;
+use super::remover::{self, Remover};
 use super::segment::{
     self, HeaderRead, RecordPosition, ScanEnd, ScanStart, TornReason, RECORD_HEADER_SIZE,
     RECORD_PAYLOAD_SIZE_MAX, SEGMENT_FILE_SUFFIX, SEGMENT_HEADER_SIZE,
@@ -503,10 +503,16 @@ impl DiskStorage {
         };
         let remover = Remover::start(options.fsync)
             .map_err(StorageError::io(directory, "start the remover thread for"))?;
+        let log_directory = directory.join(LOG_DIRECTORY_NAME);
+        for place in [directory, log_directory.as_path()] {
+            for path in remover::leftover_removals(place)? {
+                remover.handle().remove(path, place)?;
+            }
+        }
         Ok(DiskStorage {
             options,
             directory: directory.to_path_buf(),
-            log_directory: directory.join(LOG_DIRECTORY_NAME),
+            log_directory,
             _lock_file: lock_file,
             hard_state_file: hard_state.file,
             hard_state: hard_state.hard_state,

@@ -1118,3 +1118,24 @@ fn random_operations_match_a_model() {
         }
     }
 }
+
+/// A removal a crash cut short left `.removing` files: the next open
+/// finishes them, in the data dir and in the log dir, and recovery reads
+/// neither.
+#[test]
+fn an_open_finishes_the_removals_a_crash_left() {
+    let directory = TempDir::new("disk-removing");
+    let data = directory.path.join("node");
+    let (storage, _, _) = open(&data, SEGMENT_SIZE_SMALL);
+    drop(storage);
+    let in_data = data.join("snapshot-00000000000000000007.snap.removing");
+    let in_log = data
+        .join(LOG_DIRECTORY_NAME)
+        .join("00000000000000000001.seg.removing");
+    fs::write(&in_data, b"half a snapshot").unwrap();
+    fs::write(&in_log, b"half a segment").unwrap();
+    let (storage, recovered, _) = open(&data, SEGMENT_SIZE_SMALL);
+    storage.wait_removals();
+    assert!(recovered.entries.is_empty());
+    assert!(!in_data.exists() && !in_log.exists());
+}
