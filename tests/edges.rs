@@ -12,7 +12,8 @@ use common::{poll_until, run_submit, Cluster, TempDir, RAFTLITE};
 use raftlite::client::Client;
 use raftlite::constants::{CLIENT_CONNECTIONS_MAX, HANDSHAKE_TIMEOUT_MS, PARTIAL_FRAME_TIMEOUT_MS};
 use raftlite::core::{
-    AppendEntries, ClusterId, ClusterTag, Entry, LogIndex, Message, MessageBody, NodeId, Term,
+    AppendEntries, ClusterId, ClusterTag, Entry, InstallSnapshot, LogIndex, Message, MessageBody,
+    NodeId, SnapshotMeta, Term,
 };
 use raftlite::kv::{parse_request, LogRecord};
 use raftlite::wire::{
@@ -1130,4 +1131,85 @@ fn sigterm_stops_a_node_cleanly_with_exit_0_a_last_line_and_no_pid_file() {
     cluster.start_node(leader).expect("restart");
     cluster.require_leader(3 * SECOND);
     assert_eq!(cluster.client(5 * SECOND).execute("GET before"), "VALUE 1");
+}
+
+/// Issue 13: an out-of-order snapshot chunk closes the connection it came
+/// on and changes nothing. Here one claiming to be the leader, at the
+/// follower's term, for a snapshot the follower is not receiving.
+#[test]
+fn an_out_of_order_snapshot_chunk_closes_its_connection_and_changes_nothing() {
+    let _machine = shared_machine();
+    let cluster = common::cluster(3, &[]);
+    let leader = cluster.require_leader(3 * SECOND);
+    let reply = cluster.client(5 * SECOND).execute("SET before=1");
+    assert!(reply.starts_with("OK"), "{reply}");
+    cluster.require_converged(3 * SECOND);
+    let follower = (leader + 1) % 3;
+    let status = status_of(&cluster, follower);
+    let term: u64 = status["term"].parse().expect("term");
+    let cluster_id = u64::from_str_radix(&status["cluster"], 16)
+        .ok()
+        .map(ClusterId);
+    let log_start = file_size(&cluster.log_path(follower));
+    let hello = Frame::PeerHello(PeerHello {
+        node_id: cluster.nodes[leader].id.clone(),
+        address: cluster.nodes[leader].address(),
+        members: cluster.nodes.iter().map(|node| node.id.clone()).collect(),
+        cluster_id,
+        nonce: [3; NONCE_SIZE],
+        authenticated: false,
+    });
+    let chunk = Message {
+        from: NodeId(leader as u32),
+        to: NodeId(follower as u32),
+        term: Term(term),
+        cluster: ClusterTag {
+            log_id: cluster_id,
+            bound: cluster_id.is_some(),
+        },
+        body: MessageBody::InstallSnapshot(InstallSnapshot {
+            meta: SnapshotMeta {
+                index: LogIndex(1_000_000),
+                term: Term(term),
+                cluster_id,
+                voters: (0..3).map(NodeId).collect(),
+            },
+            offset: 4096,
+            total_size: 8192,
+            data: vec![0u8; 16].into(),
+        }),
+    };
+    let mut chunk_bytes = Vec::new();
+    encode_message(&chunk, &mut chunk_bytes);
+    let address = cluster.nodes[follower].address();
+    // Without a secret any proof verifies: the hello, a proof and the chunk
+    // can go at once.
+    let proof = Frame::PeerProof(PeerProof {
+        proof: [0; PROOF_SIZE],
+    });
+    let bytes = [frame_bytes(&[hello, proof]), chunk_bytes].concat();
+    // The real leader, paused, cannot reconnect and displace this
+    // connection: only the chunk's rule can close it.
+    assert!(cluster.signal(leader, "STOP"));
+    let mut stream = TcpStream::connect(&address).expect("connect");
+    stream.write_all(&bytes).expect("send");
+    let (frames, closed) = frames_until_closed(&mut stream, SECOND);
+    assert!(cluster.signal(leader, "CONT"));
+    // (What the node sent before closing may be lost to the reset.)
+    assert!(closed, "the connection stayed open: {frames:?}");
+    let log = lines_after(&cluster.log_path(follower), log_start);
+    let expected = format!(
+        "Closing the connection from {}: a chunk of snapshot 1000000 at offset 4096, but this node holds 0 bytes of it",
+        cluster.nodes[leader].id
+    );
+    assert_eq!(count_containing(&log, &expected), 1, "{log:#?}");
+
+    let after = status_of(&cluster, follower);
+    // (The pause may have cost the leader its term.)
+    for field in ["snapshot_index", "first_index", "cluster"] {
+        assert_eq!(after[field], status[field], "{field}: {after:?}");
+    }
+    let reply = cluster.client(5 * SECOND).execute("SET after=2");
+    assert!(reply.starts_with("OK"), "{reply}");
+    cluster.require_converged(5 * SECOND);
 }

@@ -137,6 +137,17 @@ pub enum Event {
         from: NodeId,
         cluster: ClusterTag,
     },
+    /// A snapshot chunk from `from` did not start where this node's copy
+    /// of snapshot `index` ends (`stored` bytes; 0: not receiving it). It
+    /// changed nothing and was answered with `stored`, on this node's own
+    /// link to `from`; the runtime closes the connection it came on, so
+    /// that whatever else is in flight behind it goes too.
+    SnapshotChunkOutOfOrder {
+        from: NodeId,
+        index: LogIndex,
+        offset: u64,
+        stored: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -253,6 +253,12 @@ impl Raft {
             .map(|receive| receive.stored);
         let expected = stored.unwrap_or(0);
         if chunk.offset != expected {
+            self.ready.events.push(Event::SnapshotChunkOutOfOrder {
+                from: leader,
+                index: chunk.meta.index,
+                offset: chunk.offset,
+                stored: expected,
+            });
             let status = SnapshotStatus::OutOfOrder { stored: expected };
             return self.answer_chunk(leader, &chunk, status);
         }

@@ -567,9 +567,19 @@ fn an_out_of_order_chunk_is_answered_with_the_stored_offset_and_changes_nothing(
         assert!(received(&ready).is_empty(), "offset {offset}");
         let answers = snapshot_statuses(&ready.messages_after_persist);
         assert_eq!(answers, [(4, SnapshotStatus::OutOfOrder { stored: 3 })]);
+        // The runtime closes the connection the chunk came on.
+        let closing = Event::SnapshotChunkOutOfOrder {
+            from: NodeId(1),
+            index: LogIndex(4),
+            offset,
+            stored: 3,
+        };
+        assert!(ready.events.contains(&closing), "{:?}", ready.events);
     }
     let ready = receive(&mut raft, chunk((4, 1), 3, b"def", 10));
     assert_eq!(received(&ready), [(3, 3)], "the receive went on unharmed");
+    let out_of_order = |event: &Event| matches!(event, Event::SnapshotChunkOutOfOrder { .. });
+    assert!(!ready.events.iter().any(out_of_order), "an in-order chunk");
 }
 
 #[test]

@@ -125,7 +125,7 @@ pub const SNAPSHOT_BYTES_PER_MS_DEFAULT: u64 = 8 * 1024 * 1024 / 1000;
 
 /// The default and ceiling of `SnapshotPolicy::bytes_per_drive`: about a
 /// millisecond of the state machine's encoding (docs/DESIGN.md).
-pub const SNAPSHOT_BYTES_PER_DRIVE_MAX: usize = 1 << 20;
+pub const SNAPSHOT_BYTES_PER_DRIVE_MAX: usize = 1 << 18;
 
 /// What the job running on the executor makes durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

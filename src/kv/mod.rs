@@ -5,6 +5,7 @@
 //! compute the same results from the same log.
 
 mod command;
+mod key;
 mod machine;
 mod quote;
 mod session;

@@ -25,16 +25,16 @@
 //! after the footer. The CRC makes the body check itself wherever it
 //! travels: the session digest does not cover cached replies.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::constants::{KEY_SIZE_MAX, SESSIONS_MAX, VALUE_SIZE_MAX};
 
+use super::key::Key;
 use super::machine::StateMachine;
 use super::session::{CachedReply, SessionRecord, Sessions};
-use super::store::{pair_hash, Outcome, Store};
+use super::store::{pair_hash, Outcome, Pairs, Store};
 
 /// The body format this code writes and the only one it reads.
 pub const SNAPSHOT_VERSION: u8 = 1;
@@ -63,8 +63,6 @@ pub const SNAPSHOT_RECORD_SIZE_MAX: usize = if SESSION_RECORD_SIZE_MAX > PAIR_RE
 
 const _: () = assert!(FOOTER_SIZE <= SNAPSHOT_RECORD_SIZE_MAX);
 const _: () = assert!(VALUE_SIZE_MAX <= u32::MAX as usize);
-
-type Pairs = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// A body that cannot be restored: where, and why, in one line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -327,7 +325,7 @@ fn write_pairs(
     let mut full = false;
     for (key, value) in pairs.range::<[u8], _>((lower, Bound::Unbounded)) {
         let record_start = out.len();
-        encode_pair(key, value, out);
+        encode_pair(key.as_bytes(), value, out);
         if record_start > room.start && room.is_exceeded_by(out.len()) {
             out.truncate(record_start);
             full = true;
@@ -336,7 +334,7 @@ fn write_pairs(
         written = Some(key);
     }
     if let Some(key) = written {
-        *last_key = Some(key.clone());
+        *last_key = Some(key.as_bytes().to_vec());
     }
     (full, !full)
 }
@@ -578,12 +576,12 @@ impl Restorer {
 
     fn accept_pair(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), SnapshotError> {
         if let Some((last, _)) = self.pairs.last_key_value() {
-            if key <= *last {
+            if key.as_slice() <= last.as_bytes() {
                 return Err(self.error_at(1, "keys out of order".to_string()));
             }
         }
         self.store_digest ^= pair_hash(&key, &value);
-        self.pairs.insert(key, value);
+        self.pairs.insert(Key::new(&key), value);
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::constants::{KEY_SIZE_MAX, VALUE_SIZE_MAX};
 
 use super::command::Command;
+use super::key::Key;
 
 /// What applying a command produced, for the client that proposed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,7 +35,7 @@ pub const FOLD_ENTRIES_PER_APPLY_MAX: usize = 1;
 
 /// The pairs, ordered so that iteration (and anything built from it, such
 /// as a snapshot) is identical on every node.
-type Pairs = BTreeMap<Vec<u8>, Vec<u8>>;
+pub(super) type Pairs = BTreeMap<Key, Vec<u8>>;
 
 /// The key-value map as a frozen base plus a delta of newer writes, so a
 /// snapshot can walk the base across many loop turns while the store goes
@@ -50,7 +51,7 @@ pub struct Store {
     /// Writes not yet in `base`: `Some(value)` set, `None` deleted.
     /// Invariant: a `None` entry's key is in `base` (deleting a key that
     /// only the delta holds removes the entry instead).
-    delta: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    delta: BTreeMap<Key, Option<Vec<u8>>>,
     /// Invariant: the number of keys in the merged view.
     len: usize,
     /// Invariant: digest == recompute_digest(), the XOR of `pair_hash` over
@@ -137,8 +138,9 @@ impl Store {
 
     /// The digest computed from scratch in O(n), to check the incremental one.
     pub fn recompute_digest(&self) -> u64 {
-        self.pairs_unordered()
-            .fold(0, |digest, (key, value)| digest ^ pair_hash(key, value))
+        self.pairs_unordered().fold(0, |digest, (key, value)| {
+            digest ^ pair_hash(key.as_bytes(), value)
+        })
     }
 
     /// Writes not yet folded into the base (0 once the delta has drained).
@@ -153,7 +155,7 @@ impl Store {
 
     /// Every pair of the merged view, in no particular order (digests and
     /// counts do not need one).
-    fn pairs_unordered(&self) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
+    fn pairs_unordered(&self) -> impl Iterator<Item = (&Key, &Vec<u8>)> {
         let base = self
             .base
             .iter()
@@ -167,9 +169,9 @@ impl Store {
 
     /// The whole state as one ordered map (tests compare stores with it).
     #[cfg(test)]
-    pub(super) fn to_pairs(&self) -> Pairs {
+    pub(super) fn to_pairs(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
         self.pairs_unordered()
-            .map(|(key, value)| (key.clone(), value.clone()))
+            .map(|(key, value)| (key.as_bytes().to_vec(), value.clone()))
             .collect()
     }
 
@@ -232,7 +234,7 @@ impl Store {
             };
             let old_hash = match (old, base.get_mut(key)) {
                 (Some(old), _) => {
-                    base.insert(key.to_vec(), value.to_vec());
+                    base.insert(Key::new(key), value.to_vec());
                     Some(pair_hash(key, &old))
                 }
                 (None, Some(slot)) => {
@@ -241,7 +243,7 @@ impl Store {
                     Some(hash)
                 }
                 (None, None) => {
-                    base.insert(key.to_vec(), value.to_vec());
+                    base.insert(Key::new(key), value.to_vec());
                     None
                 }
             };
@@ -256,7 +258,7 @@ impl Store {
             }
             None => {
                 let hash = self.base.get(key).map(|old| pair_hash(key, old));
-                self.delta.insert(key.to_vec(), Some(value.to_vec()));
+                self.delta.insert(Key::new(key), Some(value.to_vec()));
                 hash
             }
         };
@@ -281,7 +283,7 @@ impl Store {
             self.delta.remove(key);
             base.remove(key);
         } else if self.base.contains_key(key) {
-            self.delta.insert(key.to_vec(), None);
+            self.delta.insert(Key::new(key), None);
         } else {
             self.delta.remove(key);
         }

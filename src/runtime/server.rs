@@ -558,6 +558,37 @@ impl<S: Storage<Job = SyncJob>> Server<S> {
                 "Installed snapshot from {} (index={index})",
                 self.name(*from)
             ),
+            Event::SnapshotChunkOutOfOrder {
+                from,
+                index,
+                offset,
+                stored,
+            } => self.close_out_of_order_sender(*from, *index, *offset, *stored),
+        }
+    }
+
+    /// The issue's rule for an out-of-order chunk: the connection it came
+    /// on is closed (the core changed nothing, and answered on our own link
+    /// to the sender, so the leader still learns where to resume).
+    fn close_out_of_order_sender(
+        &mut self,
+        from: NodeId,
+        index: LogIndex,
+        offset: u64,
+        stored: u64,
+    ) {
+        let name = self.name(from).to_string();
+        crate::log_limited!(
+            self.limiter,
+            self.clock.now_ms(),
+            Warn,
+            "snapshot-out-of-order",
+            u64::from(from.0),
+            "Closing the connection from {name}: a chunk of snapshot {index} at offset {offset}, \
+             but this node holds {stored} bytes of it; nothing changed, it resumes from {stored}"
+        );
+        if let Some(token) = self.inbound[from.0 as usize] {
+            self.close(token, "snapshot chunk out of order");
         }
     }
 

@@ -524,6 +524,14 @@ fn core_event(event: &Event) -> String {
         Event::SnapshotInstalled { from, index } => {
             format!("installed snapshot {index} from {from}")
         }
+        Event::SnapshotChunkOutOfOrder {
+            from,
+            index,
+            offset,
+            stored,
+        } => format!(
+            "chunk of snapshot {index} from {from} at offset {offset} out of order (holds {stored})"
+        ),
     }
 }
 
