@@ -123,8 +123,10 @@ impl Default for SnapshotPolicy {
 /// against 32 MiB/s and unpaced in docs/BENCHMARKS.md, "Snapshots".
 pub const SNAPSHOT_BYTES_PER_MS_DEFAULT: u64 = 8 * 1024 * 1024 / 1000;
 
-/// The default and ceiling of `SnapshotPolicy::bytes_per_drive`: about a
-/// millisecond of the state machine's encoding (docs/DESIGN.md).
+/// The default and ceiling of `SnapshotPolicy::bytes_per_drive`: 256 KiB,
+/// about 0.3 ms of the state machine's encoding (docs/DESIGN.md), which
+/// matters once a snapshot runs unpaced (the log outran it): 1 MiB slices
+/// then made 5-7 ms turns on the 1M-key row with `--fsync never`.
 pub const SNAPSHOT_BYTES_PER_DRIVE_MAX: usize = 1 << 18;
 
 /// What the job running on the executor makes durable.
