@@ -283,7 +283,7 @@ impl<J> Driver<J> {
             }
         }
         let received = std::mem::take(&mut ready.snapshot_chunks_received);
-        self.store_snapshot_chunks(received, replica, storage)?;
+        self.store_snapshot_chunks(received, replica, storage, syncer)?;
         if !after_persist.is_empty() {
             // What they promise may rest on records an earlier deferred
             // sync still owes.
@@ -569,6 +569,12 @@ mod tests {
                 .borrow_mut()
                 .push(format!("receive chunk at {offset}"));
             self.1.receive_chunk(chunk)
+        }
+
+        fn receive_flush(&mut self) -> Option<u64> {
+            let job = self.0.borrow().len() as u64;
+            self.0.borrow_mut().push(format!("receive flush #{job}"));
+            Some(job)
         }
 
         fn receive_finish(&mut self) -> Result<SnapshotFile, StorageError> {
@@ -981,11 +987,23 @@ mod tests {
     }
 
     fn send_chunks(node: &mut Node, meta: &SnapshotMeta, file: &[u8], size: usize) -> Vec<String> {
+        send_chunks_of(node, meta, file, 0..file.len(), size)
+    }
+
+    /// The chunks of `file` (of `size` bytes) that cover `range`.
+    fn send_chunks_of(
+        node: &mut Node,
+        meta: &SnapshotMeta,
+        file: &[u8],
+        range: std::ops::Range<usize>,
+        size: usize,
+    ) -> Vec<String> {
         let mut done = Vec::new();
-        for (number, piece) in file.chunks(size).enumerate() {
+        let from = range.start;
+        for (number, piece) in file[range].chunks(size).enumerate() {
             let chunk = InstallSnapshot {
                 meta: meta.clone(),
-                offset: (number * size) as u64,
+                offset: (from + number * size) as u64,
                 total_size: file.len() as u64,
                 data: piece.to_vec().into(),
             };
@@ -1020,6 +1038,37 @@ mod tests {
             node.replica.raft().snapshot().map(|s| s.meta.index),
             Some(LogIndex(12))
         );
+    }
+
+    /// A large snapshot received is synced every SNAPSHOT_FLUSH_BYTES on
+    /// the executor while it is free, so the install's own sync on the loop
+    /// has little left; never while the executor is busy.
+    #[test]
+    fn a_received_snapshot_is_flushed_off_the_loop_as_it_arrives() {
+        let mut node = Node::new(3);
+        let (meta, file, digest) = snapshot_file(200_000);
+        assert!(
+            file.len() as u64 > 2 * SNAPSHOT_FLUSH_BYTES,
+            "{}",
+            file.len()
+        );
+        let size = 64 * 1024;
+        let per_flush = usize::try_from(SNAPSHOT_FLUSH_BYTES).unwrap() / size;
+        let megabyte = per_flush * size;
+        let done = send_chunks_of(&mut node, &meta, &file, 0..megabyte, size);
+        let flushes = lines_like(&done, "receive flush");
+        assert_eq!(flushes.len(), 1, "{done:?}");
+        let job = flushes[0].trim_start_matches("receive flush ");
+        assert!(done.contains(&format!("submit {job}")), "{done:?}");
+        // The flush still runs: the next megabyte is not flushed meanwhile.
+        let busy = send_chunks_of(&mut node, &meta, &file, megabyte..2 * megabyte, size);
+        assert!(lines_like(&busy, "receive flush").is_empty(), "{busy:?}");
+        node.syncer.finished = true;
+        node.collect();
+        let done = send_chunks_of(&mut node, &meta, &file, 2 * megabyte..file.len(), size);
+        assert!(!lines_like(&done, "receive flush").is_empty(), "{done:?}");
+        assert!(done.iter().any(|line| line == "receive finish"), "{done:?}");
+        assert_eq!(node.replica.machine().digest(), digest);
     }
 
     /// A file that fails its check is discarded and the state machine is

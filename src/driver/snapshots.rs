@@ -18,6 +18,8 @@ use crate::storage::{Storage, StorageError};
 pub(super) struct Receiving {
     finder: BodyFinder,
     restorer: Restorer,
+    /// Bytes stored since the file was last flushed.
+    unflushed: u64,
 }
 
 /// What the driver did with snapshots, for log lines and traces.
@@ -124,10 +126,7 @@ impl<J> Driver<J> {
         S: Storage<Job = J>,
         X: SyncExecutor<J>,
     {
-        let idle = self.sync_in_flight.is_none()
-            && self.sync_waiting.is_none()
-            && self.snapshot_sync_waiting.is_none();
-        if self.snapshot_unflushed < SNAPSHOT_FLUSH_BYTES || !idle {
+        if self.snapshot_unflushed < SNAPSHOT_FLUSH_BYTES || !self.executor_idle() {
             return Ok(());
         }
         if let Some(job) = storage.snapshot_flush() {
@@ -194,14 +193,26 @@ impl<J> Driver<J> {
         Ok(step_left)
     }
 
+    /// Whether the executor has nothing to do or waiting: a flush may go.
+    fn executor_idle(&self) -> bool {
+        self.sync_in_flight.is_none()
+            && self.sync_waiting.is_none()
+            && self.snapshot_sync_waiting.is_none()
+    }
+
     /// Follower: writes the chunks received (in order; the core checked
     /// the order) and installs the snapshot their last one completes.
-    pub(super) fn store_snapshot_chunks<S: Storage<Job = J>>(
+    pub(super) fn store_snapshot_chunks<S, X>(
         &mut self,
         received: Vec<InstallSnapshot>,
         replica: &mut Replica,
         storage: &mut S,
-    ) -> Result<(), DriveError> {
+        syncer: &mut X,
+    ) -> Result<(), DriveError>
+    where
+        S: Storage<Job = J>,
+        X: SyncExecutor<J>,
+    {
         for chunk in received {
             storage.receive_chunk(&chunk)?;
             if chunk.offset == 0 {
@@ -213,10 +224,36 @@ impl<J> Driver<J> {
                     .body_of(chunk.offset, &chunk.data, chunk.total_size);
                 // A failure sticks in the restorer; `install` reports it.
                 let _ = receiving.restorer.feed(body);
+                receiving.unflushed += chunk.data.len() as u64;
             }
             if chunk.is_last() {
                 self.install(chunk.meta, replica, storage)?;
+            } else {
+                self.flush_received(storage, syncer)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Every `SNAPSHOT_FLUSH_BYTES` received, syncs the file so far on the
+    /// executor, if it is free, as `flush_snapshot` does for one taken: the
+    /// install's fdatasync, on the loop, then has little left to write.
+    fn flush_received<S, X>(&mut self, storage: &mut S, syncer: &mut X) -> Result<(), DriveError>
+    where
+        S: Storage<Job = J>,
+        X: SyncExecutor<J>,
+    {
+        let idle = self.executor_idle();
+        let Some(receiving) = self.receiving.as_mut() else {
+            return Ok(());
+        };
+        if receiving.unflushed < SNAPSHOT_FLUSH_BYTES || !idle {
+            return Ok(());
+        }
+        receiving.unflushed = 0;
+        if let Some(job) = storage.receive_flush() {
+            syncer.submit(job)?;
+            self.sync_in_flight = Some(InFlight::SnapshotFlush);
         }
         Ok(())
     }

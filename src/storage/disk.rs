@@ -1100,6 +1100,10 @@ impl Storage for DiskStorage {
         receiver.write_chunk(chunk.offset, &chunk.data)
     }
 
+    fn receive_flush(&mut self) -> Option<SyncJob> {
+        self.receiving.as_ref().and_then(ChunkReceiver::flush_job)
+    }
+
     fn receive_finish(&mut self) -> Result<SnapshotFile, StorageError> {
         self.check_running()?;
         let receiver = self.receiving.take().expect("no snapshot received");

@@ -320,6 +320,13 @@ pub trait Storage {
     /// Stores a chunk of the leader's snapshot file, in order: one at
     /// offset 0 starts a new file (abandoning any other being received).
     fn receive_chunk(&mut self, chunk: &InstallSnapshot) -> Result<(), StorageError>;
+    /// A sync of the snapshot file received so far, to run on the executor
+    /// now and then while chunks arrive, so that `receive_finish`'s own
+    /// fdatasync, on the loop, has little left to write. The default has
+    /// none.
+    fn receive_flush(&mut self) -> Option<Self::Job> {
+        None
+    }
     /// The last chunk is stored: the file is synced, checked whole
     /// (structure, CRC, the meta the chunks announced) and
     /// installed under its final name. (The state machine was restored
