@@ -50,6 +50,10 @@ pub enum PlantedBug {
     /// storage's half of `InstallKeepsForeignLog`
     /// (src/storage/snapshot_recovery.rs).
     RecoveryKeepsForeignLog,
+    /// A snapshot taken before the node is bound names no cluster (the
+    /// hard state's binding, not the log's Bootstrap): whoever installs it
+    /// can never bind (src/replica/snapshot.rs).
+    SnapshotWithoutCluster,
 }
 
 impl PlantedBug {
@@ -63,8 +67,9 @@ impl PlantedBug {
     /// The three snapshot bugs are found now that the simulator takes,
     /// compacts and installs snapshots; the two foreign-log ones with the
     /// foreign-log fault (a member given another cluster's unbound log at
-    /// our terms).
-    pub const ALL: [PlantedBug; 10] = [
+    /// our terms), and SnapshotWithoutCluster by the check that every
+    /// snapshot names the committed Bootstrap's cluster.
+    pub const ALL: [PlantedBug; 11] = [
         PlantedBug::CommitOldTermByCount,
         PlantedBug::SecondVoteInTerm,
         PlantedBug::VoteBeforePersist,
@@ -75,10 +80,11 @@ impl PlantedBug {
         PlantedBug::CompactUnapplied,
         PlantedBug::InstallKeepsForeignLog,
         PlantedBug::RecoveryKeepsForeignLog,
+        PlantedBug::SnapshotWithoutCluster,
     ];
 
     /// Every bug a test build can plant.
-    pub const NAMED: [PlantedBug; 14] = [
+    pub const NAMED: [PlantedBug; 15] = [
         PlantedBug::CommitOldTermByCount,
         PlantedBug::SecondVoteInTerm,
         PlantedBug::VoteBeforePersist,
@@ -93,6 +99,7 @@ impl PlantedBug {
         PlantedBug::CompactUnapplied,
         PlantedBug::InstallKeepsForeignLog,
         PlantedBug::RecoveryKeepsForeignLog,
+        PlantedBug::SnapshotWithoutCluster,
     ];
 
     pub fn name(self) -> &'static str {
@@ -111,6 +118,7 @@ impl PlantedBug {
             PlantedBug::CompactUnapplied => "compact-unapplied",
             PlantedBug::InstallKeepsForeignLog => "install-keeps-foreign-log",
             PlantedBug::RecoveryKeepsForeignLog => "recovery-keeps-foreign-log",
+            PlantedBug::SnapshotWithoutCluster => "snapshot-without-cluster",
         }
     }
 

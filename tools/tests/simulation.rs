@@ -340,6 +340,16 @@ mod planted {
         assert_property(&failure, &expected);
     }
 
+    /// A snapshot taken before its node is bound names no cluster: the
+    /// checker holds every snapshot file to the committed Bootstrap's.
+    #[test]
+    fn snapshot_without_cluster() {
+        let failure = first_failure(PlantedBug::SnapshotWithoutCluster);
+        assert_property(&failure, &[Property::StateMachineSafety]);
+        let explanation = &failure.violation.explanation;
+        assert!(explanation.contains("names cluster none"), "{explanation}");
+    }
+
     /// Not in `PlantedBug::ALL` (the process-level bench is meant to find
     /// it), but the simulator's read check finds it too: a leader that
     /// answers reads without confirming its leadership, or before it has

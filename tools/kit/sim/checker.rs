@@ -606,7 +606,36 @@ impl Checker {
     ) -> Result<(), Violation> {
         let meta = &file.meta;
         self.anchor(node, meta.index, meta.term, how)?;
+        self.check_snapshot_cluster(node, file, how)?;
         self.check_state(node, meta.index, file.digest, how)
+    }
+
+    /// A snapshot covers the committed Bootstrap (entry 1), so it names the
+    /// cluster that entry named: whoever installs it binds to that cluster,
+    /// as a node that applied the entry does.
+    fn check_snapshot_cluster(
+        &self,
+        node: usize,
+        file: &SimSnapshotFile,
+        how: &str,
+    ) -> Result<(), Violation> {
+        let Some(committed) = self.history.cluster_id() else {
+            return Ok(()); // no Bootstrap committed (a log built by a test)
+        };
+        if file.meta.cluster_id == Some(committed) {
+            return Ok(());
+        }
+        let named = file
+            .meta
+            .cluster_id
+            .map_or("none".to_string(), |id| id.to_string());
+        violated(
+            Property::StateMachineSafety,
+            format!(
+                "n{node}'s {how} at {} names cluster {named}, but the committed Bootstrap named {committed}: whoever installs it cannot bind",
+                file.meta.index
+            ),
+        )
     }
 
     /// A node restarted from `snapshot` (if any): its state machine starts
