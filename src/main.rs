@@ -159,6 +159,7 @@ fn open_storage(options: &Options) -> Result<(DiskStorage, Recovered), String> {
         fsync: options.fsync,
         node_name,
         segment_size_max: options.log_segment_bytes,
+        planted_bug: options.planted_bug,
     };
     std::fs::create_dir_all(&options.data_dir).map_err(|error| {
         format!(

@@ -38,6 +38,22 @@ pub enum PlantedBug {
     /// Compaction discards committed entries the state machine has not
     /// applied yet, which it then never sees.
     CompactUnapplied,
+    /// A follower installing a snapshot keeps its log's suffix whenever the
+    /// log holds the snapshot's last entry with its term, even when the log
+    /// began with another cluster's Bootstrap (an unbound node's, whose
+    /// terms agree by chance only): it holds the leader's snapshot followed
+    /// by the other cluster's entries (src/core/raft_log.rs).
+    InstallKeepsForeignLog,
+    /// Recovery keeps the log next to the snapshot an interrupted install
+    /// received whenever the log holds the snapshot's last entry with its
+    /// term, even when the log began with another cluster's Bootstrap: the
+    /// storage's half of `InstallKeepsForeignLog`
+    /// (src/storage/snapshot_recovery.rs).
+    RecoveryKeepsForeignLog,
+    /// A snapshot taken before the node is bound names no cluster (the
+    /// hard state's binding, not the log's Bootstrap): whoever installs it
+    /// can never bind (src/replica/snapshot.rs).
+    SnapshotWithoutCluster,
 }
 
 impl PlantedBug {
@@ -49,8 +65,11 @@ impl PlantedBug {
     /// it, which the simulator does not stage: a core test finds it.
     /// AdmitForeignCluster is found by both the simulator and the bench.
     /// The three snapshot bugs are found now that the simulator takes,
-    /// compacts and installs snapshots.
-    pub const ALL: [PlantedBug; 8] = [
+    /// compacts and installs snapshots; the two foreign-log ones with the
+    /// foreign-log fault (a member given another cluster's unbound log at
+    /// our terms), and SnapshotWithoutCluster by the check that every
+    /// snapshot names the committed Bootstrap's cluster.
+    pub const ALL: [PlantedBug; 11] = [
         PlantedBug::CommitOldTermByCount,
         PlantedBug::SecondVoteInTerm,
         PlantedBug::VoteBeforePersist,
@@ -59,10 +78,13 @@ impl PlantedBug {
         PlantedBug::SnapshotWithoutSessions,
         PlantedBug::InstallOlderSnapshot,
         PlantedBug::CompactUnapplied,
+        PlantedBug::InstallKeepsForeignLog,
+        PlantedBug::RecoveryKeepsForeignLog,
+        PlantedBug::SnapshotWithoutCluster,
     ];
 
     /// Every bug a test build can plant.
-    pub const NAMED: [PlantedBug; 12] = [
+    pub const NAMED: [PlantedBug; 15] = [
         PlantedBug::CommitOldTermByCount,
         PlantedBug::SecondVoteInTerm,
         PlantedBug::VoteBeforePersist,
@@ -75,6 +97,9 @@ impl PlantedBug {
         PlantedBug::SnapshotWithoutSessions,
         PlantedBug::InstallOlderSnapshot,
         PlantedBug::CompactUnapplied,
+        PlantedBug::InstallKeepsForeignLog,
+        PlantedBug::RecoveryKeepsForeignLog,
+        PlantedBug::SnapshotWithoutCluster,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +116,9 @@ impl PlantedBug {
             PlantedBug::SnapshotWithoutSessions => "snapshot-without-sessions",
             PlantedBug::InstallOlderSnapshot => "install-older-snapshot",
             PlantedBug::CompactUnapplied => "compact-unapplied",
+            PlantedBug::InstallKeepsForeignLog => "install-keeps-foreign-log",
+            PlantedBug::RecoveryKeepsForeignLog => "recovery-keeps-foreign-log",
+            PlantedBug::SnapshotWithoutCluster => "snapshot-without-cluster",
         }
     }
 

@@ -320,13 +320,24 @@ impl RaftLog {
     /// it), and so does what is durable: the snapshot is. Returns whether
     /// the suffix was kept.
     pub fn install_snapshot(&mut self, meta: &SnapshotMeta) -> bool {
-        if meta.index <= self.base_index {
-            return true; // only the planted InstallOlderSnapshot gets here
-        }
         let foreign = matches!(
             (self.first_cluster_id(), meta.cluster_id),
             (Some(ours), Some(theirs)) if ours != theirs
         );
+        self.install_snapshot_of(meta, foreign)
+    }
+
+    /// The planted bug `InstallKeepsForeignLog`: installs as if every log
+    /// were the snapshot's cluster's, so a log that began with another
+    /// cluster's Bootstrap keeps its suffix when its terms agree by chance.
+    pub fn planted_install_keeping_foreign_log(&mut self, meta: &SnapshotMeta) -> bool {
+        self.install_snapshot_of(meta, false)
+    }
+
+    fn install_snapshot_of(&mut self, meta: &SnapshotMeta, foreign: bool) -> bool {
+        if meta.index <= self.base_index {
+            return true; // only the planted InstallOlderSnapshot gets here
+        }
         let suffix_kept =
             !foreign && meta.index <= self.last_index() && self.matches(meta.index, meta.term);
         if suffix_kept {
@@ -794,6 +805,17 @@ mod tests {
         assert!(!log.install_snapshot(&foreign));
         log.check_invariants();
         assert_eq!(log.last_index(), LogIndex(2));
+        assert_eq!(log.first_cluster_id(), Some(ClusterId(8)));
+    }
+
+    #[test]
+    fn planted_install_keeps_another_clusters_log_where_terms_agree() {
+        let mut log = RaftLog::new(entries_from_index(1, &[1, 1, 1]));
+        let mut foreign = meta(2, 1);
+        foreign.cluster_id = Some(ClusterId(8));
+        assert!(log.planted_install_keeping_foreign_log(&foreign));
+        log.check_invariants();
+        assert_eq!(log.last_index(), LogIndex(3), "cluster 9's entry 3 stays");
         assert_eq!(log.first_cluster_id(), Some(ClusterId(8)));
     }
 

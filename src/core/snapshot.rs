@@ -152,7 +152,11 @@ impl Raft {
                 self.log.last_applied()
             );
         }
-        let suffix_kept = self.log.install_snapshot(&meta);
+        let suffix_kept = if self.planted(PlantedBug::InstallKeepsForeignLog) {
+            self.log.planted_install_keeping_foreign_log(&meta)
+        } else {
+            self.log.install_snapshot(&meta)
+        };
         self.bind_to_snapshot_cluster(&meta);
         let (index, term) = (meta.index, meta.term);
         self.snapshots.record(StoredSnapshot {

@@ -1121,6 +1121,38 @@ mod tests {
         assert!(begun[0].ends_with("cluster 0000000000001234"), "{begun:?}");
     }
 
+    /// The same with `SnapshotWithoutCluster` planted: the snapshot names
+    /// no cluster, and a follower that installed it could never bind.
+    #[cfg(feature = "planted-bugs")]
+    #[test]
+    fn planted_snapshot_without_cluster_names_none_before_the_leader_is_bound() {
+        let mut node = leader_of_three();
+        node.replica
+            .plant_bug(Some(crate::core::PlantedBug::SnapshotWithoutCluster));
+        node.drive();
+        let ack = crate::core::AppendEntriesResponse {
+            success: true,
+            index: LogIndex(1),
+            conflict_term: None,
+            conflict_index: LogIndex(0),
+            round: 0,
+        };
+        for follower in [1, 2] {
+            let body = MessageBody::AppendEntriesResponse(ack.clone());
+            let mut answer = message(follower, 1, body);
+            answer.cluster.log_id = Some(ClusterId(0x1234));
+            node.replica.step(answer);
+        }
+        node.drive();
+        assert_eq!(node.replica.raft().cluster_id(), None, "not bound yet");
+        node.replica
+            .handle_request(token(7), SessionTag::default(), "SNAPSHOT");
+        let done = node.drive();
+        let begun = lines_like(&done, "snapshot 1 begin");
+        assert_eq!(begun.len(), 1, "{done:?}");
+        assert!(begun[0].ends_with("cluster none"), "{begun:?}");
+    }
+
     /// A file whose CRC holds but whose body does not restore (another
     /// body version, say) is refused before it takes its final name: it
     /// never becomes this node's newest snapshot.

@@ -103,10 +103,10 @@ impl Replica {
         // durable) its log still names the cluster: the Bootstrap is applied,
         // so committed. A snapshot without it would leave whoever installs
         // it unable ever to bind.
-        let cluster_id = self
-            .raft
-            .cluster_id()
-            .or_else(|| self.raft.log().first_cluster_id());
+        let cluster_id = match self.raft.cluster_id() {
+            None if planted_snapshot_without_cluster(&self.raft) => None,
+            bound => bound.or_else(|| self.raft.log().first_cluster_id()),
+        };
         let meta = SnapshotMeta {
             index,
             term,
@@ -246,4 +246,16 @@ impl Replica {
 
     #[cfg(not(feature = "planted-bugs"))]
     pub(super) fn plant_bug_in_machine(&mut self) {}
+}
+
+/// The planted bug `snapshot-without-cluster`: a snapshot taken before the
+/// node is bound names the hard state's cluster, which is none yet.
+#[cfg(feature = "planted-bugs")]
+fn planted_snapshot_without_cluster(raft: &crate::core::Raft) -> bool {
+    raft.planted_bug() == Some(crate::core::PlantedBug::SnapshotWithoutCluster)
+}
+
+#[cfg(not(feature = "planted-bugs"))]
+fn planted_snapshot_without_cluster(_raft: &crate::core::Raft) -> bool {
+    false
 }

@@ -20,7 +20,9 @@ use super::snapshot::{self, SNAPSHOT_CHUNK_SIZE_MAX};
 use super::snapshot_recovery::{self, Chosen, LogFate, LogShape, RejectedSnapshot};
 use super::snapshot_writer::{ChunkReceiver, FinishedSnapshot, SnapshotWriter};
 use super::{Recovered, SnapshotFile, Storage, StorageError, StorageStats, SyncJob};
-use crate::core::{ClusterId, Entry, HardState, InstallSnapshot, LogIndex, SnapshotMeta, Term};
+use crate::core::{
+    ClusterId, Entry, HardState, InstallSnapshot, LogIndex, PlantedBug, SnapshotMeta, Term,
+};
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Read;
@@ -70,6 +72,9 @@ pub struct DiskOptions {
     /// created, and a dir recorded under another id is refused. NONE (tests)
     /// records nothing and checks nothing.
     pub node_name: NodeName,
+    /// Test builds only (feature `planted-bugs`): recovery misbehaves in
+    /// one known way (`RecoveryKeepsForeignLog`); ignored otherwise.
+    pub planted_bug: Option<PlantedBug>,
 }
 
 impl Default for DiskOptions {
@@ -78,6 +83,7 @@ impl Default for DiskOptions {
             fsync: true,
             segment_size_max: SEGMENT_SIZE_MAX_DEFAULT,
             node_name: NodeName::NONE,
+            planted_bug: None,
         }
     }
 }
@@ -323,7 +329,7 @@ fn inspect_data_directory(
     let listing = snapshot::list(directory)?;
     let chosen = snapshot_recovery::choose(&listing, &log.entries)?;
     let meta = chosen.snapshot.as_ref().map(|loaded| &loaded.file.meta);
-    let fate = snapshot_recovery::reconcile(meta, &log.shape())?;
+    let fate = snapshot_recovery::reconcile(meta, &log.shape(), options.planted_bug)?;
     let hard_state_path = directory.join(HARD_STATE_FILE_NAME);
     let hard_state = recover_hard_state(&hard_state_path, &log, meta)?;
     if let Some(recovered) = &hard_state {

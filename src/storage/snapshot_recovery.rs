@@ -5,7 +5,7 @@
 
 use super::snapshot::{self, LoadedSnapshot, SnapshotListing};
 use super::StorageError;
-use crate::core::{ClusterId, Entry, LogIndex, SnapshotMeta, Term};
+use crate::core::{ClusterId, Entry, LogIndex, PlantedBug, SnapshotMeta, Term};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -129,8 +129,13 @@ pub struct LogShape<'a> {
 }
 
 /// Checks where the log starts against the snapshot (a gap is refused,
-/// naming the first segment) and decides the log's fate.
-pub fn reconcile(snapshot: Option<&SnapshotMeta>, log: &LogShape) -> Result<LogFate, StorageError> {
+/// naming the first segment) and decides the log's fate. `planted_bug`:
+/// test builds only (`RecoveryKeepsForeignLog`).
+pub fn reconcile(
+    snapshot: Option<&SnapshotMeta>,
+    log: &LogShape,
+    planted_bug: Option<PlantedBug>,
+) -> Result<LogFate, StorageError> {
     let Some((first_index, first_path)) = log.first_segment else {
         return Ok(LogFate::Keep);
     };
@@ -164,7 +169,7 @@ pub fn reconcile(snapshot: Option<&SnapshotMeta>, log: &LogShape) -> Result<LogF
             );
             Ok(LogFate::Discard(reason))
         }
-        _ if began_with_another_cluster(meta, log.entries) => {
+        _ if began_with_another_cluster(meta, log.entries, planted_bug) => {
             let reason = format!(
                 "log begins with another cluster's Bootstrap than the snapshot's ({})",
                 meta.cluster_id
@@ -179,8 +184,16 @@ pub fn reconcile(snapshot: Option<&SnapshotMeta>, log: &LogShape) -> Result<LogF
 /// The log's first entry is another cluster's Bootstrap: a node not yet
 /// bound was installing a snapshot of the cluster it joined when it
 /// crashed. Its old log agrees in terms by chance only, and the install
-/// drops it (`RaftLog::install_snapshot`); recovery must too.
-fn began_with_another_cluster(meta: &SnapshotMeta, entries: &[Entry]) -> bool {
+/// drops it (`RaftLog::install_snapshot`); recovery must too. The
+/// simulator's disk asks this too, so it recovers as the daemon does.
+pub fn began_with_another_cluster(
+    meta: &SnapshotMeta,
+    entries: &[Entry],
+    planted_bug: Option<PlantedBug>,
+) -> bool {
+    if planted_recovery_keeps_foreign_log(planted_bug) {
+        return false;
+    }
     let named = entries
         .first()
         .filter(|entry| entry.index == LogIndex(1))
@@ -205,4 +218,14 @@ fn check_first_term_after(
         }
         _ => Ok(LogFate::Keep),
     }
+}
+
+#[cfg(feature = "planted-bugs")]
+fn planted_recovery_keeps_foreign_log(planted_bug: Option<PlantedBug>) -> bool {
+    planted_bug == Some(PlantedBug::RecoveryKeepsForeignLog)
+}
+
+#[cfg(not(feature = "planted-bugs"))]
+fn planted_recovery_keeps_foreign_log(_planted_bug: Option<PlantedBug>) -> bool {
+    false
 }

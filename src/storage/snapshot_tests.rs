@@ -415,6 +415,34 @@ fn a_log_of_another_cluster_is_dropped_after_an_interrupted_install() {
     assert!(reason.contains("another cluster's Bootstrap"), "{reason}");
 }
 
+/// The same with `RecoveryKeepsForeignLog` planted: the old log stays
+/// after the snapshot, another cluster's entries in this one's place.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn planted_recovery_keeps_a_log_of_another_cluster_after_an_interrupted_install() {
+    let directory = TempDir::new("snap-foreign-log-planted");
+    let (mut storage, _, _) = open(&directory.path);
+    let bootstrap = Entry {
+        term: Term(1),
+        index: LogIndex(1),
+        kind: crate::core::EntryKind::Bootstrap,
+        data: ClusterId(99).to_bytes().to_vec().into(),
+    };
+    storage.append(&[bootstrap]).unwrap();
+    storage.append(&entries(2, 9, 1)).unwrap();
+    storage.set_hard_state(hard_state(1)).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+    write_snapshot(&directory.path, meta(6, 1));
+    let planted = DiskOptions {
+        planted_bug: Some(crate::core::PlantedBug::RecoveryKeepsForeignLog),
+        ..options()
+    };
+    let (_, recovered, report) = DiskStorage::open(&directory.path, planted).expect("open");
+    assert_eq!(indexes(&recovered.entries), [7, 8, 9, 10]);
+    assert!(report.log_discarded.is_none());
+}
+
 #[test]
 #[should_panic(expected = "at or below the snapshot at 20")]
 fn an_append_below_the_snapshot_is_a_bug() {

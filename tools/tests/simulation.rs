@@ -319,6 +319,37 @@ mod planted {
         assert_property(&failure, &expected);
     }
 
+    /// A member whose data dir became an unbound log of another cluster,
+    /// at our terms (the foreign-log fault), installs the leader's snapshot
+    /// and keeps that log's suffix: the leader's next AppendEntries finds
+    /// its terms in place, and the node holds the other cluster's entries
+    /// after our snapshot.
+    #[test]
+    fn install_keeps_foreign_log() {
+        let failure = first_failure(PlantedBug::InstallKeepsForeignLog);
+        let expected = [Property::LogMatching, Property::StateMachineSafety];
+        assert_property(&failure, &expected);
+    }
+
+    /// The same log kept by recovery, after a crash between the install
+    /// and the reset of the disk's log.
+    #[test]
+    fn recovery_keeps_foreign_log() {
+        let failure = first_failure(PlantedBug::RecoveryKeepsForeignLog);
+        let expected = [Property::LogMatching, Property::StateMachineSafety];
+        assert_property(&failure, &expected);
+    }
+
+    /// A snapshot taken before its node is bound names no cluster: the
+    /// checker holds every snapshot file to the committed Bootstrap's.
+    #[test]
+    fn snapshot_without_cluster() {
+        let failure = first_failure(PlantedBug::SnapshotWithoutCluster);
+        assert_property(&failure, &[Property::StateMachineSafety]);
+        let explanation = &failure.violation.explanation;
+        assert!(explanation.contains("names cluster none"), "{explanation}");
+    }
+
     /// Not in `PlantedBug::ALL` (the process-level bench is meant to find
     /// it), but the simulator's read check finds it too: a leader that
     /// answers reads without confirming its leadership, or before it has

@@ -14,7 +14,7 @@ use super::snapshot_files::SimSnapshotFile;
 use super::workload::{AttemptState, OperationKind};
 use raftlite::core::raft_log::RaftLog;
 use raftlite::core::Raft;
-use raftlite::core::{Entry, EntryKind, HardState, LogIndex, Role, Status, Term};
+use raftlite::core::{ClusterId, Entry, EntryKind, HardState, LogIndex, Role, Status, Term};
 use raftlite::reply::Reply;
 use std::collections::btree_map::Entry as MapEntry;
 use std::collections::BTreeMap;
@@ -155,6 +155,10 @@ pub struct Checker {
     pub term_max: Term,
     /// What each client command ended with, against what was applied.
     pub outcomes: Outcomes,
+    /// The cluster of the foreign log a node was given (foreign_log.rs):
+    /// a log or disk that begins with its Bootstrap holds another
+    /// cluster's entries, which Log Matching leaves out.
+    foreign_logs: Vec<Option<ClusterId>>,
 }
 
 impl Checker {
@@ -174,6 +178,7 @@ impl Checker {
             elections: 0,
             term_max: Term(0),
             outcomes: Outcomes::default(),
+            foreign_logs: vec![None; size],
         }
     }
 
@@ -190,7 +195,9 @@ impl Checker {
         let status = raft.status();
         self.check_monotonic(node, &status)?;
         let elected = self.check_election(node, &status)?;
-        self.check_log_matching(node, raft.log())?;
+        if !self.begins_foreign(node, raft.log().base_index(), raft.log().first_cluster_id()) {
+            self.check_log_matching(node, raft.log())?;
+        }
         check_compaction(node, raft)?;
         let digest = replica.machine().digest();
         self.check_state(node, status.last_applied, digest, "state machine")?;
@@ -599,7 +606,36 @@ impl Checker {
     ) -> Result<(), Violation> {
         let meta = &file.meta;
         self.anchor(node, meta.index, meta.term, how)?;
+        self.check_snapshot_cluster(node, file, how)?;
         self.check_state(node, meta.index, file.digest, how)
+    }
+
+    /// A snapshot covers the committed Bootstrap (entry 1), so it names the
+    /// cluster that entry named: whoever installs it binds to that cluster,
+    /// as a node that applied the entry does.
+    fn check_snapshot_cluster(
+        &self,
+        node: usize,
+        file: &SimSnapshotFile,
+        how: &str,
+    ) -> Result<(), Violation> {
+        let Some(committed) = self.history.cluster_id() else {
+            return Ok(()); // no Bootstrap committed (a log built by a test)
+        };
+        if file.meta.cluster_id == Some(committed) {
+            return Ok(());
+        }
+        let named = file
+            .meta
+            .cluster_id
+            .map_or("none".to_string(), |id| id.to_string());
+        violated(
+            Property::StateMachineSafety,
+            format!(
+                "n{node}'s {how} at {} names cluster {named}, but the committed Bootstrap named {committed}: whoever installs it cannot bind",
+                file.meta.index
+            ),
+        )
     }
 
     /// A node restarted from `snapshot` (if any): its state machine starts
@@ -715,6 +751,29 @@ impl Checker {
         self.promised_terms[node] = Term(0);
     }
 
+    /// `node` now runs a foreign log of `cluster_id` (foreign_log.rs): its
+    /// term and vote are the member's, so its promises stand.
+    pub fn node_took_foreign_log(&mut self, node: usize, cluster_id: ClusterId) {
+        self.node_crashed(node);
+        self.foreign_logs[node] = Some(cluster_id);
+    }
+
+    /// Whether a log (or disk) of `node` with this base and first cluster
+    /// still begins with the foreign Bootstrap it was given.
+    fn begins_foreign(&self, node: usize, base: LogIndex, first: Option<ClusterId>) -> bool {
+        base == LogIndex(0) && first.is_some() && first == self.foreign_logs[node]
+    }
+
+    /// How many disks other than `node`'s hold the whole committed history
+    /// durably (in the log, or below a durable snapshot).
+    pub fn others_holding_history(&self, nodes: &[Node], node: usize) -> usize {
+        let committed = self.history.last_index();
+        (nodes.iter().enumerate())
+            .filter(|&(other, state)| other != node && !state.is_stale())
+            .filter(|(_, state)| self.durable_prefix(state.own_disk()) >= committed)
+            .count()
+    }
+
     /// A node restarts from its disk: never below a term it promised.
     pub fn node_restarted(&mut self, node: usize, hard_state: HardState) -> Result<(), Violation> {
         let promised = self.promised_terms[node];
@@ -774,6 +833,10 @@ impl Checker {
         disk: &Disk,
         from: LogIndex,
     ) -> Result<(), Violation> {
+        let first = disk.entry(LogIndex(1)).and_then(ClusterId::of_bootstrap);
+        if self.begins_foreign(node, disk.base_index(), first) {
+            return Ok(()); // another cluster's entries (foreign_log.rs)
+        }
         let from = from.max(disk.base_index().next());
         for index in from.0..=disk.last_index().0 {
             let entry = disk.entry(LogIndex(index)).expect("within the disk");

@@ -22,7 +22,8 @@
 use super::hash::prefix_hash;
 use super::snapshot_files::{CrashedFiles, SimSnapshotFile, SnapshotFiles};
 use raftlite::core::rng::Rng;
-use raftlite::core::{Entry, HardState, LogIndex, SnapshotMeta, Term};
+use raftlite::core::{Entry, HardState, LogIndex, PlantedBug, SnapshotMeta, Term};
+use raftlite::storage::snapshot_recovery;
 use std::collections::VecDeque;
 
 /// Writes waiting for their sync on one disk. A runtime that kept writing
@@ -461,7 +462,8 @@ impl Disk {
     /// the snapshot's last entry (an install cut short) is discarded here
     /// too. Err: a disk the real recovery would refuse (a gap between the
     /// snapshot and the log), which only a broken runtime leaves.
-    pub fn recover(&mut self) -> Result<Recovered, String> {
+    /// `planted_bug` goes to the daemon's recovery rule it shares.
+    pub fn recover(&mut self, planted_bug: Option<PlantedBug>) -> Result<Recovered, String> {
         assert!(
             self.pending.is_empty(),
             "recovering a disk with writes in flight"
@@ -483,7 +485,11 @@ impl Disk {
                 self.base_index, meta.index
             ));
         }
-        let holds = self.term_at(meta.index) == Some(meta.term);
+        // A log that began with another cluster's Bootstrap goes too, by the
+        // daemon's own rule (an unbound node's install a crash cut short).
+        let foreign =
+            snapshot_recovery::began_with_another_cluster(meta, &self.entries, planted_bug);
+        let holds = self.term_at(meta.index) == Some(meta.term) && !foreign;
         if !holds {
             self.reset(meta.index, meta.term);
         }
@@ -645,7 +651,7 @@ mod tests {
         );
         assert!(disk.entry(LogIndex(4)).is_none() && disk.entry(LogIndex(5)).is_some());
         assert_eq!(disk.prefix_hash(LogIndex(5)), hash_at_5);
-        let recovered = disk.recover().expect("recovers");
+        let recovered = disk.recover(None).expect("recovers");
         let first = recovered.entries.first().map(|entry| entry.index);
         assert_eq!(first, Some(LogIndex(6)), "entries after the snapshot");
     }
@@ -695,7 +701,7 @@ mod tests {
             30,
         );
         disk.crash(20, &mut Rng::new(3));
-        let recovered = disk.recover().expect("recovers");
+        let recovered = disk.recover(None).expect("recovers");
         assert!(recovered.log_discarded && recovered.entries.is_empty());
         assert_eq!(disk.base_index(), LogIndex(9));
     }
@@ -709,7 +715,7 @@ mod tests {
         snapshot(&mut disk, 3, 1, 5);
         disk.write_log_op(Op::Compact { upto: LogIndex(5) }, 5);
         disk.settle(5);
-        let refused = disk.recover().err().expect("a gap");
+        let refused = disk.recover(None).err().expect("a gap");
         assert!(refused.contains("gap"), "{refused}");
     }
 }

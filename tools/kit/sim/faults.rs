@@ -22,6 +22,7 @@ enum Fault {
     Partition,
     SlowDisk,
     StaleMember,
+    ForeignLog,
 }
 
 impl Simulator {
@@ -45,6 +46,7 @@ impl Simulator {
             Some(Fault::Partition) => self.partition(),
             Some(Fault::SlowDisk) => self.slow_some_disk(),
             Some(Fault::StaleMember) => self.stale_member(),
+            Some(Fault::ForeignLog) => self.foreign_log(),
             None => {}
         }
     }
@@ -57,6 +59,7 @@ impl Simulator {
             (Fault::Partition, profile.partition_weight),
             (Fault::SlowDisk, profile.disk_weight),
             (Fault::StaleMember, profile.stale_member_weight),
+            (Fault::ForeignLog, profile.foreign_log_weight),
         ];
         let total = profile.weight_total();
         if total == 0 {

@@ -3,7 +3,7 @@
 
 use super::hash::{entry_hash, prefix_hash};
 use super::model::Model;
-use raftlite::core::{Entry, EntryKind, LogIndex, Term};
+use raftlite::core::{ClusterId, Entry, EntryKind, LogIndex, Term};
 use raftlite::kv::StateMachine;
 use raftlite::reply::Reply;
 
@@ -31,6 +31,8 @@ pub struct History {
     /// The daemon's state machine, applying the committed history in
     /// order as a replica does: the reference for every node's state.
     machine: StateMachine,
+    /// The cluster the committed Bootstrap (entry 1) named.
+    cluster_id: Option<ClusterId>,
 }
 
 impl History {
@@ -88,6 +90,11 @@ impl History {
         }
     }
 
+    /// The cluster the committed Bootstrap named; None before it commits.
+    pub fn cluster_id(&self) -> Option<ClusterId> {
+        self.cluster_id
+    }
+
     /// What `key` held once every entry up to `index` was applied.
     pub fn value_at(&self, key: &[u8], index: LogIndex) -> Option<&[u8]> {
         self.model.value_at(key, index)
@@ -100,6 +107,9 @@ impl History {
         assert_eq!(entry.index, self.last_index().next(), "history has a gap");
         let previous = self.prefix_hash(self.last_index());
         let expected_reply = self.model.apply(entry);
+        if entry.index == LogIndex(1) {
+            self.cluster_id = ClusterId::of_bootstrap(entry);
+        }
         if entry.kind == EntryKind::Command {
             self.machine.apply(entry.index.0, entry.term.0, &entry.data);
         }

@@ -17,6 +17,7 @@ mod divergence;
 mod drive;
 mod event;
 mod faults;
+mod foreign_log;
 mod hash;
 mod history;
 mod io;

@@ -150,6 +150,10 @@ pub struct FaultProfile {
     /// A member is replaced, for a while, by another cluster's data dir
     /// with a higher term (stale_member.rs).
     pub stale_member_weight: u64,
+    /// A member's data dir is replaced, for good, by one of another
+    /// cluster that never formed, whose terms agree with ours
+    /// (foreign_log.rs).
+    pub foreign_log_weight: u64,
     /// A normal disk syncs in 0..=this.
     pub sync_latency_ms_max: u64,
     /// Chance that one sync stalls (up to DISK_SLOW_SYNC_MS_MAX), as fsync
@@ -198,6 +202,12 @@ impl FaultProfile {
             // while committed entries wait to be applied.
             profile.limits.apply_batch_entries_max = pick(rng, &[1, 2, 4]) as usize;
         }
+        // Drawn last too; where the seed snapshots, so that a member with
+        // a foreign log may be sent a snapshot.
+        let snapshots = profile.snapshot_policy != SNAPSHOT_NEVER;
+        if profile.family == Family::Mixed && snapshots && rng.chance(1, 2) {
+            profile.foreign_log_weight = pick(rng, &[1, 3]);
+        }
         profile
     }
 
@@ -218,6 +228,7 @@ impl FaultProfile {
             partition_weight: pick(rng, &[0, 2, 6]),
             disk_weight: pick(rng, &[0, 2, 4]),
             stale_member_weight: 0,
+            foreign_log_weight: 0,
             sync_latency_ms_max: pick(rng, &[1, 5, 30]),
             sync_stall_per_mille: pick(rng, &[0, 20, 100]),
             one_slow_disk: rng.chance(1, 2),
@@ -265,6 +276,7 @@ impl FaultProfile {
             + self.partition_weight
             + self.disk_weight
             + self.stale_member_weight
+            + self.foreign_log_weight
     }
 }
 

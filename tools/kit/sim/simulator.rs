@@ -273,14 +273,15 @@ impl Simulator {
             check_quorum: self.profile.check_quorum,
             limits: self.profile.limits,
         };
+        let planted_bug = self.options.planted_bug;
         let recovered = match self.nodes.get_mut(node) {
-            Some(state) => state.disk.recover().or_else(|problem| {
+            Some(state) => state.disk.recover(planted_bug).or_else(|problem| {
                 violated(
                     Property::Durability,
                     format!("n{node} cannot restart from its disk: {problem}"),
                 )
             })?,
-            None => Disk::new().recover().expect("an empty disk recovers"),
+            None => Disk::new().recover(None).expect("an empty disk recovers"),
         };
         let (snapshot, machine) = match &recovered.snapshot {
             None => (None, StateMachine::default()),

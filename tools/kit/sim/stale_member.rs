@@ -54,7 +54,7 @@ impl Simulator {
     }
 
     /// Members other than `node` whose disks say they are bound.
-    fn others_bound(&self, node: usize) -> usize {
+    pub(super) fn others_bound(&self, node: usize) -> usize {
         (0..self.nodes.len())
             .filter(|&other| other != node && !self.nodes[other].is_stale())
             .filter(|&other| self.nodes[other].disk.hard_state().cluster_id.is_some())

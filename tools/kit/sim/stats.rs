@@ -15,6 +15,7 @@ pub struct FaultCounts {
     pub partition_heals: u64,
     pub disks_slowed: u64,
     pub stale_members: u64,
+    pub foreign_logs: u64,
     pub messages_lost: u64,
     pub messages_blocked: u64,
     pub messages_duplicated: u64,
@@ -34,6 +35,7 @@ impl FaultCounts {
         self.partition_heals += other.partition_heals;
         self.disks_slowed += other.disks_slowed;
         self.stale_members += other.stale_members;
+        self.foreign_logs += other.foreign_logs;
         self.messages_lost += other.messages_lost;
         self.messages_blocked += other.messages_blocked;
         self.messages_duplicated += other.messages_duplicated;
@@ -47,7 +49,7 @@ impl fmt::Display for FaultCounts {
         write!(
             f,
             "crash={} torn={} restart={} pause={} partition={} one-way={} heal={} slow-disk={} \
-             stale-member={} lost={} blocked={} duplicated={} delayed={} strikes={}",
+             stale-member={} foreign-log={} lost={} blocked={} duplicated={} delayed={} strikes={}",
             self.crashes,
             self.torn_writes,
             self.restarts,
@@ -57,6 +59,7 @@ impl fmt::Display for FaultCounts {
             self.partition_heals,
             self.disks_slowed,
             self.stale_members,
+            self.foreign_logs,
             self.messages_lost,
             self.messages_blocked,
             self.messages_duplicated,

@@ -238,6 +238,11 @@ pub enum TraceEvent {
     StaleMemberEnd {
         node: usize,
     },
+    ForeignLog {
+        node: usize,
+        term: Term,
+        entries: u64,
+    },
     ClientSend {
         client: usize,
         node: usize,
@@ -382,6 +387,14 @@ fn write_fault_or_client(f: &mut fmt::Formatter<'_>, event: &TraceEvent) -> fmt:
             "STALE MEMBER n{node}: another cluster's data dir (term {term}, {entries} entries) in its place"
         ),
         TraceEvent::StaleMemberEnd { node } => write!(f, "n{node} gets its own data dir back"),
+        TraceEvent::ForeignLog {
+            node,
+            term,
+            entries,
+        } => write!(
+            f,
+            "FOREIGN LOG n{node}: for good, an unbound data dir of another cluster (term {term}, {entries} entries at our terms) in its place"
+        ),
         TraceEvent::FaultsStop => write!(f, "FAULTS STOP: liveness phase begins"),
         TraceEvent::Strike {
             leader,
