@@ -3,6 +3,7 @@
 
 pub mod config;
 mod election;
+pub mod membership;
 pub mod message;
 pub mod planted;
 pub mod progress;
