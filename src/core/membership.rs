@@ -7,7 +7,7 @@
 //! Addresses are `core::net::SocketAddr`: a plain value (parsing and
 //! printing only), so this module stays as pure as the rest of the core.
 
-use super::types::{LogIndex, NodeId, Term};
+use super::types::{Entry, EntryKind, LogIndex, NodeId, Term};
 use crate::constants::{CLUSTER_SIZE_MAX, ENTRY_DATA_SIZE_MAX, NODE_ID_SIZE_MAX};
 use core::net::SocketAddr;
 use std::fmt;
@@ -180,7 +180,7 @@ impl Configuration {
                 id: NodeId(id),
                 kind: MemberKind::Voter,
                 name,
-                address,
+                address: portable(address),
             })
             .collect();
         for pair in members.windows(2) {
@@ -193,6 +193,25 @@ impl Configuration {
             members,
             removed: Vec::new(),
         }
+    }
+
+    /// The configuration an entry carries, if any: a `Configuration`
+    /// entry's payload, or what follows a `Bootstrap` entry's cluster id
+    /// (nothing in a legacy 8-byte Bootstrap).
+    pub fn of_entry(entry: &Entry) -> Option<Result<Configuration, ConfigurationError>> {
+        let bytes = match entry.kind {
+            EntryKind::Configuration => &entry.data[..],
+            EntryKind::Bootstrap => entry.data.get(8..).filter(|rest| !rest.is_empty())?,
+            EntryKind::Noop | EntryKind::Command => return None,
+        };
+        Some(Configuration::decode(bytes))
+    }
+
+    /// The payload of a new cluster's Bootstrap entry: its id, then this.
+    pub fn bootstrap_payload(&self, cluster_id: super::types::ClusterId) -> Vec<u8> {
+        let mut payload = cluster_id.to_bytes().to_vec();
+        self.encode(&mut payload);
+        payload
     }
 
     /// `count` voters named n00, n01, … at 127.0.0.1:9000 and up: for tests
@@ -499,8 +518,16 @@ fn read_removed(
     Ok(removed)
 }
 
-/// The address as the layout holds it: no scope id or flow label, which
-/// mean nothing on another host.
+/// An address without the scope id and flow label, which mean nothing on
+/// another host (the layout holds neither).
+fn portable(address: SocketAddr) -> SocketAddr {
+    match address {
+        SocketAddr::V4(_) => address,
+        SocketAddr::V6(v6) => SocketAddr::from((*v6.ip(), v6.port())),
+    }
+}
+
+/// The address as the layout holds it (see `portable`).
 fn address_text(address: SocketAddr) -> String {
     match address {
         SocketAddr::V4(v4) => v4.to_string(),

@@ -24,7 +24,8 @@ mod snapshot_tests;
 #[cfg(test)]
 mod tests;
 
-pub use config::{Config, ConfigError, Limits};
+pub use config::{Config, ConfigError, Limits, StartConfiguration};
+pub use membership::Configuration;
 pub use message::*;
 pub use planted::PlantedBug;
 pub use raft::{ProposeError, Raft, Role, Status};

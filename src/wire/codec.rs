@@ -1235,13 +1235,13 @@ pub(super) mod tests {
     #[test]
     fn unknown_entry_kind_is_refused() {
         let mut payload = payload_of(&append_entries(9, vec![noop(10, 7)]));
-        payload[MESSAGE_HEADER_SIZE + 32 + 4 + 16] = 3;
+        payload[MESSAGE_HEADER_SIZE + 32 + 4 + 16] = 4; // 3 is Configuration
         let error = payload_error(4, &payload);
         assert_eq!(
             error,
             PayloadError::InvalidEntryKind {
                 position: 0,
-                byte: 3
+                byte: 4
             }
         );
     }
