@@ -1095,6 +1095,33 @@ pub(super) mod tests {
         }));
     }
 
+    /// The codec carries configuration entries and a Bootstrap holding a
+    /// configuration as opaque payloads, like any other entry.
+    #[test]
+    fn configuration_entries_round_trip() {
+        let configuration = crate::core::Configuration::numbered(5);
+        let bootstrap = Entry {
+            kind: EntryKind::Bootstrap,
+            ..Entry::command(1, 1, &configuration.bootstrap_payload(ClusterId(9)))
+        };
+        let change = Entry {
+            kind: EntryKind::Configuration,
+            ..Entry::command(2, 1, &configuration.to_bytes())
+        };
+        let frame = append_entries(0, vec![bootstrap, change]);
+        assert_round_trip(&frame);
+        let Ok(Frame::Peer(message)) = decode_one(&encode(&frame)) else {
+            panic!("not a message");
+        };
+        let MessageBody::AppendEntries(request) = message.body else {
+            panic!("not an AppendEntries");
+        };
+        for entry in &request.entries {
+            let decoded = crate::core::membership::Configuration::of_entry(entry);
+            assert_eq!(decoded, Some(Ok(configuration.clone())));
+        }
+    }
+
     #[test]
     fn full_batch_of_entries_round_trips() {
         let entries = (1..=APPEND_BATCH_ENTRIES_MAX as u64)
