@@ -109,7 +109,18 @@ impl Raft {
         }
         check_stored_configurations(&entries)?;
         let start = Arc::new(config.start.configuration().clone());
-        let log = RaftLog::restored(start, snapshot.as_ref().map(|s| &s.meta), entries);
+        let mut log = RaftLog::restored(
+            Arc::clone(&start),
+            snapshot.as_ref().map(|s| &s.meta),
+            entries,
+        );
+        // Until the start-up plan of issue 14 decides between a stored
+        // configuration and --peers, quorums stay those of --peers.
+        let stored = log.configs().current().clone();
+        let ignored = !stored.config.voters().eq(start.voters());
+        if ignored {
+            log.ignore_stored_configurations(start);
+        }
         assert!(
             log.last_term() <= hard_state.current_term,
             "log term {} above current term {}",
@@ -134,6 +145,11 @@ impl Raft {
             planted_bug: None,
         };
         raft.reset_election_deadline();
+        if ignored {
+            let index = stored.index;
+            let event = Event::StoredConfigurationIgnored { index };
+            raft.ready.events.push(event);
+        }
         Ok(raft)
     }
 

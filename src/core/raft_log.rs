@@ -40,6 +40,11 @@ pub struct ConfigTrack {
     later: VecDeque<Tracked>,
     /// Bumped on every change of `current()`, so a caller can tell.
     version: u64,
+    /// False once the log's configurations were found to disagree with
+    /// the start configuration (`ignore_stored_configurations`): then only
+    /// the start configuration is in effect, as before configurations
+    /// were logged.
+    follows_log: bool,
 }
 
 impl ConfigTrack {
@@ -53,7 +58,13 @@ impl ConfigTrack {
             base,
             later: VecDeque::new(),
             version: 0,
+            follows_log: true,
         }
+    }
+
+    /// Whether the configurations the log carries are in effect.
+    pub fn follows_log(&self) -> bool {
+        self.follows_log
     }
 
     /// The configuration in effect: the latest the log holds.
@@ -85,6 +96,9 @@ impl ConfigTrack {
     /// checked where they came in (`well_formed`, `Raft::restore`, or this
     /// node's own encoding), so one that does not decode is a bug here.
     fn appended(&mut self, entry: &Entry) {
+        if !self.follows_log {
+            return;
+        }
         let Some(decoded) = Configuration::of_entry(entry) else {
             return;
         };
@@ -263,6 +277,17 @@ impl RaftLog {
     /// The configurations this log holds; `current()` is in effect.
     pub fn configs(&self) -> &ConfigTrack {
         &self.configs
+    }
+
+    /// From now on only `start` is in effect, whatever the entries carry
+    /// (`Event::StoredConfigurationIgnored` says why).
+    pub fn ignore_stored_configurations(&mut self, start: Arc<Configuration>) {
+        let version = self.configs.version + 1;
+        self.configs = ConfigTrack {
+            version,
+            follows_log: false,
+            ..ConfigTrack::new(start)
+        };
     }
 
     /// The first index still held; `base_index + 1`.

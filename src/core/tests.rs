@@ -1198,3 +1198,38 @@ fn a_configuration_that_does_not_decode_is_refused() {
         "dropped"
     );
 }
+
+/// The fault bench's stale member: a single node's data dir (its Bootstrap
+/// holds a one-voter configuration) started at a member's address with the
+/// cluster's --peers. It must not elect itself on its own log's say-so:
+/// until issue 14's start-up plan, --peers decides the voters, as before.
+#[test]
+fn a_stored_configuration_with_other_voters_than_the_start_is_ignored() {
+    let alone = Configuration::numbered(1);
+    let log = vec![
+        Entry {
+            kind: EntryKind::Bootstrap,
+            ..Entry::command(1, 1, &alone.bootstrap_payload(ClusterId(0x55)))
+        },
+        Entry::command(2, 1, b"stale"),
+    ];
+    let hard_state = HardState {
+        current_term: Term(1),
+        ..HardState::default()
+    };
+    let mut raft = Raft::new(config(0, 3), hard_state, log.clone(), 0).expect("restores");
+    assert_eq!(raft.configuration(), &Configuration::numbered(3));
+    assert!(!raft.log().configs().follows_log());
+    let ready = raft.ready();
+    let event = Event::StoredConfigurationIgnored { index: LogIndex(1) };
+    assert!(ready.events.contains(&event), "{:?}", ready.events);
+    let deadline = raft.next_deadline_ms();
+    raft.advance_time(deadline);
+    raft.ready();
+    assert_eq!(raft.role(), Role::Candidate, "one vote of three");
+    let same = Raft::new(config(0, 1), hard_state, log, 0).expect("restores");
+    assert!(
+        same.log().configs().follows_log(),
+        "the same voters: followed"
+    );
+}
