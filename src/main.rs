@@ -1,7 +1,9 @@
 //! raftlite: one node of a Raft cluster serving a replicated key-value store.
 
 use raftlite::constants::{CLIENT_CONNECTIONS_MAX, DESCRIPTORS_RESERVED, LISTEN_BACKLOG};
-use raftlite::core::{ClusterId, Config, Limits, NodeId, Raft, StoredSnapshot};
+use raftlite::core::{
+    ClusterId, Config, Configuration, Limits, NodeId, Raft, StartConfiguration, StoredSnapshot,
+};
 use raftlite::driver::SnapshotPolicy;
 use raftlite::kv::StateMachine;
 use raftlite::log;
@@ -111,10 +113,14 @@ fn identity(options: &Options) -> Result<LocalIdentity, String> {
             options::resolve(&host, port).map_err(|error| format!("member {name}: {error}"))?;
         resolved.push((name, address));
     }
-    let self_index = resolved
-        .iter()
-        .position(|(name, _)| *name == options.id)
-        .ok_or("this node is missing from its own member list")?;
+    // The numbering is the bootstrap configuration's (sorted names, as
+    // data dirs written before configurations hold it in their votes).
+    let self_index = Configuration::bootstrap(resolved.clone())
+        .by_name(&options.id)
+        .ok_or("this node is missing from its own member list")?
+        .id
+        .0 as usize;
+    assert_eq!(resolved[self_index].0, options.id, "numbered alike");
     let secret = match &options.peer_secret {
         Some(path) => Some(PeerSecret::load(path)?),
         None => None,
@@ -282,7 +288,7 @@ fn replica(
     }
     let config = Config {
         id: identity.self_id,
-        members: (0..identity.members.len() as u32).map(NodeId).collect(),
+        start: StartConfiguration::Bootstrap(Configuration::bootstrap(identity.members.clone())),
         election_timeout_ms_min: options.election_timeout_ms_min,
         election_timeout_ms_max: options.election_timeout_ms_max,
         heartbeat_interval_ms: options.heartbeat_interval_ms,

@@ -1,17 +1,36 @@
 //! The core's configuration, validated up front.
 
-use super::types::{ClusterId, NodeId};
+use super::membership::{Configuration, ConfigurationError};
+use super::types::{ClusterId, LogIndex, NodeId};
 use crate::constants::{
     APPEND_BATCH_ENTRIES_MAX, APPEND_BATCH_SIZE_MAX, APPLY_BATCH_ENTRIES_MAX, INFLIGHT_APPENDS_MAX,
     INFLIGHT_BYTES_MAX, INFLIGHT_SNAPSHOT_CHUNKS_MAX, READS_PENDING_MAX, SNAPSHOT_CHUNK_SIZE_MAX,
 };
 use std::fmt;
 
+/// The configuration a node starts under, until its log or snapshot holds
+/// one (a stored configuration always wins).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartConfiguration {
+    /// From `--peers`, numbered as before configurations existed. It counts
+    /// as committed (at index 0): a new cluster elects its first leader
+    /// under it, and that leader writes it into the Bootstrap entry.
+    Bootstrap(Configuration),
+}
+
+impl StartConfiguration {
+    pub fn configuration(&self) -> &Configuration {
+        match self {
+            StartConfiguration::Bootstrap(configuration) => configuration,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub id: NodeId,
-    /// Every member, this node included.
-    pub members: Vec<NodeId>,
+    /// Every member, this node included, until the log says otherwise.
+    pub start: StartConfiguration,
     pub election_timeout_ms_min: u64,
     pub election_timeout_ms_max: u64,
     pub heartbeat_interval_ms: u64,
@@ -167,12 +186,27 @@ pub enum ConfigError {
         value: usize,
         max: usize,
     },
+    /// The start configuration would not survive its own encoding.
+    StartConfiguration(ConfigurationError),
+    /// A configuration in the stored log does not decode.
+    StoredConfiguration {
+        index: LogIndex,
+        problem: ConfigurationError,
+    },
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::SelfNotMember => write!(f, "this node is not in the member list"),
+            ConfigError::SelfNotMember => {
+                write!(f, "this node is not a voter of its start configuration")
+            }
+            ConfigError::StartConfiguration(problem) => {
+                write!(f, "bad start configuration: {problem}")
+            }
+            ConfigError::StoredConfiguration { index, problem } => {
+                write!(f, "the log entry at index {index} holds a bad {problem}")
+            }
             ConfigError::DuplicateMember(id) => write!(f, "member {id} appears twice"),
             ConfigError::TooManyMembers(count) => write!(
                 f,
@@ -218,16 +252,29 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.members.contains(&self.id) {
-            return Err(ConfigError::SelfNotMember);
+        let start = self.start.configuration();
+        if start.members.len() > crate::constants::CLUSTER_SIZE_MAX {
+            return Err(ConfigError::TooManyMembers(start.members.len()));
         }
-        if self.members.len() > crate::constants::CLUSTER_SIZE_MAX {
-            return Err(ConfigError::TooManyMembers(self.members.len()));
-        }
-        let mut sorted = self.members.clone();
-        sorted.sort();
-        if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
+        let mut ids: Vec<NodeId> = start.members.iter().map(|member| member.id).collect();
+        ids.sort();
+        if let Some(pair) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
             return Err(ConfigError::DuplicateMember(pair[0]));
+        }
+        // Whatever the log or a peer could not read back is refused here.
+        let decoded = Configuration::decode(&start.to_bytes());
+        if decoded.as_ref() != Ok(start) {
+            let problem = decoded.err().unwrap_or(ConfigurationError {
+                field: "configuration",
+                offset: 0,
+                problem: "does not read back as written",
+            });
+            return Err(ConfigError::StartConfiguration(problem));
+        }
+        // A Bootstrap start is the cluster every member was told of: each
+        // must be able to campaign in it.
+        if !start.is_voter(self.id) {
+            return Err(ConfigError::SelfNotMember);
         }
         if self.bootstrap_cluster_id.0 == 0 {
             return Err(ConfigError::ZeroClusterId);
@@ -245,17 +292,6 @@ impl Config {
         }
         self.limits.validate()
     }
-
-    pub fn quorum(&self) -> usize {
-        self.members.len() / 2 + 1
-    }
-
-    pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.members
-            .iter()
-            .copied()
-            .filter(move |&id| id != self.id)
-    }
 }
 
 #[cfg(test)]
@@ -265,7 +301,7 @@ mod tests {
     fn valid() -> Config {
         Config {
             id: NodeId(0),
-            members: vec![NodeId(0), NodeId(1), NodeId(2)],
+            start: StartConfiguration::Bootstrap(Configuration::numbered(3)),
             election_timeout_ms_min: 150,
             election_timeout_ms_max: 300,
             heartbeat_interval_ms: 50,
@@ -305,18 +341,42 @@ mod tests {
         assert_eq!(config.validate(), Err(ConfigError::SelfNotMember));
     }
 
+    fn start_mut(config: &mut Config) -> &mut Configuration {
+        let StartConfiguration::Bootstrap(start) = &mut config.start;
+        start
+    }
+
     #[test]
     fn members_are_bounded_and_distinct() {
         let mut config = valid();
-        config.members = (0..=crate::constants::CLUSTER_SIZE_MAX as u32)
-            .map(NodeId)
-            .collect();
+        let mut sixteen = Configuration::numbered(crate::constants::CLUSTER_SIZE_MAX);
+        let mut extra = sixteen.members[0].clone();
+        extra.id = NodeId(15);
+        extra.name = "n15".to_string();
+        sixteen.members.push(extra);
+        *start_mut(&mut config) = sixteen;
         let count = crate::constants::CLUSTER_SIZE_MAX + 1;
         assert_eq!(config.validate(), Err(ConfigError::TooManyMembers(count)));
         let mut config = valid();
-        config.members.push(NodeId(1));
+        start_mut(&mut config).members[2].id = NodeId(1);
         let refused = Err(ConfigError::DuplicateMember(NodeId(1)));
         assert_eq!(config.validate(), refused);
+    }
+
+    #[test]
+    fn the_start_configuration_must_decode_and_hold_this_node_as_a_voter() {
+        let mut config = valid();
+        start_mut(&mut config).members[1].name = "n00".to_string();
+        let problem = ConfigurationError {
+            field: "member name",
+            offset: 41,
+            problem: "named twice",
+        };
+        let refused = Err(ConfigError::StartConfiguration(problem));
+        assert_eq!(config.validate(), refused);
+        let mut config = valid();
+        start_mut(&mut config).members[0].kind = super::super::membership::MemberKind::Learner;
+        assert_eq!(config.validate(), Err(ConfigError::SelfNotMember));
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //! CheckQuorum (§9.6 of the dissertation).
 
 use super::config::Config;
+use super::membership::Configuration;
 use super::message::*;
 use super::planted::PlantedBug;
 use super::raft::{Envelope, Raft};
 use super::ready::StepDownReason;
-use super::role::{LeaderState, RoleState};
+use super::role::{CandidateState, LeaderState, RoleState};
 use super::types::*;
 
 impl Raft {
@@ -57,7 +58,10 @@ impl Raft {
         } else {
             &mut self.ready.messages_after_persist
         };
-        for peer in self.config.peers() {
+        // Only voters: a learner's grant would not count.
+        let configuration = &self.log.configs().current().config;
+        let voters = configuration.voters().filter(|&id| id != self.config.id);
+        for peer in voters {
             queue.push(envelope.to(peer, MessageBody::RequestVote(request.clone())));
         }
     }
@@ -82,15 +86,18 @@ impl Raft {
 
     /// Figure 2, Candidates: "If votes received from majority of servers:
     /// become leader". A majority of pre-votes earns a real election.
+    /// Only voters of the configuration in effect count (a learner answers
+    /// like any node, §4.2.1 of the dissertation, but is no voter).
     fn poll(&mut self) {
-        let quorum = self.config.quorum();
+        let configuration = self.configuration();
+        let quorum = configuration.quorum();
+        let won = |candidate: &CandidateState| {
+            let voters = candidate.votes.iter();
+            voters.filter(|&&id| configuration.is_voter(id)).count() >= quorum
+        };
         match &self.role {
-            RoleState::PreCandidate(candidate) if candidate.votes.len() >= quorum => {
-                self.campaign()
-            }
-            RoleState::Candidate(candidate) if candidate.votes.len() >= quorum => {
-                self.become_leader()
-            }
+            RoleState::PreCandidate(candidate) if won(candidate) => self.campaign(),
+            RoleState::Candidate(candidate) if won(candidate) => self.become_leader(),
             _ => {}
         }
     }
@@ -273,13 +280,22 @@ impl LeaderState {
     /// within the window (`Config::check_quorum_window_ms`)? Safety never
     /// depends on this timing (reads confirm leadership with a heartbeat
     /// round); it decides how soon a cut-off leader stops taking requests.
-    pub(super) fn quorum_active(&self, now_ms: u64, config: &Config) -> bool {
+    /// Only the voters of `configuration` count, the leader among them if
+    /// it is one.
+    pub(super) fn quorum_active(
+        &self,
+        now_ms: u64,
+        config: &Config,
+        configuration: &Configuration,
+    ) -> bool {
         let window_ms = config.check_quorum_window_ms();
         let active = self
             .progress
-            .values()
-            .filter(|progress| now_ms < progress.last_contact_ms + window_ms)
+            .iter()
+            .filter(|(&id, _)| configuration.is_voter(id))
+            .filter(|(_, progress)| now_ms < progress.last_contact_ms + window_ms)
             .count();
-        active + 1 >= config.quorum()
+        let own = usize::from(configuration.is_voter(config.id));
+        active + own >= configuration.quorum()
     }
 }

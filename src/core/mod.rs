@@ -3,6 +3,7 @@
 
 pub mod config;
 mod election;
+pub mod membership;
 pub mod message;
 pub mod planted;
 pub mod progress;
@@ -23,7 +24,8 @@ mod snapshot_tests;
 #[cfg(test)]
 mod tests;
 
-pub use config::{Config, ConfigError, Limits};
+pub use config::{Config, ConfigError, Limits, StartConfiguration};
+pub use membership::Configuration;
 pub use message::*;
 pub use planted::PlantedBug;
 pub use raft::{ProposeError, Raft, Role, Status};

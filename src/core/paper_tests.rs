@@ -88,7 +88,7 @@ fn leader(size: u32, term: u64, log_terms: &[u64]) -> Raft {
 fn elect(mut raft: Raft) -> Raft {
     time_out(&mut raft);
     let term = raft.current_term().0;
-    for peer in 1..raft.config().quorum() as u32 {
+    for peer in 1..raft.configuration().quorum() as u32 {
         raft.step(to_us(peer, term, vote_answer(true, false)));
     }
     raft.ready();
@@ -1052,4 +1052,134 @@ fn a_leader_never_overwrites_or_deletes_its_entries() {
     let written: Vec<LogIndex> = ready.entries.iter().map(|entry| entry.index).collect();
     assert_eq!(written, [LogIndex(5)]);
     assert_eq!(log_terms(&raft), [1, 1, 2, 3, 3]);
+}
+
+// ---- dissertation §4.2.1: learners count toward no majority -----------------
+
+/// n0 of voters n0, n1, n2 and the learner n3 (a node catching up before
+/// it votes): a majority is 2 of the 3 voters.
+fn config_with_learner() -> Config {
+    let mut config = config(0, 3);
+    let StartConfiguration::Bootstrap(start) = &mut config.start;
+    *start = start
+        .apply(
+            &membership::Change::AddLearner {
+                name: "n03".to_string(),
+                address: "127.0.0.1:9003".parse().expect("an address"),
+            },
+            LogIndex(0),
+            Term(0),
+        )
+        .expect("adds");
+    config
+}
+
+/// The dissertation adds servers as non-voting members first (§4.2.1, "the
+/// new servers join the cluster as non-voting members"): a learner answers
+/// a vote request like any node, but a candidate neither asks it nor counts
+/// its grant, whether for a vote or a pre-vote.
+#[test]
+fn a_learners_vote_grant_counts_toward_no_majority() {
+    for pre_vote in [false, true] {
+        let mut config = config_with_learner();
+        config.pre_vote = pre_vote;
+        let mut raft = restored(config, hard_state(1, None), &[1]);
+        time_out(&mut raft);
+        let ready = raft.ready();
+        let asked: Vec<NodeId> = [ready.messages, ready.messages_after_persist]
+            .concat()
+            .iter()
+            .map(|message| message.to)
+            .collect();
+        assert_eq!(asked, [NodeId(1), NodeId(2)], "voters only");
+        let role = raft.role();
+        raft.step(to_us(3, 2, vote_answer(true, pre_vote)));
+        raft.ready();
+        assert_eq!(raft.role(), role, "pre-vote {pre_vote}: a learner's grant");
+        raft.step(to_us(1, 2, vote_answer(true, pre_vote)));
+        raft.ready();
+        let after = if pre_vote {
+            Role::Candidate
+        } else {
+            Role::Leader
+        };
+        assert_eq!(raft.role(), after, "pre-vote {pre_vote}: a voter's grant");
+    }
+}
+
+/// A learner gets every entry and heartbeat, but "Leader: if there exists
+/// an N such that N > commitIndex, a majority of matchIndex[i] ≥ N ...
+/// set commitIndex = N" (Figure 2) counts voters only.
+#[test]
+fn a_learners_acknowledgement_counts_toward_no_commit() {
+    let mut raft = elect(restored(config_with_learner(), hard_state(1, None), &[1]));
+    let (index, term) = raft.propose(b"x").expect("leader");
+    assert_eq!((index, term), (LogIndex(3), Term(2)));
+    raft.ready();
+    time_out(&mut raft); // the heartbeat timer
+    let ready = raft.ready();
+    let sent_to: Vec<NodeId> = ready.messages.iter().map(|message| message.to).collect();
+    assert_eq!(
+        sent_to,
+        [NodeId(1), NodeId(2), NodeId(3)],
+        "the learner too"
+    );
+    raft.persisted(index, term);
+    raft.step(to_us(3, 2, accepted(3)));
+    raft.ready();
+    assert_eq!(raft.status().commit_index, LogIndex(0), "a learner's ack");
+    raft.step(to_us(1, 2, accepted(3)));
+    raft.ready();
+    assert_eq!(raft.status().commit_index, LogIndex(3), "a voter's ack");
+}
+
+/// ReadIndex (§6.4: "exchange heartbeat messages with a majority of the
+/// cluster") confirms a read with voters' answers only.
+#[test]
+fn a_learners_heartbeat_answer_confirms_no_read() {
+    let mut raft = elect(restored(config_with_learner(), hard_state(1, None), &[1]));
+    raft.persisted(LogIndex(2), Term(2));
+    raft.step(to_us(1, 2, append_answer(true, 2, (None, 0), 0))); // no round yet
+    raft.ready();
+    assert_eq!(raft.status().commit_index, LogIndex(2));
+    raft.read_index(5).expect("leader");
+    let ready = raft.ready();
+    assert!(ready.read_states.is_empty(), "no round answered yet");
+    let round = ready
+        .messages
+        .iter()
+        .find_map(|message| match &message.body {
+            MessageBody::AppendEntries(request) => Some(request.round),
+            _ => None,
+        })
+        .expect("a heartbeat round");
+    raft.step(to_us(3, 2, append_answer(true, 2, (None, 0), round)));
+    assert!(raft.ready().read_states.is_empty(), "a learner's answer");
+    raft.step(to_us(2, 2, append_answer(true, 2, (None, 0), round)));
+    let confirmed = raft.ready().read_states;
+    let read = ReadState {
+        context: 5,
+        index: LogIndex(2),
+    };
+    assert_eq!(confirmed, [read], "a voter's answer");
+}
+
+/// CheckQuorum (dissertation §6.2): "if an election timeout elapses
+/// without a successful round of heartbeats to a majority of its cluster,
+/// the leader steps down". Hearing from the learner alone is no majority.
+#[test]
+fn check_quorum_hears_no_majority_in_a_learner() {
+    for (answering, role) in [(3, Role::Follower), (1, Role::Leader)] {
+        let mut config = config_with_learner();
+        config.check_quorum = true;
+        let window_ms = config.check_quorum_window_ms();
+        let mut raft = elect(restored(config, hard_state(1, None), &[1]));
+        let elected_ms = raft.now_ms();
+        raft.ready();
+        raft.observe_time(elected_ms + window_ms - 1);
+        raft.step(to_us(answering, 2, accepted(1)));
+        raft.advance_time(elected_ms + window_ms + 60);
+        raft.ready();
+        assert_eq!(raft.role(), role, "only n{answering} answered");
+    }
 }

@@ -5,6 +5,7 @@
 //! `step`, before a role's handler sees the message.
 
 use super::config::{Config, ConfigError};
+use super::membership::Configuration;
 use super::message::*;
 use super::planted::PlantedBug;
 use super::progress::ProgressState;
@@ -15,6 +16,7 @@ pub use super::role::Role;
 use super::role::{FollowerState, RoleState};
 use super::snapshot::{SnapshotReceive, Snapshots};
 use super::types::*;
+use std::sync::Arc;
 
 /// Why a proposal or read was refused. Either way nothing was appended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +107,20 @@ impl Raft {
                 Some(_) => {}
             }
         }
-        let log = RaftLog::restored(snapshot.as_ref().map(|s| &s.meta), entries);
+        check_stored_configurations(&entries)?;
+        let start = Arc::new(config.start.configuration().clone());
+        let mut log = RaftLog::restored(
+            Arc::clone(&start),
+            snapshot.as_ref().map(|s| &s.meta),
+            entries,
+        );
+        // Until the start-up plan of issue 14 decides between a stored
+        // configuration and --peers, quorums stay those of --peers.
+        let stored = log.configs().current().clone();
+        let ignored = !stored.config.voters().eq(start.voters());
+        if ignored {
+            log.ignore_stored_configurations(start);
+        }
         assert!(
             log.last_term() <= hard_state.current_term,
             "log term {} above current term {}",
@@ -130,6 +145,11 @@ impl Raft {
             planted_bug: None,
         };
         raft.reset_election_deadline();
+        if ignored {
+            let index = stored.index;
+            let event = Event::StoredConfigurationIgnored { index };
+            raft.ready.events.push(event);
+        }
         Ok(raft)
     }
 
@@ -159,9 +179,13 @@ impl Raft {
         }
     }
 
+    /// Messages from nodes outside the configuration are taken too: a new
+    /// leader may be one this node's log does not know yet. What counts
+    /// toward a majority is decided by the configuration, never by who
+    /// may talk.
     pub fn step(&mut self, message: Message) {
         assert_eq!(message.to, self.config.id, "message for another node");
-        if !self.config.members.contains(&message.from) || message.from == self.config.id {
+        if message.from == self.config.id {
             return;
         }
         if !well_formed(&message) {
@@ -400,6 +424,19 @@ impl Raft {
         &self.log
     }
 
+    /// The configuration in effect: the latest the log holds, committed or
+    /// not (dissertation §4.1), else the start configuration.
+    pub fn configuration(&self) -> &Configuration {
+        &self.log.configs().current().config
+    }
+
+    /// The other members, voters and learners: whom a leader replicates to.
+    pub(super) fn peers(&self) -> Vec<NodeId> {
+        let members = self.configuration().members.iter();
+        let others = members.filter(|member| member.id != self.config.id);
+        others.map(|member| member.id).collect()
+    }
+
     /// Expensive checks of the whole node, for debug builds and the simulator.
     pub fn check_invariants(&self) {
         self.log.check_invariants();
@@ -416,7 +453,8 @@ impl Raft {
         match &self.role {
             RoleState::Leader(leader) => {
                 assert_eq!(self.hard_state.voted_for, Some(self.config.id));
-                assert_eq!(leader.progress.len() + 1, self.config.members.len());
+                let peers = self.peers();
+                assert!(peers.iter().all(|peer| leader.progress.contains_key(peer)));
                 for progress in leader.progress.values() {
                     assert!(progress.match_index < progress.next_index);
                     assert!(progress.next_index <= self.log.last_index().next());
@@ -537,6 +575,18 @@ impl Envelope {
     }
 }
 
+/// A configuration in the stored log that does not decode is damage the
+/// node must not start on (a peer's is dropped by `well_formed`).
+fn check_stored_configurations(entries: &[Entry]) -> Result<(), ConfigError> {
+    for entry in entries {
+        if let Some(Err(problem)) = Configuration::of_entry(entry) {
+            let index = entry.index;
+            return Err(ConfigError::StoredConfiguration { index, problem });
+        }
+    }
+    Ok(())
+}
+
 /// Checks what the log's invariants rely on and a decoder cannot know:
 /// entries follow prev_log_index, their terms never decrease, start at or
 /// above prev_log_term, and never exceed the sender's term; a snapshot
@@ -554,6 +604,9 @@ fn well_formed(message: &Message) -> bool {
         if entry.index != expected_index || entry.term < previous_term || entry.term > message.term
         {
             return false;
+        }
+        if matches!(Configuration::of_entry(entry), Some(Err(_))) {
+            return false; // the log would hold what it cannot read
         }
         expected_index = expected_index.next();
         previous_term = entry.term;

@@ -9,8 +9,172 @@
 //! compacted prefix belonged to (its Bootstrap entry is gone).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
+use super::membership::Configuration;
 use super::types::{ClusterId, Entry, EntryKind, LogIndex, SnapshotMeta, Term};
+
+/// A configuration and the entry that carried it (index 0 for the start
+/// configuration, which no entry carries).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tracked {
+    pub index: LogIndex,
+    pub term: Term,
+    pub config: Arc<Configuration>,
+}
+
+/// The configurations the log holds (dissertation §4.1): each is in effect
+/// from the moment it is appended, committed or not, and a truncation that
+/// drops it puts the one before back in effect. Only the latest one at or
+/// below last_applied and those above it are kept: nothing can take the
+/// applied ones away.
+#[derive(Debug)]
+pub struct ConfigTrack {
+    /// The latest configuration at or below last_applied: the start
+    /// configuration, or one a log entry carried.
+    base: Tracked,
+    /// Configurations of entries above last_applied, ascending by index.
+    /// Bound: one change is proposed only once the last committed (issue
+    /// 14's rule R1), so this holds 0 to 2 in practice; the log's own
+    /// length bounds it in any case.
+    later: VecDeque<Tracked>,
+    /// Bumped on every change of `current()`, so a caller can tell.
+    version: u64,
+    /// False once the log's configurations were found to disagree with
+    /// the start configuration (`ignore_stored_configurations`): then only
+    /// the start configuration is in effect, as before configurations
+    /// were logged.
+    follows_log: bool,
+}
+
+impl ConfigTrack {
+    fn new(start: Arc<Configuration>) -> ConfigTrack {
+        let base = Tracked {
+            index: LogIndex(0),
+            term: Term(0),
+            config: start,
+        };
+        ConfigTrack {
+            base,
+            later: VecDeque::new(),
+            version: 0,
+            follows_log: true,
+        }
+    }
+
+    /// Whether the configurations the log carries are in effect.
+    pub fn follows_log(&self) -> bool {
+        self.follows_log
+    }
+
+    /// The configuration in effect: the latest the log holds.
+    pub fn current(&self) -> &Tracked {
+        self.later.back().unwrap_or(&self.base)
+    }
+
+    /// The latest configuration at or below `index` that is still known
+    /// (at or above the base): the committed one for `index` = commit.
+    pub fn at(&self, index: LogIndex) -> &Tracked {
+        let held = self
+            .later
+            .iter()
+            .rev()
+            .find(|tracked| tracked.index <= index);
+        held.unwrap_or(&self.base)
+    }
+
+    /// The configuration entry above `commit`, if any.
+    pub fn uncommitted(&self, commit: LogIndex) -> Option<&Tracked> {
+        self.later.back().filter(|tracked| tracked.index > commit)
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// An entry joined the log: track what it carries. Its bytes were
+    /// checked where they came in (`well_formed`, `Raft::restore`, or this
+    /// node's own encoding), so one that does not decode is a bug here.
+    fn appended(&mut self, entry: &Entry) {
+        if !self.follows_log {
+            return;
+        }
+        let Some(decoded) = Configuration::of_entry(entry) else {
+            return;
+        };
+        let config = decoded.unwrap_or_else(|error| {
+            panic!("entry {} carries a bad configuration: {error}", entry.index)
+        });
+        assert!(
+            entry.index > self.current().index,
+            "configurations out of order"
+        );
+        self.later.push_back(Tracked {
+            index: entry.index,
+            term: entry.term,
+            config: Arc::new(config),
+        });
+        self.version += 1;
+    }
+
+    /// Entries from `index` on are gone (never applied ones): so are their
+    /// configurations, and the one before is in effect again.
+    fn truncated_from(&mut self, index: LogIndex) {
+        assert!(
+            self.base.index < index,
+            "truncating an applied configuration"
+        );
+        let before = self.later.len();
+        while self
+            .later
+            .back()
+            .is_some_and(|tracked| tracked.index >= index)
+        {
+            self.later.pop_back();
+        }
+        if self.later.len() != before {
+            self.version += 1;
+        }
+    }
+
+    /// Entries up to `last_applied` were applied: their configurations
+    /// can no longer go, and only the latest of them is needed.
+    fn applied_to(&mut self, last_applied: LogIndex) {
+        while self
+            .later
+            .front()
+            .is_some_and(|tracked| tracked.index <= last_applied)
+        {
+            self.base = self.later.pop_front().expect("a front");
+        }
+    }
+
+    /// A snapshot was installed up to `index`. The configurations of a
+    /// kept suffix stay (those at or below `index` are applied now); a
+    /// dropped log keeps only what was committed before, which any log of
+    /// the cluster holds too. (The snapshot's own configuration takes over
+    /// here once snapshots carry one.)
+    fn installed(&mut self, index: LogIndex, suffix_kept: bool, commit_before: LogIndex) {
+        if !suffix_kept {
+            self.truncated_from(commit_before.next());
+        }
+        self.applied_to(index);
+        self.version += 1;
+    }
+
+    fn check_invariants(&self, last_applied: LogIndex, last_index: LogIndex) {
+        assert!(
+            self.base.index <= last_applied,
+            "base configuration unapplied"
+        );
+        let mut previous = self.base.index;
+        for tracked in &self.later {
+            assert!(tracked.index > previous, "configurations out of order");
+            assert!(tracked.index > last_applied && tracked.index <= last_index);
+            previous = tracked.index;
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct RaftLog {
@@ -39,13 +203,17 @@ pub struct RaftLog {
     persisted_index: LogIndex,
     /// First entry not yet handed to storage. Invariant: above base_index.
     unstable_from: LogIndex,
+    /// The configurations the entries carry. Invariant: one for each
+    /// configuration-carrying entry above last_applied.
+    configs: ConfigTrack,
 }
 
 impl RaftLog {
     /// A log restored from storage, never compacted: everything given is
-    /// already durable.
+    /// already durable. Its start configuration: three voters.
+    #[cfg(test)]
     pub fn new(entries: Vec<Entry>) -> RaftLog {
-        RaftLog::restored(None, entries)
+        RaftLog::restored(Arc::new(Configuration::numbered(3)), None, entries)
     }
 
     /// A log restored from storage at start-up: the newest durable
@@ -57,8 +225,14 @@ impl RaftLog {
     /// may come between installing a snapshot and dropping the log it
     /// replaced); only a gap after the snapshot is damage. Commit and
     /// applied start at the snapshot's index: the state machine was
-    /// restored from it.
-    pub fn restored(snapshot: Option<&SnapshotMeta>, entries: Vec<Entry>) -> RaftLog {
+    /// restored from it. The configuration in effect is the latest the
+    /// entries carry, else `start`; the caller checked that every
+    /// configuration they carry decodes.
+    pub fn restored(
+        start: Arc<Configuration>,
+        snapshot: Option<&SnapshotMeta>,
+        entries: Vec<Entry>,
+    ) -> RaftLog {
         let (snapshot_index, snapshot_term) =
             snapshot.map_or((LogIndex(0), Term(0)), |meta| (meta.index, meta.term));
         let mut log = RaftLog {
@@ -70,6 +244,7 @@ impl RaftLog {
             last_applied: snapshot_index,
             persisted_index: LogIndex(0),
             unstable_from: LogIndex(0),
+            configs: ConfigTrack::new(start),
         };
         if let Some(first) = log.entries.front() {
             if first.index <= snapshot_index {
@@ -92,7 +267,27 @@ impl RaftLog {
         }
         log.persisted_index = log.last_index();
         log.unstable_from = log.last_index().next();
+        for entry in &log.entries {
+            log.configs.appended(entry);
+        }
+        log.configs.applied_to(log.last_applied);
         log
+    }
+
+    /// The configurations this log holds; `current()` is in effect.
+    pub fn configs(&self) -> &ConfigTrack {
+        &self.configs
+    }
+
+    /// From now on only `start` is in effect, whatever the entries carry
+    /// (`Event::StoredConfigurationIgnored` says why).
+    pub fn ignore_stored_configurations(&mut self, start: Arc<Configuration>) {
+        let version = self.configs.version + 1;
+        self.configs = ConfigTrack {
+            version,
+            follows_log: false,
+            ..ConfigTrack::new(start)
+        };
     }
 
     /// The first index still held; `base_index + 1`.
@@ -203,12 +398,14 @@ impl RaftLog {
     pub fn append_new(&mut self, term: Term, kind: EntryKind, data: &[u8]) -> LogIndex {
         assert!(term >= self.last_term(), "term going backwards in the log");
         let index = self.last_index().next();
-        self.entries.push_back(Entry {
+        let entry = Entry {
             term,
             index,
             kind,
             data: data.into(),
-        });
+        };
+        self.configs.appended(&entry);
+        self.entries.push_back(entry);
         index
     }
 
@@ -227,6 +424,7 @@ impl RaftLog {
                 None => {}
             }
             assert_eq!(entry.index, self.last_index().next(), "append leaves a gap");
+            self.configs.appended(&entry);
             self.entries.push_back(entry);
         }
         last_new
@@ -245,6 +443,12 @@ impl RaftLog {
         self.persisted_index = self.persisted_index.min(prev_index);
         self.commit_index = self.commit_index.min(prev_index);
         self.last_applied = self.last_applied.min(prev_index);
+        // The bug may cut applied entries too. The configuration in
+        // effect then stays as it was, so that the damage is the log's
+        // alone and no local assert trips over the bookkeeping.
+        let configs = &mut self.configs;
+        configs.base.index = configs.base.index.min(prev_index);
+        configs.truncated_from(prev_index.next());
     }
 
     /// Drops the whole log, which must hold nothing committed: the node's
@@ -263,6 +467,7 @@ impl RaftLog {
             .truncate((index.prev().0 - self.base_index.0) as usize);
         self.unstable_from = self.unstable_from.min(index);
         self.persisted_index = self.persisted_index.min(index.prev());
+        self.configs.truncated_from(index);
     }
 
     /// Drops the entries at and below `index`, which a durable snapshot
@@ -297,6 +502,7 @@ impl RaftLog {
         }
         self.drop_through(index);
         self.last_applied = self.last_applied.max(index);
+        self.configs.applied_to(self.last_applied);
     }
 
     /// Moves the base up to `index`, which the log holds.
@@ -340,6 +546,8 @@ impl RaftLog {
         }
         let suffix_kept =
             !foreign && meta.index <= self.last_index() && self.matches(meta.index, meta.term);
+        self.configs
+            .installed(meta.index, suffix_kept, self.commit_index);
         if suffix_kept {
             if meta.index > self.base_index {
                 let offset = self.offset_of(meta.index).expect("above the base");
@@ -425,6 +633,7 @@ impl RaftLog {
         let batch = self.entries_from(self.last_applied.next(), applicable_count, usize::MAX);
         if let Some(last) = batch.last() {
             self.last_applied = last.index;
+            self.configs.applied_to(self.last_applied);
         }
         batch
     }
@@ -473,12 +682,19 @@ impl RaftLog {
             assert_eq!(later.index, earlier.index.next());
             assert!(later.term >= earlier.term, "terms decrease in the log");
         }
+        self.configs
+            .check_invariants(self.last_applied, self.last_index());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log restored with the test start configuration (`RaftLog::new`'s).
+    fn restored(snapshot: Option<&SnapshotMeta>, entries: Vec<Entry>) -> RaftLog {
+        RaftLog::restored(Arc::new(Configuration::numbered(3)), snapshot, entries)
+    }
 
     fn log_with_terms(terms: &[u64]) -> RaftLog {
         let entries = terms
@@ -708,7 +924,7 @@ mod tests {
 
     #[test]
     fn restored_from_a_snapshot_starts_committed_and_applied_at_it() {
-        let log = RaftLog::restored(Some(&meta(10, 4)), entries_from_index(11, &[4, 5]));
+        let log = restored(Some(&meta(10, 4)), entries_from_index(11, &[4, 5]));
         log.check_invariants();
         assert_eq!(log.first_index(), LogIndex(11));
         assert_eq!(log.last_index(), LogIndex(12));
@@ -717,7 +933,7 @@ mod tests {
         assert_eq!(log.persisted_index(), LogIndex(12));
         assert_eq!(log.term_at(LogIndex(10)), Some(Term(4)));
         assert_eq!(log.first_cluster_id(), Some(ClusterId(9)));
-        let empty = RaftLog::restored(Some(&meta(10, 4)), Vec::new());
+        let empty = restored(Some(&meta(10, 4)), Vec::new());
         assert_eq!(empty.last_index(), LogIndex(10));
         assert_eq!(empty.last_term(), Term(4));
         assert!(!empty.has_unstable());
@@ -726,7 +942,7 @@ mod tests {
     #[test]
     fn restored_with_a_trailing_log_below_the_snapshot_keeps_it() {
         let entries = entries_from_index(7, &[3, 3, 4, 4, 4, 5]);
-        let log = RaftLog::restored(Some(&meta(10, 4)), entries);
+        let log = restored(Some(&meta(10, 4)), entries);
         log.check_invariants();
         assert_eq!(
             log.base_index(),
@@ -741,7 +957,7 @@ mod tests {
 
     #[test]
     fn restored_log_that_does_not_hold_its_snapshot_is_dropped() {
-        let conflicting = RaftLog::restored(Some(&meta(10, 4)), entries_from_index(9, &[4, 5, 5]));
+        let conflicting = restored(Some(&meta(10, 4)), entries_from_index(9, &[4, 5, 5]));
         conflicting.check_invariants();
         assert_eq!(
             conflicting.last_index(),
@@ -749,7 +965,7 @@ mod tests {
             "as an install drops it"
         );
         assert_eq!(conflicting.last_term(), Term(4));
-        let below = RaftLog::restored(Some(&meta(10, 4)), entries_from_index(5, &[3, 3]));
+        let below = restored(Some(&meta(10, 4)), entries_from_index(5, &[3, 3]));
         assert_eq!(below.first_index(), LogIndex(11));
         assert_eq!(below.last_index(), LogIndex(10));
     }
@@ -757,7 +973,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "has a gap")]
     fn restored_log_with_a_gap_after_its_snapshot_stops_the_node() {
-        RaftLog::restored(Some(&meta(10, 4)), entries_from_index(12, &[4]));
+        restored(Some(&meta(10, 4)), entries_from_index(12, &[4]));
     }
 
     #[test]
@@ -839,5 +1055,232 @@ mod tests {
         log.check_invariants();
         assert_eq!(log.base_index(), LogIndex(4));
         assert!(log.take_committed(10).is_empty(), "2..=4 are never applied");
+    }
+}
+
+#[cfg(test)]
+mod config_track_tests {
+    use super::*;
+    use crate::core::membership::Change;
+
+    fn start() -> Arc<Configuration> {
+        Arc::new(Configuration::numbered(3))
+    }
+
+    /// The start configuration with a learner added, and so on: one
+    /// distinct configuration per `step`.
+    fn changed(step: u16) -> Configuration {
+        let mut configuration = (*start()).clone();
+        for tag in 0..=step {
+            let name = format!("l{tag}");
+            let address = format!("127.0.0.1:{}", 7000 + tag)
+                .parse()
+                .expect("address");
+            let change = Change::AddLearner { name, address };
+            configuration = configuration
+                .apply(&change, LogIndex(0), Term(0))
+                .expect("adds");
+        }
+        configuration
+    }
+
+    fn config_entry(index: u64, term: u64, configuration: &Configuration) -> Entry {
+        Entry {
+            kind: EntryKind::Configuration,
+            ..Entry::command(index, term, &configuration.to_bytes())
+        }
+    }
+
+    /// Index 1 a Bootstrap with the start configuration, then commands.
+    fn bootstrap(term: u64) -> Entry {
+        let payload = start().bootstrap_payload(ClusterId(9));
+        Entry {
+            kind: EntryKind::Bootstrap,
+            ..Entry::command(1, term, &payload)
+        }
+    }
+
+    fn current(log: &RaftLog) -> (LogIndex, Configuration) {
+        let tracked = log.configs().current();
+        (tracked.index, (*tracked.config).clone())
+    }
+
+    #[test]
+    fn a_configuration_is_in_effect_once_appended() {
+        let mut log = RaftLog::restored(start(), None, Vec::new());
+        assert_eq!(current(&log), (LogIndex(0), (*start()).clone()));
+        log.append_new(
+            Term(1),
+            EntryKind::Bootstrap,
+            &start().bootstrap_payload(ClusterId(9)),
+        );
+        assert_eq!(current(&log).0, LogIndex(1), "the Bootstrap's");
+        log.append_new(Term(1), EntryKind::Command, b"x");
+        let version = log.configs().version();
+        log.append_new(Term(1), EntryKind::Configuration, &changed(0).to_bytes());
+        assert_eq!(
+            current(&log),
+            (LogIndex(3), changed(0)),
+            "not committed yet"
+        );
+        assert_eq!(log.configs().version(), version + 1);
+        assert_eq!(
+            log.configs().uncommitted(LogIndex(0)).map(|t| t.index),
+            Some(LogIndex(3))
+        );
+        log.check_invariants();
+    }
+
+    #[test]
+    fn an_uncommitted_configuration_truncated_rolls_back() {
+        let mut log = RaftLog::new(vec![bootstrap(1), Entry::command(2, 1, b"x")]);
+        log.commit_to(LogIndex(2));
+        log.take_committed(10);
+        log.append_from_leader(
+            LogIndex(2),
+            vec![
+                config_entry(3, 2, &changed(0)),
+                config_entry(4, 2, &changed(1)),
+            ],
+        );
+        assert_eq!(current(&log), (LogIndex(4), changed(1)));
+        let version = log.configs().version();
+        // A new leader's log has a command at 4: the second change goes.
+        log.append_from_leader(LogIndex(3), vec![Entry::command(4, 3, b"y")]);
+        assert_eq!(current(&log), (LogIndex(3), changed(0)), "the one before");
+        assert_eq!(log.configs().version(), version + 1);
+        // And one with a command at 3 drops the first, back to the Bootstrap's.
+        log.append_from_leader(LogIndex(2), vec![Entry::command(3, 4, b"z")]);
+        assert_eq!(current(&log), (LogIndex(1), (*start()).clone()));
+        log.check_invariants();
+    }
+
+    #[test]
+    fn commit_and_apply_fold_configurations_into_the_base() {
+        let entries = vec![
+            bootstrap(1),
+            config_entry(2, 1, &changed(0)),
+            Entry::command(3, 1, b"x"),
+            config_entry(4, 1, &changed(1)),
+        ];
+        let mut log = RaftLog::new(entries);
+        assert_eq!(log.configs().later.len(), 3, "none applied");
+        log.commit_to(LogIndex(3));
+        assert_eq!(
+            log.configs().at(LogIndex(3)).index,
+            LogIndex(2),
+            "committed"
+        );
+        let uncommitted = log.configs().uncommitted(LogIndex(3));
+        assert_eq!(uncommitted.map(|t| t.index), Some(LogIndex(4)));
+        log.take_committed(2);
+        assert_eq!(log.configs().base.index, LogIndex(2), "folded on apply");
+        assert_eq!(log.configs().later.len(), 1);
+        log.take_committed(10);
+        assert_eq!(log.configs().base.index, LogIndex(2));
+        log.commit_to(LogIndex(4));
+        log.take_committed(10);
+        assert_eq!(log.configs().base.index, LogIndex(4));
+        assert!(log.configs().later.is_empty());
+        assert_eq!(current(&log), (LogIndex(4), changed(1)));
+        assert_eq!(
+            log.configs().at(LogIndex(3)).index,
+            LogIndex(4),
+            "only the latest is kept"
+        );
+        log.compact_to(LogIndex(4));
+        assert_eq!(
+            current(&log),
+            (LogIndex(4), changed(1)),
+            "compaction keeps it"
+        );
+        log.check_invariants();
+    }
+
+    fn snapshot_at(index: u64, term: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(term),
+            cluster_id: Some(ClusterId(9)),
+            voters: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_install_keeps_the_configurations_of_a_kept_suffix() {
+        let mut log = RaftLog::new(vec![bootstrap(1)]);
+        log.append_from_leader(
+            LogIndex(1),
+            vec![
+                config_entry(2, 1, &changed(0)),
+                Entry::command(3, 1, b"x"),
+                config_entry(4, 1, &changed(1)),
+            ],
+        );
+        assert!(log.install_snapshot(&snapshot_at(3, 1)));
+        assert_eq!(
+            log.configs().base.index,
+            LogIndex(2),
+            "applied with the snapshot"
+        );
+        assert_eq!(current(&log), (LogIndex(4), changed(1)), "above it, kept");
+        log.check_invariants();
+    }
+
+    #[test]
+    fn an_install_that_drops_the_log_drops_its_uncommitted_configurations() {
+        let mut log = RaftLog::new(vec![bootstrap(1), config_entry(2, 1, &changed(0))]);
+        log.commit_to(LogIndex(2));
+        log.append_from_leader(LogIndex(2), vec![config_entry(3, 1, &changed(1))]);
+        assert!(
+            !log.install_snapshot(&snapshot_at(5, 2)),
+            "term 2 at 5: no match"
+        );
+        assert_eq!(
+            current(&log),
+            (LogIndex(2), changed(0)),
+            "the committed one"
+        );
+        assert!(log.configs().later.is_empty());
+        log.check_invariants();
+    }
+
+    #[test]
+    fn a_restore_scans_the_entries_above_the_snapshot() {
+        let entries = vec![
+            Entry::command(7, 3, b"x"),
+            config_entry(8, 3, &changed(0)),
+            Entry::command(9, 3, b"x"),
+            Entry::command(10, 4, b"x"),
+            config_entry(11, 4, &changed(1)),
+        ];
+        let log = RaftLog::restored(start(), Some(&snapshot_at(10, 4)), entries);
+        assert_eq!(
+            log.configs().base.index,
+            LogIndex(8),
+            "the trailing log's, applied"
+        );
+        assert_eq!(current(&log), (LogIndex(11), changed(1)));
+        assert!(log.configs().uncommitted(LogIndex(10)).is_some());
+        log.check_invariants();
+        let plain = RaftLog::restored(start(), Some(&snapshot_at(10, 4)), Vec::new());
+        assert_eq!(
+            current(&plain),
+            (LogIndex(0), (*start()).clone()),
+            "the start's"
+        );
+    }
+
+    #[test]
+    fn a_legacy_eight_byte_bootstrap_carries_no_configuration() {
+        let legacy = Entry {
+            kind: EntryKind::Bootstrap,
+            ..Entry::command(1, 1, &ClusterId(9).to_bytes())
+        };
+        let log = RaftLog::new(vec![legacy.clone(), Entry::command(2, 1, b"x")]);
+        assert_eq!(Configuration::of_entry(&legacy), None);
+        assert_eq!(current(&log), (LogIndex(0), (*start()).clone()));
+        assert_eq!(log.first_cluster_id(), Some(ClusterId(9)));
+        assert_eq!(ClusterId::of_bootstrap(&bootstrap(1)), Some(ClusterId(9)));
     }
 }

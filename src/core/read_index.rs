@@ -140,14 +140,19 @@ impl Raft {
     }
 
     /// Releases every read whose round a majority (counting us) answered.
+    /// Only voters' acknowledgements count, as for commits.
     pub(super) fn confirm_reads(&mut self) {
-        let quorum = self.config.quorum();
+        let configuration = &self.log.configs().current().config;
         let RoleState::Leader(leader) = &mut self.role else {
             return;
         };
-        let acknowledged = leader.progress.values();
-        let rounds = acknowledged.map(|progress| progress.round_acknowledged);
-        let confirmed = quorum_value(rounds.chain([leader.reads.round]), quorum);
+        let own = configuration
+            .is_voter(self.config.id)
+            .then_some(leader.reads.round);
+        let acknowledged = leader.progress.iter();
+        let voters = acknowledged.filter(|(&id, _)| configuration.is_voter(id));
+        let rounds = voters.map(|(_, progress)| progress.round_acknowledged);
+        let confirmed = quorum_value(rounds.chain(own), configuration.quorum());
         leader.reads.confirm(confirmed, &mut self.ready.read_states);
     }
 }

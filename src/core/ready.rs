@@ -119,6 +119,14 @@ pub enum Event {
     ClusterIdLearned {
         cluster_id: ClusterId,
     },
+    /// At start-up the log's configuration (from the entry at `index`)
+    /// had other voters than the start configuration, and the node runs
+    /// under the start configuration, as before configurations were in
+    /// the log: a data dir of another cluster, say a single node's, put
+    /// at a member's address, must not form a majority of its own.
+    StoredConfigurationIgnored {
+        index: LogIndex,
+    },
     /// A leader starts streaming its snapshot at `index` (of `size_bytes`)
     /// to `follower`, which needs entries the leader no longer holds.
     SnapshotSendStarted {

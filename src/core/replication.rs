@@ -237,13 +237,19 @@ impl Raft {
         leader: &LeaderState,
         count: impl Fn(bool, LogIndex) -> LogIndex,
     ) -> LogIndex {
-        let own = count(
-            self.durable_cluster_id.is_some(),
-            self.log.persisted_index(),
-        );
-        let peers = leader.progress.values();
-        let matched = peers.map(|progress| count(progress.bound, progress.match_index));
-        quorum_value(matched.chain([own]), self.config.quorum())
+        let configuration = self.configuration();
+        let own = configuration.is_voter(self.config.id).then(|| {
+            count(
+                self.durable_cluster_id.is_some(),
+                self.log.persisted_index(),
+            )
+        });
+        // A learner's acknowledgement never counts (its log may be far
+        // behind, and no majority includes it).
+        let voters = leader.progress.iter();
+        let voters = voters.filter(|(&id, _)| configuration.is_voter(id));
+        let matched = voters.map(|(_, progress)| count(progress.bound, progress.match_index));
+        quorum_value(matched.chain(own), configuration.quorum())
     }
 
     /// How much of a node's match counts toward committing commands: all of

@@ -165,8 +165,8 @@ impl Raft {
         let term = self.hard_state.current_term;
         let next_index = self.log.last_index().next();
         let progress = self
-            .config
             .peers()
+            .into_iter()
             .map(|peer| {
                 (
                     peer,
@@ -186,10 +186,12 @@ impl Raft {
         self.ready.events.push(Event::BecameLeader { term, votes });
         // §8: a no-op of the new term lets earlier entries commit (Figure 8)
         // and tells ReadIndex the commit index is current (§6.4). The first
-        // leader of a new cluster makes it the cluster's Bootstrap entry.
+        // leader of a new cluster makes it the cluster's Bootstrap entry,
+        // which also holds the configuration the cluster starts with.
         if self.log.last_index() == LogIndex(0) {
-            let cluster_id = self.config.bootstrap_cluster_id.to_bytes();
-            self.log.append_new(term, EntryKind::Bootstrap, &cluster_id);
+            let start = self.config.start.configuration();
+            let payload = start.bootstrap_payload(self.config.bootstrap_cluster_id);
+            self.log.append_new(term, EntryKind::Bootstrap, &payload);
         } else {
             self.log.append_new(term, EntryKind::Noop, &[]);
         }
@@ -294,6 +296,7 @@ impl Raft {
         let check_quorum = self.check_quorum_enabled();
         let now_ms = self.now_ms;
         let config = &self.config;
+        let configuration = &self.log.configs().current().config;
         let RoleState::Leader(leader) = &mut self.role else {
             return;
         };
@@ -301,7 +304,7 @@ impl Raft {
             return;
         }
         leader.heartbeat_deadline_ms = now_ms + config.heartbeat_interval_ms;
-        if check_quorum && !leader.quorum_active(now_ms, config) {
+        if check_quorum && !leader.quorum_active(now_ms, config, configuration) {
             return self.step_down_quorum_lost();
         }
         self.broadcast_heartbeat();

@@ -25,7 +25,7 @@ struct Cluster {
 pub(super) fn config(id: u32, size: u32) -> Config {
     Config {
         id: NodeId(id),
-        members: (0..size).map(NodeId).collect(),
+        start: StartConfiguration::Bootstrap(Configuration::numbered(size as usize)),
         election_timeout_ms_min: ELECTION_MIN,
         election_timeout_ms_max: ELECTION_MAX,
         heartbeat_interval_ms: HEARTBEAT,
@@ -582,7 +582,8 @@ fn invalid_configs_are_refused() {
     bad.id = NodeId(9);
     assert_eq!(bad.validate(), Err(ConfigError::SelfNotMember));
     let mut bad = config(0, 3);
-    bad.members.push(NodeId(1));
+    let StartConfiguration::Bootstrap(start) = &mut bad.start;
+    start.members[2].id = NodeId(1);
     assert_eq!(bad.validate(), Err(ConfigError::DuplicateMember(NodeId(1))));
     let mut bad = config(0, 3);
     bad.heartbeat_interval_ms = 200;
@@ -1096,4 +1097,139 @@ fn smallest_limits_still_replicate_everything() {
     cluster.nodes[0].read_index(1).expect("a read may wait");
     let refused = cluster.nodes[0].read_index(2);
     assert_eq!(refused, Err(ProposeError::Busy), "a second one may not");
+}
+
+// ---- configurations in the log ----------------------------------------------
+
+/// The first leader writes the configuration the cluster starts with into
+/// its Bootstrap entry, after the cluster id; every follower has it in
+/// effect once appended, and binds to the id as before.
+#[test]
+fn the_first_leader_writes_its_configuration_into_the_bootstrap() {
+    let mut cluster = Cluster::new(3);
+    cluster.campaign(0);
+    cluster.heartbeat(0);
+    let start = Configuration::numbered(3);
+    let cluster_id = ClusterId(0xc1u64 << 32);
+    for (node, stored) in cluster.nodes.iter().zip(&cluster.stored) {
+        let first = &stored[0];
+        assert_eq!(first.kind, EntryKind::Bootstrap);
+        assert_eq!(first.data[..8], cluster_id.to_bytes());
+        assert_eq!(Configuration::of_entry(first), Some(Ok(start.clone())));
+        assert_eq!(node.log().configs().current().index, LogIndex(1));
+        assert_eq!(node.configuration(), &start);
+        assert_eq!(node.cluster_id(), Some(cluster_id), "bound as before");
+    }
+}
+
+/// A cluster bootstrapped before configurations has an 8-byte Bootstrap:
+/// it restores under the start configuration, still elects, commits and
+/// binds to the id the entry names.
+#[test]
+fn a_legacy_eight_byte_bootstrap_log_restores_and_binds_as_before() {
+    let legacy = vec![bootstrap(1, 1, 0x77), Entry::command(2, 1, b"x")];
+    let hard_state = HardState {
+        current_term: Term(1),
+        ..HardState::default()
+    };
+    let mut cluster = Cluster::new(3);
+    for id in 0..3 {
+        let node = Raft::new(config(id as u32, 3), hard_state, legacy.clone(), 0);
+        cluster.nodes[id] = node.expect("a legacy log restores");
+        cluster.stored[id] = legacy.clone();
+        assert_eq!(
+            cluster.nodes[id].log().configs().current().index,
+            LogIndex(0)
+        );
+    }
+    cluster.campaign(0);
+    cluster.heartbeat(0);
+    cluster.heartbeat(0); // followers learn the commit
+    for node in &cluster.nodes {
+        assert_eq!(node.cluster_id(), Some(ClusterId(0x77)));
+        assert_eq!(node.status().commit_index, LogIndex(3), "the new no-op");
+        assert_eq!(node.configuration(), &Configuration::numbered(3));
+    }
+    let noop = &cluster.stored[0][2];
+    assert_eq!(
+        noop.kind,
+        EntryKind::Noop,
+        "only the first leader writes one"
+    );
+}
+
+/// A stored entry whose configuration does not decode stops the node with
+/// the entry's index; from a peer, such an AppendEntries is dropped whole.
+#[test]
+fn a_configuration_that_does_not_decode_is_refused() {
+    let mut bad = Configuration::numbered(3).to_bytes();
+    bad[0] = 9;
+    let entry = Entry {
+        kind: EntryKind::Configuration,
+        ..Entry::command(2, 1, &bad)
+    };
+    let log = vec![bootstrap(1, 1, 0x77), entry.clone()];
+    let hard_state = HardState {
+        current_term: Term(1),
+        ..HardState::default()
+    };
+    let refused = Raft::new(config(0, 3), hard_state, log, 0).err();
+    let problem = membership::ConfigurationError {
+        field: "format",
+        offset: 0,
+        problem: "unknown format",
+    };
+    let index = LogIndex(2);
+    let expected = ConfigError::StoredConfiguration { index, problem };
+    assert_eq!(refused, Some(expected.clone()));
+    assert_eq!(
+        expected.to_string(),
+        "the log entry at index 2 holds a bad configuration format at offset 0: unknown format"
+    );
+    let mut cluster = Cluster::new(3);
+    let first = Entry {
+        index: LogIndex(1),
+        ..entry
+    };
+    cluster.nodes[1].step(append_from(0, 1, ClusterTag::default(), vec![first], 0));
+    let ready = cluster.nodes[1].ready();
+    assert!(
+        ready.entries.is_empty() && ready.messages.is_empty(),
+        "dropped"
+    );
+}
+
+/// The fault bench's stale member: a single node's data dir (its Bootstrap
+/// holds a one-voter configuration) started at a member's address with the
+/// cluster's --peers. It must not elect itself on its own log's say-so:
+/// until issue 14's start-up plan, --peers decides the voters, as before.
+#[test]
+fn a_stored_configuration_with_other_voters_than_the_start_is_ignored() {
+    let alone = Configuration::numbered(1);
+    let log = vec![
+        Entry {
+            kind: EntryKind::Bootstrap,
+            ..Entry::command(1, 1, &alone.bootstrap_payload(ClusterId(0x55)))
+        },
+        Entry::command(2, 1, b"stale"),
+    ];
+    let hard_state = HardState {
+        current_term: Term(1),
+        ..HardState::default()
+    };
+    let mut raft = Raft::new(config(0, 3), hard_state, log.clone(), 0).expect("restores");
+    assert_eq!(raft.configuration(), &Configuration::numbered(3));
+    assert!(!raft.log().configs().follows_log());
+    let ready = raft.ready();
+    let event = Event::StoredConfigurationIgnored { index: LogIndex(1) };
+    assert!(ready.events.contains(&event), "{:?}", ready.events);
+    let deadline = raft.next_deadline_ms();
+    raft.advance_time(deadline);
+    raft.ready();
+    assert_eq!(raft.role(), Role::Candidate, "one vote of three");
+    let same = Raft::new(config(0, 1), hard_state, log, 0).expect("restores");
+    assert!(
+        same.log().configs().follows_log(),
+        "the same voters: followed"
+    );
 }

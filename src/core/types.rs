@@ -58,12 +58,14 @@ impl fmt::Display for ClusterId {
 }
 
 impl ClusterId {
-    /// The id a `Bootstrap` entry's payload names, if it is one.
+    /// The id a `Bootstrap` entry's payload names, if it is one: its first
+    /// 8 bytes, whether a configuration follows or not (a cluster
+    /// bootstrapped before configurations has exactly the 8).
     pub fn of_bootstrap(entry: &Entry) -> Option<ClusterId> {
         if entry.kind != EntryKind::Bootstrap {
             return None;
         }
-        let bytes: [u8; 8] = entry.data.as_ref().try_into().ok()?;
+        let bytes: [u8; 8] = entry.data.get(..8)?.try_into().ok()?;
         Some(ClusterId(u64::from_be_bytes(bytes))).filter(|id| id.0 != 0)
     }
 
@@ -86,12 +88,17 @@ impl ClusterId {
 /// What an entry carries. A no-op is what a new leader appends to commit the
 /// entries of earlier terms (Raft §5.4.2, §8). A cluster's first entry is
 /// always a `Bootstrap`: its first leader's no-op, carrying the cluster id
-/// (8 bytes, big-endian) that every member adopts once it is committed.
+/// (8 bytes, big-endian) that every member adopts once it is committed,
+/// then the cluster's first configuration (absent in a cluster
+/// bootstrapped before configurations). A `Configuration` entry carries
+/// the whole configuration a change made; it is in effect from the moment
+/// a log holds it (`core::membership`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryKind {
     Noop = 0,
     Command = 1,
     Bootstrap = 2,
+    Configuration = 3,
 }
 
 impl EntryKind {
@@ -100,6 +107,7 @@ impl EntryKind {
             0 => Some(EntryKind::Noop),
             1 => Some(EntryKind::Command),
             2 => Some(EntryKind::Bootstrap),
+            3 => Some(EntryKind::Configuration),
             _ => None,
         }
     }

@@ -486,8 +486,9 @@ fn planted_ack_before_sync(_replica: &Replica) -> bool {
 mod tests {
     use super::*;
     use crate::core::{
-        ClusterId, ClusterTag, Config, Entry, HardState, InstallSnapshot, Limits, MessageBody,
-        NodeId, Raft, RequestVote, RequestVoteResponse, SnapshotMeta,
+        ClusterId, ClusterTag, Config, Configuration, Entry, HardState, InstallSnapshot, Limits,
+        MessageBody, NodeId, Raft, RequestVote, RequestVoteResponse, SnapshotMeta,
+        StartConfiguration,
     };
     use crate::kv::StateMachine;
     use crate::replica::{ClientToken, Member, Replica, SessionTag};
@@ -660,7 +661,7 @@ mod tests {
         fn new(size: u32) -> Node {
             let config = Config {
                 id: NodeId(0),
-                members: (0..size).map(NodeId).collect(),
+                start: StartConfiguration::Bootstrap(Configuration::numbered(size as usize)),
                 election_timeout_ms_min: 150,
                 election_timeout_ms_max: 300,
                 heartbeat_interval_ms: 50,

@@ -398,7 +398,7 @@ impl Replica {
 
     fn apply(&mut self, entry: &Entry) {
         let applied = match entry.kind {
-            EntryKind::Noop | EntryKind::Bootstrap => None,
+            EntryKind::Noop | EntryKind::Bootstrap | EntryKind::Configuration => None,
             EntryKind::Command => {
                 Some(self.machine.apply(entry.index.0, entry.term.0, &entry.data))
             }
@@ -501,12 +501,12 @@ fn command_reply(reply: CachedReply) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{ClusterId, Config, HardState, Limits};
+    use crate::core::{ClusterId, Config, Configuration, HardState, Limits, StartConfiguration};
 
     fn replica() -> Replica {
         let config = Config {
             id: NodeId(0),
-            members: vec![NodeId(0), NodeId(1)],
+            start: StartConfiguration::Bootstrap(Configuration::numbered(2)),
             election_timeout_ms_min: 150,
             election_timeout_ms_max: 300,
             heartbeat_interval_ms: 50,

@@ -111,7 +111,15 @@ impl Replica {
             index,
             term,
             cluster_id,
-            voters: self.raft.config().members.clone(),
+            // The snapshot's index is applied: its configuration is known.
+            voters: self
+                .raft
+                .log()
+                .configs()
+                .at(index)
+                .config
+                .voters()
+                .collect(),
         };
         self.taking = Some(Taking {
             meta: meta.clone(),

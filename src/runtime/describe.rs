@@ -10,6 +10,16 @@ pub fn entry(entry: &Entry) -> String {
     if let Some(cluster_id) = crate::core::ClusterId::of_bootstrap(entry) {
         return format!("bootstrap of cluster {cluster_id}");
     }
+    if entry.kind == EntryKind::Configuration {
+        return match crate::core::membership::Configuration::decode(&entry.data) {
+            Ok(configuration) => format!(
+                "configuration ({:?}; {} members)",
+                configuration.cause,
+                configuration.members.len()
+            ),
+            Err(error) => format!("<undecodable: {error}>"),
+        };
+    }
     match LogRecord::decode(&entry.data) {
         Ok(LogRecord::Register) => "REGISTER".to_string(),
         Ok(LogRecord::Command { session, command }) => match session {

@@ -544,6 +544,10 @@ impl<S: Storage<Job = SyncJob>> Server<S> {
                 Info,
                 "Cluster id {cluster_id}: this node now refuses peers of any other cluster"
             ),
+            Event::StoredConfigurationIgnored { index } => log!(
+                Warn,
+                "The configuration in the log (index {index}) has other voters than --peers; running under --peers"
+            ),
             Event::SnapshotSendStarted {
                 follower,
                 index,

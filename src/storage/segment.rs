@@ -464,10 +464,15 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
+        let configuration = crate::core::Configuration::numbered(3);
         let entries = vec![
             Entry::command(1, 1, b""),
             Entry::command(2, 1, b"set x 1"),
             Entry::command(3, 4, &[7; 300]),
+            Entry {
+                kind: EntryKind::Configuration,
+                ..Entry::command(4, 4, &configuration.to_bytes())
+            },
         ];
         let bytes = segment_bytes(&entries);
         assert_eq!(

@@ -1095,6 +1095,33 @@ pub(super) mod tests {
         }));
     }
 
+    /// The codec carries configuration entries and a Bootstrap holding a
+    /// configuration as opaque payloads, like any other entry.
+    #[test]
+    fn configuration_entries_round_trip() {
+        let configuration = crate::core::Configuration::numbered(5);
+        let bootstrap = Entry {
+            kind: EntryKind::Bootstrap,
+            ..Entry::command(1, 1, &configuration.bootstrap_payload(ClusterId(9)))
+        };
+        let change = Entry {
+            kind: EntryKind::Configuration,
+            ..Entry::command(2, 1, &configuration.to_bytes())
+        };
+        let frame = append_entries(0, vec![bootstrap, change]);
+        assert_round_trip(&frame);
+        let Ok(Frame::Peer(message)) = decode_one(&encode(&frame)) else {
+            panic!("not a message");
+        };
+        let MessageBody::AppendEntries(request) = message.body else {
+            panic!("not an AppendEntries");
+        };
+        for entry in &request.entries {
+            let decoded = crate::core::membership::Configuration::of_entry(entry);
+            assert_eq!(decoded, Some(Ok(configuration.clone())));
+        }
+    }
+
     #[test]
     fn full_batch_of_entries_round_trips() {
         let entries = (1..=APPEND_BATCH_ENTRIES_MAX as u64)
@@ -1235,13 +1262,13 @@ pub(super) mod tests {
     #[test]
     fn unknown_entry_kind_is_refused() {
         let mut payload = payload_of(&append_entries(9, vec![noop(10, 7)]));
-        payload[MESSAGE_HEADER_SIZE + 32 + 4 + 16] = 3;
+        payload[MESSAGE_HEADER_SIZE + 32 + 4 + 16] = 4; // 3 is Configuration
         let error = payload_error(4, &payload);
         assert_eq!(
             error,
             PayloadError::InvalidEntryKind {
                 position: 0,
-                byte: 3
+                byte: 4
             }
         );
     }

@@ -22,7 +22,9 @@ use super::stats::Stats;
 use super::trace::{Echo, Trace, TraceEvent};
 use super::workload::{address_of_node, Ended, Workload};
 use raftlite::core::rng::Rng;
-use raftlite::core::{ClusterId, Config, NodeId, Raft, Role, StoredSnapshot};
+use raftlite::core::{
+    ClusterId, Config, Configuration, NodeId, Raft, Role, StartConfiguration, StoredSnapshot,
+};
 use raftlite::kv::StateMachine;
 use raftlite::replica::{Member, Replica};
 
@@ -262,7 +264,7 @@ impl Simulator {
         let seed = self.rng.faults.next_u64();
         let config = Config {
             id: NodeId(node as u32),
-            members: (0..self.options.size as u32).map(NodeId).collect(),
+            start: StartConfiguration::Bootstrap(Configuration::numbered(self.options.size)),
             election_timeout_ms_min: ELECTION_TIMEOUT_MS_MIN,
             election_timeout_ms_max: ELECTION_TIMEOUT_MS_MAX,
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,

@@ -519,6 +519,9 @@ fn core_event(event: &Event) -> String {
         Event::LogTruncated { from } => format!("log truncated from {from}"),
         Event::CommitAdvanced { commit_index } => format!("commit → {commit_index}"),
         Event::ClusterIdLearned { cluster_id } => format!("cluster id {cluster_id} learned"),
+        Event::StoredConfigurationIgnored { index } => {
+            format!("stored configuration at {index} ignored")
+        }
         Event::ForeignMessageIgnored { from, cluster } => {
             format!("ignored a message from {from} of another cluster ({cluster:?})")
         }
