@@ -14,6 +14,7 @@ mod replication;
 pub mod rng;
 mod role;
 mod snapshot;
+mod transfer;
 pub mod types;
 
 #[cfg(test)]
@@ -22,10 +23,13 @@ mod paper_tests;
 mod snapshot_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transfer_tests;
 
 pub use config::{Config, ConfigError, Limits};
 pub use message::*;
 pub use planted::PlantedBug;
 pub use raft::{ProposeError, Raft, Role, Status};
 pub use ready::{Event, ReadState, Ready, StepDownReason};
+pub use transfer::{TransferError, TransferOutcome, TransferStarted};
 pub use types::*;
