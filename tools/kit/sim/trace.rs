@@ -170,6 +170,15 @@ impl fmt::Display for MessageSummary {
 
 #[derive(Clone, Debug)]
 pub enum TraceEvent {
+    /// The operator sends a TRANSFER line to a node, and its reply.
+    OperatorRequest {
+        node: usize,
+        line: String,
+    },
+    OperatorReply {
+        node: usize,
+        line: String,
+    },
     Send {
         message: MessageSummary,
         after_sync: bool,
@@ -431,6 +440,8 @@ fn write_client(f: &mut fmt::Formatter<'_>, event: &TraceEvent) -> fmt::Result {
             request_id,
             line,
         } => write!(f, "c{client} → n{node} #{request_id} {line}"),
+        TraceEvent::OperatorRequest { node, line } => write!(f, "operator → n{node} {line}"),
+        TraceEvent::OperatorReply { node, line } => write!(f, "n{node} → operator {line}"),
         TraceEvent::ClientReceive {
             client,
             request_id,
