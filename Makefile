@@ -57,7 +57,8 @@ test: lint
 # core test `planted_count_unbound_acks_...` (the --lib line below) shows it.
 SIM_PLANTED_BUGS = commit-old-term-by-count second-vote-in-term vote-before-persist \
 	truncate-on-matching-append admit-foreign-cluster stale-leader-reads ack-before-sync \
-	retry-new-sequence snapshot-without-sessions install-older-snapshot compact-unapplied
+	retry-new-sequence snapshot-without-sessions install-older-snapshot compact-unapplied \
+	transfer-vote-ignores-log
 
 # The same checks against builds with known bugs planted: they must fail.
 test-planted:

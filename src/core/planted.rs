@@ -38,6 +38,11 @@ pub enum PlantedBug {
     /// Compaction discards committed entries the state machine has not
     /// applied yet, which it then never sees.
     CompactUnapplied,
+    /// A voter grants a leadership transfer's vote request (§3.10) without
+    /// the §5.4.1 up-to-date check, trusting that the leader caught the
+    /// target up: a target that read its TimeoutNow late (paused) wins with
+    /// a log that lacks entries committed since.
+    TransferVoteIgnoresLog,
 }
 
 impl PlantedBug {
@@ -62,7 +67,7 @@ impl PlantedBug {
     ];
 
     /// Every bug a test build can plant.
-    pub const NAMED: [PlantedBug; 12] = [
+    pub const NAMED: [PlantedBug; 13] = [
         PlantedBug::CommitOldTermByCount,
         PlantedBug::SecondVoteInTerm,
         PlantedBug::VoteBeforePersist,
@@ -75,6 +80,7 @@ impl PlantedBug {
         PlantedBug::SnapshotWithoutSessions,
         PlantedBug::InstallOlderSnapshot,
         PlantedBug::CompactUnapplied,
+        PlantedBug::TransferVoteIgnoresLog,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +97,7 @@ impl PlantedBug {
             PlantedBug::SnapshotWithoutSessions => "snapshot-without-sessions",
             PlantedBug::InstallOlderSnapshot => "install-older-snapshot",
             PlantedBug::CompactUnapplied => "compact-unapplied",
+            PlantedBug::TransferVoteIgnoresLog => "transfer-vote-ignores-log",
         }
     }
 

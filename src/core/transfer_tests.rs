@@ -305,3 +305,39 @@ fn transfers_are_refused_where_they_cannot_start() {
         Err(TransferError::InProgress { to: NodeId(2) })
     );
 }
+
+/// The planted bug grants exactly the vote the rule refuses: a transfer's
+/// candidate whose log lacks committed entries.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn planted_transfer_vote_ignores_log_grants_a_stale_transfer_candidate() {
+    for (bug, granted) in [
+        (None, false),
+        (Some(PlantedBug::TransferVoteIgnoresLog), true),
+    ] {
+        let mut cluster = settled();
+        cluster.nodes[1].plant_bug(bug);
+        let stale = Message {
+            from: NodeId(2),
+            to: NodeId(1),
+            term: Term(2),
+            cluster: ClusterTag::default(),
+            body: MessageBody::RequestVote(RequestVote {
+                last_log_index: LogIndex(1),
+                last_log_term: Term(0),
+                pre_vote: false,
+                transfer: true,
+            }),
+        };
+        cluster.nodes[1].step(stale);
+        let ready = cluster.nodes[1].ready();
+        let answer = ready
+            .messages_after_persist
+            .iter()
+            .find_map(|m| match &m.body {
+                MessageBody::RequestVoteResponse(r) => Some(r.vote_granted),
+                _ => None,
+            });
+        assert_eq!(answer, Some(granted), "{bug:?}");
+    }
+}

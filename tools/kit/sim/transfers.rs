@@ -25,6 +25,13 @@ pub(super) const OPERATOR_CONNECTION: u64 = u64::MAX;
 /// the low end, so that transfers overlap elections, crashes and each
 /// other.
 const TRANSFER_INTERVAL_MS_MAX: u64 = 2_000;
+/// A third of the transfers pause their target as they start, for longer
+/// than the transfer may take: the leader gives up and takes writes again,
+/// and the target reads its TimeoutNow only once it runs again, with a log
+/// that lacks what was committed meanwhile (the vote's log check must
+/// stop it: planted bug `transfer-vote-ignores-log`).
+const TARGET_PAUSED_MS_MIN: u64 = 400;
+const TARGET_PAUSED_MS_MAX: u64 = 1_500;
 
 impl Simulator {
     pub(super) fn schedule_transfer(&mut self) {
@@ -75,6 +82,12 @@ impl Simulator {
         });
         self.queue
             .push(self.now_ms, Event::OperatorRequest { node, token, line });
+        let target_up = target < size && target != node && self.nodes[target].is_up();
+        if target_up && self.rng.transfers.chance(1, 3) {
+            let rng = &mut self.rng.transfers;
+            let paused_ms = rng.range_inclusive(TARGET_PAUSED_MS_MIN, TARGET_PAUSED_MS_MAX);
+            self.pause_node(target, paused_ms);
+        }
     }
 
     pub(super) fn operator_request(&mut self, node: usize, token: ClientToken, line: &str) {
