@@ -7,7 +7,7 @@ SEED ?= $(shell date +%s)
 # Test builds with planted bugs live apart, so they never replace the real binaries.
 PLANTED = CARGO_TARGET_DIR=target/planted
 
-.PHONY: build cluster restart status stop kill clean test test-planted lint jepsen bench bench-compare sim sim-planted
+.PHONY: build cluster restart transfer status stop kill clean test test-planted lint jepsen bench bench-compare sim sim-planted
 
 build:
 	cargo build --release --bins
@@ -16,9 +16,16 @@ cluster: build
 	RAFTLITE_ARGS="$(ARGS)" tools/cluster.sh start $(N)
 
 # Stops NODE if it runs (SIGTERM, SIGKILL after 5 s), then starts it again.
+# A leader first hands leadership to a live follower (TRANSFER), so a
+# planned restart costs no election timeout.
 restart: build
 	@test -n "$(NODE)" || { echo "usage: make restart NODE=A"; exit 2; }
 	@tools/cluster.sh restart "$(NODE)"
+
+# Hands leadership to NODE (TRANSFER): prints the reply, exit 1 on an error.
+transfer: build
+	@test -n "$(NODE)" || { echo "usage: make transfer NODE=B"; exit 2; }
+	@tools/cluster.sh transfer "$(NODE)"
 
 status:
 	@tools/cluster.sh status
@@ -51,7 +58,8 @@ test: lint
 SIM_PLANTED_BUGS = commit-old-term-by-count second-vote-in-term vote-before-persist \
 	truncate-on-matching-append admit-foreign-cluster stale-leader-reads ack-before-sync \
 	retry-new-sequence snapshot-without-sessions install-older-snapshot compact-unapplied \
-	install-keeps-foreign-log recovery-keeps-foreign-log snapshot-without-cluster
+	install-keeps-foreign-log recovery-keeps-foreign-log snapshot-without-cluster \
+	transfer-vote-ignores-log
 
 # The same checks against builds with known bugs planted: they must fail.
 test-planted:

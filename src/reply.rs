@@ -50,6 +50,12 @@ pub enum Reply {
         index: LogIndex,
         bytes: u64,
     },
+    /// TRANSFER: the member named `leader` leads `term` (it was asked to
+    /// take over, or led already).
+    Transferred {
+        leader: String,
+        term: Term,
+    },
     /// Certainly not appended; `leader` is where to try, if this node knows.
     NotLeader {
         leader: Option<Leader>,
@@ -162,7 +168,8 @@ impl Reply {
             | Reply::StaleNotFound { .. }
             | Reply::Session { .. }
             | Reply::Status(_)
-            | Reply::SnapshotTaken { .. } => ReplyKind::Success,
+            | Reply::SnapshotTaken { .. }
+            | Reply::Transferred { .. } => ReplyKind::Success,
             Reply::Mismatch { .. } => ReplyKind::Mismatch,
             Reply::NotLeader { .. } => ReplyKind::NotLeader,
             Reply::Timeout => ReplyKind::Timeout,
@@ -257,6 +264,7 @@ impl fmt::Display for Reply {
             Reply::SnapshotTaken { index, bytes } => {
                 write!(f, "OK snapshot index={index} bytes={bytes}")
             }
+            Reply::Transferred { leader, term } => write!(f, "OK leader={leader} term={term}"),
             Reply::Value(value) => {
                 f.write_str("VALUE ")?;
                 write_if_needed(f, value, Position::LineEnd)
@@ -346,6 +354,9 @@ fn parse_ok(rest: &str) -> Option<Reply> {
     if let Some(snapshot) = rest.strip_prefix("snapshot ") {
         return parse_snapshot_taken(snapshot);
     }
+    if let Some(transferred) = rest.strip_prefix("leader=") {
+        return parse_transferred(transferred);
+    }
     let (index, term) = rest.strip_prefix("index=")?.split_once(" term=")?;
     Some(Reply::Ok {
         index: LogIndex(number(index)?),
@@ -358,6 +369,17 @@ fn parse_snapshot_taken(rest: &str) -> Option<Reply> {
     Some(Reply::SnapshotTaken {
         index: LogIndex(number(index)?),
         bytes: number(bytes)?,
+    })
+}
+
+fn parse_transferred(rest: &str) -> Option<Reply> {
+    let (leader, term) = rest.split_once(" term=")?;
+    if leader.is_empty() || !is_word(leader) {
+        return None;
+    }
+    Some(Reply::Transferred {
+        leader: leader.to_string(),
+        term: Term(number(term)?),
     })
 }
 

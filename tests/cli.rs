@@ -128,6 +128,8 @@ fn submit_help_and_usage_errors() {
         "--no-redirect",
         "SET key=value",
         "SET key value",
+        "TRANSFER ID",
+        "OK leader=ID term=T",
         "GET key",
         "SGET key",
         "NOT_FOUND stale applied=I",

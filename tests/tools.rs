@@ -321,3 +321,115 @@ fn cluster_sh_restarts_stops_and_reports_one_node_of_the_local_cluster() {
 
     assert!(running(setup.other.pid()), "the other cluster's A was hit");
 }
+
+/// Writes run/cmd for a local cluster of `ids` on `ports` (started by
+/// cluster.sh's restart, which starts a node that is not running).
+fn write_cluster_commands(run: &Path, ids: &[&str], ports: &[u16]) {
+    std::fs::create_dir_all(run.join("cmd")).expect("cmd dir");
+    for (index, id) in ids.iter().enumerate() {
+        let peers: Vec<String> = (0..ids.len())
+            .filter(|&other| other != index)
+            .map(|other| format!("{}:{}", ids[other], ports[other]))
+            .collect();
+        let command = format!(
+            "{RAFTLITE} --id {id} --port {} --peers {} --data-dir {}\n",
+            ports[index],
+            peers.join(","),
+            run.join("data").join(id).display()
+        );
+        std::fs::write(run.join("cmd").join(id), command).expect("write cmd");
+    }
+}
+
+/// The field `name` of node `id`'s line in `cluster.sh status`.
+fn status_field(run: &Path, id: &str, name: &str) -> Option<String> {
+    let status = text(&run_script("cluster.sh", run, &["status"]).stdout);
+    let line = status
+        .lines()
+        .find(|line| line.starts_with(&format!("{id} ")))?;
+    let prefix = format!("{name}=");
+    let field = line.split(' ').find(|word| word.starts_with(&prefix))?;
+    Some(field[prefix.len()..].to_string())
+}
+
+#[test]
+fn cluster_sh_transfers_leadership_and_a_leader_restart_hands_it_over_first() {
+    let dir = TempDir::new("cluster-transfer");
+    let run = dir.0.join("run");
+    let ports = free_ports(3).expect("ports");
+    let ids = ["A", "B", "C"];
+    write_cluster_commands(&run, &ids, &ports);
+    let mut launched = Launched(Vec::new());
+    for id in ids {
+        let output = run_script("cluster.sh", &run, &["restart", id]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        launched.0.push(pid_in(&text(&output.stdout)));
+    }
+    let leader = poll_until(5 * SECOND, || {
+        ids.into_iter()
+            .find(|id| status_field(&run, id, "role").as_deref() == Some("leader"))
+    })
+    .expect("a leader");
+    let target = ids
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+
+    // make transfer NODE=target: the reply, exit 0, and target leads.
+    let output = run_script("cluster.sh", &run, &["transfer", target]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
+    let term = status_field(&run, target, "term").expect("a term");
+    assert_eq!(
+        text(&output.stdout).trim(),
+        format!("OK leader={target} term={term}")
+    );
+    assert_eq!(
+        status_field(&run, target, "role").as_deref(),
+        Some("leader")
+    );
+
+    // make restart NODE=target (the leader): it hands over first.
+    let output = run_script("cluster.sh", &run, &["restart", target]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("transferred leadership to ") && lines[0].ends_with(')'),
+        "{stdout}"
+    );
+    let new_leader = lines[0]["transferred leadership to ".len()..]
+        .split(' ')
+        .next()
+        .expect("a name")
+        .to_string();
+    assert_ne!(new_leader, target);
+    assert!(
+        lines[1].starts_with(&format!("stopped {target} (pid ")),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("started {target} (pid ")),
+        "{stdout}"
+    );
+    launched.0.push(pid_in(lines[2]));
+    let log = std::fs::read_to_string(run.join("logs").join(format!("{target}.log")))
+        .expect("the restarted node's log");
+    assert!(log.contains("Transferring leadership to "), "{log}");
+
+    // A transfer that cannot happen: the reply, exit 1.
+    let paused = ids
+        .into_iter()
+        .find(|id| *id != new_leader)
+        .expect("a follower");
+    let output = run_script("kill_node.sh", &run, &[paused, "STOP"]);
+    assert_eq!(output.status.code(), Some(0));
+    let output = run_script("cluster.sh", &run, &["transfer", paused]);
+    let _ = run_script("kill_node.sh", &run, &[paused, "CONT"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stdout).starts_with("ERR UNAVAILABLE "),
+        "{}",
+        text(&output.stdout)
+    );
+    let _ = run_script("cluster.sh", &run, &["stop"]);
+}

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Local cluster control for `make cluster|restart|status|stop`.
+# Local cluster control for `make cluster|restart|transfer|status|stop`.
 # Nodes A, B, C, ... listen on 127.0.0.1:8000, 8001, ... (BASE_PORT moves
 # them); logs go to run/logs/<ID>.log and data to run/data/<ID> (kept across
 # restarts); run/cmd/<ID> holds each node's command line. RAFTLITE_RUN_DIR
 # replaces run/ and RAFTLITE_BIN_DIR target/release (the tests use both).
 # Nodes are found by their pid files (tools/lib/node.sh).
 #
-#   tools/cluster.sh start [N] | restart ID | stop [ID] | status
+#   tools/cluster.sh start [N] | restart ID | transfer ID | stop [ID] | status
 set -euo pipefail
 
 TOOLS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -20,7 +20,10 @@ IDS=(A B C D E F G H I J K L M N O)
 # Bounds: a stopped node's exit (0.1 s polls), a started node's first answer.
 STOP_WAIT_TENTHS=50
 START_WAIT_SECONDS=5
-USAGE="usage: tools/cluster.sh start [N] | restart ID | stop [ID] | status"
+USAGE="usage: tools/cluster.sh start [N] | restart ID | transfer ID | stop [ID] | status"
+# A transfer ends within an election timeout (300 ms by default); the
+# client's bound leaves room for a redirect and a slow machine.
+TRANSFER_TIMEOUT_MS=2000
 
 die() { echo "cluster: $*" >&2; exit 1; }
 usage() { echo "cluster: $1" >&2; echo "$USAGE" >&2; exit 2; }
@@ -232,8 +235,55 @@ stop() { # [ID]: one node, or every node
   ((${#waiting[@]} == 0)) || wait_stopped "${waiting[@]}"
 }
 
-restart() { # ID: stop it if it runs, then start its saved command line
-  if node_lookup "$1"; then stop "$1"; fi
+status_of() { # ADDRESS: the node's STATUS line, or nothing
+  "$BIN/submit" --leader "$1" --cmd STATUS --timeout 500 2>/dev/null || true
+}
+
+# ID: asks the cluster to hand leadership to ID (TRANSFER); prints the reply
+# and fails on anything but OK.
+transfer() {
+  local reply code=0
+  reply=$("$BIN/submit" --cluster "$(addresses)" --cmd "TRANSFER $1" \
+    --timeout "$TRANSFER_TIMEOUT_MS" 2>&1) || code=$?
+  echo "$reply"
+  ((code == 0)) || exit 1
+}
+
+# ID: if it leads, hands leadership to a live follower first, so that a
+# planned restart costs no election timeout. A failed transfer does not stop
+# the restart (the old leader resumes, and the restart elects a new one).
+transfer_away() {
+  local id=$1 address other target='' others=0 reply
+  address=$(node_address "$id")
+  [[ $(status_of "$address") == "STATUS "*" role=leader "* ]] || return 0
+  for other in $(node_ids); do
+    [[ $other != "$id" ]] || continue
+    others=$((others + 1))
+    node_lookup "$other" || continue
+    if [[ $(status_of "$(node_address "$other")") == "STATUS "*" role=follower "* ]]; then
+      target=$other
+      break
+    fi
+  done
+  ((others > 0)) || return 0 # a cluster of one: nobody to hand over to
+  if [[ -z $target ]]; then
+    echo "transfer failed: no live follower; restarting anyway"
+    return 0
+  fi
+  reply=$("$BIN/submit" --leader "$address" --cmd "TRANSFER $target" \
+    --timeout "$TRANSFER_TIMEOUT_MS" 2>&1) || true
+  if [[ $reply =~ ^OK\ leader=([^ ]+)\ term=([0-9]+)$ ]]; then
+    echo "transferred leadership to ${BASH_REMATCH[1]} (term ${BASH_REMATCH[2]})"
+  else
+    echo "transfer failed: ${reply:-no reply}; restarting anyway"
+  fi
+}
+
+restart() { # ID: hand over leadership, stop it if it runs, start its saved command line
+  if node_lookup "$1"; then
+    transfer_away "$1"
+    stop "$1"
+  fi
   launch "$1"
 }
 
@@ -243,6 +293,11 @@ case ${1:-} in
     (($# == 2)) || usage "restart takes one node id"
     check_node "$2"
     restart "$2"
+    ;;
+  transfer)
+    (($# == 2)) || usage "transfer takes one node id"
+    check_node "$2"
+    transfer "$2"
     ;;
   status) (($# == 1)) || usage "status takes no argument"; status ;;
   stop)

@@ -80,6 +80,9 @@ every line, blank ones included. Commands and their replies:
   STATUS                STATUS id=.. role=.. term=.. leader=.. ...  (node asked)
   SNAPSHOT              OK snapshot index=I bytes=B  (node asked snapshots its
                         state machine; ERR UNAVAILABLE if one is being written)
+  TRANSFER ID           OK leader=ID term=T  (the leader hands leadership to
+                        member ID; ERR UNAVAILABLE why if it did not happen
+                        within an election timeout: the old leader resumes)
 Keys and values may be double-quoted with backslash escapes (\\\" \\\\ \\n \\t
 \\xHH), redis-cli style: SET \"a b\" \"c d\"; GET \"a b\". A bare value loses the
 spaces around it: quote it to keep them.

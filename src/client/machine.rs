@@ -157,6 +157,10 @@ pub enum Kind {
     Write,
     /// Opening a session: a retry at worst leaves an unused session.
     Register,
+    /// An admin request to the leader (TRANSFER): no session, follows
+    /// NOT_LEADER, and safe to retry (a transfer that happened answers a
+    /// retry at the new leader with `OK leader=` at once).
+    Admin,
     /// Anything else (the server will refuse it): sent once.
     Other,
 }
@@ -174,6 +178,7 @@ impl Kind {
             "SGET" => Kind::StaleRead,
             "SET" | "DEL" | "CAS" => Kind::Write,
             "REGISTER" => Kind::Register,
+            "TRANSFER" => Kind::Admin,
             _ => Kind::Other,
         }
     }
@@ -181,7 +186,7 @@ impl Kind {
     fn retry_safe(self) -> bool {
         matches!(
             self,
-            Kind::Read | Kind::StaleRead | Kind::Write | Kind::Register
+            Kind::Read | Kind::StaleRead | Kind::Write | Kind::Register | Kind::Admin
         )
     }
 

@@ -284,6 +284,34 @@ fn an_expired_session_is_reopened_unless_a_try_may_have_applied() {
 }
 
 #[test]
+fn transfer_follows_the_leader_hint_without_a_session_and_ends_on_its_reply() {
+    let mut client = machine(&["a:1", "b:2"], 5000);
+    let first = sent(client.start("TRANSFER C", 0));
+    assert_eq!(first.request.command, "TRANSFER C");
+    assert_eq!((first.request.session_id, first.request.sequence), (0, 0));
+    let hint = Reply::NotLeader {
+        leader: Some(crate::reply::Leader {
+            id: "B".to_string(),
+            address: "b:2".to_string(),
+        }),
+    };
+    let at_leader = sent(client.try_finished(reply(hint), 1));
+    assert_eq!(at_leader.to, "b:2");
+    assert_eq!(at_leader.request.command, "TRANSFER C");
+    let transferred = Reply::Transferred {
+        leader: "C".to_string(),
+        term: Term(4),
+    };
+    let done = client.try_finished(reply(transferred.clone()), 2);
+    assert_eq!(done, Action::Done(Answer::Reply(transferred)));
+    // A failed transfer is the node's definite answer, passed on as is.
+    let _ = sent(client.start("TRANSFER C", 3));
+    let failed = Reply::Unavailable("leadership transfer in progress".into());
+    let done = client.try_finished(reply(failed.clone()), 4);
+    assert_eq!(done, Action::Done(Answer::Reply(failed)));
+}
+
+#[test]
 fn status_is_asked_once_of_the_node_named() {
     let mut client = machine(&["a:1", "b:2"], 5000);
     let attempt = sent(client.start("STATUS", 0));

@@ -25,7 +25,7 @@ impl Raft {
     fn start_pre_vote(&mut self) {
         self.become_pre_candidate();
         let term = Term(self.hard_state.current_term.0 + 1);
-        self.request_votes(term, true);
+        self.request_votes(term, true, false);
         self.poll();
     }
 
@@ -34,15 +34,24 @@ impl Raft {
     /// servers" (§5.2).
     pub(super) fn campaign(&mut self) {
         self.become_candidate();
-        self.request_votes(self.hard_state.current_term, false);
+        self.request_votes(self.hard_state.current_term, false, false);
         self.poll();
     }
 
-    fn request_votes(&mut self, term: Term, pre_vote: bool) {
+    /// §3.10: the leader told us to campaign (`TimeoutNow`). No PreVote,
+    /// and the requests say so, so that voters in the leader's lease answer.
+    pub(super) fn campaign_for_transfer(&mut self) {
+        self.become_candidate();
+        self.request_votes(self.hard_state.current_term, false, true);
+        self.poll();
+    }
+
+    fn request_votes(&mut self, term: Term, pre_vote: bool, transfer: bool) {
         let request = RequestVote {
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
             pre_vote,
+            transfer,
         };
         let envelope = Envelope {
             term,
@@ -125,7 +134,9 @@ impl Raft {
     pub(super) fn accept_higher_term(&mut self, message: &Message) -> bool {
         let from = message.from;
         match &message.body {
-            MessageBody::RequestVote(_) if self.in_lease() => false,
+            // A transfer's vote request is answered even within the lease:
+            // the leader itself asked for the election (§3.10).
+            MessageBody::RequestVote(request) if self.in_lease() && !request.transfer => false,
             // Neither a pre-vote request nor a granted pre-vote changes terms.
             MessageBody::RequestVote(request) if request.pre_vote => true,
             MessageBody::RequestVoteResponse(response)
@@ -183,7 +194,8 @@ impl Raft {
             }
             MessageBody::RequestVoteResponse(_)
             | MessageBody::AppendEntriesResponse(_)
-            | MessageBody::InstallSnapshotResponse(_) => {}
+            | MessageBody::InstallSnapshotResponse(_)
+            | MessageBody::TimeoutNow => {}
         }
     }
 
@@ -211,7 +223,8 @@ impl Raft {
     ) {
         let up_to_date = self
             .log
-            .is_up_to_date(request.last_log_index, request.last_log_term);
+            .is_up_to_date(request.last_log_index, request.last_log_term)
+            || (request.transfer && self.planted(PlantedBug::TransferVoteIgnoresLog));
         if request.pre_vote {
             return self.answer_pre_vote(candidate, term, up_to_date);
         }

@@ -45,6 +45,9 @@ pub enum MessageBody {
     AppendEntriesResponse(AppendEntriesResponse),
     InstallSnapshot(InstallSnapshot),
     InstallSnapshotResponse(InstallSnapshotResponse),
+    /// Leadership transfer (dissertation §3.10): the leader tells a caught-up
+    /// follower to start an election now. Nothing but the common header.
+    TimeoutNow,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +57,10 @@ pub struct RequestVote {
     /// A pre-vote (§9.6): the message's term is the term the sender would
     /// campaign in; nobody changes term or vote because of it.
     pub pre_vote: bool,
+    /// Sent by a candidate the leader told to campaign (`TimeoutNow`):
+    /// voters answer it even while they hear from a leader (stickiness),
+    /// still only for an up-to-date log. Never set with `pre_vote`.
+    pub transfer: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

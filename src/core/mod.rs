@@ -15,6 +15,7 @@ mod replication;
 pub mod rng;
 mod role;
 mod snapshot;
+mod transfer;
 pub mod types;
 
 #[cfg(test)]
@@ -23,6 +24,8 @@ mod paper_tests;
 mod snapshot_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transfer_tests;
 
 pub use config::{Config, ConfigError, Limits, StartConfiguration};
 pub use membership::Configuration;
@@ -30,4 +33,5 @@ pub use message::*;
 pub use planted::PlantedBug;
 pub use raft::{ProposeError, Raft, Role, Status};
 pub use ready::{Event, ReadState, Ready, StepDownReason};
+pub use transfer::{TransferError, TransferOutcome, TransferStarted};
 pub use types::*;

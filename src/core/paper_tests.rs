@@ -142,6 +142,7 @@ fn vote_request(from: u32, term: u64, last_log_index: u64, last_log_term: u64) -
         last_log_index: LogIndex(last_log_index),
         last_log_term: Term(last_log_term),
         pre_vote: false,
+        transfer: false,
     };
     to_us(from, term, MessageBody::RequestVote(request))
 }
@@ -344,6 +345,7 @@ fn a_majority_of_pre_votes_starts_a_real_election() {
         last_log_index: LogIndex(2),
         last_log_term: Term(1),
         pre_vote: false,
+        transfer: false,
     });
     let requests: Vec<Message> = (1..5).map(|to| from_us(to, 3, request.clone())).collect();
     assert_eq!(ready.messages_after_persist, requests);
@@ -513,6 +515,7 @@ fn a_follower_or_candidate_that_times_out_starts_an_election() {
             last_log_index: LogIndex(2),
             last_log_term: Term(2),
             pre_vote: false,
+            transfer: false,
         });
         let requests = vec![from_us(1, 4, request.clone()), from_us(2, 4, request)];
         assert!(ready.messages.is_empty(), "{case}");
@@ -537,6 +540,7 @@ fn with_pre_vote_a_timeout_asks_for_pre_votes_in_the_same_term() {
         last_log_index: LogIndex(2),
         last_log_term: Term(2),
         pre_vote: true,
+        transfer: false,
     });
     let requests = vec![from_us(1, 3, request.clone()), from_us(2, 3, request)];
     assert_eq!(ready.messages, requests);

@@ -54,6 +54,11 @@ pub enum PlantedBug {
     /// hard state's binding, not the log's Bootstrap): whoever installs it
     /// can never bind (src/replica/snapshot.rs).
     SnapshotWithoutCluster,
+    /// A voter grants a leadership transfer's vote request (§3.10) without
+    /// the §5.4.1 up-to-date check, trusting that the leader caught the
+    /// target up: a target that read its TimeoutNow late (paused) wins with
+    /// a log that lacks entries committed since.
+    TransferVoteIgnoresLog,
 }
 
 impl PlantedBug {
@@ -84,7 +89,7 @@ impl PlantedBug {
     ];
 
     /// Every bug a test build can plant.
-    pub const NAMED: [PlantedBug; 15] = [
+    pub const NAMED: [PlantedBug; 16] = [
         PlantedBug::CommitOldTermByCount,
         PlantedBug::SecondVoteInTerm,
         PlantedBug::VoteBeforePersist,
@@ -100,6 +105,7 @@ impl PlantedBug {
         PlantedBug::InstallKeepsForeignLog,
         PlantedBug::RecoveryKeepsForeignLog,
         PlantedBug::SnapshotWithoutCluster,
+        PlantedBug::TransferVoteIgnoresLog,
     ];
 
     pub fn name(self) -> &'static str {
@@ -119,6 +125,7 @@ impl PlantedBug {
             PlantedBug::InstallKeepsForeignLog => "install-keeps-foreign-log",
             PlantedBug::RecoveryKeepsForeignLog => "recovery-keeps-foreign-log",
             PlantedBug::SnapshotWithoutCluster => "snapshot-without-cluster",
+            PlantedBug::TransferVoteIgnoresLog => "transfer-vote-ignores-log",
         }
     }
 

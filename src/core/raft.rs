@@ -15,6 +15,7 @@ use super::rng::Rng;
 pub use super::role::Role;
 use super::role::{FollowerState, RoleState};
 use super::snapshot::{SnapshotReceive, Snapshots};
+use super::transfer::Transfer;
 use super::types::*;
 use std::sync::Arc;
 
@@ -26,6 +27,11 @@ pub enum ProposeError {
     },
     /// Too many reads wait for confirmation already.
     Busy,
+    /// This leader is handing leadership to `to` (§3.10) and appends
+    /// nothing meanwhile; `to` is where to try.
+    Transferring {
+        to: NodeId,
+    },
 }
 
 /// A snapshot of the node's state for STATUS lines and checkers.
@@ -62,6 +68,8 @@ pub struct Raft {
     /// The snapshot a follower is receiving, if any. Not a role's: the
     /// bytes stored so far outlast an election this node joins.
     pub(super) receiving: Option<SnapshotReceive>,
+    /// The leadership transfer under way (`transfer.rs`), if any.
+    pub(super) transfer: Option<Transfer>,
     pub(super) ready: Ready,
     #[cfg(feature = "planted-bugs")]
     planted_bug: Option<PlantedBug>,
@@ -140,6 +148,7 @@ impl Raft {
             rng,
             snapshots: Snapshots::restored(snapshot),
             receiving: None,
+            transfer: None,
             ready: Ready::default(),
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
@@ -169,14 +178,17 @@ impl Raft {
             RoleState::Leader(_) => self.tick_heartbeat(),
             _ => self.tick_election(),
         }
+        self.check_transfer();
     }
 
     /// The earliest time at which `advance_time` has something to do.
     pub fn next_deadline_ms(&self) -> u64 {
-        match &self.role {
+        let role_deadline_ms = match &self.role {
             RoleState::Leader(leader) => leader.heartbeat_deadline_ms,
             _ => self.election_deadline_ms,
-        }
+        };
+        let transfer_deadline_ms = self.transfer.map_or(u64::MAX, |t| t.deadline_ms);
+        role_deadline_ms.min(transfer_deadline_ms)
     }
 
     /// Messages from nodes outside the configuration are taken too: a new
@@ -211,6 +223,8 @@ impl Raft {
             RoleState::PreCandidate(_) | RoleState::Candidate(_) => self.step_candidate(message),
             RoleState::Leader(_) => self.step_leader(message),
         }
+        self.send_timeout_now_if_caught_up();
+        self.check_transfer();
     }
 
     /// A client command. On success the entry is appended (not yet durable or
@@ -221,6 +235,9 @@ impl Raft {
             return Err(ProposeError::NotLeader {
                 leader: self.leader_id(),
             });
+        }
+        if let Some(to) = self.transferring_to() {
+            return Err(ProposeError::Transferring { to });
         }
         assert!(
             data.len() <= crate::constants::ENTRY_DATA_SIZE_MAX,
@@ -450,6 +467,10 @@ impl Raft {
             );
         }
         assert!(self.log.last_term() <= self.hard_state.current_term);
+        if let Some(transfer) = self.transfer {
+            assert_ne!(transfer.to, self.config.id, "transfer to ourselves");
+            assert!(transfer.started_term <= self.hard_state.current_term);
+        }
         match &self.role {
             RoleState::Leader(leader) => {
                 assert_eq!(self.hard_state.voted_for, Some(self.config.id));

@@ -1,6 +1,7 @@
 //! What one pass through the core asks of the runtime.
 
 use super::message::{ChunkToSend, ClusterTag, InstallSnapshot, Message};
+use super::transfer::TransferOutcome;
 use super::types::{ClusterId, Entry, HardState, LogIndex, NodeId, Term};
 
 /// The runtime must, in this order: make `hard_state`, `entries` and
@@ -155,6 +156,18 @@ pub enum Event {
         index: LogIndex,
         offset: u64,
         stored: u64,
+    },
+    /// This leader of `term` hands leadership to `to`, and takes no
+    /// proposals until the transfer ends (by `deadline_ms` at the latest).
+    TransferStarted {
+        to: NodeId,
+        term: Term,
+        deadline_ms: u64,
+    },
+    /// The transfer to `to` ended.
+    TransferEnded {
+        to: NodeId,
+        outcome: TransferOutcome,
     },
 }
 

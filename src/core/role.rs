@@ -231,6 +231,7 @@ impl Raft {
             MessageBody::InstallSnapshot(chunk) => {
                 self.handle_install_snapshot(message.from, chunk)
             }
+            MessageBody::TimeoutNow => self.handle_timeout_now(message.from),
             // Answers to requests of an earlier role: nothing to do.
             MessageBody::RequestVoteResponse(_)
             | MessageBody::AppendEntriesResponse(_)
@@ -257,7 +258,9 @@ impl Raft {
                 self.become_follower(self.hard_state.current_term, Some(leader), reason);
                 self.handle_install_snapshot(leader, chunk)
             }
-            MessageBody::AppendEntriesResponse(_) | MessageBody::InstallSnapshotResponse(_) => {}
+            MessageBody::AppendEntriesResponse(_)
+            | MessageBody::InstallSnapshotResponse(_)
+            | MessageBody::TimeoutNow => {}
         }
     }
 
@@ -278,7 +281,9 @@ impl Raft {
                     self.hard_state.current_term, self.config.id, message.from
                 )
             }
-            MessageBody::RequestVoteResponse(_) => {}
+            // TimeoutNow is for followers; a leader of our term sent it
+            // before we won, so it is stale.
+            MessageBody::RequestVoteResponse(_) | MessageBody::TimeoutNow => {}
         }
     }
 

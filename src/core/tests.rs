@@ -6,18 +6,20 @@ use super::*;
 use std::collections::VecDeque;
 
 pub(super) const ELECTION_MIN: u64 = 150;
-const ELECTION_MAX: u64 = 300;
-const HEARTBEAT: u64 = 50;
+pub(super) const ELECTION_MAX: u64 = 300;
+pub(super) const HEARTBEAT: u64 = 50;
 
-struct Cluster {
-    nodes: Vec<Raft>,
+pub(super) struct Cluster {
+    pub(super) nodes: Vec<Raft>,
     /// Each node's "disk": what it persisted.
-    stored: Vec<Vec<Entry>>,
-    queue: VecDeque<Message>,
+    pub(super) stored: Vec<Vec<Entry>>,
+    pub(super) queue: VecDeque<Message>,
     /// Messages for which this returns false are dropped.
-    filter: Box<dyn Fn(&Message) -> bool>,
+    pub(super) filter: Box<dyn Fn(&Message) -> bool>,
     applied: Vec<Vec<Entry>>,
     reads: Vec<Vec<ReadState>>,
+    /// Each node's events, oldest first.
+    pub(super) events: Vec<Vec<Event>>,
 }
 
 /// Node `id` of a cluster of nodes 0..size: 150-300 ms election timeout,
@@ -47,7 +49,7 @@ fn entries_with_terms(terms: &[u64]) -> Vec<Entry> {
 
 impl Cluster {
     /// PreVote and CheckQuorum on, as the daemon runs.
-    fn with_extensions(size: u32) -> Cluster {
+    pub(super) fn with_extensions(size: u32) -> Cluster {
         let mut cluster = Cluster::new(size);
         cluster.nodes = (0..size)
             .map(|id| {
@@ -60,7 +62,7 @@ impl Cluster {
         cluster
     }
 
-    fn new(size: u32) -> Cluster {
+    pub(super) fn new(size: u32) -> Cluster {
         let logs = vec![Vec::new(); size as usize];
         Cluster::with_logs(&logs, Term(0))
     }
@@ -91,11 +93,12 @@ impl Cluster {
             filter: Box::new(|_| true),
             applied: vec![Vec::new(); logs.len()],
             reads: vec![Vec::new(); logs.len()],
+            events: vec![Vec::new(); logs.len()],
         }
     }
 
     /// One Ready of one node: persist, queue its messages, apply.
-    fn process(&mut self, id: usize) {
+    pub(super) fn process(&mut self, id: usize) {
         let ready = self.nodes[id].ready();
         let stored = &mut self.stored[id];
         if let Some(first) = ready.entries.first() {
@@ -113,10 +116,11 @@ impl Cluster {
         }
         self.applied[id].extend(ready.committed_entries);
         self.reads[id].extend(ready.read_states);
+        self.events[id].extend(ready.events);
         self.nodes[id].check_invariants();
     }
 
-    fn process_all(&mut self) {
+    pub(super) fn process_all(&mut self) {
         for id in 0..self.nodes.len() {
             self.process(id);
             while self.nodes[id].has_ready() {
@@ -126,7 +130,7 @@ impl Cluster {
     }
 
     /// Delivers messages until none is left, processing each receiver.
-    fn deliver_all(&mut self) {
+    pub(super) fn deliver_all(&mut self) {
         for _ in 0..100_000 {
             self.process_all();
             let Some(message) = self.queue.pop_front() else {
@@ -141,20 +145,20 @@ impl Cluster {
     }
 
     /// Fires `id`'s election timer without moving anyone else's clock.
-    fn campaign(&mut self, id: usize) {
+    pub(super) fn campaign(&mut self, id: usize) {
         let deadline = self.nodes[id].next_deadline_ms();
         self.nodes[id].advance_time(deadline);
         self.deliver_all();
     }
 
-    fn heartbeat(&mut self, leader: usize) {
+    pub(super) fn heartbeat(&mut self, leader: usize) {
         let deadline = self.nodes[leader].next_deadline_ms();
         self.nodes[leader].advance_time(deadline);
         self.deliver_all();
     }
 
     /// Moves every node's clock to `now_ms`, firing what is due.
-    fn advance_all(&mut self, now_ms: u64) {
+    pub(super) fn advance_all(&mut self, now_ms: u64) {
         for node in &mut self.nodes {
             node.advance_time(now_ms);
         }
@@ -165,7 +169,7 @@ impl Cluster {
         self.stored[id].iter().map(|entry| entry.term.0).collect()
     }
 
-    fn leaders(&self) -> Vec<usize> {
+    pub(super) fn leaders(&self) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|&id| self.nodes[id].role() == Role::Leader)
             .collect()
@@ -275,6 +279,7 @@ fn at_most_one_vote_per_term() {
             last_log_index: LogIndex(0),
             last_log_term: Term(0),
             pre_vote: false,
+            transfer: false,
         }),
     };
     cluster.nodes[0].step(request(1));
@@ -621,7 +626,7 @@ fn malformed_append_entries_are_dropped() {
 
 // ---- PreVote, CheckQuorum, leader stickiness (dissertation §9.6) ----------
 
-fn isolate(node: u32) -> Box<dyn Fn(&Message) -> bool> {
+pub(super) fn isolate(node: u32) -> Box<dyn Fn(&Message) -> bool> {
     Box::new(move |message| message.from != NodeId(node) && message.to != NodeId(node))
 }
 
@@ -681,6 +686,7 @@ fn followers_hearing_a_leader_ignore_vote_requests() {
             last_log_index: LogIndex(99),
             last_log_term: Term(8),
             pre_vote: false,
+            transfer: false,
         }),
     };
     cluster.nodes[1].step(request);

@@ -609,6 +609,7 @@ mod tests {
                 MessageBody::AppendEntriesResponse(_) => "append answer",
                 MessageBody::InstallSnapshot(_) => "snapshot chunk",
                 MessageBody::InstallSnapshotResponse(_) => "snapshot answer",
+                MessageBody::TimeoutNow => "timeout now",
             };
             let to = message.to.0;
             self.0.borrow_mut().push(format!("send {what} to n{to}"));
@@ -824,6 +825,7 @@ mod tests {
             last_log_index: LogIndex(10),
             last_log_term: Term(4),
             pre_vote: false,
+            transfer: false,
         };
         node.replica
             .step(message(2, 5, MessageBody::RequestVote(request)));

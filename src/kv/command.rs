@@ -37,6 +37,11 @@ pub enum Request {
     /// Asks the node contacted to snapshot its state machine now (each node
     /// snapshots its own copy; nothing goes through the log).
     Snapshot,
+    /// Asks the leader to hand leadership to the member named `id`
+    /// (dissertation §3.10); nothing goes through the log.
+    Transfer {
+        id: String,
+    },
     /// Opens a client session (sent by clients, not typed by users): the
     /// reply names the session id that numbers later commands.
     Register,
@@ -165,6 +170,7 @@ const USAGE_CAS: &str = "CAS needs key expected new (expected - means absent)";
 const USAGE_STATUS: &str = "STATUS takes no arguments";
 const USAGE_SNAPSHOT: &str = "SNAPSHOT takes no arguments";
 const USAGE_REGISTER: &str = "REGISTER takes no arguments";
+const USAGE_TRANSFER: &str = "TRANSFER needs exactly one node id";
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -268,6 +274,8 @@ fn parse_verb(verb: &str, arguments: &str) -> Result<Request, ParseError> {
             });
         }
         Ok(Request::Snapshot)
+    } else if is("TRANSFER") {
+        parse_transfer(arguments)
     } else if is("REGISTER") {
         if !arguments.is_empty() {
             return Err(ParseError::Usage {
@@ -279,6 +287,21 @@ fn parse_verb(verb: &str, arguments: &str) -> Result<Request, ParseError> {
         let verb = verb.chars().take(VERB_SHOWN_CHARS_MAX).collect();
         Err(ParseError::UnknownVerb { verb })
     }
+}
+
+/// One word, as long as a node id may be; whether it names a member is the
+/// replica's to say.
+fn parse_transfer(arguments: &str) -> Result<Request, ParseError> {
+    let usage = ParseError::Usage {
+        usage: USAGE_TRANSFER,
+    };
+    let one_word = !arguments.is_empty() && !arguments.contains(char::is_whitespace);
+    if !one_word || arguments.len() > crate::constants::NODE_ID_SIZE_MAX {
+        return Err(usage);
+    }
+    Ok(Request::Transfer {
+        id: arguments.to_string(),
+    })
 }
 
 /// Names the field a quoting error is in.
@@ -391,9 +414,11 @@ impl Request {
             Request::Get { key } => Some(Command::Get { key }),
             Request::Del { key } => Some(Command::Del { key }),
             Request::Cas { key, expected, new } => Some(Command::Cas { key, expected, new }),
-            Request::Status | Request::Snapshot | Request::Register | Request::StaleGet { .. } => {
-                None
-            }
+            Request::Status
+            | Request::Snapshot
+            | Request::Transfer { .. }
+            | Request::Register
+            | Request::StaleGet { .. } => None,
         }
     }
 }
@@ -636,6 +661,13 @@ mod tests {
             ("status", Request::Status),
             ("STATUS\r\n", Request::Status),
             ("snapshot", Request::Snapshot),
+            ("transfer B", Request::Transfer { id: "B".into() }),
+            (
+                "TRANSFER  node-2 ",
+                Request::Transfer {
+                    id: "node-2".into(),
+                },
+            ),
             ("CAS a - 1", cas("a", None, "1")),
             ("cas a 1 2", cas("a", Some("1"), "2")),
             ("CAS a 1 new value", cas("a", Some("1"), "new value")),
@@ -667,6 +699,8 @@ mod tests {
             ("CAS a=b 1 2", "key contains '='"),
             ("STATUS now", USAGE_STATUS),
             ("SNAPSHOT now", USAGE_SNAPSHOT),
+            ("TRANSFER", USAGE_TRANSFER),
+            ("TRANSFER B C", USAGE_TRANSFER),
             ("SET a\rb=1", "line break inside command"),
             ("SET a=1\nGET a", "line break inside command"),
         ];

@@ -6,6 +6,7 @@ use crate::constants::PENDING_PROPOSALS_MAX;
 use crate::core::{
     Entry, EntryKind, LogIndex, Message, NodeId, ProposeError, Raft, ReadState, Ready, Role, Term,
 };
+use crate::core::{Event, TransferError, TransferOutcome};
 use crate::kv::{parse_request, Applied, CachedReply, LogRecord, Outcome, Request, StateMachine};
 use crate::reply::{Leader, Reply, Status};
 use std::collections::BTreeMap;
@@ -122,6 +123,9 @@ pub struct Replica {
     /// next one to begin (bounded by the client slots).
     taking: Option<snapshot::Taking>,
     snapshot_requests: Vec<ClientToken>,
+    /// The TRANSFER request waiting for the transfer under way to end (one:
+    /// the core runs one transfer at a time and refuses a second).
+    transfer_request: Option<ClientToken>,
 }
 
 impl Replica {
@@ -154,6 +158,7 @@ impl Replica {
             proposal_buffer: Vec::new(),
             taking: None,
             snapshot_requests: Vec::new(),
+            transfer_request: None,
         };
         replica.plant_bug_in_machine();
         replica
@@ -241,6 +246,10 @@ impl Replica {
                 self.request_snapshot(token);
                 None
             }
+            Request::Transfer { id } => {
+                self.transfer(token, &id);
+                None
+            }
             Request::StaleGet { key } => {
                 self.stale_get(token, &key);
                 None
@@ -290,6 +299,10 @@ impl Replica {
             Err(ProposeError::Busy) => {
                 self.reply(token, Reply::Unavailable("too many pending reads".into()));
             }
+            Err(ProposeError::Transferring { to }) => {
+                let reply = self.not_leader(Some(to));
+                self.reply(token, reply);
+            }
         }
     }
 
@@ -317,6 +330,79 @@ impl Replica {
                 self.reply(token, Reply::Unavailable("busy".into()));
                 None
             }
+            // Certainly not appended: sent on to the node taking over,
+            // which leads as soon as it wins.
+            Err(ProposeError::Transferring { to }) => {
+                let reply = self.not_leader(Some(to));
+                self.reply(token, reply);
+                None
+            }
+        }
+    }
+
+    /// TRANSFER ID (dissertation §3.10). Answered at once unless a
+    /// transfer starts; then when it ends (`answer_transfer`).
+    fn transfer(&mut self, token: ClientToken, name: &str) {
+        let Some(to) = self.member_named(name) else {
+            let reason = format!("no member named {name}");
+            return self.reply(token, Reply::BadRequest(reason.into()));
+        };
+        let reply = match self.raft.transfer_leadership(to) {
+            Ok(_) => {
+                self.transfer_request = Some(token);
+                return;
+            }
+            Err(TransferError::NotLeader { leader }) => self.not_leader(leader),
+            Err(TransferError::AlreadyLeader { term }) => Reply::Transferred {
+                leader: name.to_string(),
+                term,
+            },
+            Err(TransferError::NotAVoter) => {
+                Reply::BadRequest(format!("{name} is not a voter").into())
+            }
+            Err(TransferError::InProgress { .. }) => {
+                Reply::Unavailable("leadership transfer in progress".into())
+            }
+        };
+        self.reply(token, reply);
+    }
+
+    /// The reply a transfer to `to` that ended with `outcome` gets; the
+    /// runtime logs the same words.
+    pub fn transfer_reply(&self, to: NodeId, outcome: TransferOutcome) -> Reply {
+        let name = |id: NodeId| self.member(id).map_or("unknown", |m| m.name.as_str());
+        let reason = match outcome {
+            TransferOutcome::Succeeded { term } => {
+                let leader = name(to).to_string();
+                return Reply::Transferred { leader, term };
+            }
+            TransferOutcome::OtherLeader { leader, term } => {
+                format!(
+                    "{} became leader (term {term}), not {}",
+                    name(leader),
+                    name(to)
+                )
+            }
+            TransferOutcome::TimedOut { timeout_ms } => format!(
+                "leadership transfer to {} did not complete within an election timeout \
+                 ({timeout_ms} ms)",
+                name(to)
+            ),
+            TransferOutcome::NoLeader { timeout_ms } => {
+                format!("no leader elected within an election timeout ({timeout_ms} ms)")
+            }
+        };
+        Reply::Unavailable(reason.into())
+    }
+
+    fn answer_transfer(&mut self, events: &[Event]) {
+        for event in events {
+            if let Event::TransferEnded { to, outcome } = event {
+                let reply = self.transfer_reply(*to, *outcome);
+                if let Some(token) = self.transfer_request.take() {
+                    self.reply(token, reply);
+                }
+            }
         }
     }
 
@@ -342,6 +428,7 @@ impl Replica {
         }
         self.confirm_reads(&ready.read_states);
         self.serve_confirmed_reads();
+        self.answer_transfer(&ready.events);
         if self.raft.role() != Role::Leader {
             self.fail_pending();
         }
@@ -422,6 +509,11 @@ impl Replica {
 
     pub fn member(&self, id: NodeId) -> Option<&Member> {
         self.members.get(id.0 as usize)
+    }
+
+    fn member_named(&self, name: &str) -> Option<NodeId> {
+        let index = self.members.iter().position(|member| member.name == name)?;
+        Some(NodeId(index as u32))
     }
 
     fn not_leader(&self, leader: Option<NodeId>) -> Reply {
@@ -599,5 +691,165 @@ mod tests {
             Reply::BadRequest(parse_error.to_string().into()),
         ];
         assert_eq!(replies, expected);
+    }
+
+    // ---- TRANSFER ----------------------------------------------------------
+
+    /// Three replicas A, B, C (nodes 0-2) delivering to each other by hand;
+    /// messages to a node in `cut` are dropped.
+    struct Trio {
+        replicas: Vec<Replica>,
+        now_ms: u64,
+        cut: Option<usize>,
+    }
+
+    const TOKEN: ClientToken = ClientToken {
+        connection: 9,
+        request_id: 1,
+    };
+
+    impl Trio {
+        fn new() -> Trio {
+            let members: Vec<Member> = ["A", "B", "C"]
+                .iter()
+                .enumerate()
+                .map(|(id, name)| Member {
+                    name: name.to_string(),
+                    address: format!("127.0.0.1:{}", 8000 + id),
+                })
+                .collect();
+            let replicas = (0..3)
+                .map(|id| {
+                    let config = Config {
+                        id: NodeId(id),
+                        start: StartConfiguration::Bootstrap(Configuration::numbered(3)),
+                        election_timeout_ms_min: 150,
+                        election_timeout_ms_max: 300,
+                        heartbeat_interval_ms: 50,
+                        seed: 1,
+                        bootstrap_cluster_id: ClusterId(0x1234),
+                        pre_vote: true,
+                        check_quorum: true,
+                        limits: Limits::default(),
+                    };
+                    let raft = Raft::new(config, HardState::default(), Vec::new(), 0).unwrap();
+                    Replica::new(raft, members.clone())
+                })
+                .collect();
+            let mut trio = Trio {
+                replicas,
+                now_ms: 0,
+                cut: None,
+            };
+            let deadline = trio.replicas[0].raft().next_deadline_ms();
+            trio.replicas[0].advance_time(deadline);
+            trio.now_ms = deadline;
+            trio.settle();
+            assert_eq!(trio.replicas[0].raft().role(), Role::Leader);
+            trio
+        }
+
+        fn settle(&mut self) {
+            for _ in 0..1000 {
+                let mut messages = Vec::new();
+                for replica in &mut self.replicas {
+                    let ready = replica.ready();
+                    if let Some(hard_state) = ready.hard_state {
+                        replica.hard_state_persisted(hard_state);
+                    }
+                    if let Some(last) = ready.entries.last() {
+                        replica.persisted(last.index, last.term);
+                    }
+                    messages.extend(ready.messages);
+                    messages.extend(ready.messages_after_persist);
+                }
+                if messages.is_empty() && self.replicas.iter().all(|r| !r.has_ready()) {
+                    return;
+                }
+                for message in messages {
+                    let to = message.to.0 as usize;
+                    if self.cut != Some(to) && self.cut != Some(message.from.0 as usize) {
+                        self.replicas[to].step(message);
+                    }
+                }
+            }
+            panic!("never settled");
+        }
+
+        /// Moves every clock on by `ms`, a heartbeat at a time.
+        fn wait(&mut self, ms: u64) {
+            let end = self.now_ms + ms;
+            while self.now_ms < end {
+                self.now_ms = (self.now_ms + 25).min(end);
+                for replica in &mut self.replicas {
+                    replica.advance_time(self.now_ms);
+                }
+                self.settle();
+            }
+        }
+
+        fn ask(&mut self, node: usize, line: &str) -> Vec<String> {
+            self.replicas[node].handle_request(TOKEN, SessionTag::default(), line);
+            self.settle();
+            self.replies(node)
+        }
+
+        fn replies(&mut self, node: usize) -> Vec<String> {
+            let replies = self.replicas[node].take_replies();
+            replies.iter().map(|(_, reply)| reply.to_string()).collect()
+        }
+    }
+
+    #[test]
+    fn transfer_answers_once_the_target_leads() {
+        let mut trio = Trio::new();
+        assert_eq!(trio.ask(0, "TRANSFER C"), ["OK leader=C term=2"]);
+        assert_eq!(trio.replicas[2].raft().role(), Role::Leader);
+        assert_eq!(
+            trio.ask(2, "SET k=v").len(),
+            1,
+            "the new leader takes writes"
+        );
+    }
+
+    #[test]
+    fn transfer_answers_at_once_where_it_cannot_start() {
+        let mut trio = Trio::new();
+        assert_eq!(trio.ask(0, "TRANSFER A"), ["OK leader=A term=1"]);
+        assert_eq!(
+            trio.ask(0, "TRANSFER Z"),
+            ["ERR BAD_REQUEST no member named Z"]
+        );
+        assert_eq!(
+            trio.ask(1, "TRANSFER C"),
+            ["ERR NOT_LEADER leader=A addr=127.0.0.1:8000"]
+        );
+        assert_eq!(
+            trio.ask(1, "TRANSFER"),
+            ["ERR BAD_REQUEST TRANSFER needs exactly one node id"]
+        );
+    }
+
+    #[test]
+    fn during_a_transfer_writes_go_to_the_target_and_a_failed_one_resumes() {
+        let mut trio = Trio::new();
+        trio.cut = Some(2);
+        assert!(trio.ask(0, "TRANSFER C").is_empty(), "waits");
+        assert_eq!(
+            trio.ask(0, "SET k=v"),
+            ["ERR NOT_LEADER leader=C addr=127.0.0.1:8002"]
+        );
+        assert_eq!(
+            trio.ask(0, "TRANSFER B"),
+            ["ERR UNAVAILABLE leadership transfer in progress"]
+        );
+        trio.wait(300);
+        assert_eq!(
+            trio.replies(0),
+            ["ERR UNAVAILABLE leadership transfer to C did not complete within an election timeout (300 ms)"]
+        );
+        assert_eq!(trio.replicas[0].raft().role(), Role::Leader);
+        let set = trio.ask(0, "SET k=v");
+        assert!(set[0].starts_with("OK index="), "{set:?}");
     }
 }

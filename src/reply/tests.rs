@@ -107,6 +107,13 @@ fn written_lines() -> Vec<(Reply, &'static str)> {
             },
             "OK snapshot index=100000 bytes=4321000",
         ),
+        (
+            Reply::Transferred {
+                leader: "B".into(),
+                term: Term(7),
+            },
+            "OK leader=B term=7",
+        ),
         (Reply::Status(Status::default()), "STATUS"),
         (
             full_status(),
@@ -208,6 +215,14 @@ fn documented_lines() -> Vec<(&'static str, &'static str, Reply)> {
             Reply::SnapshotTaken {
                 index: LogIndex(7),
                 bytes: 5120,
+            },
+        ),
+        (
+            "`OK leader=ID term=T`",
+            "OK leader=node-2 term=12",
+            Reply::Transferred {
+                leader: "node-2".into(),
+                term: Term(12),
             },
         ),
         (
@@ -322,6 +337,10 @@ fn lines_a_node_does_not_write_are_refused() {
         ("OK index=1 term=+1", malformed("OK")),
         ("OK index=1  term=1", malformed("OK")),
         ("OK index=1 term=18446744073709551616", malformed("OK")),
+        ("OK leader= term=3", malformed("OK")),
+        ("OK leader=B", malformed("OK")),
+        ("OK leader=B term=03", malformed("OK")),
+        ("OK leader=B C term=3", malformed("OK")),
         ("VALUE", malformed("VALUE")),
         ("VALUE ", malformed("VALUE")),
         (r#"VALUE "x""#, malformed("VALUE")),
@@ -469,7 +488,7 @@ fn random_number(random: &mut Rng) -> u64 {
 
 fn random_reply(random: &mut Rng) -> Reply {
     let number = |random: &mut Rng| random_number(random);
-    match random.index(14) {
+    match random.index(15) {
         0 => Reply::Ok {
             index: LogIndex(number(random)),
             term: Term(number(random)),
@@ -497,6 +516,10 @@ fn random_reply(random: &mut Rng) -> Reply {
         12 => Reply::SnapshotTaken {
             index: LogIndex(number(random)),
             bytes: number(random),
+        },
+        13 => Reply::Transferred {
+            leader: random_text(random, true),
+            term: Term(number(random)),
         },
         _ => Reply::SessionExpired,
     }

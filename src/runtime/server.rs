@@ -21,6 +21,7 @@ use crate::core::{ClusterId, Event, LogIndex, NodeId, Ready, Role, StepDownReaso
 use crate::driver::{DriveError, Driver, NodeIo, ReadyObserver, SnapshotEvent, SnapshotPolicy};
 use crate::log;
 use crate::replica::{ClientToken, NodeCounters, Replica};
+use crate::reply::Reply;
 use crate::storage::{Storage, SyncJob};
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Poll, Token};
@@ -568,6 +569,24 @@ impl<S: Storage<Job = SyncJob>> Server<S> {
                 offset,
                 stored,
             } => self.close_out_of_order_sender(*from, *index, *offset, *stored),
+            Event::TransferStarted { to, term, .. } => log!(
+                Info,
+                "Transferring leadership to {} (term {term})",
+                self.name(*to)
+            ),
+            Event::TransferEnded { to, outcome } => {
+                match self.replica.transfer_reply(*to, *outcome) {
+                    Reply::Transferred { leader, term } => {
+                        log!(Info, "Transferred leadership to {leader} (term {term})")
+                    }
+                    Reply::Unavailable(reason) => log!(
+                        Warn,
+                        "Leadership transfer to {} failed: {reason}",
+                        self.name(*to)
+                    ),
+                    other => log!(Warn, "Leadership transfer to {}: {other}", self.name(*to)),
+                }
+            }
         }
     }
 

@@ -189,6 +189,7 @@ pub(super) enum FrameType {
     PeerRefused = 11,
     InstallSnapshot = 12,
     InstallSnapshotResponse = 13,
+    TimeoutNow = 14,
 }
 
 impl FrameType {
@@ -207,6 +208,7 @@ impl FrameType {
             11 => Some(FrameType::PeerRefused),
             12 => Some(FrameType::InstallSnapshot),
             13 => Some(FrameType::InstallSnapshotResponse),
+            14 => Some(FrameType::TimeoutNow),
             _ => None,
         }
     }
@@ -226,6 +228,7 @@ impl FrameType {
             FrameType::PeerRefused => "PeerRefused",
             FrameType::InstallSnapshot => "InstallSnapshot",
             FrameType::InstallSnapshotResponse => "InstallSnapshotResponse",
+            FrameType::TimeoutNow => "TimeoutNow",
         }
     }
 }
@@ -251,6 +254,7 @@ pub(super) fn message_frame_type(body: &MessageBody) -> FrameType {
         MessageBody::AppendEntriesResponse(_) => FrameType::AppendEntriesResponse,
         MessageBody::InstallSnapshot(_) => FrameType::InstallSnapshot,
         MessageBody::InstallSnapshotResponse(_) => FrameType::InstallSnapshotResponse,
+        MessageBody::TimeoutNow => FrameType::TimeoutNow,
     }
 }
 
@@ -312,7 +316,7 @@ pub(super) fn encode_message_payload(message: &Message, out: &mut Vec<u8>) {
         MessageBody::RequestVote(request) => {
             put_u64(out, request.last_log_index.0);
             put_u64(out, request.last_log_term.0);
-            put_bool(out, request.pre_vote);
+            out.push(vote_flags(request));
         }
         MessageBody::RequestVoteResponse(response) => {
             put_bool(out, response.vote_granted);
@@ -339,7 +343,21 @@ pub(super) fn encode_message_payload(message: &Message, out: &mut Vec<u8>) {
             out.push(status);
             put_u64(out, value);
         }
+        MessageBody::TimeoutNow => {} // the common header says it all
     }
+}
+
+/// The flags byte of a RequestVote. Bit 0 was the `pre_vote` bool, so a
+/// plain or pre-vote request is the same byte as before; a transfer sets
+/// bit 1, which a node that knows only the bool refuses as malformed
+/// rather than misreading (docs/PROTOCOL.md).
+const VOTE_PRE_VOTE: u8 = 1 << 0;
+const VOTE_TRANSFER: u8 = 1 << 1;
+
+fn vote_flags(request: &RequestVote) -> u8 {
+    let pre_vote = if request.pre_vote { VOTE_PRE_VOTE } else { 0 };
+    let transfer = if request.transfer { VOTE_TRANSFER } else { 0 };
+    pre_vote | transfer
 }
 
 /// The status byte of an InstallSnapshotResponse.
@@ -474,6 +492,9 @@ pub(super) fn decode_payload(frame_type: FrameType, payload: &[u8]) -> Result<Fr
         FrameType::InstallSnapshotResponse => {
             Frame::Peer(read_message(&mut reader, read_install_snapshot_response)?)
         }
+        FrameType::TimeoutNow => {
+            Frame::Peer(read_message(&mut reader, |_| Ok(MessageBody::TimeoutNow))?)
+        }
         FrameType::ClientRequest => Frame::ClientRequest(read_client_request(&mut reader)?),
         FrameType::ClientResponse => Frame::ClientResponse(read_client_response(&mut reader)?),
     };
@@ -535,11 +556,21 @@ fn read_cluster_tag(reader: &mut Reader<'_>) -> Result<ClusterTag, PayloadError>
 fn read_request_vote(reader: &mut Reader<'_>) -> Result<MessageBody, PayloadError> {
     let last_log_index = LogIndex(reader.read_u64("last_log_index")?);
     let last_log_term = Term(reader.read_u64("last_log_term")?);
-    let pre_vote = reader.read_bool("pre_vote")?;
+    let flags = reader.read_u8("vote_flags")?;
+    if flags & !(VOTE_PRE_VOTE | VOTE_TRANSFER) != 0 {
+        return Err(PayloadError::Invalid("unknown RequestVote flag bits"));
+    }
+    let (pre_vote, transfer) = (flags & VOTE_PRE_VOTE != 0, flags & VOTE_TRANSFER != 0);
+    if pre_vote && transfer {
+        return Err(PayloadError::Invalid(
+            "a transfer's vote request is never a pre-vote",
+        ));
+    }
     Ok(MessageBody::RequestVote(RequestVote {
         last_log_index,
         last_log_term,
         pre_vote,
+        transfer,
     }))
 }
 
@@ -927,8 +958,19 @@ pub(super) mod tests {
                     last_log_index: LogIndex(41),
                     last_log_term: Term(2),
                     pre_vote: true,
+                    transfer: false,
                 }),
             ),
+            message(
+                5,
+                MessageBody::RequestVote(RequestVote {
+                    last_log_index: LogIndex(41),
+                    last_log_term: Term(5),
+                    pre_vote: false,
+                    transfer: true,
+                }),
+            ),
+            message(6, MessageBody::TimeoutNow),
             message(
                 3,
                 MessageBody::RequestVoteResponse(RequestVoteResponse {
@@ -1150,6 +1192,7 @@ pub(super) mod tests {
                 last_log_index: LogIndex(5),
                 last_log_term: Term(2),
                 pre_vote: true,
+                transfer: false,
             }),
         );
         let mut expected = vec![0, 0, 0, 44, 1, 2];
@@ -1161,6 +1204,63 @@ pub(super) mod tests {
         expected.extend_from_slice(&2u64.to_be_bytes());
         expected.push(1);
         assert_eq!(encode(&frame), expected);
+    }
+
+    #[test]
+    fn timeout_now_is_the_common_header_alone() {
+        let frame = message(4, MessageBody::TimeoutNow);
+        let mut expected = vec![0, 0, 0, 27, 1, 14];
+        expected.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2]);
+        expected.extend_from_slice(&4u64.to_be_bytes());
+        expected.extend_from_slice(&0x1234u64.to_be_bytes()); // cluster id
+        expected.push(1); // bound (even term)
+        assert_eq!(encode(&frame), expected);
+        assert_eq!(payload_of(&frame).len(), MESSAGE_HEADER_SIZE);
+        let mut longer = payload_of(&frame);
+        longer.push(0);
+        let error = payload_error(14, &longer);
+        assert_eq!(error, PayloadError::TrailingBytes { count: 1 });
+    }
+
+    /// The flags byte: bit 0 pre-vote (the old bool's byte), bit 1
+    /// transfer. A plain request is byte-identical to the old layout.
+    #[test]
+    fn request_vote_flags_are_as_documented() {
+        let flags_of = |pre_vote, transfer| {
+            let frame = message(
+                3,
+                MessageBody::RequestVote(RequestVote {
+                    last_log_index: LogIndex(5),
+                    last_log_term: Term(2),
+                    pre_vote,
+                    transfer,
+                }),
+            );
+            *encode(&frame).last().unwrap()
+        };
+        assert_eq!(flags_of(false, false), 0);
+        assert_eq!(flags_of(true, false), 1);
+        assert_eq!(flags_of(false, true), 2);
+    }
+
+    #[test]
+    fn unknown_or_contradictory_vote_flags_are_refused() {
+        let frame = &sample_frames()[3];
+        let mut payload = payload_of(frame);
+        let flags_at = payload.len() - 1;
+        assert_eq!(payload[flags_at], 2, "the sample is a transfer request");
+        for flags in [4u8, 0x80, 0xff] {
+            payload[flags_at] = flags;
+            let error = payload_error(2, &payload);
+            assert_eq!(
+                error,
+                PayloadError::Invalid("unknown RequestVote flag bits")
+            );
+        }
+        payload[flags_at] = 3;
+        let error = payload_error(2, &payload);
+        let expected = PayloadError::Invalid("a transfer's vote request is never a pre-vote");
+        assert_eq!(error, expected);
     }
 
     #[test]
@@ -1245,7 +1345,7 @@ pub(super) mod tests {
 
     #[test]
     fn presence_byte_other_than_zero_or_one_is_refused() {
-        let frame = &sample_frames()[7];
+        let frame = &sample_frames()[9];
         let mut payload = payload_of(frame);
         // Common header, success, index: then the presence byte.
         payload[MESSAGE_HEADER_SIZE + 1 + 8] = 7;

@@ -1,7 +1,7 @@
 //! Framing: how frames sit on a byte stream, and the incremental decoder.
 //!
 //! Every frame is a big-endian `u32` length (the bytes after it), a version
-//! byte (always 1), a frame type byte (1 to 13) and the payload. A declared
+//! byte (always 1), a frame type byte (1 to 14) and the payload. A declared
 //! length below 2 (no room for version and type) or above `FRAME_SIZE_MAX`
 //! (4 MiB) is an error as soon as the four length bytes have arrived, before
 //! any of the body is waited for. An unknown version, an unknown frame type,
@@ -438,7 +438,7 @@ mod tests {
 
     #[test]
     fn unknown_frame_type_is_refused() {
-        for frame_type in [0, 14, 255] {
+        for frame_type in [0, 15, 255] {
             let error = first_error(&raw_frame(1, frame_type, &[]));
             assert_eq!(error, WireError::UnknownFrameType { frame_type });
         }
@@ -600,7 +600,7 @@ mod tests {
                 let length = (bytes.len() - 4 + random.index(3)) as u32;
                 bytes[..4].copy_from_slice(&length.saturating_sub(1).to_be_bytes());
                 bytes[4] = 1;
-                bytes[5] = 1 + random.index(13) as u8;
+                bytes[5] = 1 + random.index(14) as u8;
             }
             check_decoding_is_total_and_canonical(&bytes, 1 + random.index(64));
         }

@@ -350,6 +350,21 @@ mod planted {
         assert!(explanation.contains("names cluster none"), "{explanation}");
     }
 
+    /// A transfer's vote granted without the log check: a target paused
+    /// while its transfer timed out reads its TimeoutNow late and wins
+    /// without entries committed meanwhile.
+    #[test]
+    fn transfer_vote_ignores_log() {
+        let failure = first_failure(PlantedBug::TransferVoteIgnoresLog);
+        let expected = [
+            Property::LeaderCompleteness,
+            Property::StateMachineSafety,
+            Property::LogMatching,
+            Property::Durability,
+        ];
+        assert_property(&failure, &expected);
+    }
+
     /// Not in `PlantedBug::ALL` (the process-level bench is meant to find
     /// it), but the simulator's read check finds it too: a leader that
     /// answers reads without confirming its leadership, or before it has

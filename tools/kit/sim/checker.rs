@@ -162,6 +162,11 @@ pub struct Checker {
 }
 
 impl Checker {
+    /// The node the checker saw lead `term`, if any.
+    pub fn leader_of(&self, term: Term) -> Option<usize> {
+        self.leaders.get(&term).copied()
+    }
+
     pub fn new(size: usize) -> Checker {
         Checker {
             quorum: size / 2 + 1,

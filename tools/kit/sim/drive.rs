@@ -379,6 +379,10 @@ impl Simulator {
                 .find(|(made, _)| position < *made)
                 .map_or(applied_last, |&(_, applied)| applied);
             let request_id = token.request_id;
+            if token.connection == super::transfers::OPERATOR_CONNECTION {
+                self.observed.operator_replies.push((node, line));
+                continue;
+            }
             let Some(attempt) = self.workload.attempt(request_id) else {
                 continue;
             };

@@ -100,6 +100,14 @@ pub enum Event {
         node: usize,
         generation: u64,
     },
+    /// Time for the operator's next TRANSFER (transfers.rs).
+    Transfer,
+    /// The operator's request line reaches a node.
+    OperatorRequest {
+        node: usize,
+        token: ClientToken,
+        line: String,
+    },
     /// The stale member's time is up: its own data dir comes back.
     StaleMemberEnd {
         node: usize,
@@ -117,6 +125,7 @@ impl Event {
             | Event::Drive { node, .. }
             | Event::SyncComplete { node, .. }
             | Event::ClientRequest { node, .. }
+            | Event::OperatorRequest { node, .. }
             | Event::RequestExpire { node, .. } => Some(*node),
             _ => None,
         }

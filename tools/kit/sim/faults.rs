@@ -280,6 +280,12 @@ impl Simulator {
         let Some(node) = self.pick_from(&candidates) else {
             return;
         };
+        let duration_ms = self.rng.faults.range_inclusive(1, PAUSE_MS_MAX);
+        self.pause_node(node, duration_ms);
+    }
+
+    /// Stops `node`'s process (it must be up) for `duration_ms`.
+    pub(super) fn pause_node(&mut self, node: usize, duration_ms: u64) {
         let state = &mut self.nodes[node];
         state.state = NodeState::Paused;
         state.pause += 1;
@@ -290,7 +296,6 @@ impl Simulator {
         // A process blocked in an fsync stops when it returns: what it
         // sends after the fsync has left by then (drive.rs).
         let starts_ms = self.nodes[node].busy_until_ms.max(self.now_ms);
-        let duration_ms = self.rng.faults.range_inclusive(1, PAUSE_MS_MAX);
         let event = Event::Resume { node, pause };
         self.queue.push(starts_ms + duration_ms, event);
     }

@@ -403,6 +403,7 @@ pub fn promises_durable_state(message: &Message) -> bool {
             response.success || response.conflict_index.0 != 0
         }
         MessageBody::AppendEntries(_) | MessageBody::InstallSnapshot(_) => false,
+        MessageBody::TimeoutNow => false,
         // An installed snapshot is durable; a chunk's answer promises nothing.
         MessageBody::InstallSnapshotResponse(response) => {
             matches!(response.status, SnapshotStatus::Installed { .. })

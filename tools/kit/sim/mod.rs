@@ -35,6 +35,7 @@ mod stale_member;
 mod stats;
 mod sweep;
 mod trace;
+mod transfers;
 mod workload;
 
 pub use options::{size_for_seed, Options, CLUSTER_SIZES, LIVENESS_BOUND_MS, STEPS_DEFAULT};

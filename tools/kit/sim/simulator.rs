@@ -45,6 +45,7 @@ const SALT_FAULTS: u64 = 0x6661_756C_7473_0000;
 const SALT_CLIENTS: u64 = 0x636C_6965_6E74_7300;
 const SALT_DISK: u64 = 0x6469_736B_0000_0000;
 const SALT_SYNCS: u64 = 0x7379_6E63_7300_0000;
+const SALT_TRANSFERS: u64 = 0x7472_616E_7366_6572;
 
 /// Independent random streams, so that a change in how often one part
 /// draws does not reshuffle the others.
@@ -55,6 +56,8 @@ pub(super) struct Rngs {
     pub disk: Rng,
     /// The sync threads' latencies.
     pub syncs: Rng,
+    /// The operator's leadership transfers (transfers.rs).
+    pub transfers: Rng,
 }
 
 /// What a step did, for the checkers that run after it.
@@ -73,6 +76,8 @@ pub(super) struct Observed {
     pub ended: Vec<Ended>,
     /// Snapshot files nodes took or installed, and how.
     pub snapshot_files: Vec<(usize, SimSnapshotFile, &'static str)>,
+    /// The operator's TRANSFER replies: (node, reply).
+    pub operator_replies: Vec<(usize, raftlite::reply::Reply)>,
 }
 
 // `touched` has a bit per node.
@@ -92,6 +97,7 @@ impl Observed {
             && self.commits.is_empty()
             && self.ended.is_empty()
             && self.snapshot_files.is_empty()
+            && self.operator_replies.is_empty()
     }
 
     pub fn merge(&mut self, other: Observed) {
@@ -103,6 +109,7 @@ impl Observed {
         self.commits.extend(other.commits);
         self.ended.extend(other.ended);
         self.snapshot_files.extend(other.snapshot_files);
+        self.operator_replies.extend(other.operator_replies);
     }
 }
 
@@ -125,6 +132,10 @@ pub struct Simulator {
     /// Random faults hold off until then, so that a targeted fault plays
     /// out (see `divergence.rs`).
     pub(super) nemesis_quiet_until_ms: u64,
+    /// This seed runs leadership transfers (half the seeds do).
+    pub(super) transfers_enabled: bool,
+    /// TRANSFER requests the operator sent: their request ids.
+    pub(super) operator_requests: u64,
 }
 
 impl Simulator {
@@ -142,7 +153,9 @@ impl Simulator {
             clients: Rng::new(options.seed ^ SALT_CLIENTS),
             disk: Rng::new(options.seed ^ SALT_DISK),
             syncs: Rng::new(options.seed ^ SALT_SYNCS),
+            transfers: Rng::new(options.seed ^ SALT_TRANSFERS),
         };
+        let transfers_enabled = rng.transfers.chance(1, 2);
         let members = (0..options.size)
             .map(|node| Member {
                 name: format!("n{node}"),
@@ -168,6 +181,8 @@ impl Simulator {
             stats: Stats::default(),
             observed: Observed::default(),
             nemesis_quiet_until_ms: 0,
+            transfers_enabled,
+            operator_requests: 0,
             members,
             workload,
             profile,
@@ -251,6 +266,7 @@ impl Simulator {
             self.queue.push(think_ms, Event::ClientSend { client });
         }
         self.schedule_nemesis();
+        self.schedule_transfer();
     }
 
     /// A fresh process for `node`, started from its disk (empty at first)
@@ -379,6 +395,9 @@ impl Simulator {
             Event::ClientTimeout { client, request_id } => self.client_timeout(client, request_id),
             Event::ClientSend { client } => self.client_send(client),
             Event::ClientResume { client } => self.client_resume(client),
+            Event::OperatorRequest { node, token, line } => {
+                self.operator_request(node, token, &line)
+            }
             other => return self.dispatch_fault(other),
         }
         Ok(())
@@ -387,6 +406,7 @@ impl Simulator {
     fn dispatch_fault(&mut self, event: Event) -> Result<(), Violation> {
         match event {
             Event::Nemesis => self.nemesis(),
+            Event::Transfer => self.transfer(),
             Event::Restart { node, incarnation } => self.restart(node, incarnation)?,
             Event::Resume { node, pause } => self.resume(node, pause),
             Event::PartitionHeal { generation } => self.heal_partition(generation),
@@ -481,6 +501,9 @@ impl Simulator {
         }
         for ended in &observed.ended {
             self.checker.outcomes.ended(ended)?;
+        }
+        for (node, reply) in &observed.operator_replies {
+            self.check_operator_reply(*node, reply)?;
         }
         for (node, file, how) in &observed.snapshot_files {
             if !self.nodes[*node].is_stale() {

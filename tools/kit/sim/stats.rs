@@ -22,6 +22,9 @@ pub struct FaultCounts {
     pub messages_delayed_long: u64,
     /// Targeted crashes of a leader committing over a divergent log.
     pub divergence_strikes: u64,
+    /// TRANSFER requests the operator sent, and transfers that succeeded.
+    pub transfers: u64,
+    pub transfers_succeeded: u64,
 }
 
 impl FaultCounts {
@@ -41,6 +44,8 @@ impl FaultCounts {
         self.messages_duplicated += other.messages_duplicated;
         self.messages_delayed_long += other.messages_delayed_long;
         self.divergence_strikes += other.divergence_strikes;
+        self.transfers += other.transfers;
+        self.transfers_succeeded += other.transfers_succeeded;
     }
 }
 
@@ -49,7 +54,8 @@ impl fmt::Display for FaultCounts {
         write!(
             f,
             "crash={} torn={} restart={} pause={} partition={} one-way={} heal={} slow-disk={} \
-             stale-member={} foreign-log={} lost={} blocked={} duplicated={} delayed={} strikes={}",
+             stale-member={} foreign-log={} lost={} blocked={} duplicated={} delayed={} strikes={} \
+             transfer={} transferred={}",
             self.crashes,
             self.torn_writes,
             self.restarts,
@@ -64,7 +70,9 @@ impl fmt::Display for FaultCounts {
             self.messages_blocked,
             self.messages_duplicated,
             self.messages_delayed_long,
-            self.divergence_strikes
+            self.divergence_strikes,
+            self.transfers,
+            self.transfers_succeeded
         )
     }
 }

@@ -28,7 +28,9 @@ pub enum BodySummary {
         last_index: LogIndex,
         last_term: Term,
         pre_vote: bool,
+        transfer: bool,
     },
+    TimeoutNow,
     Vote {
         granted: bool,
         pre_vote: bool,
@@ -63,7 +65,9 @@ impl MessageSummary {
                 last_index: request.last_log_index,
                 last_term: request.last_log_term,
                 pre_vote: request.pre_vote,
+                transfer: request.transfer,
             },
+            MessageBody::TimeoutNow => BodySummary::TimeoutNow,
             MessageBody::RequestVoteResponse(response) => BodySummary::Vote {
                 granted: response.vote_granted,
                 pre_vote: response.pre_vote,
@@ -107,14 +111,16 @@ impl fmt::Display for MessageSummary {
                 last_index,
                 last_term,
                 pre_vote,
+                transfer,
             } => {
-                let kind = if pre_vote {
-                    "RequestPreVote"
-                } else {
-                    "RequestVote"
+                let kind = match (pre_vote, transfer) {
+                    (true, _) => "RequestPreVote",
+                    (false, true) => "RequestTransferVote",
+                    (false, false) => "RequestVote",
                 };
                 write!(f, "{kind} last={last_index}/{last_term}")
             }
+            BodySummary::TimeoutNow => write!(f, "TimeoutNow"),
             BodySummary::Vote { granted, pre_vote } => {
                 let kind = if pre_vote { "PreVote" } else { "Vote" };
                 let answer = if granted { "granted" } else { "refused" };
@@ -164,6 +170,15 @@ impl fmt::Display for MessageSummary {
 
 #[derive(Clone, Debug)]
 pub enum TraceEvent {
+    /// The operator sends a TRANSFER line to a node, and its reply.
+    OperatorRequest {
+        node: usize,
+        line: String,
+    },
+    OperatorReply {
+        node: usize,
+        line: String,
+    },
     Send {
         message: MessageSummary,
         after_sync: bool,
@@ -438,6 +453,8 @@ fn write_client(f: &mut fmt::Formatter<'_>, event: &TraceEvent) -> fmt::Result {
             request_id,
             line,
         } => write!(f, "c{client} → n{node} #{request_id} {line}"),
+        TraceEvent::OperatorRequest { node, line } => write!(f, "operator → n{node} {line}"),
+        TraceEvent::OperatorReply { node, line } => write!(f, "n{node} → operator {line}"),
         TraceEvent::ClientReceive {
             client,
             request_id,
@@ -548,6 +565,14 @@ fn core_event(event: &Event) -> String {
         } => format!(
             "chunk of snapshot {index} from {from} at offset {offset} out of order (holds {stored})"
         ),
+        Event::TransferStarted {
+            to,
+            term,
+            deadline_ms,
+        } => format!("transfers leadership of term {term} to {to} (until {deadline_ms} ms)"),
+        Event::TransferEnded { to, outcome } => {
+            format!("transfer to {to} ended: {outcome:?}")
+        }
     }
 }
 
