@@ -1095,11 +1095,9 @@ mod tests {
     /// A first leader's own copy of the Bootstrap may be durable after the
     /// followers' acks committed and applied it: it is not bound yet, but
     /// a snapshot of it still names the cluster.
-    #[test]
-    fn a_snapshot_before_the_leader_is_bound_names_its_cluster() {
-        let mut node = leader_of_three();
-        node.drive();
-        assert!(node.driver.syncing(), "its own Bootstrap not durable yet");
+    /// Both followers acknowledge entry 1 (the Bootstrap) of term 1: it
+    /// commits while the leader's own copy may not be durable yet.
+    fn both_followers_ack_the_bootstrap(node: &mut Node) {
         let ack = crate::core::AppendEntriesResponse {
             success: true,
             index: LogIndex(1),
@@ -1113,6 +1111,14 @@ mod tests {
             answer.cluster.log_id = Some(ClusterId(0x1234));
             node.replica.step(answer);
         }
+    }
+
+    #[test]
+    fn a_snapshot_before_the_leader_is_bound_names_its_cluster() {
+        let mut node = leader_of_three();
+        node.drive();
+        assert!(node.driver.syncing(), "its own Bootstrap not durable yet");
+        both_followers_ack_the_bootstrap(&mut node);
         node.drive();
         assert_eq!(node.replica.raft().log().last_applied(), LogIndex(1));
         assert_eq!(node.replica.raft().cluster_id(), None, "not bound yet");
@@ -1133,19 +1139,7 @@ mod tests {
         node.replica
             .plant_bug(Some(crate::core::PlantedBug::SnapshotWithoutCluster));
         node.drive();
-        let ack = crate::core::AppendEntriesResponse {
-            success: true,
-            index: LogIndex(1),
-            conflict_term: None,
-            conflict_index: LogIndex(0),
-            round: 0,
-        };
-        for follower in [1, 2] {
-            let body = MessageBody::AppendEntriesResponse(ack.clone());
-            let mut answer = message(follower, 1, body);
-            answer.cluster.log_id = Some(ClusterId(0x1234));
-            node.replica.step(answer);
-        }
+        both_followers_ack_the_bootstrap(&mut node);
         node.drive();
         assert_eq!(node.replica.raft().cluster_id(), None, "not bound yet");
         node.replica

@@ -595,10 +595,11 @@ mod tests {
     use super::*;
     use crate::core::{ClusterId, Config, Configuration, HardState, Limits, StartConfiguration};
 
-    fn replica() -> Replica {
-        let config = Config {
-            id: NodeId(0),
-            start: StartConfiguration::Bootstrap(Configuration::numbered(2)),
+    /// Node `id` of `size` numbered voters, with the default timeouts.
+    fn config_of(id: u32, size: usize) -> Config {
+        Config {
+            id: NodeId(id),
+            start: StartConfiguration::Bootstrap(Configuration::numbered(size)),
             election_timeout_ms_min: 150,
             election_timeout_ms_max: 300,
             heartbeat_interval_ms: 50,
@@ -607,7 +608,11 @@ mod tests {
             pre_vote: true,
             check_quorum: true,
             limits: Limits::default(),
-        };
+        }
+    }
+
+    fn replica() -> Replica {
+        let config = config_of(0, 2);
         let raft = Raft::new(config, HardState::default(), Vec::new(), 0).expect("valid");
         let member = |name: &str, port: u16| Member {
             name: name.to_string(),
@@ -720,18 +725,7 @@ mod tests {
                 .collect();
             let replicas = (0..3)
                 .map(|id| {
-                    let config = Config {
-                        id: NodeId(id),
-                        start: StartConfiguration::Bootstrap(Configuration::numbered(3)),
-                        election_timeout_ms_min: 150,
-                        election_timeout_ms_max: 300,
-                        heartbeat_interval_ms: 50,
-                        seed: 1,
-                        bootstrap_cluster_id: ClusterId(0x1234),
-                        pre_vote: true,
-                        check_quorum: true,
-                        limits: Limits::default(),
-                    };
+                    let config = config_of(id, 3);
                     let raft = Raft::new(config, HardState::default(), Vec::new(), 0).unwrap();
                     Replica::new(raft, members.clone())
                 })

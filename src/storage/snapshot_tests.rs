@@ -384,14 +384,11 @@ fn reset_to_snapshot_starts_the_log_after_it() {
     assert_eq!(report.log_discarded, None);
 }
 
-/// A node not yet bound held another cluster's young log when it was sent
-/// a snapshot of the cluster it joined, and crashed before the install
-/// reset its log. Terms agree by chance; recovery drops the old log anyway,
-/// as the install would have: it began with another cluster's Bootstrap.
-#[test]
-fn a_log_of_another_cluster_is_dropped_after_an_interrupted_install() {
-    let directory = TempDir::new("snap-foreign-log");
-    let (mut storage, _, _) = open(&directory.path);
+/// A data dir whose log began with cluster 99's Bootstrap (entries 1..=10
+/// at term 1), next to a snapshot of cluster 77 at 6 (term 1): what an
+/// install a crash interrupted leaves.
+fn foreign_log_then_snapshot(directory: &Path) {
+    let (mut storage, _, _) = open(directory);
     let bootstrap = Entry {
         term: Term(1),
         index: LogIndex(1),
@@ -403,7 +400,17 @@ fn a_log_of_another_cluster_is_dropped_after_an_interrupted_install() {
     storage.set_hard_state(hard_state(1)).unwrap();
     storage.sync().unwrap();
     drop(storage);
-    write_snapshot(&directory.path, meta(6, 1)); // of cluster 77, term 1 at 6
+    write_snapshot(directory, meta(6, 1));
+}
+
+/// A node not yet bound held another cluster's young log when it was sent
+/// a snapshot of the cluster it joined, and crashed before the install
+/// reset its log. Terms agree by chance; recovery drops the old log anyway,
+/// as the install would have: it began with another cluster's Bootstrap.
+#[test]
+fn a_log_of_another_cluster_is_dropped_after_an_interrupted_install() {
+    let directory = TempDir::new("snap-foreign-log");
+    foreign_log_then_snapshot(&directory.path);
     let (_, recovered, report) = open(&directory.path);
     assert_eq!(recovered.snapshot.unwrap().file.meta, meta(6, 1));
     assert!(
@@ -421,19 +428,7 @@ fn a_log_of_another_cluster_is_dropped_after_an_interrupted_install() {
 #[test]
 fn planted_recovery_keeps_a_log_of_another_cluster_after_an_interrupted_install() {
     let directory = TempDir::new("snap-foreign-log-planted");
-    let (mut storage, _, _) = open(&directory.path);
-    let bootstrap = Entry {
-        term: Term(1),
-        index: LogIndex(1),
-        kind: crate::core::EntryKind::Bootstrap,
-        data: ClusterId(99).to_bytes().to_vec().into(),
-    };
-    storage.append(&[bootstrap]).unwrap();
-    storage.append(&entries(2, 9, 1)).unwrap();
-    storage.set_hard_state(hard_state(1)).unwrap();
-    storage.sync().unwrap();
-    drop(storage);
-    write_snapshot(&directory.path, meta(6, 1));
+    foreign_log_then_snapshot(&directory.path);
     let planted = DiskOptions {
         planted_bug: Some(crate::core::PlantedBug::RecoveryKeepsForeignLog),
         ..options()
