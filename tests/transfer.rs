@@ -31,6 +31,11 @@ fn transfer_makes_the_target_leader_and_writes_keep_working() {
     ]);
     let status = cluster.status(target).expect("target status");
     assert_eq!(status["role"], "leader", "{reply}");
+    // Issue 14's STATUS fields: the voters here, and this node's kind.
+    assert_eq!(
+        (&status["members"][..], &status["kind"][..]),
+        ("3", "voter")
+    );
     let term: u64 = status["term"].parse().expect("a term");
     assert!(term > term_before);
     assert_eq!(

@@ -28,7 +28,7 @@ mod tests;
 mod transfer_tests;
 
 pub use config::{Config, ConfigError, Limits, StartConfiguration};
-pub use membership::Configuration;
+pub use membership::{Configuration, MemberKind};
 pub use message::*;
 pub use planted::PlantedBug;
 pub use raft::{ProposeError, Raft, Role, Status};

@@ -6,7 +6,7 @@ use crate::constants::PENDING_PROPOSALS_MAX;
 use crate::core::{
     Entry, EntryKind, LogIndex, Message, NodeId, ProposeError, Raft, ReadState, Ready, Role, Term,
 };
-use crate::core::{Event, TransferError, TransferOutcome};
+use crate::core::{Event, MemberKind, TransferError, TransferOutcome};
 use crate::kv::{parse_request, Applied, CachedReply, LogRecord, Outcome, Request, StateMachine};
 use crate::reply::{Leader, Reply, Status};
 use std::collections::BTreeMap;
@@ -561,6 +561,16 @@ impl Replica {
         let snapshot_index = self.raft.snapshot().map_or(LogIndex(0), |s| s.meta.index);
         status.push("snapshot_index", snapshot_index);
         status.push("first_index", self.raft.log().first_index());
+        // Issue 14: the voters of the configuration in effect here, and
+        // what this node is in it (`none`: not in it, e.g. removed).
+        let configuration = self.raft.configuration();
+        status.push("members", configuration.voters().count());
+        let kind = match configuration.member(core.id).map(|member| member.kind) {
+            Some(MemberKind::Voter) => "voter",
+            Some(MemberKind::Learner) => "learner",
+            None => "none",
+        };
+        status.push("kind", kind);
         status
     }
 }
@@ -645,7 +655,7 @@ mod tests {
         ]);
         assert_eq!(
             Reply::Status(replica.status()).to_string(),
-            "STATUS id=A role=follower term=0 leader=unknown last_index=0 commit=0 applied=0 digest=0000000000000000 entries_appended=10 fsyncs=4 synced_entries=9 entries_per_fsync=2.2 appends_sent=7 appends_received=2 batch_average=2.7 bytes_in=1000 bytes_out=2000 cluster=none refused=none refused_by=B:cluster_id clients=3 loop_turn_max_ms=2.3 snapshot_index=0 first_index=1"
+            "STATUS id=A role=follower term=0 leader=unknown last_index=0 commit=0 applied=0 digest=0000000000000000 entries_appended=10 fsyncs=4 synced_entries=9 entries_per_fsync=2.2 appends_sent=7 appends_received=2 batch_average=2.7 bytes_in=1000 bytes_out=2000 cluster=none refused=none refused_by=B:cluster_id clients=3 loop_turn_max_ms=2.3 snapshot_index=0 first_index=1 members=2 kind=voter"
         );
     }
 
