@@ -224,27 +224,21 @@ impl Store {
         assert!(value.len() <= VALUE_SIZE_MAX);
         self.digest ^= pair_hash(key, value);
         if let Some(base) = Arc::get_mut(&mut self.base) {
-            // Unfrozen: the delta is draining, and usually empty.
-            let old = match self.delta.remove(key) {
-                Some(in_delta) => {
-                    base.remove(key);
-                    in_delta
-                }
-                None => None,
-            };
-            let old_hash = match (old, base.get_mut(key)) {
-                (Some(old), _) => {
-                    base.insert(Key::new(key), value.to_vec());
-                    Some(pair_hash(key, &old))
-                }
-                (None, Some(slot)) => {
-                    let hash = pair_hash(key, slot);
+            // Unfrozen: the delta is draining, and usually empty; an entry
+            // there is newer than the base's.
+            let in_delta = self.delta.remove(key);
+            let old_hash = match base.get_mut(key) {
+                Some(slot) => {
+                    let hash = match &in_delta {
+                        Some(newer) => newer.as_deref().map(|old| pair_hash(key, old)),
+                        None => Some(pair_hash(key, slot)),
+                    };
                     value.clone_into(slot);
-                    Some(hash)
+                    hash
                 }
-                (None, None) => {
+                None => {
                     base.insert(Key::new(key), value.to_vec());
-                    None
+                    in_delta.flatten().map(|old| pair_hash(key, &old))
                 }
             };
             self.count_replaced(old_hash);

@@ -123,7 +123,8 @@ fn history(cluster: &LocalCluster, seconds: u64) -> Result<(Vec<Sample>, String)
     Ok((samples, usage))
 }
 
-fn node_processes(cluster: &LocalCluster, leader: usize) -> Vec<(String, u32)> {
+/// ("leader A" / "follower B", pid) of each running node.
+pub(crate) fn node_processes(cluster: &LocalCluster, leader: usize) -> Vec<(String, u32)> {
     (0..cluster.nodes.len())
         .filter_map(|index| {
             let role = if index == leader {

@@ -339,17 +339,7 @@ fn snapshot_rows(options: &Options) -> Result<Vec<Row>, String> {
             .ok_or("no leader after the fill")?;
         let turn_after_fill = float_field(&cluster, leader, "loop_turn_max_ms");
         let log = probe::LogMark::now(cluster.log_path(leader));
-        let processes: Vec<(String, u32)> = (0..3)
-            .filter_map(|index| {
-                let role = if index == leader {
-                    "leader"
-                } else {
-                    "follower"
-                };
-                let name = format!("{role} {}", cluster.nodes[index].id);
-                Some((name, cluster.pid(index)?))
-            })
-            .collect();
+        let processes = growth::node_processes(&cluster, leader);
         let window = probe::Window::start(&processes);
         let workload = Workload {
             name,
